@@ -1,0 +1,113 @@
+// microvm's C++ API: boot a command in a fresh microVM and get its exit code.
+//
+//   auto runtime = microvm::Runtime::open();            // data dir, QEMU, kernel
+//   if (!runtime) { report(runtime.error()); return; }
+//   microvm::RunOptions options;
+//   options.rootfs = "/srv/busybox-rootfs";
+//   options.command = {"/bin/sh", "-c", "echo hello"};
+//   auto vm = runtime->start(options);                   // boots, returns at once
+//   auto code = vm->wait();                              // the workload's exit code
+//
+// The workload's stdout and stderr stream to the fds given in RunOptions.
+// A VM is a separate runner process: it survives the caller's death, and
+// signals reach the workload through VmHandle::signal().
+#pragma once
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "microvm/result.h"
+
+namespace microvm {
+
+struct RuntimeOptions {
+  std::filesystem::path data_dir;   // empty: $MICROVM_HOME, $XDG_DATA_HOME/microvm, /var/lib/microvm
+  std::filesystem::path kernel;     // empty: $MICROVM_KERNEL, else <prefix>/share/microvm/vmlinux
+  std::filesystem::path initramfs;  // empty: $MICROVM_INITRAMFS, else <prefix>/share/microvm/initramfs.cpio
+  std::string qemu;                 // empty: $MICROVM_QEMU, else qemu-system-x86_64 on PATH
+  std::string accel;                // "auto" (default), "kvm" or "tcg"; else $MICROVM_ACCEL
+};
+
+// What `microvm info` shows.
+struct HostInfo {
+  std::string qemu;
+  std::string qemu_version;
+  std::filesystem::path kernel;
+  std::filesystem::path initramfs;
+  std::string accel;         // "kvm" or "tcg"
+  std::string accel_reason;  // why
+  std::filesystem::path data_dir;
+};
+
+struct RunOptions {
+  std::filesystem::path rootfs;       // host directory holding the root filesystem
+  std::vector<std::string> command;   // argv; argv[0] is searched on the workload's PATH
+  std::vector<std::string> env;       // "KEY=VALUE"
+  std::string workdir = "/";
+  std::string user;                   // "uid[:gid]" or "name[:group]"; empty: root
+  std::string hostname;               // empty: the VM's short id
+  std::string name;                   // empty: the short id
+  int cpus = 1;
+  int memory_mib = 512;
+  bool remove = false;                // delete every file of the VM when it ends
+  int stop_timeout_seconds = 10;      // grace between forwarding SIGTERM and a hard stop
+  int stdout_fd = 1;                  // where the workload's output goes (-1: discard)
+  int stderr_fd = 2;
+};
+
+// A started VM. Destroying the handle does not stop the VM.
+class VmHandle {
+ public:
+  VmHandle(std::string id, pid_t runner_pid) : id_(std::move(id)), runner_pid_(runner_pid) {}
+  VmHandle(VmHandle&& other) noexcept;
+  VmHandle& operator=(VmHandle&& other) noexcept;
+  VmHandle(const VmHandle&) = delete;
+  VmHandle& operator=(const VmHandle&) = delete;
+  ~VmHandle() = default;
+
+  const std::string& id() const { return id_; }
+
+  // Forwards SIGTERM/SIGINT/SIGHUP to the workload; a second one, or the
+  // stop timeout passing, stops the VM hard (exit code 137).
+  void signal(int signal) const;
+
+  // Blocks until the VM ends; returns the workload's exit code (125 if the
+  // VM failed before the workload reported one, 137 if it was hard-stopped).
+  Result<int> wait();
+
+ private:
+  std::string id_;
+  pid_t runner_pid_ = -1;
+};
+
+class Runtime {
+ public:
+  static Result<Runtime> open(RuntimeOptions options = {});
+
+  // QEMU, kernel, acceleration and data dir in use. Probes KVM if needed.
+  Result<HostInfo> info();
+
+  // Validates options, prepares the root disk and boots the VM.
+  Result<VmHandle> start(const RunOptions& options);
+
+ private:
+  Runtime() = default;
+  Result<void> resolveAcceleration();
+
+  std::filesystem::path data_dir_;
+  std::filesystem::path runtime_dir_;
+  std::filesystem::path cache_dir_;
+  std::filesystem::path share_dir_;
+  std::filesystem::path kernel_;
+  std::filesystem::path initramfs_;
+  std::filesystem::path runner_;
+  std::string qemu_;
+  std::string accel_request_;
+  std::string accel_;  // resolved lazily: "kvm" or "tcg"
+  std::string accel_reason_;
+};
+
+}  // namespace microvm

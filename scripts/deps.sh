@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs every host package microvm needs to build, boot and test.
+# Idempotent: packages already present are not reinstalled.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config git
+  libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev libssl-dev
+  qemu-system-x86 qemu-utils e2fsprogs busybox-static cpio
+  linux-source-6.1 bc bison flex libelf-dev xz-utils rsync
+  python3 jq
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "microvm: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,200 @@
+// The host<->guest control protocol: the one header that microvm-init (in the
+// guest) and the host library share. Nothing else crosses that boundary.
+//
+// Transport: a virtio-serial port named kControlPortName. The byte stream
+// carries frames: an 8-byte little-endian header {u16 type, u16 flags,
+// u32 length} followed by `length` payload bytes (at most kMaxPayload).
+//
+// Conversation:
+//   guest -> host  kHello     u32 protocol version; init is up and reading
+//   host  -> guest kSpec      the encoded WorkloadSpec (once, first)
+//   guest -> host  kStarted   u32 pid; the workload was forked
+//   guest -> host  kStdout / kStderr   raw output bytes of the workload
+//   host  -> guest kSignal    u32 signal number, forwarded to the workload
+//   guest -> host  kError     text; init could not start or run the workload
+//   guest -> host  kExit      i32 exit code (128+N if killed by signal N)
+//   host  -> guest kExitAck   empty; the host has the exit code, init may
+//                             sync and power the VM off
+// Unknown frame types are ignored by both sides (forward compatibility);
+// a malformed stream (oversized length) is a protocol error, never an assert.
+//
+// Usage (either side):
+//   std::string wire;
+//   agent::appendFrame(wire, agent::FrameType::kSignal, agent::encodeU32(15));
+//   agent::FrameReader reader;
+//   reader.feed(bytes);
+//   while (auto frame = reader.next()) handle(*frame);
+//   if (reader.failed()) ...;
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace microvm::agent {
+
+inline constexpr uint32_t kProtocolVersion = 1;
+inline constexpr char kControlPortName[] = "microvm.ctl";
+inline constexpr uint32_t kMaxPayload = 1u << 20;
+inline constexpr size_t kHeaderSize = 8;
+
+enum class FrameType : uint16_t {
+  kSpec = 1,
+  kSignal = 2,
+  kExitAck = 3,
+  kHello = 16,
+  kStarted = 17,
+  kStdout = 18,
+  kStderr = 19,
+  kExit = 20,
+  kError = 21,
+};
+
+struct Frame {
+  FrameType type;
+  std::string payload;
+};
+
+// What init runs. Every field is set by the host; init applies no defaults of
+// its own except those Docker applies (PATH, HOME, HOSTNAME when absent).
+struct WorkloadSpec {
+  std::vector<std::string> argv;
+  std::vector<std::string> env;  // "KEY=VALUE"
+  std::string workdir = "/";
+  std::string user;              // "uid[:gid]" or "name[:group]"; empty = root
+  std::string hostname;
+  std::string root_device = "/dev/vda";
+  std::string root_fstype = "ext4";
+};
+
+inline void putLe16(std::string& out, uint16_t v) {
+  out.push_back(static_cast<char>(v & 0xff));
+  out.push_back(static_cast<char>(v >> 8));
+}
+inline void putLe32(std::string& out, uint32_t v) {
+  for (int shift = 0; shift < 32; shift += 8) out.push_back(static_cast<char>((v >> shift) & 0xff));
+}
+inline uint16_t getLe16(const char* p) {
+  return static_cast<uint16_t>(static_cast<uint8_t>(p[0]) | static_cast<uint8_t>(p[1]) << 8);
+}
+inline uint32_t getLe32(const char* p) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = v << 8 | static_cast<uint8_t>(p[i]);
+  return v;
+}
+
+inline std::string encodeU32(uint32_t v) {
+  std::string out;
+  putLe32(out, v);
+  return out;
+}
+// Returns nullopt unless the payload is exactly four bytes.
+inline std::optional<uint32_t> decodeU32(std::string_view payload) {
+  if (payload.size() != 4) return std::nullopt;
+  return getLe32(payload.data());
+}
+
+inline void appendFrame(std::string& out, FrameType type, std::string_view payload) {
+  putLe16(out, static_cast<uint16_t>(type));
+  putLe16(out, 0);
+  putLe32(out, static_cast<uint32_t>(payload.size()));
+  out.append(payload);
+}
+
+// Reassembles frames from arbitrary chunks of the byte stream.
+class FrameReader {
+ public:
+  // Appends bytes received from the peer.
+  void feed(std::string_view bytes) { buffer_.append(bytes); }
+
+  // The next complete frame, or nullopt if more bytes are needed or the
+  // stream is corrupt (then failed() is true and stays true).
+  std::optional<Frame> next() {
+    if (failed_ || buffer_.size() - offset_ < kHeaderSize) return std::nullopt;
+    const char* header = buffer_.data() + offset_;
+    uint32_t length = getLe32(header + 4);
+    if (length > kMaxPayload) {
+      failed_ = true;
+      return std::nullopt;
+    }
+    if (buffer_.size() - offset_ < kHeaderSize + length) return std::nullopt;
+    Frame frame{static_cast<FrameType>(getLe16(header)), buffer_.substr(offset_ + kHeaderSize, length)};
+    offset_ += kHeaderSize + length;
+    if (offset_ == buffer_.size()) {
+      buffer_.clear();
+      offset_ = 0;
+    } else if (offset_ > 65536) {
+      buffer_.erase(0, offset_);
+      offset_ = 0;
+    }
+    return frame;
+  }
+
+  bool failed() const { return failed_; }
+
+ private:
+  std::string buffer_;
+  size_t offset_ = 0;
+  bool failed_ = false;
+};
+
+// WorkloadSpec wire form: a sequence of {u16 tag, u32 length, bytes} fields.
+// Repeated tags append (argv, env). Unknown tags are skipped.
+enum class SpecTag : uint16_t {
+  kArg = 1,
+  kEnv = 2,
+  kWorkdir = 3,
+  kUser = 4,
+  kHostname = 5,
+  kRootDevice = 6,
+  kRootFstype = 7,
+};
+
+inline std::string encodeSpec(const WorkloadSpec& spec) {
+  std::string out;
+  auto field = [&out](SpecTag tag, std::string_view value) {
+    putLe16(out, static_cast<uint16_t>(tag));
+    putLe32(out, static_cast<uint32_t>(value.size()));
+    out.append(value);
+  };
+  for (const auto& arg : spec.argv) field(SpecTag::kArg, arg);
+  for (const auto& var : spec.env) field(SpecTag::kEnv, var);
+  field(SpecTag::kWorkdir, spec.workdir);
+  field(SpecTag::kUser, spec.user);
+  field(SpecTag::kHostname, spec.hostname);
+  field(SpecTag::kRootDevice, spec.root_device);
+  field(SpecTag::kRootFstype, spec.root_fstype);
+  return out;
+}
+
+// Returns nullopt if a field runs past the end of the payload or argv is empty.
+inline std::optional<WorkloadSpec> decodeSpec(std::string_view payload) {
+  WorkloadSpec spec;
+  size_t pos = 0;
+  while (pos < payload.size()) {
+    if (payload.size() - pos < 6) return std::nullopt;
+    auto tag = static_cast<SpecTag>(getLe16(payload.data() + pos));
+    uint32_t length = getLe32(payload.data() + pos + 2);
+    pos += 6;
+    if (payload.size() - pos < length) return std::nullopt;
+    std::string value(payload.substr(pos, length));
+    pos += length;
+    switch (tag) {
+      case SpecTag::kArg: spec.argv.push_back(std::move(value)); break;
+      case SpecTag::kEnv: spec.env.push_back(std::move(value)); break;
+      case SpecTag::kWorkdir: spec.workdir = std::move(value); break;
+      case SpecTag::kUser: spec.user = std::move(value); break;
+      case SpecTag::kHostname: spec.hostname = std::move(value); break;
+      case SpecTag::kRootDevice: spec.root_device = std::move(value); break;
+      case SpecTag::kRootFstype: spec.root_fstype = std::move(value); break;
+      default: break;
+    }
+  }
+  if (spec.argv.empty()) return std::nullopt;
+  return spec;
+}
+
+}  // namespace microvm::agent

@@ -1,0 +1,101 @@
+#include "base/fs.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <system_error>
+
+#include "base/unique_fd.h"
+
+namespace microvm {
+
+namespace fs = std::filesystem;
+
+Result<std::string> readFile(const fs::path& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return Error::fromErrno("open " + path.string());
+  std::string contents;
+  char buffer[65536];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Error::fromErrno("read " + path.string());
+    if (n == 0) break;
+    contents.append(buffer, static_cast<size_t>(n));
+  }
+  return contents;
+}
+
+Result<void> writeAll(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Error::fromErrno("write");
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return success();
+}
+
+Result<void> writeFileAtomic(const fs::path& path, std::string_view contents, mode_t mode) {
+  std::string temp = path.string() + ".tmp.XXXXXX";
+  UniqueFd fd(::mkostemp(temp.data(), O_CLOEXEC));
+  if (!fd.valid()) return Error::fromErrno("create " + temp);
+  auto fail = [&](const std::string& what) {
+    Error error = Error::fromErrno(what + " " + temp);
+    ::unlink(temp.c_str());
+    return error;
+  };
+  if (::fchmod(fd.get(), mode) != 0) return fail("chmod");
+  if (auto written = writeAll(fd.get(), contents); !written) return fail("write");
+  if (::fsync(fd.get()) != 0) return fail("fsync");
+  if (::rename(temp.c_str(), path.c_str()) != 0) return fail("rename to " + path.string() + " from");
+  return success();
+}
+
+Result<void> makeDirs(const fs::path& path, mode_t mode) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) return success();
+  if (path.has_parent_path() && path.parent_path() != path) {
+    MICROVM_TRY(makeDirs(path.parent_path(), mode));
+  }
+  if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) {
+    return Error::fromErrno("mkdir " + path.string());
+  }
+  return success();
+}
+
+Result<void> removeTree(const fs::path& path) {
+  std::error_code ec;
+  fs::remove_all(path, ec);
+  if (ec) return Error(ErrorCode::kIo, "remove " + path.string() + ": " + ec.message(), ec.value());
+  return success();
+}
+
+Result<fs::path> executableDir() {
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (ec) return Error(ErrorCode::kIo, "read /proc/self/exe: " + ec.message(), ec.value());
+  return exe.parent_path();
+}
+
+Result<fs::path> findOnPath(const std::string& name) {
+  if (name.find('/') != std::string::npos) {
+    if (::access(name.c_str(), X_OK) == 0) return fs::path(name);
+    return Error(ErrorCode::kNotFound, name + ": not an executable file");
+  }
+  const char* path_env = std::getenv("PATH");
+  std::string_view dirs = path_env ? path_env : "/usr/local/bin:/usr/bin:/bin";
+  while (!dirs.empty()) {
+    size_t colon = dirs.find(':');
+    std::string_view dir = dirs.substr(0, colon);
+    fs::path candidate = fs::path(dir.empty() ? "." : std::string(dir)) / name;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+    if (colon == std::string_view::npos) break;
+    dirs.remove_prefix(colon + 1);
+  }
+  return Error(ErrorCode::kNotFound, name + " not found on PATH");
+}
+
+}  // namespace microvm

@@ -1,0 +1,35 @@
+// Filesystem helpers with Result errors: atomic writes, whole-file reads,
+// recursive removal. Every write that other processes may read is atomic:
+// temp file in the same directory, fsync, rename.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include "microvm/result.h"
+
+namespace microvm {
+
+Result<std::string> readFile(const std::filesystem::path& path);
+
+// Writes `contents` to `path` atomically with the given mode.
+Result<void> writeFileAtomic(const std::filesystem::path& path, std::string_view contents,
+                             mode_t mode = 0600);
+
+// mkdir -p with the given mode for directories it creates.
+Result<void> makeDirs(const std::filesystem::path& path, mode_t mode = 0700);
+
+// rm -rf; a missing path is not an error.
+Result<void> removeTree(const std::filesystem::path& path);
+
+// Writes all of `data` to fd, retrying short writes and EINTR.
+Result<void> writeAll(int fd, std::string_view data);
+
+// Directory of the running executable (/proc/self/exe's parent).
+Result<std::filesystem::path> executableDir();
+
+// Finds `name` on $PATH (or returns it unchanged if it contains a '/').
+Result<std::filesystem::path> findOnPath(const std::string& name);
+
+}  // namespace microvm

@@ -1,0 +1,7 @@
+#include "hypervisor/backend.h"
+
+namespace microvm {
+
+const char* toString(Acceleration accel) { return accel == Acceleration::kKvm ? "kvm" : "tcg"; }
+
+}  // namespace microvm

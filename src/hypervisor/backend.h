@@ -1,0 +1,45 @@
+// The VMM seam: everything microvm needs from a hypervisor, behind one
+// interface, so that QEMU (today) and Firecracker or Cloud Hypervisor (where
+// installed) are interchangeable. The runner owns the returned process.
+//
+//   auto backend = makeQemuBackend("/usr/bin/qemu-system-x86_64");
+//   MachineConfig config = ...;
+//   auto vmm = backend->launch(config);    // Result<Process>
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "base/process.h"
+#include "microvm/result.h"
+
+namespace microvm {
+
+enum class Acceleration { kKvm, kTcg };
+
+const char* toString(Acceleration accel);
+
+struct MachineConfig {
+  Acceleration accel = Acceleration::kTcg;
+  unsigned tsc_khz = 0;  // host TSC frequency; required under TCG (see PLATFORM_NOTES)
+  int cpus = 1;
+  int memory_mib = 512;
+  std::filesystem::path kernel;
+  std::filesystem::path initramfs;
+  std::filesystem::path root_disk;    // empty: no disk
+  std::filesystem::path console_log;  // kernel console (ttyS0); empty: discarded
+  std::filesystem::path qmp_socket;   // empty: no QMP
+  int control_fd = -1;                // the guest's microvm.ctl port; -1: none
+  int stderr_fd = -1;                 // where the VMM's own diagnostics go
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  // Starts the VMM; the machine boots at once.
+  virtual Result<Process> launch(const MachineConfig& config) = 0;
+};
+
+}  // namespace microvm

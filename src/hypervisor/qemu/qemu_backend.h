@@ -1,0 +1,39 @@
+// QemuBackend: runs the VM with `qemu-system-x86_64 -M microvm`.
+//
+// The machine: PVH vmlinux + initramfs via -kernel/-initrd, a virtio-blk root
+// disk (qcow2 overlay), the kernel console on an isa-serial port written to a
+// file, the control channel as a virtio-serial port over an inherited socket,
+// and QMP on a unix socket. The guest powers off by resetting (reboot=t) and
+// -no-reboot turns the reset into a QEMU exit.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "hypervisor/backend.h"
+
+namespace microvm {
+
+// The fd number the control socket has inside QEMU.
+inline constexpr int kQemuControlFd = 3;
+
+class QemuBackend : public Backend {
+ public:
+  explicit QemuBackend(std::string binary) : binary_(std::move(binary)) {}
+
+  std::string name() const override { return "qemu"; }
+  Result<Process> launch(const MachineConfig& config) override;
+
+  // The full argv for `config`; pure, for tests and `--dry-run` style output.
+  std::vector<std::string> commandLine(const MachineConfig& config) const;
+
+ private:
+  std::string binary_;
+};
+
+// The guest kernel command line for `config` (console, reset-to-poweroff,
+// the TSC hint under TCG).
+std::string kernelCommandLine(const MachineConfig& config);
+
+}  // namespace microvm

@@ -1,0 +1,345 @@
+#include "runner/runner.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "agent/protocol.h"
+#include "base/fs.h"
+#include "base/unique_fd.h"
+#include "hypervisor/qemu/qemu_backend.h"
+#include "state/layout.h"
+#include "state/vm_record.h"
+
+namespace microvm {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int kExitVmFailed = 125;
+constexpr int kExitHardStopped = 137;  // 128 + SIGKILL, as Docker reports a killed container
+// How long the guest gets to power off after it reported the exit code.
+constexpr int kPowerOffGraceSeconds = 5;
+
+// The last `lines` lines of a text file, for error messages.
+std::string tailOf(const fs::path& path, size_t lines) {
+  auto text = readFile(path);
+  if (!text) return "";
+  std::string_view s = *text;
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.remove_suffix(1);
+  size_t start = 0;
+  size_t end = s.size();
+  for (size_t i = 0; i < lines && end > 0; ++i) {
+    size_t newline = s.rfind('\n', end - 1);
+    if (newline == std::string_view::npos) {
+      start = 0;
+      break;
+    }
+    start = newline + 1;
+    end = newline;
+  }
+  return std::string(s.substr(start));
+}
+
+class Runner {
+ public:
+  Runner(fs::path vm_dir, int out_fd, int err_fd)
+      : vm_dir_(std::move(vm_dir)), out_fd_(out_fd), err_fd_(err_fd) {}
+
+  int run();
+
+ private:
+  Result<void> start();
+  Result<void> loop();
+  void handleFrame(const agent::Frame& frame);
+  void handleSignal(int signal);
+  void sendFrame(agent::FrameType type, std::string_view payload);
+  void forwardOutput(int& fd, const char* stream, std::string_view bytes);
+  void armTimer(int seconds);
+  void log(const std::string& message);
+  int finish();
+
+  fs::path vm_dir_;
+  int out_fd_;
+  int err_fd_;
+  VmSpec spec_;
+  VmState state_;
+  UniqueFd log_fd_;
+  UniqueFd workload_log_fd_;
+  UniqueFd control_;
+  UniqueFd signal_fd_;
+  UniqueFd timer_fd_;
+  UniqueFd epoll_;
+  Process vmm_;
+  agent::FrameReader reader_;
+  std::optional<int> exit_code_;
+  std::optional<int> vmm_status_;
+  bool stop_requested_ = false;
+  bool hard_stopped_ = false;
+  std::string failure_;
+};
+
+void Runner::log(const std::string& message) {
+  if (!log_fd_.valid()) return;
+  (void)writeAll(log_fd_.get(), nowRfc3339() + " " + message + "\n");
+}
+
+void Runner::sendFrame(agent::FrameType type, std::string_view payload) {
+  std::string wire;
+  agent::appendFrame(wire, type, payload);
+  if (auto sent = writeAll(control_.get(), wire); !sent) log("control channel: " + sent.error().message());
+}
+
+void Runner::forwardOutput(int& fd, const char* stream, std::string_view bytes) {
+  if (fd >= 0 && !writeAll(fd, bytes)) fd = -1;  // the reader went away; keep logging
+  nlohmann::json record = {{"time", nowRfc3339()}, {"stream", stream}, {"log", std::string(bytes)}};
+  (void)writeAll(workload_log_fd_.get(),
+                 record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
+}
+
+void Runner::armTimer(int seconds) {
+  itimerspec spec{};
+  spec.it_value.tv_sec = seconds;
+  spec.it_value.tv_nsec = seconds == 0 ? 1 : 0;
+  ::timerfd_settime(timer_fd_.get(), 0, &spec, nullptr);
+}
+
+Result<void> Runner::start() {
+  auto spec = loadSpec(vm_dir_);
+  if (!spec) return std::move(spec).error();
+  spec_ = std::move(*spec);
+
+  log_fd_.reset(::open((vm_dir_ / "runner.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+  workload_log_fd_.reset(
+      ::open((vm_dir_ / "workload.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+  if (!log_fd_.valid() || !workload_log_fd_.valid()) return Error::fromErrno("open logs in " + vm_dir_.string());
+
+  // Signals arrive through the signalfd only; SIGPIPE never kills us.
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGCHLD}) sigaddset(&signals, sig);
+  ::sigprocmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  signal_fd_.reset(::signalfd(-1, &signals, SFD_CLOEXEC));
+  timer_fd_.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC));
+  epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
+  if (!signal_fd_.valid() || !timer_fd_.valid() || !epoll_.valid()) return Error::fromErrno("runner event setup");
+
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return Error::fromErrno("socketpair");
+  control_.reset(pair[0]);
+  UniqueFd guest_end(pair[1]);
+
+  fs::path runtime_dir = spec_.runtime_dir;
+  MICROVM_TRY(makeDirs(runtime_dir));
+  fs::path qmp = runtime_dir / "qmp.sock";
+  MICROVM_TRY(checkSocketPath(qmp));
+
+  MachineConfig config;
+  config.accel = spec_.accel == "kvm" ? Acceleration::kKvm : Acceleration::kTcg;
+  config.tsc_khz = spec_.tsc_khz;
+  config.cpus = spec_.cpus;
+  config.memory_mib = spec_.memory_mib;
+  config.kernel = spec_.kernel;
+  config.initramfs = spec_.initramfs;
+  config.root_disk = spec_.root_disk;
+  config.console_log = vm_dir_ / "console.log";
+  config.qmp_socket = qmp;
+  config.control_fd = guest_end.get();
+  config.stderr_fd = log_fd_.get();
+  QemuBackend backend(spec_.qemu);
+  auto vmm = backend.launch(config);
+  if (!vmm) return std::move(vmm).error();
+  vmm_ = std::move(*vmm);
+  guest_end.reset();
+
+  state_.status = VmStatus::kRunning;
+  state_.runner_pid = ::getpid();
+  if (auto start_time = processStartTime(::getpid()); start_time) state_.runner_start_time = *start_time;
+  state_.qemu_pid = vmm_.pid();
+  state_.started_at = nowRfc3339();
+  MICROVM_TRY(saveState(vm_dir_, state_));
+  log("started QEMU pid " + std::to_string(vmm_.pid()) + " (" + spec_.accel + ")");
+
+  agent::WorkloadSpec workload;
+  workload.argv = spec_.argv;
+  workload.env = spec_.env;
+  workload.workdir = spec_.workdir;
+  workload.user = spec_.user;
+  workload.hostname = spec_.hostname;
+  // The guest reads the spec once its port opens; the socket buffers it.
+  sendFrame(agent::FrameType::kSpec, agent::encodeSpec(workload));
+
+  for (int fd : {control_.get(), signal_fd_.get(), timer_fd_.get()}) {
+    epoll_event event{};
+    event.events = EPOLLIN;
+    event.data.fd = fd;
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &event) != 0) return Error::fromErrno("epoll_ctl");
+  }
+  return success();
+}
+
+void Runner::handleFrame(const agent::Frame& frame) {
+  using agent::FrameType;
+  switch (frame.type) {
+    case FrameType::kHello: {
+      auto version = agent::decodeU32(frame.payload);
+      log("guest init up, protocol version " + (version ? std::to_string(*version) : "?"));
+      break;
+    }
+    case FrameType::kStarted: log("workload started"); break;
+    case FrameType::kStdout: forwardOutput(out_fd_, "stdout", frame.payload); break;
+    case FrameType::kStderr: forwardOutput(err_fd_, "stderr", frame.payload); break;
+    case FrameType::kError:
+      log("guest: " + frame.payload);
+      failure_ = frame.payload.substr(0, 4096);
+      if (err_fd_ >= 0) (void)writeAll(err_fd_, "microvm: " + failure_ + "\n");
+      break;
+    case FrameType::kExit: {
+      auto code = agent::decodeU32(frame.payload);
+      if (!code || exit_code_) break;  // a malformed or repeated exit is ignored
+      exit_code_ = static_cast<int>(*code & 0xff);
+      log("workload exited with code " + std::to_string(*exit_code_));
+      sendFrame(FrameType::kExitAck, {});
+      armTimer(kPowerOffGraceSeconds);
+      break;
+    }
+    default: break;  // unknown or host-bound types from the guest are ignored
+  }
+}
+
+void Runner::handleSignal(int signal) {
+  if (signal == SIGCHLD) {
+    auto status = vmm_.tryWait();
+    if (status && status->has_value()) vmm_status_ = **status;
+    return;
+  }
+  if (exit_code_) return;  // already finishing
+  if (stop_requested_) {
+    log("second stop signal: stopping the VM now");
+    hard_stopped_ = true;
+    vmm_.kill(SIGKILL);
+    return;
+  }
+  stop_requested_ = true;
+  log("signal " + std::to_string(signal) + ": forwarding to the workload, hard stop in " +
+      std::to_string(spec_.stop_timeout_seconds) + " s");
+  sendFrame(agent::FrameType::kSignal, agent::encodeU32(static_cast<uint32_t>(signal)));
+  armTimer(spec_.stop_timeout_seconds);
+}
+
+Result<void> Runner::loop() {
+  while (!vmm_status_) {
+    epoll_event events[8];
+    int n = ::epoll_wait(epoll_.get(), events, 8, -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Error::fromErrno("epoll_wait");
+    for (int i = 0; i < n; ++i) {
+      int fd = events[i].data.fd;
+      if (fd == signal_fd_.get()) {
+        signalfd_siginfo info{};
+        if (::read(fd, &info, sizeof info) == sizeof info) handleSignal(static_cast<int>(info.ssi_signo));
+      } else if (fd == timer_fd_.get()) {
+        uint64_t expirations = 0;
+        (void)::read(fd, &expirations, sizeof expirations);
+        if (!exit_code_) {
+          log("stop timeout: stopping the VM");
+          hard_stopped_ = true;
+        } else {
+          log("guest did not power off in time; stopping QEMU");
+        }
+        vmm_.kill(SIGKILL);
+      } else if (fd == control_.get()) {
+        char buffer[65536];
+        ssize_t got = ::read(fd, buffer, sizeof buffer);
+        if (got <= 0) {
+          if (got < 0 && errno == EINTR) continue;
+          ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);  // QEMU closed its end
+          continue;
+        }
+        reader_.feed({buffer, static_cast<size_t>(got)});
+        while (auto frame = reader_.next()) handleFrame(*frame);
+        if (reader_.failed()) {
+          failure_ = "the guest sent a malformed control frame; stopping the VM";
+          log(failure_);
+          ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+          vmm_.kill(SIGKILL);
+        }
+      }
+    }
+  }
+  return success();
+}
+
+int Runner::finish() {
+  int code = kExitVmFailed;
+  if (exit_code_) {
+    code = *exit_code_;
+  } else if (hard_stopped_) {
+    code = kExitHardStopped;
+  } else {
+    std::string why = failure_.empty() ? "the VM stopped before the workload reported an exit code" : failure_;
+    if (vmm_status_) why += " (QEMU " + describeWaitStatus(*vmm_status_) + ")";
+    state_.error = why;
+    std::string console = tailOf(vm_dir_ / "console.log", 5);
+    std::string vmm_log = tailOf(vm_dir_ / "runner.log", 3);
+    if (err_fd_ >= 0 && failure_.empty()) {
+      std::string message = "microvm: " + why + "\n";
+      if (!vmm_log.empty()) message += "runner log:\n" + vmm_log + "\n";
+      if (!console.empty()) message += "guest console:\n" + console + "\n";
+      (void)writeAll(err_fd_, message);
+    }
+  }
+  log("VM finished, exit code " + std::to_string(code));
+  state_.status = VmStatus::kExited;
+  state_.exit_code = code;
+  state_.finished_at = nowRfc3339();
+  if (spec_.remove_on_exit) {
+    log_fd_.reset();
+    (void)removeTree(spec_.runtime_dir);
+    (void)removeTree(vm_dir_);
+  } else {
+    (void)saveState(vm_dir_, state_);
+    if (!spec_.runtime_dir.empty()) (void)removeTree(spec_.runtime_dir);
+  }
+  return code;
+}
+
+int Runner::run() {
+  auto started = start();
+  if (started) {
+    if (auto looped = loop(); !looped) failure_ = looped.error().message();
+  } else {
+    failure_ = started.error().message();
+    log("start failed: " + failure_);
+    if (err_fd_ >= 0) (void)writeAll(err_fd_, "microvm: " + failure_ + "\n");
+    if (vmm_.running()) vmm_.kill(SIGKILL);
+    (void)vmm_.wait();
+  }
+  return finish();
+}
+
+}  // namespace
+
+int runVm(const fs::path& vm_dir, int out_fd, int err_fd) { return Runner(vm_dir, out_fd, err_fd).run(); }
+
+int runnerMain(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: microvm-runner VM_DIR\n(started by microvm; not meant to be run by hand)\n");
+    return 2;
+  }
+  return runVm(argv[1], STDOUT_FILENO, STDERR_FILENO);
+}
+
+}  // namespace microvm

@@ -1,0 +1,26 @@
+// The runner: one process per VM, started detached by the library. It owns
+// the VMM process, speaks the control protocol with microvm-init, forwards
+// the workload's output, records state.json, and cleans up (--rm) at the end.
+// Its whole event loop is one epoll set: the control socket, a signalfd and a
+// timerfd.
+//
+// Signals it understands (sent by the CLI, `stop`, or a user):
+//   SIGTERM / SIGINT / SIGHUP  forward to the workload; after the VM's stop
+//                              timeout, or on a second signal, hard-stop it.
+//
+// Its exit status is the workload's exit code (125 if the VM failed, 137 if
+// it was hard-stopped), so a caller can wait for it directly.
+#pragma once
+
+#include <filesystem>
+
+namespace microvm {
+
+// Runs the VM described by vm_dir/spec.json. Workload stdout/stderr are
+// forwarded to out_fd/err_fd (a closed reader there is not an error).
+int runVm(const std::filesystem::path& vm_dir, int out_fd, int err_fd);
+
+// `microvm-runner VM_DIR`: the runner binary's whole main.
+int runnerMain(int argc, char** argv);
+
+}  // namespace microvm

@@ -1,0 +1,144 @@
+#include "state/vm_record.h"
+
+#include <ctime>
+#include <nlohmann/json.hpp>
+
+#include "base/fs.h"
+
+namespace microvm {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+const char* toString(VmStatus status) {
+  switch (status) {
+    case VmStatus::kCreated: return "created";
+    case VmStatus::kRunning: return "running";
+    case VmStatus::kExited: return "exited";
+  }
+  return "unknown";
+}
+
+namespace {
+
+Result<VmStatus> statusFromString(const std::string& text) {
+  for (auto status : {VmStatus::kCreated, VmStatus::kRunning, VmStatus::kExited}) {
+    if (text == toString(status)) return status;
+  }
+  return Error(ErrorCode::kProtocol, "unknown VM status \"" + text + "\"");
+}
+
+// Parses a JSON record, turning a malformed file into an Error (never a throw).
+template <typename T, typename Decode>
+Result<T> loadJson(const fs::path& path, Decode decode) {
+  auto text = readFile(path);
+  if (!text) return std::move(text).error();
+  try {
+    return decode(json::parse(*text));
+  } catch (const json::exception& e) {
+    return Error(ErrorCode::kProtocol, "parse " + path.string() + ": " + e.what());
+  }
+}
+
+}  // namespace
+
+Result<void> saveSpec(const fs::path& vm_dir, const VmSpec& spec) {
+  json j = {
+      {"id", spec.id},
+      {"name", spec.name},
+      {"created_at", spec.created_at},
+      {"machine",
+       {{"qemu", spec.qemu},
+        {"accel", spec.accel},
+        {"tsc_khz", spec.tsc_khz},
+        {"cpus", spec.cpus},
+        {"memory_mib", spec.memory_mib},
+        {"kernel", spec.kernel},
+        {"initramfs", spec.initramfs},
+        {"root_disk", spec.root_disk},
+        {"base_disk", spec.base_disk},
+        {"runtime_dir", spec.runtime_dir}}},
+      {"workload",
+       {{"argv", spec.argv},
+        {"env", spec.env},
+        {"workdir", spec.workdir},
+        {"user", spec.user},
+        {"hostname", spec.hostname}}},
+      {"remove_on_exit", spec.remove_on_exit},
+      {"stop_timeout_seconds", spec.stop_timeout_seconds},
+  };
+  return writeFileAtomic(vm_dir / "spec.json", j.dump(2) + "\n");
+}
+
+Result<VmSpec> loadSpec(const fs::path& vm_dir) {
+  return loadJson<VmSpec>(vm_dir / "spec.json", [](const json& j) {
+    VmSpec spec;
+    j.at("id").get_to(spec.id);
+    j.at("name").get_to(spec.name);
+    j.at("created_at").get_to(spec.created_at);
+    const json& machine = j.at("machine");
+    machine.at("qemu").get_to(spec.qemu);
+    machine.at("accel").get_to(spec.accel);
+    machine.at("tsc_khz").get_to(spec.tsc_khz);
+    machine.at("cpus").get_to(spec.cpus);
+    machine.at("memory_mib").get_to(spec.memory_mib);
+    machine.at("kernel").get_to(spec.kernel);
+    machine.at("initramfs").get_to(spec.initramfs);
+    machine.at("root_disk").get_to(spec.root_disk);
+    machine.at("base_disk").get_to(spec.base_disk);
+    machine.at("runtime_dir").get_to(spec.runtime_dir);
+    const json& workload = j.at("workload");
+    workload.at("argv").get_to(spec.argv);
+    workload.at("env").get_to(spec.env);
+    workload.at("workdir").get_to(spec.workdir);
+    workload.at("user").get_to(spec.user);
+    workload.at("hostname").get_to(spec.hostname);
+    j.at("remove_on_exit").get_to(spec.remove_on_exit);
+    j.at("stop_timeout_seconds").get_to(spec.stop_timeout_seconds);
+    return spec;
+  });
+}
+
+Result<void> saveState(const fs::path& vm_dir, const VmState& state) {
+  json j = {
+      {"status", toString(state.status)},
+      {"runner_pid", state.runner_pid},
+      {"runner_start_time", state.runner_start_time},
+      {"qemu_pid", state.qemu_pid},
+      {"started_at", state.started_at},
+      {"finished_at", state.finished_at},
+      {"exit_code", state.exit_code ? json(*state.exit_code) : json(nullptr)},
+      {"error", state.error},
+  };
+  return writeFileAtomic(vm_dir / "state.json", j.dump(2) + "\n");
+}
+
+Result<VmState> loadState(const fs::path& vm_dir) {
+  return loadJson<VmState>(vm_dir / "state.json", [](const json& j) -> Result<VmState> {
+    VmState state;
+    auto status = statusFromString(j.at("status").get<std::string>());
+    if (!status) return std::move(status).error();
+    state.status = *status;
+    j.at("runner_pid").get_to(state.runner_pid);
+    j.at("runner_start_time").get_to(state.runner_start_time);
+    j.at("qemu_pid").get_to(state.qemu_pid);
+    j.at("started_at").get_to(state.started_at);
+    j.at("finished_at").get_to(state.finished_at);
+    if (!j.at("exit_code").is_null()) state.exit_code = j.at("exit_code").get<int>();
+    j.at("error").get_to(state.error);
+    return state;
+  });
+}
+
+std::string nowRfc3339() {
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  tm utc{};
+  ::gmtime_r(&now.tv_sec, &utc);
+  char buffer[64];
+  size_t n = std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%S", &utc);
+  std::snprintf(buffer + n, sizeof buffer - n, ".%09ldZ", now.tv_nsec);
+  return buffer;
+}
+
+}  // namespace microvm

@@ -1,0 +1,69 @@
+// The on-disk records of one VM: spec.json (what to run, written once by the
+// caller before the runner starts) and state.json (what is happening, written
+// by the runner). Both are written atomically; state.lock serializes writers.
+#pragma once
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "microvm/result.h"
+
+namespace microvm {
+
+struct VmSpec {
+  std::string id;
+  std::string name;
+  std::string created_at;  // RFC 3339, UTC
+
+  // Machine.
+  std::string qemu;
+  std::string accel;  // "kvm" or "tcg"
+  unsigned tsc_khz = 0;
+  int cpus = 1;
+  int memory_mib = 512;
+  std::string kernel;
+  std::string initramfs;
+  std::string root_disk;  // this VM's qcow2 overlay
+  std::string base_disk;  // the cached base it overlays (read-only)
+  std::string runtime_dir;
+
+  // Workload.
+  std::vector<std::string> argv;
+  std::vector<std::string> env;
+  std::string workdir = "/";
+  std::string user;
+  std::string hostname;
+
+  // Lifecycle.
+  bool remove_on_exit = false;
+  int stop_timeout_seconds = 10;
+};
+
+enum class VmStatus { kCreated, kRunning, kExited };
+
+struct VmState {
+  VmStatus status = VmStatus::kCreated;
+  pid_t runner_pid = 0;
+  unsigned long long runner_start_time = 0;  // with the pid, identifies the runner
+  pid_t qemu_pid = 0;
+  std::string started_at;
+  std::string finished_at;
+  std::optional<int> exit_code;
+  std::string error;  // why the VM ended without an exit code, if it did
+};
+
+const char* toString(VmStatus status);
+
+Result<void> saveSpec(const std::filesystem::path& vm_dir, const VmSpec& spec);
+Result<VmSpec> loadSpec(const std::filesystem::path& vm_dir);
+Result<void> saveState(const std::filesystem::path& vm_dir, const VmState& state);
+Result<VmState> loadState(const std::filesystem::path& vm_dir);
+
+// Now, as RFC 3339 UTC with nanoseconds: 2026-11-22T05:28:05.123456789Z.
+std::string nowRfc3339();
+
+}  // namespace microvm
