@@ -1,0 +1,73 @@
+#include "state/vm_record.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include "base/fs.h"
+
+namespace microvm {
+namespace {
+
+class VmRecordTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char pattern[] = "/tmp/microvm-record-test.XXXXXX";
+    ASSERT_NE(::mkdtemp(pattern), nullptr);
+    dir_ = pattern;
+  }
+  void TearDown() override { (void)removeTree(dir_); }
+  std::filesystem::path dir_;
+};
+
+TEST_F(VmRecordTest, SpecRoundTrips) {
+  VmSpec spec;
+  spec.id = "abc";
+  spec.argv = {"/bin/sh", "-c", "echo \"quoted\" \n"};
+  spec.env = {"A=1"};
+  spec.cpus = 2;
+  spec.remove_on_exit = true;
+  ASSERT_TRUE(saveSpec(dir_, spec));
+  auto loaded = loadSpec(dir_);
+  ASSERT_TRUE(loaded) << loaded.error().message();
+  EXPECT_EQ(loaded->argv, spec.argv);
+  EXPECT_EQ(loaded->env, spec.env);
+  EXPECT_EQ(loaded->cpus, 2);
+  EXPECT_TRUE(loaded->remove_on_exit);
+}
+
+TEST_F(VmRecordTest, StateRoundTripsWithAndWithoutExitCode) {
+  VmState state;
+  state.status = VmStatus::kRunning;
+  state.runner_pid = 42;
+  ASSERT_TRUE(saveState(dir_, state));
+  auto loaded = loadState(dir_);
+  ASSERT_TRUE(loaded);
+  EXPECT_EQ(loaded->status, VmStatus::kRunning);
+  EXPECT_FALSE(loaded->exit_code.has_value());
+
+  state.status = VmStatus::kExited;
+  state.exit_code = 3;
+  ASSERT_TRUE(saveState(dir_, state));
+  loaded = loadState(dir_);
+  ASSERT_TRUE(loaded);
+  EXPECT_EQ(loaded->exit_code, 3);
+}
+
+TEST_F(VmRecordTest, MalformedStateIsAnErrorNotACrash) {
+  ASSERT_TRUE(writeFileAtomic(dir_ / "state.json", "{\"status\": 7"));
+  auto loaded = loadState(dir_);
+  ASSERT_FALSE(loaded);
+  EXPECT_EQ(loaded.error().code(), ErrorCode::kProtocol);
+  ASSERT_TRUE(writeFileAtomic(dir_ / "state.json", "{\"status\": \"flying\"}"));
+  EXPECT_FALSE(loadState(dir_));
+}
+
+TEST_F(VmRecordTest, MissingFileNamesThePath) {
+  auto loaded = loadSpec(dir_ / "nope");
+  ASSERT_FALSE(loaded);
+  EXPECT_EQ(loaded.error().code(), ErrorCode::kNotFound);
+  EXPECT_NE(loaded.error().message().find("nope/spec.json"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace microvm

@@ -1,0 +1,168 @@
+#include "harness.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <gtest/gtest.h>
+#include <sstream>
+
+namespace microvm::e2e {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Fixtures {
+  fs::path scratch;
+  fs::path home;
+  fs::path rootfs;
+
+  Fixtures() {
+    char pattern[] = "/tmp/microvm-e2e.XXXXXX";
+    if (!::mkdtemp(pattern)) std::abort();
+    scratch = pattern;
+    home = scratch / "home";
+    rootfs = scratch / "rootfs";
+    fs::create_directories(home);
+    std::string make = std::string(MICROVM_SOURCE_DIR) + "/scripts/make-rootfs.sh " + rootfs.string();
+    if (std::system(make.c_str()) != 0) std::abort();
+    // Extras the tests rely on.
+    std::ofstream(rootfs / "etc" / "not-executable") << "#!/bin/sh\necho never\n";
+    ::chmod((rootfs / "etc" / "not-executable").c_str(), 0644);
+  }
+  ~Fixtures() { fs::remove_all(scratch); }
+};
+
+Fixtures& fixtures() {
+  static Fixtures instance;
+  return instance;
+}
+
+}  // namespace
+
+const fs::path& home() { return fixtures().home; }
+const fs::path& rootfs() { return fixtures().rootfs; }
+fs::path binDir() { return MICROVM_BIN_DIR; }
+
+Cli::Cli(const std::vector<std::string>& args, const std::vector<std::string>& extra_env) {
+  int out[2];
+  int err[2];
+  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) std::abort();
+  std::string binary = (binDir() / "microvm").string();
+  std::string home_env = "MICROVM_HOME=" + home().string();
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    ::dup2(out[1], 1);
+    ::dup2(err[1], 2);
+    int null_fd = ::open("/dev/null", O_RDONLY);
+    ::dup2(null_fd, 0);
+    ::setpgid(0, 0);  // our own group: signals in tests hit only this CLI
+    ::putenv(home_env.data());
+    for (const auto& var : extra_env) ::putenv(const_cast<char*>(var.c_str()));
+    std::vector<char*> argv = {binary.data()};
+    for (const auto& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
+    argv.push_back(nullptr);
+    ::execv(binary.c_str(), argv.data());
+    ::_exit(126);
+  }
+  ::close(out[1]);
+  ::close(err[1]);
+  out_fd_ = out[0];
+  err_fd_ = err[0];
+}
+
+Cli::~Cli() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  if (out_fd_ >= 0) ::close(out_fd_);
+  if (err_fd_ >= 0) ::close(err_fd_);
+}
+
+bool Cli::pump(std::chrono::milliseconds timeout) {
+  pollfd fds[2] = {{out_fd_, POLLIN, 0}, {err_fd_, POLLIN, 0}};
+  int ready = ::poll(fds, 2, static_cast<int>(timeout.count()));
+  if (ready <= 0) return out_fd_ >= 0 || err_fd_ >= 0;
+  for (int i = 0; i < 2; ++i) {
+    if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+    char buffer[4096];
+    ssize_t n = ::read(fds[i].fd, buffer, sizeof buffer);
+    std::string& sink = i == 0 ? outcome_.out : outcome_.err;
+    int& fd = i == 0 ? out_fd_ : err_fd_;
+    if (n > 0) {
+      sink.append(buffer, static_cast<size_t>(n));
+    } else {
+      ::close(fd);
+      fd = -1;
+      fds[i].fd = -1;
+    }
+  }
+  return out_fd_ >= 0 || err_fd_ >= 0;
+}
+
+bool Cli::waitForStdout(const std::string& needle, std::chrono::seconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (outcome_.out.find(needle) == std::string::npos) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    if (!pump(std::chrono::milliseconds(100))) return outcome_.out.find(needle) != std::string::npos;
+  }
+  return true;
+}
+
+Outcome Cli::finish(std::chrono::seconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline && pump(std::chrono::milliseconds(100))) {
+  }
+  int status = 0;
+  for (;;) {
+    pid_t got = ::waitpid(pid_, &status, WNOHANG);
+    if (got == pid_) break;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      ADD_FAILURE() << "microvm did not finish within " << limit.count() << " s";
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &status, 0);
+      pid_ = -1;
+      return outcome_;
+    }
+    ::usleep(10000);
+  }
+  pid_ = -1;
+  outcome_.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return outcome_;
+}
+
+Outcome microvm(const std::vector<std::string>& args, const std::vector<std::string>& extra_env) {
+  Cli cli(args, extra_env);
+  return cli.finish();
+}
+
+std::vector<pid_t> processesMentioning(const std::string& needle) {
+  std::vector<pid_t> found;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream file(entry.path() / "cmdline");
+    std::stringstream text;
+    text << file.rdbuf();
+    if (text.str().find(needle) != std::string::npos) found.push_back(std::stoi(name));
+  }
+  return found;
+}
+
+std::vector<std::string> listDir(const fs::path& dir) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    names.push_back(it->path().filename());
+  }
+  return names;
+}
+
+}  // namespace microvm::e2e

@@ -1,0 +1,56 @@
+// End-to-end harness: runs the real `microvm` binary against a shared
+// temporary data dir and a busybox rootfs built once per test binary.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace microvm::e2e {
+
+struct Outcome {
+  int exit_code = -1;  // -1: killed by the harness after its time limit
+  std::string out;
+  std::string err;
+};
+
+// A running `microvm` process whose stdout/stderr are being collected.
+class Cli {
+ public:
+  explicit Cli(const std::vector<std::string>& args, const std::vector<std::string>& extra_env = {});
+  Cli(const Cli&) = delete;
+  Cli& operator=(const Cli&) = delete;
+  ~Cli();
+
+  pid_t pid() const { return pid_; }
+  // Reads output until `needle` shows up on stdout or `limit` passes.
+  bool waitForStdout(const std::string& needle, std::chrono::seconds limit);
+  // Reads to EOF and reaps; kills the process if it outlives `limit`.
+  Outcome finish(std::chrono::seconds limit = std::chrono::seconds(120));
+
+ private:
+  bool pump(std::chrono::milliseconds timeout);
+  pid_t pid_ = -1;
+  int out_fd_ = -1;
+  int err_fd_ = -1;
+  Outcome outcome_;
+};
+
+// Runs `microvm ARGS...` to completion.
+Outcome microvm(const std::vector<std::string>& args, const std::vector<std::string>& extra_env = {});
+
+// The shared fixtures.
+const std::filesystem::path& home();    // MICROVM_HOME for every test
+const std::filesystem::path& rootfs();  // busybox rootfs
+std::filesystem::path binDir();
+
+// Processes whose command line mentions `needle` (e.g. leftover QEMUs).
+std::vector<pid_t> processesMentioning(const std::string& needle);
+
+// Entries directly under `dir` (empty if it does not exist).
+std::vector<std::string> listDir(const std::filesystem::path& dir);
+
+}  // namespace microvm::e2e
