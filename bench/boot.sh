@@ -29,7 +29,7 @@ for line in open("/proc/cpuinfo"):
 append = "console=ttyS0 reboot=t panic=-1 quiet"
 accel_args = ["-accel", "kvm", "-cpu", "host"]
 if accel == "tcg":
-    append += f" tsc_early_khz={tsc_khz}"
+    append += f" tsc_early_khz={tsc_khz} tsc=reliable"
     accel_args = ["-accel", "tcg,thread=multi", "-cpu", "max"]
 floor = ["qemu-system-x86_64", "-M", "microvm,x-option-roms=off,isa-serial=on,acpi=off", *accel_args,
          "-m", "512", "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",

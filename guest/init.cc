@@ -1,0 +1,1016 @@
+#include "guest/init.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <net/if.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <thread>
+
+#include "agent/protocol.h"
+
+namespace microvm::guest {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// Devices (the control port, the root disk) can appear a little after PID 1
+// starts; they are polled for at this interval, up to these bounds.
+constexpr milliseconds kPollInterval{5};
+constexpr milliseconds kDeviceTimeout{10'000};
+// How long the host side of the control port may stay closed while init
+// wants to write before init gives up on the host.
+constexpr milliseconds kHostConnectTimeout{10'000};
+// After the workload exits: how long its leftover processes get to die and
+// close their output pipes, and how long the host gets to acknowledge kExit.
+constexpr milliseconds kOutputDrainTimeout{500};
+constexpr milliseconds kExitAckTimeout{3'000};
+
+constexpr size_t kOutputChunk = 64 * 1024;
+static_assert(kOutputChunk <= agent::kMaxPayload);
+// Bounds the pre-kill drain of one pipe so a chatty orphan cannot hold init.
+constexpr size_t kDrainBudget = 1 << 20;
+
+// Docker's code for "the runtime failed before the workload could run".
+constexpr int kInitFailureCode = 125;
+// Docker's code for "the workload exists but could not be started".
+constexpr int kCannotRunCode = 126;
+
+constexpr char kNewRoot[] = "/mnt/root";
+constexpr char kVirtioPortsDir[] = "/sys/class/virtio-ports";
+
+// ---------------------------------------------------------------------------
+// Small OS helpers.
+
+class UniqueFd {
+ public:
+  UniqueFd() = default;
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  UniqueFd(UniqueFd&& other) noexcept : fd_(other.release()) {}
+  UniqueFd& operator=(UniqueFd&& other) noexcept {
+    reset(other.release());
+    return *this;
+  }
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  ~UniqueFd() { reset(); }
+
+  int get() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+  int release() { return std::exchange(fd_, -1); }
+  // close() is not retried: on Linux the fd is gone even when it fails.
+  void reset(int fd = -1) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+template <typename Call>
+auto retryOnEintr(Call call) {
+  decltype(call()) result;
+  do {
+    result = call();
+  } while (result == -1 && errno == EINTR);
+  return result;
+}
+
+// strerror() in the lower case that microvm's messages use.
+std::string errnoText(int error_number) {
+  std::string text = std::strerror(error_number);
+  if (!text.empty()) text[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(text[0])));
+  return text;
+}
+
+// "WHAT: <errno text>", for the errno of the call that just failed.
+Error systemError(std::string_view what) {
+  int saved = errno;
+  return Error{std::string(what) + ": " + errnoText(saved)};
+}
+
+void writeFully(int fd, std::string_view bytes) {
+  while (!bytes.empty()) {
+    ssize_t written = retryOnEintr([&] { return ::write(fd, bytes.data(), bytes.size()); });
+    if (written <= 0) return;  // Nowhere left to report it.
+    bytes.remove_prefix(static_cast<size_t>(written));
+  }
+}
+
+// Diagnostics go to init's stderr, the console (console.log on the host),
+// which never carries the workload's output.
+void log(std::string_view message) {
+  std::string line = "microvm-init: ";
+  line += message;
+  line += '\n';
+  writeFully(STDERR_FILENO, line);
+}
+
+void sleepFor(milliseconds duration) { std::this_thread::sleep_for(duration); }
+
+int millisecondsUntil(Clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
+  return static_cast<int>(std::clamp<long long>(left, 0, 1'000'000));
+}
+
+long long millisecondsSince(Clock::time_point start) {
+  return std::chrono::duration_cast<milliseconds>(Clock::now() - start).count();
+}
+
+// The whole file, or "" if it does not exist (a root without /etc/group).
+Result<std::string> readFileIfExists(const std::string& path) {
+  UniqueFd fd(retryOnEintr([&] { return ::open(path.c_str(), O_RDONLY | O_CLOEXEC); }));
+  if (!fd.valid()) {
+    if (errno == ENOENT) return std::string();
+    return systemError("open " + path);
+  }
+  std::string content;
+  char buffer[4096];
+  for (;;) {
+    ssize_t got = retryOnEintr([&] { return ::read(fd.get(), buffer, sizeof buffer); });
+    if (got < 0) return systemError("read " + path);
+    if (got == 0) return content;
+    content.append(buffer, static_cast<size_t>(got));
+  }
+}
+
+Status makeDirectory(const std::string& path, mode_t mode) {
+  if (::mkdir(path.c_str(), mode) == 0 || errno == EEXIST) return Ok{};
+  return systemError("mkdir " + path);
+}
+
+// mkdir -p.
+Status makeDirectories(const std::string& path, mode_t mode) {
+  for (size_t slash = path.find('/', 1); slash != std::string::npos; slash = path.find('/', slash + 1)) {
+    if (auto made = makeDirectory(path.substr(0, slash), mode); !made.ok()) return made;
+  }
+  return makeDirectory(path, mode);
+}
+
+Status mountFilesystem(const std::string& source, const std::string& target, const char* type,
+                       unsigned long flags, const char* options) {
+  if (::mount(source.c_str(), target.c_str(), type, flags, options) == 0) return Ok{};
+  std::string what = (flags & MS_MOVE) ? "move mount " + source : "mount " + source + " (" + type + ")";
+  return systemError(what + " on " + target);
+}
+
+Status waitForPath(const std::string& path, milliseconds timeout) {
+  auto deadline = Clock::now() + timeout;
+  while (::access(path.c_str(), F_OK) != 0) {
+    if (Clock::now() >= deadline) return systemError(path + " did not appear within " +
+                                                     std::to_string(timeout.count()) + " ms");
+    sleepFor(kPollInterval);
+  }
+  return Ok{};
+}
+
+// ---------------------------------------------------------------------------
+// The control port.
+
+// The host end of the protocol, over the virtio-serial port. The fd is
+// non-blocking so that init can tell "the host is slow" (wait) from "the host
+// is not there" (give up): virtio-serial blocks writers, and makes reads
+// return 0 with POLLHUP, while the host side of the port is closed.
+class ControlPort {
+ public:
+  explicit ControlPort(UniqueFd fd) : fd_(std::move(fd)) {}
+
+  int fd() const { return fd_.get(); }
+  // False once the host has closed its side; sends then fail at once.
+  bool connected() const { return connected_; }
+  // True once the host sent an impossible frame; further input is ignored.
+  bool corrupt() const { return reader_.failed(); }
+
+  Status send(agent::FrameType type, std::string_view payload) {
+    if (!connected_) return Error{"control port: host disconnected"};
+    std::string wire;
+    agent::appendFrame(wire, type, payload.substr(0, agent::kMaxPayload));
+    return writeAll(wire);
+  }
+
+  // Reads everything the host has sent so far into the frame reader.
+  void receive() {
+    char buffer[kOutputChunk];
+    while (connected_ && !reader_.failed()) {
+      ssize_t got = retryOnEintr([&] { return ::read(fd_.get(), buffer, sizeof buffer); });
+      if (got > 0) {
+        reader_.feed(std::string_view(buffer, static_cast<size_t>(got)));
+      } else if (got < 0 && errno == EAGAIN) {
+        return;
+      } else {
+        if (got < 0) log(systemError("read control port").message);
+        hostGone();
+      }
+    }
+  }
+
+  std::optional<agent::Frame> nextFrame() { return reader_.next(); }
+
+  // The next frame of `type`, skipping frames of other types, or an error if
+  // the host goes away, corrupts the stream, or `deadline` passes first.
+  Result<agent::Frame> waitFor(agent::FrameType type, std::optional<Clock::time_point> deadline) {
+    for (;;) {
+      while (auto frame = reader_.next()) {
+        if (frame->type == type) return std::move(*frame);
+      }
+      if (reader_.failed()) return Error{"control port: corrupt frame stream from the host"};
+      if (!connected_) return Error{"control port: host disconnected"};
+      pollfd watch{fd_.get(), POLLIN, 0};
+      int timeout = deadline ? millisecondsUntil(*deadline) : -1;
+      int ready = retryOnEintr([&] { return ::poll(&watch, 1, timeout); });
+      if (ready < 0) return systemError("poll control port");
+      if (ready == 0) return Error{"control port: timed out waiting for frame type " +
+                                   std::to_string(static_cast<unsigned>(type))};
+      if (watch.revents & POLLIN) {
+        receive();
+      } else if (watch.revents & (POLLHUP | POLLERR | POLLNVAL)) {
+        hostGone();
+      }
+    }
+  }
+
+  void hostGone() {
+    if (connected_) log("control port: host disconnected");
+    connected_ = false;
+  }
+
+ private:
+  Status writeAll(std::string_view bytes) {
+    while (!bytes.empty()) {
+      ssize_t written = retryOnEintr([&] { return ::write(fd_.get(), bytes.data(), bytes.size()); });
+      if (written > 0) {
+        bytes.remove_prefix(static_cast<size_t>(written));
+      } else if (written < 0 && errno == EAGAIN) {
+        if (auto writable = waitWritable(); !writable.ok()) return writable;
+      } else {
+        hostGone();
+        return systemError("write control port");
+      }
+    }
+    return Ok{};
+  }
+
+  // Waits for room in the port. A slow host is waited for without bound (that
+  // back-pressure is what keeps the workload's output lossless); a host whose
+  // side stays closed (POLLHUP, which poll reports without being asked, so it
+  // cannot be slept on) is polled for up to kHostConnectTimeout. The host side
+  // may also simply not be open yet right after boot.
+  Status waitWritable() {
+    std::optional<Clock::time_point> closed_since;
+    for (;;) {
+      pollfd watch{fd_.get(), POLLOUT, 0};
+      if (retryOnEintr([&] { return ::poll(&watch, 1, -1); }) < 0) return systemError("poll control port");
+      if (watch.revents & POLLOUT) return Ok{};
+      if (watch.revents & (POLLERR | POLLNVAL)) {
+        hostGone();
+        return Error{"control port: poll reported an error"};
+      }
+      if (!closed_since) closed_since = Clock::now();
+      if (Clock::now() - *closed_since >= kHostConnectTimeout) {
+        hostGone();
+        return Error{"control port: host side not open after " + std::to_string(kHostConnectTimeout.count()) +
+                     " ms"};
+      }
+      sleepFor(kPollInterval);
+    }
+  }
+
+  UniqueFd fd_;
+  agent::FrameReader reader_;
+  bool connected_ = true;
+};
+
+// The /dev node of the virtio-serial port the host named kControlPortName, if
+// it has appeared. The name arrives in a control message after the port
+// itself, so a port with an empty name may still turn out to be ours.
+std::optional<std::string> findControlPortDevice() {
+  struct CloseDir {
+    void operator()(DIR* dir) const { ::closedir(dir); }
+  };
+  std::unique_ptr<DIR, CloseDir> dir(::opendir(kVirtioPortsDir));
+  if (!dir) return std::nullopt;
+  while (dirent* entry = ::readdir(dir.get())) {
+    std::string port = entry->d_name;
+    if (port == "." || port == "..") continue;
+    auto name = readFileIfExists(std::string(kVirtioPortsDir) + "/" + port + "/name");
+    if (!name.ok()) continue;
+    std::string_view trimmed = *name;
+    while (!trimmed.empty() && (trimmed.back() == '\n' || trimmed.back() == '\0')) trimmed.remove_suffix(1);
+    if (trimmed == agent::kControlPortName) return "/dev/" + port;
+  }
+  return std::nullopt;
+}
+
+Result<UniqueFd> openControlPort() {
+  auto start = Clock::now();
+  for (;;) {
+    if (auto device = findControlPortDevice()) {
+      int fd = retryOnEintr([&] { return ::open(device->c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK); });
+      if (fd >= 0) {
+        log("control port " + *device + " found after " + std::to_string(millisecondsSince(start)) + " ms");
+        return UniqueFd(fd);
+      }
+      if (errno != ENOENT) return systemError("open " + *device);
+    }
+    if (Clock::now() - start >= kDeviceTimeout) {
+      return Error{std::string("no virtio-serial port named ") + agent::kControlPortName + " after " +
+                   std::to_string(kDeviceTimeout.count()) + " ms"};
+    }
+    sleepFor(kPollInterval);
+  }
+}
+
+Result<agent::WorkloadSpec> receiveSpec(ControlPort& port) {
+  auto frame = port.waitFor(agent::FrameType::kSpec, std::nullopt);
+  if (!frame.ok()) return frame.error();
+  auto spec = agent::decodeSpec(frame->payload);
+  if (!spec) return Error{"malformed workload spec (" + std::to_string(frame->payload.size()) + " bytes)"};
+  return std::move(*spec);
+}
+
+// ---------------------------------------------------------------------------
+// Boot: the initramfs, then the root disk.
+
+// Makes fds 0-2 the console. The kernel leaves them closed when the initramfs
+// has no /dev/console, and until they are open every new fd (the control
+// port!) would land on 0-2 and receive init's diagnostics.
+Status attachConsole() {
+  int fd = retryOnEintr([] { return ::open("/dev/console", O_RDWR | O_NOCTTY); });
+  if (fd < 0) fd = retryOnEintr([] { return ::open("/dev/null", O_RDWR); });
+  if (fd < 0) return systemError("open /dev/console and /dev/null");
+  for (int target = 0; target <= 2; ++target) {
+    if (fd != target && ::dup2(fd, target) < 0) return systemError("dup2 console");
+  }
+  if (fd > 2) ::close(fd);
+  return Ok{};
+}
+
+// /dev, the console, /proc and /sys, in the initramfs.
+Status setUpEarlyUserspace() {
+  ::umask(022);
+  (void)makeDirectory("/dev", 0755);
+  auto dev = mountFilesystem("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+  // Even without devtmpfs the kernel's built-in initramfs may have a
+  // /dev/console node; try it so that the failure can at least be logged.
+  if (auto console = attachConsole(); !console.ok()) return console;
+  if (!dev.ok() && ::access("/dev/null", F_OK) != 0) return dev;
+  for (const char* dir : {"/proc", "/sys"}) {
+    if (auto made = makeDirectory(dir, 0555); !made.ok()) return made;
+  }
+  if (auto proc = mountFilesystem("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr); !proc.ok()) {
+    return proc;
+  }
+  return mountFilesystem("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
+}
+
+Status mountRoot(const agent::WorkloadSpec& spec) {
+  if (auto made = makeDirectories(kNewRoot, 0755); !made.ok()) return made;
+  if (auto appeared = waitForPath(spec.root_device, kDeviceTimeout); !appeared.ok()) return appeared;
+  return mountFilesystem(spec.root_device, kNewRoot, spec.root_fstype.c_str(), 0, nullptr);
+}
+
+// switch_root without exec: the kernel mounts move into the root disk, which
+// then replaces the initramfs as "/". (pivot_root cannot leave the initramfs.)
+// Init keeps running from the old root's /init, which stays in memory.
+Status switchRoot() {
+  for (std::string dir : {"/dev", "/proc", "/sys"}) {
+    std::string target = kNewRoot + dir;
+    if (auto made = makeDirectory(target, 0755); !made.ok()) return made;
+    if (auto moved = mountFilesystem(dir, target, nullptr, MS_MOVE, nullptr); !moved.ok()) return moved;
+  }
+  if (::chdir(kNewRoot) != 0) return systemError(std::string("chdir ") + kNewRoot);
+  if (auto moved = mountFilesystem(".", "/", nullptr, MS_MOVE, nullptr); !moved.ok()) return moved;
+  if (::chroot(".") != 0) return systemError("chroot " + std::string(kNewRoot));
+  if (::chdir("/") != 0) return systemError("chdir /");
+  return Ok{};
+}
+
+Status mountDevpts() {
+  if (auto made = makeDirectory("/dev/pts", 0755); !made.ok()) return made;
+  // gid=5 is the "tty" group on Debian-like images; an image whose kernel
+  // view rejects it still gets working ptys without it.
+  auto with_tty_group = mountFilesystem("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+                                        "newinstance,ptmxmode=0666,mode=0620,gid=5");
+  if (with_tty_group.ok()) return with_tty_group;
+  return mountFilesystem("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620");
+}
+
+Status makeSymlink(const char* target, const char* path) {
+  if (::symlink(target, path) == 0 || errno == EEXIST) return Ok{};
+  return systemError(std::string("symlink ") + path + " -> " + target);
+}
+
+// The mounts and /dev links that programs in a container expect.
+Status mountRuntimeFilesystems() {
+  if (auto pts = mountDevpts(); !pts.ok()) return pts;
+  struct Tmpfs {
+    const char* path;
+    const char* options;
+  };
+  for (const Tmpfs& tmpfs : {Tmpfs{"/dev/shm", "mode=1777"}, Tmpfs{"/tmp", "mode=1777"}, Tmpfs{"/run", "mode=0755"}}) {
+    if (auto made = makeDirectory(tmpfs.path, 0755); !made.ok()) return made;
+    auto mounted = mountFilesystem("tmpfs", tmpfs.path, "tmpfs", MS_NOSUID | MS_NODEV, tmpfs.options);
+    if (!mounted.ok()) return mounted;
+  }
+  // Only workloads that manage cgroups themselves need this; a kernel without
+  // cgroup2 must not stop the others.
+  auto cgroup = mountFilesystem("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
+  if (!cgroup.ok()) log(cgroup.error().message);
+
+  struct Link {
+    const char* path;
+    const char* target;
+  };
+  for (const Link& link : {Link{"/dev/ptmx", "pts/ptmx"}, Link{"/dev/fd", "/proc/self/fd"},
+                           Link{"/dev/stdin", "/proc/self/fd/0"}, Link{"/dev/stdout", "/proc/self/fd/1"},
+                           Link{"/dev/stderr", "/proc/self/fd/2"}}) {
+    if (auto made = makeSymlink(link.target, link.path); !made.ok()) return made;
+  }
+  return Ok{};
+}
+
+Status enterRoot(const agent::WorkloadSpec& spec) {
+  if (auto mounted = mountRoot(spec); !mounted.ok()) return mounted;
+  if (auto switched = switchRoot(); !switched.ok()) return switched;
+  return mountRuntimeFilesystems();
+}
+
+// Brings the loopback interface up, as Docker's network namespace has it.
+Status bringLoopbackUp() {
+  UniqueFd socket_fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!socket_fd.valid()) return systemError("socket for lo");
+  ifreq request{};
+  std::strncpy(request.ifr_name, "lo", IFNAMSIZ - 1);
+  // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write only `request`, an ifreq
+  // that outlives the calls.
+  if (::ioctl(socket_fd.get(), SIOCGIFFLAGS, &request) != 0) return systemError("get flags of lo");
+  request.ifr_flags = static_cast<short>(request.ifr_flags | IFF_UP);
+  if (::ioctl(socket_fd.get(), SIOCSIFFLAGS, &request) != 0) return systemError("bring lo up");
+  return Ok{};
+}
+
+// Neither is needed to run the workload, so failures are only logged.
+void configureSystem(const agent::WorkloadSpec& spec) {
+  if (!spec.hostname.empty() && ::sethostname(spec.hostname.data(), spec.hostname.size()) != 0) {
+    log(systemError("sethostname " + spec.hostname).message);
+  }
+  if (auto lo = bringLoopbackUp(); !lo.ok()) log(lo.error().message);
+}
+
+// ---------------------------------------------------------------------------
+// The workload process.
+
+struct Pipe {
+  UniqueFd read;
+  UniqueFd write;
+};
+
+// A pipe whose read end (init's) is non-blocking and whose write end (the
+// workload's stdout or stderr) stays blocking, as programs expect.
+Result<Pipe> makeOutputPipe() {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return systemError("pipe");
+  Pipe result{UniqueFd(fds[0]), UniqueFd(fds[1])};
+  if (::fcntl(result.read.get(), F_SETFL, O_NONBLOCK) != 0) return systemError("fcntl O_NONBLOCK");
+  return result;
+}
+
+// SIGCHLD is blocked from before the first fork, so that no exit is missed,
+// and read through a signalfd, so that the event loop needs no handler.
+// Blocking also matters because PID 1 discards unblocked default signals.
+Result<UniqueFd> blockChildSignals() {
+  sigset_t child;
+  sigemptyset(&child);
+  sigaddset(&child, SIGCHLD);
+  if (::sigprocmask(SIG_BLOCK, &child, nullptr) != 0) return systemError("sigprocmask");
+  UniqueFd fd(::signalfd(-1, &child, SFD_NONBLOCK | SFD_CLOEXEC));
+  if (!fd.valid()) return systemError("signalfd");
+  return fd;
+}
+
+// The workload starts with default signal dispositions and nothing blocked,
+// whatever init inherited or set up for itself.
+void resetSignals() {
+  struct sigaction default_action {};
+  default_action.sa_handler = SIG_DFL;
+  sigemptyset(&default_action.sa_mask);
+  // SIGKILL, SIGSTOP and glibc's internal signals refuse; that is fine.
+  for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &default_action, nullptr);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+}
+
+// In the child, after stderr became the workload's stderr pipe: the message
+// reaches the host as the workload's own stderr, as Docker shows it.
+[[noreturn]] void failWorkload(std::string_view message, int exit_code) {
+  writeFully(STDERR_FILENO, "microvm: " + std::string(message) + "\n");
+  ::_exit(exit_code);
+}
+
+Status redirectStdio(int stdout_fd, int stderr_fd) {
+  int null_fd = retryOnEintr([] { return ::open("/dev/null", O_RDONLY | O_CLOEXEC); });
+  if (null_fd < 0) return systemError("open /dev/null");
+  if (::dup2(null_fd, STDIN_FILENO) < 0 || ::dup2(stdout_fd, STDOUT_FILENO) < 0 ||
+      ::dup2(stderr_fd, STDERR_FILENO) < 0) {
+    return systemError("dup2 stdio");
+  }
+  return Ok{};
+}
+
+// Docker creates a missing working directory rather than failing.
+Status enterWorkdir(const std::string& workdir) {
+  if (auto made = makeDirectories(workdir, 0755); !made.ok()) return made;
+  if (::chdir(workdir.c_str()) != 0) return systemError("chdir " + workdir);
+  return Ok{};
+}
+
+Status switchUser(const ExecUser& user) {
+  if (::setgroups(user.supplementary_groups.size(), user.supplementary_groups.data()) != 0) {
+    return systemError("setgroups");
+  }
+  if (::setgid(user.gid) != 0) return systemError("setgid " + std::to_string(user.gid));
+  if (::setuid(user.uid) != 0) return systemError("setuid " + std::to_string(user.uid));
+  return Ok{};
+}
+
+std::vector<char*> cStringArray(std::vector<std::string>& strings) {
+  std::vector<char*> array;
+  array.reserve(strings.size() + 1);
+  for (auto& string : strings) array.push_back(string.data());
+  array.push_back(nullptr);
+  return array;
+}
+
+[[noreturn]] void execWorkload(const agent::WorkloadSpec& spec) {
+  auto passwd = readFileIfExists("/etc/passwd");
+  if (!passwd.ok()) failWorkload(passwd.error().message, kCannotRunCode);
+  auto group = readFileIfExists("/etc/group");
+  if (!group.ok()) failWorkload(group.error().message, kCannotRunCode);
+  auto user = resolveUser(spec.user, *passwd, *group);
+  if (!user.ok()) failWorkload(user.error().message, kCannotRunCode);
+  if (auto entered = enterWorkdir(spec.workdir); !entered.ok()) failWorkload(entered.error().message, kCannotRunCode);
+  if (auto switched = switchUser(*user); !switched.ok()) failWorkload(switched.error().message, kCannotRunCode);
+
+  std::vector<std::string> env = workloadEnvironment(spec.env, spec.hostname, user->home);
+  std::vector<std::string> argv = spec.argv;
+  std::vector<char*> envp = cStringArray(env);
+  std::vector<char*> argp = cStringArray(argv);
+  // execvp searches the PATH of `environ`: pointing it at the workload's
+  // environment makes the search use the workload's PATH, as Docker does.
+  environ = envp.data();
+  ::execvp(argp[0], argp.data());
+  ExecFailure failure = describeExecFailure(spec.argv[0], errno);
+  failWorkload(failure.message, failure.exit_code);
+}
+
+[[noreturn]] void runWorkloadChild(const agent::WorkloadSpec& spec, int stdout_fd, int stderr_fd) {
+  try {
+    resetSignals();
+    // Its own session and process group, like a container's first process.
+    ::setsid();
+    if (!redirectStdio(stdout_fd, stderr_fd).ok()) ::_exit(kCannotRunCode);
+    execWorkload(spec);
+  } catch (...) {
+    // Never unwind into a copy of init's own stack frames.
+    ::_exit(kCannotRunCode);
+  }
+}
+
+struct Workload {
+  pid_t pid;
+  UniqueFd stdout_read;
+  UniqueFd stderr_read;
+};
+
+Result<Workload> startWorkload(const agent::WorkloadSpec& spec) {
+  auto out = makeOutputPipe();
+  if (!out.ok()) return out.error();
+  auto err = makeOutputPipe();
+  if (!err.ok()) return err.error();
+  pid_t pid = ::fork();
+  if (pid < 0) return systemError("fork");
+  if (pid == 0) runWorkloadChild(spec, out->write.get(), err->write.get());
+  // The write ends close here, so that the pipes reach EOF once every
+  // process holding them has gone.
+  return Workload{pid, std::move(out->read), std::move(err->read)};
+}
+
+// ---------------------------------------------------------------------------
+// Supervising the workload.
+
+// Runs the event loop while the workload lives: forwards its output and the
+// host's signals, and reaps every child (orphans reparent to PID 1). Once the
+// workload is gone, it ends the rest of the VM's processes, as a container
+// ends with its main process.
+class Supervisor {
+ public:
+  Supervisor(ControlPort& port, Workload workload, UniqueFd child_signals)
+      : port_(port),
+        workload_pid_(workload.pid),
+        stdout_{std::move(workload.stdout_read), agent::FrameType::kStdout},
+        stderr_{std::move(workload.stderr_read), agent::FrameType::kStderr},
+        child_signals_(std::move(child_signals)) {}
+
+  // Returns the workload's exit code once its output has been forwarded.
+  int run() {
+    while (!exit_code_) pollOnce(-1);
+    // What the workload wrote before it exited is delivered in full...
+    drain(stdout_);
+    drain(stderr_);
+    // ...then whatever it left behind is killed, and what those processes
+    // wrote before dying is forwarded until the pipes close, for a bounded time.
+    ::kill(-1, SIGKILL);
+    auto deadline = Clock::now() + kOutputDrainTimeout;
+    while ((stdout_.fd.valid() || stderr_.fd.valid() || children_left_) && Clock::now() < deadline) {
+      pollOnce(millisecondsUntil(deadline));
+    }
+    if (stdout_.fd.valid() || stderr_.fd.valid()) log("output pipes still open after the workload's processes were killed");
+    return *exit_code_;
+  }
+
+ private:
+  struct Output {
+    UniqueFd fd;
+    agent::FrameType type;
+  };
+
+  void pollOnce(int timeout) {
+    enum { kControl, kStdout, kStderr, kChildSignals, kWatchCount };
+    pollfd watch[kWatchCount] = {};
+    // A negative fd makes poll() skip the entry.
+    watch[kControl] = {port_.connected() && !port_.corrupt() ? port_.fd() : -1, POLLIN, 0};
+    watch[kStdout] = {stdout_.fd.get(), POLLIN, 0};
+    watch[kStderr] = {stderr_.fd.get(), POLLIN, 0};
+    watch[kChildSignals] = {child_signals_.get(), POLLIN, 0};
+    if (::poll(watch, kWatchCount, timeout) < 0) {
+      if (errno != EINTR) log(systemError("poll").message);
+      return;
+    }
+    if (watch[kControl].revents & POLLIN) {
+      port_.receive();
+      handleControlFrames();
+    } else if (watch[kControl].revents & (POLLHUP | POLLERR | POLLNVAL)) {
+      port_.hostGone();
+    }
+    if (watch[kStdout].revents) forwardChunk(stdout_);
+    if (watch[kStderr].revents) forwardChunk(stderr_);
+    if (watch[kChildSignals].revents) {
+      signalfd_siginfo info[8];
+      while (::read(child_signals_.get(), info, sizeof info) > 0) {
+      }
+      reapChildren();
+    }
+  }
+
+  void handleControlFrames() {
+    while (auto frame = port_.nextFrame()) {
+      // Other types are ignored, for forward compatibility.
+      if (frame->type == agent::FrameType::kSignal) forwardSignal(frame->payload);
+    }
+    if (port_.corrupt()) log("control port: corrupt frame stream from the host; ignoring further input");
+  }
+
+  // The workload is a session leader; like Docker, only it gets the signal.
+  void forwardSignal(std::string_view payload) {
+    auto sig = agent::decodeU32(payload);
+    if (!sig || *sig == 0 || *sig >= static_cast<uint32_t>(NSIG)) {
+      log("ignoring a malformed kSignal frame");
+      return;
+    }
+    if (exit_code_) return;  // Already reaped: the pid may belong to another process now.
+    if (::kill(workload_pid_, static_cast<int>(*sig)) != 0) {
+      log(systemError("kill " + std::to_string(workload_pid_) + " " + std::to_string(*sig)).message);
+    }
+  }
+
+  // Reads one chunk from the pipe and forwards it. Returns false when nothing
+  // was read (empty for now, closed, or failed).
+  bool forwardChunk(Output& output) {
+    if (!output.fd.valid()) return false;
+    char buffer[kOutputChunk];
+    ssize_t got = retryOnEintr([&] { return ::read(output.fd.get(), buffer, sizeof buffer); });
+    if (got < 0 && errno == EAGAIN) return false;
+    if (got <= 0) {
+      if (got < 0) log(systemError("read workload output").message);
+      output.fd.reset();
+      return false;
+    }
+    // With the host gone the output has nowhere to go, but it is still read
+    // so that the workload does not block on a full pipe.
+    if (port_.connected()) {
+      auto sent = port_.send(output.type, std::string_view(buffer, static_cast<size_t>(got)));
+      if (!sent.ok()) log(sent.error().message);
+    }
+    return true;
+  }
+
+  void drain(Output& output) {
+    for (size_t drained = 0; drained < kDrainBudget && forwardChunk(output); drained += kOutputChunk) {
+    }
+  }
+
+  void reapChildren() {
+    for (;;) {
+      int status = 0;
+      pid_t pid = ::waitpid(-1, &status, WNOHANG);
+      if (pid > 0) {
+        if (pid == workload_pid_) exit_code_ = exitCodeFromWaitStatus(status);
+        continue;
+      }
+      if (pid < 0 && errno == EINTR) continue;
+      children_left_ = pid == 0;
+      return;
+    }
+  }
+
+  ControlPort& port_;
+  pid_t workload_pid_;
+  Output stdout_;
+  Output stderr_;
+  UniqueFd child_signals_;
+  std::optional<int> exit_code_;
+  bool children_left_ = true;
+};
+
+// ---------------------------------------------------------------------------
+// The whole life of PID 1.
+
+[[noreturn]] void powerOff() {
+  ::sync();
+  // With reboot=t a reset triple-faults the CPU, and with -no-reboot that
+  // ends QEMU: there is no ACPI in a microvm guest to power off through.
+  ::reboot(RB_AUTOBOOT);
+  log(systemError("reboot").message);
+  // PID 1 must not exit: the kernel would panic.
+  for (;;) ::pause();
+}
+
+class Init {
+ public:
+  [[noreturn]] void run() {
+    if (auto early = setUpEarlyUserspace(); !early.ok()) fail(early.error());
+    auto port_fd = openControlPort();
+    if (!port_fd.ok()) fail(port_fd.error());
+    port_.emplace(std::move(*port_fd));
+    if (auto hello = port_->send(agent::FrameType::kHello, agent::encodeU32(agent::kProtocolVersion)); !hello.ok()) {
+      fail(hello.error());
+    }
+    auto spec = receiveSpec(*port_);
+    if (!spec.ok()) fail(spec.error());
+    if (auto entered = enterRoot(*spec); !entered.ok()) fail(entered.error());
+    configureSystem(*spec);
+
+    auto child_signals = blockChildSignals();
+    if (!child_signals.ok()) fail(child_signals.error());
+    auto workload = startWorkload(*spec);
+    if (!workload.ok()) fail(workload.error());
+    pid_t pid = workload->pid;
+    if (auto started = port_->send(agent::FrameType::kStarted, agent::encodeU32(static_cast<uint32_t>(pid)));
+        !started.ok()) {
+      fail(started.error());
+    }
+    int code = Supervisor(*port_, std::move(*workload), std::move(*child_signals)).run();
+    log("workload exited with code " + std::to_string(code));
+    reportExitAndPowerOff(code);
+  }
+
+  // Logs `error`, tells the host if it can, and powers off. Processes still
+  // running (a workload, if one started) die with the VM.
+  [[noreturn]] void fail(const Error& error) {
+    log(error.message);
+    if (port_ && port_->connected()) {
+      if (auto sent = port_->send(agent::FrameType::kError, error.message); !sent.ok()) log(sent.error().message);
+    }
+    ::kill(-1, SIGKILL);
+    reportExitAndPowerOff(kInitFailureCode);
+  }
+
+ private:
+  // The host acknowledges kExit so that the code is not lost in a virtqueue
+  // when the VM resets; a silent host only delays the power off.
+  [[noreturn]] void reportExitAndPowerOff(int code) {
+    if (port_ && port_->connected()) {
+      auto sent = port_->send(agent::FrameType::kExit, agent::encodeU32(static_cast<uint32_t>(code)));
+      if (!sent.ok()) {
+        log(sent.error().message);
+      } else if (auto ack = port_->waitFor(agent::FrameType::kExitAck, Clock::now() + kExitAckTimeout); !ack.ok()) {
+        log(ack.error().message);
+      }
+    }
+    powerOff();
+  }
+
+  std::optional<ControlPort> port_;
+};
+
+// --- Pure helpers for resolveUser.
+
+std::string_view trim(std::string_view text) {
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) text.remove_prefix(1);
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.remove_suffix(1);
+  return text;
+}
+
+std::vector<std::string_view> split(std::string_view text, char separator) {
+  std::vector<std::string_view> parts;
+  for (;;) {
+    size_t at = text.find(separator);
+    parts.push_back(text.substr(0, at));
+    if (at == std::string_view::npos) return parts;
+    text.remove_prefix(at + 1);
+  }
+}
+
+// A uid or gid as runc accepts it: decimal, 0 to 2^31-1.
+std::optional<uint32_t> parseId(std::string_view text) {
+  uint32_t value = 0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || error != std::errc() || end != text.data() + text.size() || value > 0x7fffffffu) {
+    return std::nullopt;
+  }
+  return value;
+}
+
+// The non-empty, non-comment lines of an /etc/passwd-style file, split at ':'.
+std::vector<std::vector<std::string_view>> databaseRecords(std::string_view text) {
+  std::vector<std::vector<std::string_view>> records;
+  for (std::string_view line : split(text, '\n')) {
+    line = trim(line);
+    if (line.empty() || line.front() == '#') continue;
+    records.push_back(split(line, ':'));
+  }
+  return records;
+}
+
+struct PasswdEntry {
+  std::string_view name;
+  uint32_t uid;
+  uint32_t gid;
+  std::string_view home;
+};
+
+// name:password:uid:gid:gecos:home:shell; lines with bad ids are skipped.
+std::vector<PasswdEntry> parsePasswd(std::string_view text) {
+  std::vector<PasswdEntry> entries;
+  for (const auto& fields : databaseRecords(text)) {
+    if (fields.size() < 4) continue;
+    auto uid = parseId(fields[2]);
+    auto gid = parseId(fields[3]);
+    if (!uid || !gid) continue;
+    entries.push_back({fields[0], *uid, *gid, fields.size() > 5 ? fields[5] : std::string_view()});
+  }
+  return entries;
+}
+
+struct GroupEntry {
+  std::string_view name;
+  uint32_t gid;
+  std::vector<std::string_view> members;
+};
+
+// name:password:gid:member,member; lines with a bad gid are skipped.
+std::vector<GroupEntry> parseGroup(std::string_view text) {
+  std::vector<GroupEntry> entries;
+  for (const auto& fields : databaseRecords(text)) {
+    if (fields.size() < 3) continue;
+    auto gid = parseId(fields[2]);
+    if (!gid) continue;
+    GroupEntry entry{fields[0], *gid, {}};
+    if (fields.size() > 3 && !fields[3].empty()) {
+      for (std::string_view member : split(fields[3], ',')) entry.members.push_back(trim(member));
+    }
+    entries.push_back(std::move(entry));
+  }
+  return entries;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Public functions.
+
+void runInit() {
+  if (::getpid() != 1) {
+    log("refusing to run: microvm-init must be PID 1 of a microvm guest");
+    ::_exit(2);
+  }
+  Init init;
+  try {
+    init.run();
+  } catch (const std::exception& exception) {
+    init.fail(Error{std::string("unexpected exception: ") + exception.what()});
+  } catch (...) {
+    init.fail(Error{"unexpected exception"});
+  }
+}
+
+Result<ExecUser> resolveUser(std::string_view user, std::string_view passwd, std::string_view group) {
+  std::string_view user_arg = user;
+  std::string_view group_arg;
+  if (size_t colon = user.find(':'); colon != std::string_view::npos) {
+    user_arg = user.substr(0, colon);
+    group_arg = user.substr(colon + 1);
+  }
+  if (user_arg.empty()) user_arg = "0";  // Docker: no user means root.
+
+  ExecUser result;
+  std::string_view matched_name;
+  std::optional<uint32_t> uid = parseId(user_arg);
+  std::vector<PasswdEntry> users = parsePasswd(passwd);
+  auto entry = std::find_if(users.begin(), users.end(), [&](const PasswdEntry& candidate) {
+    return uid ? candidate.uid == *uid : candidate.name == user_arg;
+  });
+  if (entry != users.end()) {
+    result.uid = entry->uid;
+    result.gid = entry->gid;
+    if (!entry->home.empty()) result.home = std::string(entry->home);
+    matched_name = entry->name;
+  } else if (uid) {
+    result.uid = *uid;
+  } else {
+    return Error{"unable to find user " + std::string(user_arg) + ": no matching entries in passwd file"};
+  }
+
+  std::vector<GroupEntry> groups = parseGroup(group);
+  if (!group_arg.empty()) {
+    std::optional<uint32_t> gid = parseId(group_arg);
+    auto found = std::find_if(groups.begin(), groups.end(), [&](const GroupEntry& candidate) {
+      return candidate.name == group_arg || (gid && candidate.gid == *gid);
+    });
+    if (found != groups.end()) {
+      result.gid = found->gid;
+    } else if (gid) {
+      result.gid = *gid;
+    } else {
+      return Error{"unable to find group " + std::string(group_arg) + ": no matching entries in group file"};
+    }
+  } else if (!matched_name.empty()) {
+    for (const GroupEntry& candidate : groups) {
+      if (std::find(candidate.members.begin(), candidate.members.end(), matched_name) != candidate.members.end()) {
+        result.supplementary_groups.push_back(candidate.gid);
+      }
+    }
+  }
+  return result;
+}
+
+std::vector<std::string> workloadEnvironment(const std::vector<std::string>& env, std::string_view hostname,
+                                             std::string_view home) {
+  std::vector<std::string> result;
+  auto key_of = [](std::string_view variable) { return variable.substr(0, variable.find('=')); };
+  auto find_key = [&](std::string_view key) {
+    return std::find_if(result.begin(), result.end(),
+                        [&](const std::string& variable) { return key_of(variable) == key; });
+  };
+  for (const std::string& variable : env) {
+    if (auto existing = find_key(key_of(variable)); existing != result.end()) {
+      *existing = variable;
+    } else {
+      result.push_back(variable);
+    }
+  }
+  auto add_default = [&](std::string_view key, std::string_view value) {
+    if (find_key(key) == result.end()) result.push_back(std::string(key) + "=" + std::string(value));
+  };
+  add_default("PATH", kDefaultPath);
+  if (!hostname.empty()) add_default("HOSTNAME", hostname);
+  add_default("HOME", home);
+  return result;
+}
+
+ExecFailure describeExecFailure(std::string_view argv0, int error_number) {
+  std::string prefix = "exec \"" + std::string(argv0) + "\": ";
+  if (error_number == ENOENT) {
+    bool is_path = argv0.find('/') != std::string_view::npos;
+    return {prefix + (is_path ? "no such file or directory" : "executable file not found in $PATH"), 127};
+  }
+  return {prefix + errnoText(error_number), kCannotRunCode};
+}
+
+int exitCodeFromWaitStatus(int status) {
+  return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+}
+
+}  // namespace microvm::guest
