@@ -20,11 +20,13 @@
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
+#include <ctime>
 #include <exception>
 #include <memory>
 #include <optional>
-#include <thread>
+#include <string_view>
 
 #include "agent/protocol.h"
 
@@ -46,7 +48,7 @@ constexpr milliseconds kHostConnectTimeout{10'000};
 constexpr milliseconds kOutputDrainTimeout{500};
 constexpr milliseconds kExitAckTimeout{3'000};
 
-constexpr size_t kOutputChunk = 64 * 1024;
+constexpr size_t kOutputChunk = size_t{64} * 1024;
 static_assert(kOutputChunk <= agent::kMaxPayload);
 // Bounds the pre-kill drain of one pipe so a chatty orphan cannot hold init.
 constexpr size_t kDrainBudget = 1 << 20;
@@ -127,7 +129,11 @@ void log(std::string_view message) {
   writeFully(STDERR_FILENO, line);
 }
 
-void sleepFor(milliseconds duration) { std::this_thread::sleep_for(duration); }
+void sleepFor(milliseconds duration) {
+  timespec left{static_cast<time_t>(duration.count() / 1000), static_cast<long>(duration.count() % 1000) * 1'000'000};
+  while (::nanosleep(&left, &left) != 0 && errno == EINTR) {
+  }
+}
 
 int millisecondsUntil(Clock::time_point deadline) {
   auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
@@ -168,8 +174,8 @@ Status makeDirectories(const std::string& path, mode_t mode) {
   return makeDirectory(path, mode);
 }
 
-Status mountFilesystem(const std::string& source, const std::string& target, const char* type,
-                       unsigned long flags, const char* options) {
+Status mountFilesystem(const std::string& source, const std::string& target, const char* type, unsigned long flags,
+                       const char* options) {
   if (::mount(source.c_str(), target.c_str(), type, flags, options) == 0) return Ok{};
   std::string what = (flags & MS_MOVE) ? "move mount " + source : "mount " + source + " (" + type + ")";
   return systemError(what + " on " + target);
@@ -178,8 +184,9 @@ Status mountFilesystem(const std::string& source, const std::string& target, con
 Status waitForPath(const std::string& path, milliseconds timeout) {
   auto deadline = Clock::now() + timeout;
   while (::access(path.c_str(), F_OK) != 0) {
-    if (Clock::now() >= deadline) return systemError(path + " did not appear within " +
-                                                     std::to_string(timeout.count()) + " ms");
+    if (Clock::now() >= deadline) {
+      return Error{path + " did not appear within " + std::to_string(timeout.count()) + " ms"};
+    }
     sleepFor(kPollInterval);
   }
   return Ok{};
@@ -205,6 +212,8 @@ class ControlPort {
   Status send(agent::FrameType type, std::string_view payload) {
     if (!connected_) return Error{"control port: host disconnected"};
     std::string wire;
+    // Only an overlong kError text can reach the cut; output comes in chunks
+    // far below the limit.
     agent::appendFrame(wire, type, payload.substr(0, agent::kMaxPayload));
     return writeAll(wire);
   }
@@ -240,8 +249,8 @@ class ControlPort {
       int timeout = deadline ? millisecondsUntil(*deadline) : -1;
       int ready = retryOnEintr([&] { return ::poll(&watch, 1, timeout); });
       if (ready < 0) return systemError("poll control port");
-      if (ready == 0) return Error{"control port: timed out waiting for frame type " +
-                                   std::to_string(static_cast<unsigned>(type))};
+      if (ready == 0)
+        return Error{"control port: timed out waiting for frame type " + std::to_string(static_cast<unsigned>(type))};
       if (watch.revents & POLLIN) {
         receive();
       } else if (watch.revents & (POLLHUP | POLLERR | POLLNVAL)) {
@@ -289,8 +298,7 @@ class ControlPort {
       if (!closed_since) closed_since = Clock::now();
       if (Clock::now() - *closed_since >= kHostConnectTimeout) {
         hostGone();
-        return Error{"control port: host side not open after " + std::to_string(kHostConnectTimeout.count()) +
-                     " ms"};
+        return Error{"control port: host side not open after " + std::to_string(kHostConnectTimeout.count()) + " ms"};
       }
       sleepFor(kPollInterval);
     }
@@ -341,6 +349,8 @@ Result<UniqueFd> openControlPort() {
   }
 }
 
+// The host sends the spec right after kHello. No timeout here: a host that
+// never does stops the VM by its own deadline.
 Result<agent::WorkloadSpec> receiveSpec(ControlPort& port) {
   auto frame = port.waitFor(agent::FrameType::kSpec, std::nullopt);
   if (!frame.ok()) return frame.error();
@@ -369,12 +379,12 @@ Status attachConsole() {
 // /dev, the console, /proc and /sys, in the initramfs.
 Status setUpEarlyUserspace() {
   ::umask(022);
-  (void)makeDirectory("/dev", 0755);
+  (void)makeDirectory("/dev", 0755);  // If this failed, the mount says why.
   auto dev = mountFilesystem("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
   // Even without devtmpfs the kernel's built-in initramfs may have a
-  // /dev/console node; try it so that the failure can at least be logged.
+  // /dev/console node: attach it first so that the failure can be logged.
   if (auto console = attachConsole(); !console.ok()) return console;
-  if (!dev.ok() && ::access("/dev/null", F_OK) != 0) return dev;
+  if (!dev.ok()) return dev;
   for (const char* dir : {"/proc", "/sys"}) {
     if (auto made = makeDirectory(dir, 0555); !made.ok()) return made;
   }
@@ -393,6 +403,8 @@ Status mountRoot(const agent::WorkloadSpec& spec) {
 // switch_root without exec: the kernel mounts move into the root disk, which
 // then replaces the initramfs as "/". (pivot_root cannot leave the initramfs.)
 // Init keeps running from the old root's /init, which stays in memory.
+// Missing mountpoints are created: the root disk is the VM's own
+// copy-on-write overlay, never the image itself.
 Status switchRoot() {
   for (std::string dir : {"/dev", "/proc", "/sys"}) {
     std::string target = kNewRoot + dir;
@@ -408,8 +420,8 @@ Status switchRoot() {
 
 Status mountDevpts() {
   if (auto made = makeDirectory("/dev/pts", 0755); !made.ok()) return made;
-  // gid=5 is the "tty" group on Debian-like images; an image whose kernel
-  // view rejects it still gets working ptys without it.
+  // gid=5 is the conventional "tty" group. Should the option be refused,
+  // ptys still work without it; they are then owned by the opener's group.
   auto with_tty_group = mountFilesystem("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
                                         "newinstance,ptmxmode=0666,mode=0620,gid=5");
   if (with_tty_group.ok()) return with_tty_group;
@@ -442,9 +454,9 @@ Status mountRuntimeFilesystems() {
     const char* path;
     const char* target;
   };
-  for (const Link& link : {Link{"/dev/ptmx", "pts/ptmx"}, Link{"/dev/fd", "/proc/self/fd"},
-                           Link{"/dev/stdin", "/proc/self/fd/0"}, Link{"/dev/stdout", "/proc/self/fd/1"},
-                           Link{"/dev/stderr", "/proc/self/fd/2"}}) {
+  for (const Link& link :
+       {Link{"/dev/ptmx", "pts/ptmx"}, Link{"/dev/fd", "/proc/self/fd"}, Link{"/dev/stdin", "/proc/self/fd/0"},
+        Link{"/dev/stdout", "/proc/self/fd/1"}, Link{"/dev/stderr", "/proc/self/fd/2"}}) {
     if (auto made = makeSymlink(link.target, link.path); !made.ok()) return made;
   }
   return Ok{};
@@ -646,7 +658,9 @@ class Supervisor {
     while ((stdout_.fd.valid() || stderr_.fd.valid() || children_left_) && Clock::now() < deadline) {
       pollOnce(millisecondsUntil(deadline));
     }
-    if (stdout_.fd.valid() || stderr_.fd.valid()) log("output pipes still open after the workload's processes were killed");
+    if (stdout_.fd.valid() || stderr_.fd.valid()) {
+      log("output pipes still open after the workload's processes were killed");
+    }
     return *exit_code_;
   }
 

@@ -1,4 +1,6 @@
 // microvm-init: the guest's PID 1. All of it lives in guest/init.cc.
 #include "guest/init.h"
 
-int main() { microvm::guest::runInit(); }
+int main() {
+  microvm::guest::runInit();
+}

@@ -96,8 +96,8 @@ TEST(ResolveUser, MissingFilesStillAllowNumericIds) {
 
 TEST(WorkloadEnvironment, AddsDockerDefaultsWhenAbsent) {
   auto env = workloadEnvironment({"FOO=bar"}, "box", "/root");
-  EXPECT_EQ(env, (std::vector<std::string>{"FOO=bar", std::string("PATH=") + kDefaultPath, "HOSTNAME=box",
-                                           "HOME=/root"}));
+  EXPECT_EQ(env,
+            (std::vector<std::string>{"FOO=bar", std::string("PATH=") + kDefaultPath, "HOSTNAME=box", "HOME=/root"}));
 }
 
 TEST(WorkloadEnvironment, KeepsGivenValuesAndLastRepeat) {

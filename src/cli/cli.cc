@@ -87,7 +87,6 @@ struct RunFlags {
 };
 
 int cmdRun(const GlobalFlags& global, const RunFlags& flags, std::vector<std::string> command) {
-  if (!command.empty() && command.front() == "--") command.erase(command.begin());
   auto memory = parseMemory(flags.memory);
   if (!memory) return fail(memory.error());
   auto runtime = openRuntime(global);
@@ -154,6 +153,36 @@ int cmdInfo(const GlobalFlags& global, const std::string& format) {
   return 0;
 }
 
+// True if `word` names an option of `app` that takes a value in the next word.
+bool takesSeparateValue(const CLI::App& app, const std::string& word) {
+  if (word.size() < 2 || word[0] != '-' || word.find('=') != std::string::npos) return false;
+  const CLI::Option* option = app.get_option_no_throw(word);
+  return option != nullptr && option->get_items_expected_min() > 0;
+}
+
+// Docker's rule for `run [OPTIONS] [--] COMMAND [ARG...]`: the first word
+// that is not an option (or follows "--") starts the workload's command.
+// Moves that tail into `command` and returns how many words remain to parse.
+int splitWorkloadCommand(const CLI::App& app, const CLI::App& run, int argc, char** argv,
+                         std::vector<std::string>& command) {
+  int i = 1;
+  while (i < argc && argv[i][0] == '-') i += takesSeparateValue(app, argv[i]) ? 2 : 1;
+  if (i >= argc || std::string(argv[i]) != run.get_name()) return argc;
+  for (++i; i < argc; ++i) {
+    std::string word = argv[i];
+    if (word == "--") {
+      command.assign(argv + i + 1, argv + argc);
+      return i;
+    }
+    if (word.size() < 2 || word[0] != '-') {
+      command.assign(argv + i, argv + argc);
+      return i;
+    }
+    if (takesSeparateValue(run, word)) ++i;
+  }
+  return argc;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -170,9 +199,6 @@ int main(int argc, char** argv) {
   std::vector<std::string> command;
   auto* run_cmd = app.add_subcommand("run", "Run a command in a new microVM");
   run_cmd->footer("Usage: microvm run [OPTIONS] --rootfs DIR [--] COMMAND [ARG...]");
-  // Everything from COMMAND on belongs to the workload, options included.
-  run_cmd->prefix_command();
-  run_cmd->add_option("command", command, "The command and its arguments")->take_all();
   run_cmd->add_flag("--rm", run.remove, "Remove the VM and all its files when it exits");
   run_cmd->add_option("--rootfs", run.rootfs, "Host directory to use as the root filesystem")->required();
   run_cmd->add_option("--cpus", run.cpus, "Number of vCPUs")->check(CLI::Range(1, 64));
@@ -190,8 +216,11 @@ int main(int argc, char** argv) {
   auto* info_cmd = app.add_subcommand("info", "Show the QEMU, kernel, acceleration and data dir in use");
   info_cmd->add_option("-f,--format", format, "Output format: text or json");
 
+  // Everything from COMMAND on belongs to the workload, options included, so
+  // only the words before it go to the parser.
+  int parsed_argc = splitWorkloadCommand(app, *run_cmd, argc, argv, command);
   try {
-    app.parse(argc, argv);
+    app.parse(parsed_argc, argv);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForVersion& e) {
@@ -201,10 +230,7 @@ int main(int argc, char** argv) {
                  run_cmd->parsed() ? "run " : (info_cmd->parsed() ? "info " : ""));
     return kExitCliError;
   }
-  if (run_cmd->parsed()) {
-    for (auto& extra : run_cmd->remaining()) command.push_back(std::move(extra));
-    return cmdRun(global, run, command);
-  }
+  if (run_cmd->parsed()) return cmdRun(global, run, command);
   if (info_cmd->parsed()) return cmdInfo(global, format);
   return 0;
 }
