@@ -1,10 +1,13 @@
 #include "image/root_disk.h"
 
 #include <gtest/gtest.h>
+
+#include <optional>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/fs.h"
+#include "base/temp_dir.h"
 
 namespace microvm {
 namespace {
@@ -14,15 +17,16 @@ namespace fs = std::filesystem;
 class RootDiskTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char pattern[] = "/tmp/microvm-disk-test.XXXXXX";
-    ASSERT_NE(::mkdtemp(pattern), nullptr);
-    dir_ = pattern;
+    auto temp = TempDir::create("microvm-disk-test");
+    ASSERT_TRUE(temp);
+    temp_.emplace(std::move(*temp));
+    dir_ = temp_->path();
     tree_ = dir_ / "tree";
     ASSERT_TRUE(makeDirs(tree_ / "etc"));
     ASSERT_TRUE(writeFileAtomic(tree_ / "etc" / "motd", "hello\n", 0644));
     ASSERT_EQ(::symlink("etc/motd", (tree_ / "link").c_str()), 0);
   }
-  void TearDown() override { (void)removeTree(dir_); }
+  std::optional<TempDir> temp_;
   fs::path dir_;
   fs::path tree_;
 };

@@ -1,9 +1,12 @@
 #include "state/vm_record.h"
 
 #include <gtest/gtest.h>
+
+#include <optional>
 #include <unistd.h>
 
 #include "base/fs.h"
+#include "base/temp_dir.h"
 
 namespace microvm {
 namespace {
@@ -11,11 +14,12 @@ namespace {
 class VmRecordTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char pattern[] = "/tmp/microvm-record-test.XXXXXX";
-    ASSERT_NE(::mkdtemp(pattern), nullptr);
-    dir_ = pattern;
+    auto temp = TempDir::create("microvm-record-test");
+    ASSERT_TRUE(temp);
+    temp_.emplace(std::move(*temp));
+    dir_ = temp_->path();
   }
-  void TearDown() override { (void)removeTree(dir_); }
+  std::optional<TempDir> temp_;
   std::filesystem::path dir_;
 };
 
