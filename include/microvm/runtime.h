@@ -5,12 +5,18 @@
 //   microvm::RunOptions options;
 //   options.rootfs = "/srv/busybox-rootfs";
 //   options.command = {"/bin/sh", "-c", "echo hello"};
-//   auto vm = runtime->start(options);                   // boots, returns at once
+//   auto vm = runtime->run(options);                     // boots, returns at once
 //   auto code = vm->wait();                              // the workload's exit code
 //
-// The workload's stdout and stderr stream to the fds given in RunOptions.
-// A VM is a separate runner process: it survives the caller's death, and
-// signals reach the workload through VmHandle::signal().
+// Detached VMs are managed by reference (full id, unique id prefix, or name):
+//   options.stdout_fd = options.stderr_fd = -1;          // output only to the log
+//   auto vm = runtime->run(options);
+//   runtime->pause(vm->id()); runtime->resume(vm->id());
+//   runtime->stop(vm->id(), 10); runtime->remove(vm->id(), false);
+//
+// The workload's stdout and stderr stream to the fds given in RunOptions, and
+// always to the VM's log. A VM is a separate runner process: it survives the
+// caller's death, and signals reach the workload through VmHandle::signal().
 #pragma once
 
 #include <sys/types.h>
@@ -58,6 +64,37 @@ struct RunOptions {
   int stderr_fd = 2;
 };
 
+// What `ps` and `inspect` show of a VM.
+struct VmInfo {
+  std::string id;
+  std::string name;
+  std::vector<std::string> command;
+  std::string created_at;   // RFC 3339
+  std::string status;       // "created", "running", "paused" or "exited"
+  bool has_exit_code = false;
+  int exit_code = 0;
+  std::string error;        // why it ended without a workload exit code
+  std::string started_at;
+  std::string finished_at;
+  int runner_pid = 0;
+  int qemu_pid = 0;
+  std::string accel;
+  int cpus = 0;
+  int memory_mib = 0;
+  std::vector<std::string> env;
+  std::string workdir;
+  std::string user;
+  std::string hostname;
+  std::filesystem::path dir;  // everything the VM has on disk
+};
+
+struct LogOptions {
+  bool follow = false;       // keep streaming until the VM exits
+  long tail = -1;            // only the last N records (-1: all)
+  bool timestamps = false;   // prefix each record with its RFC 3339 time
+  bool console = false;      // the kernel console instead of the workload's output
+};
+
 // A started VM. Destroying the handle does not stop the VM.
 class VmHandle {
  public:
@@ -90,8 +127,37 @@ class Runtime {
   // QEMU, kernel, acceleration and data dir in use. Probes KVM if needed.
   Result<HostInfo> info();
 
-  // Validates options, prepares the root disk and boots the VM.
-  Result<VmHandle> start(const RunOptions& options);
+  // create() then start(): validates options, prepares the root disk and
+  // boots the VM, streaming to options.stdout_fd/stderr_fd.
+  Result<VmHandle> run(const RunOptions& options);
+
+  // Prepares a VM (root disk, records) without booting it; returns its id.
+  Result<std::string> create(const RunOptions& options);
+
+  // Boots a created or exited VM (its disk keeps what earlier runs wrote).
+  // Returns once the VM is running; output goes to the fds (-1: log only).
+  Result<VmHandle> start(const std::string& reference, int stdout_fd = -1, int stderr_fd = -1);
+
+  Result<std::vector<VmInfo>> list(bool all);
+  Result<VmInfo> inspect(const std::string& reference);
+
+  // Forwards SIGTERM, waits up to timeout_seconds, then stops the VM hard.
+  // Returns once the VM has exited.
+  Result<void> stop(const std::string& reference, int timeout_seconds);
+  // Delivers `signal` to the workload.
+  Result<void> kill(const std::string& reference, int signal);
+  Result<void> pause(const std::string& reference);
+  Result<void> resume(const std::string& reference);
+  // Deletes every file of the VM; a running VM needs `force` (then it is
+  // stopped hard first).
+  Result<void> remove(const std::string& reference, bool force);
+  // Blocks until the VM exits; returns its exit code.
+  Result<int> wait(const std::string& reference);
+  // Writes the VM's log records to the fds (stdout records to out_fd, stderr
+  // records to err_fd; the console goes to out_fd).
+  Result<void> logs(const std::string& reference, const LogOptions& options, int out_fd, int err_fd);
+  // Removes every VM that is not running; returns their ids.
+  Result<std::vector<std::string>> prune();
 
  private:
   Runtime() = default;

@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <ctime>
 #include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -61,6 +62,104 @@ std::vector<std::string> expandEnv(const std::vector<std::string>& entries) {
   return env;
 }
 
+// Docker prints each reference it acted on, and an error line for each it
+// could not; the exit status is 1 if any failed.
+template <typename Action>
+int forEachVm(const std::vector<std::string>& refs, Action action) {
+  int code = 0;
+  for (const auto& ref : refs) {
+    if (auto done = action(ref); !done) {
+      std::fprintf(stderr, "microvm: %s\n", done.error().message().c_str());
+      code = 1;
+    } else {
+      std::cout << ref << "\n";
+    }
+  }
+  return code;
+}
+
+// "TERM", "SIGTERM" or "15".
+Result<int> parseSignal(const std::string& text) {
+  static const std::pair<const char*, int> kNames[] = {
+      {"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"KILL", SIGKILL}, {"USR1", SIGUSR1},
+      {"USR2", SIGUSR2}, {"TERM", SIGTERM}, {"CONT", SIGCONT}, {"STOP", SIGSTOP}, {"WINCH", SIGWINCH}};
+  std::string name = text;
+  for (auto& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (name.rfind("SIG", 0) == 0) name = name.substr(3);
+  for (const auto& [known, number] : kNames) {
+    if (name == known) return number;
+  }
+  if (!name.empty() && name.find_first_not_of("0123456789") == std::string::npos && name.size() < 3) {
+    int number = std::stoi(name);
+    if (number >= 1 && number < NSIG) return number;
+  }
+  return Error(ErrorCode::kInvalidArgument, "invalid signal \"" + text + "\"");
+}
+
+// RFC 3339 UTC ("2026-11-22T05:28:05.123Z") to seconds since the epoch.
+time_t parseTime(const std::string& text) {
+  tm parts{};
+  if (!strptime(text.c_str(), "%Y-%m-%dT%H:%M:%S", &parts)) return 0;
+  return timegm(&parts);
+}
+
+// "5 seconds ago", "3 minutes ago", as Docker shows durations.
+std::string duration(time_t seconds) {
+  if (seconds < 1) return "Less than a second";
+  auto plural = [](long long n, const char* unit) {
+    return std::to_string(n) + " " + unit + (n == 1 ? "" : "s");
+  };
+  if (seconds < 60) return plural(seconds, "second");
+  if (seconds < 3600) return plural(seconds / 60, "minute");
+  if (seconds < 86400) return plural(seconds / 3600, "hour");
+  return plural(seconds / 86400, "day");
+}
+
+std::string ago(const std::string& when) {
+  time_t then = parseTime(when);
+  return then == 0 ? "" : duration(::time(nullptr) - then) + " ago";
+}
+
+std::string describeStatus(const VmInfo& vm) {
+  if (vm.status == "running") return "Up " + duration(::time(nullptr) - parseTime(vm.started_at));
+  if (vm.status == "paused") return "Up " + duration(::time(nullptr) - parseTime(vm.started_at)) + " (Paused)";
+  if (vm.status == "exited") {
+    std::string code = vm.has_exit_code ? std::to_string(vm.exit_code) : "?";
+    return "Exited (" + code + ") " + ago(vm.finished_at);
+  }
+  return "Created";
+}
+
+std::string shortCommand(const std::vector<std::string>& argv) {
+  std::string text;
+  for (const auto& arg : argv) text += (text.empty() ? "" : " ") + arg;
+  if (text.size() > 20) text = text.substr(0, 19) + "…";
+  return "\"" + text + "\"";
+}
+
+nlohmann::json toJson(const VmInfo& vm) {
+  return {{"id", vm.id},
+          {"name", vm.name},
+          {"command", vm.command},
+          {"created_at", vm.created_at},
+          {"status", vm.status},
+          {"exit_code", vm.has_exit_code ? nlohmann::json(vm.exit_code) : nlohmann::json(nullptr)},
+          {"error", vm.error},
+          {"started_at", vm.started_at},
+          {"finished_at", vm.finished_at},
+          {"runner_pid", vm.runner_pid},
+          {"qemu_pid", vm.qemu_pid},
+          {"config",
+           {{"accel", vm.accel},
+            {"cpus", vm.cpus},
+            {"memory_mib", vm.memory_mib},
+            {"env", vm.env},
+            {"workdir", vm.workdir},
+            {"user", vm.user},
+            {"hostname", vm.hostname}}},
+          {"dir", vm.dir.string()}};
+}
+
 struct GlobalFlags {
   std::string data_dir;
   std::string accel;
@@ -75,6 +174,7 @@ Result<Runtime> openRuntime(const GlobalFlags& flags) {
 
 struct RunFlags {
   bool remove = false;
+  bool detach = false;
   int cpus = 1;
   std::string memory = "512";
   std::vector<std::string> env;
@@ -86,12 +186,9 @@ struct RunFlags {
   int stop_timeout = 10;
 };
 
-int cmdRun(const GlobalFlags& global, const RunFlags& flags, std::vector<std::string> command) {
+Result<RunOptions> toRunOptions(const RunFlags& flags, std::vector<std::string> command) {
   auto memory = parseMemory(flags.memory);
-  if (!memory) return fail(memory.error());
-  auto runtime = openRuntime(global);
-  if (!runtime) return fail(runtime.error());
-
+  if (!memory) return std::move(memory).error();
   RunOptions options;
   options.rootfs = flags.rootfs;
   options.command = std::move(command);
@@ -104,25 +201,154 @@ int cmdRun(const GlobalFlags& global, const RunFlags& flags, std::vector<std::st
   options.memory_mib = *memory;
   options.remove = flags.remove;
   options.stop_timeout_seconds = flags.stop_timeout;
+  return options;
+}
 
-  // Block the stop signals before the VM exists, so none is lost; a helper
-  // thread forwards each one to the VM (Docker's sig-proxy).
+// Stop signals are blocked before the VM exists, so none is lost, and a
+// helper thread forwards each one to it (Docker's sig-proxy).
+sigset_t blockStopSignals() {
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&stop_signals, sig);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  return stop_signals;
+}
 
-  auto vm = runtime->start(options);
-  if (!vm) return fail(vm.error());
-  std::thread([&stop_signals, runner = &*vm] {
+int forwardSignalsAndWait(VmHandle& vm, sigset_t stop_signals) {
+  std::thread([stop_signals, &vm] {
     for (;;) {
       int sig = 0;
-      if (sigwait(&stop_signals, &sig) == 0) runner->signal(sig);
+      if (sigwait(&stop_signals, &sig) == 0) vm.signal(sig);
     }
   }).detach();
-  auto code = vm->wait();
+  auto code = vm.wait();
   if (!code) return fail(code.error());
   return *code;
+}
+
+int cmdRun(const GlobalFlags& global, const RunFlags& flags, std::vector<std::string> command) {
+  if (flags.detach && flags.remove) {
+    // Allowed, as in Docker: the VM removes itself when it exits.
+  }
+  auto options = toRunOptions(flags, std::move(command));
+  if (!options) return fail(options.error());
+  auto runtime = openRuntime(global);
+  if (!runtime) return fail(runtime.error());
+  if (flags.detach) {
+    options->stdout_fd = -1;
+    options->stderr_fd = -1;
+    auto vm = runtime->run(*options);
+    if (!vm) return fail(vm.error());
+    std::cout << vm->id() << "\n";
+    return 0;
+  }
+  sigset_t stop_signals = blockStopSignals();
+  auto vm = runtime->run(*options);
+  if (!vm) return fail(vm.error());
+  return forwardSignalsAndWait(*vm, stop_signals);
+}
+
+int cmdCreate(const GlobalFlags& global, const RunFlags& flags, std::vector<std::string> command) {
+  auto options = toRunOptions(flags, std::move(command));
+  if (!options) return fail(options.error());
+  auto runtime = openRuntime(global);
+  if (!runtime) return fail(runtime.error());
+  auto id = runtime->create(*options);
+  if (!id) return fail(id.error());
+  std::cout << *id << "\n";
+  return 0;
+}
+
+int cmdStart(const GlobalFlags& global, const std::vector<std::string>& refs, bool attach) {
+  auto runtime = openRuntime(global);
+  if (!runtime) return fail(runtime.error());
+  if (attach) {
+    if (refs.size() != 1) return fail("start --attach takes exactly one VM");
+    sigset_t stop_signals = blockStopSignals();
+    auto vm = runtime->start(refs[0], STDOUT_FILENO, STDERR_FILENO);
+    if (!vm) return fail(vm.error());
+    return forwardSignalsAndWait(*vm, stop_signals);
+  }
+  return forEachVm(refs, [&](const std::string& ref) -> Result<void> {
+    auto vm = runtime->start(ref);
+    if (!vm) return std::move(vm).error();
+    return success();
+  });
+}
+
+int cmdPs(const GlobalFlags& global, bool all, const std::string& format, bool quiet) {
+  if (format != "table" && format != "json") return fail("unknown format \"" + format + "\" (want table or json)");
+  auto runtime = openRuntime(global);
+  if (!runtime) return fail(runtime.error());
+  auto vms = runtime->list(all);
+  if (!vms) return fail(vms.error());
+  if (quiet) {
+    for (const auto& vm : *vms) std::cout << vm.id.substr(0, 12) << "\n";
+    return 0;
+  }
+  if (format == "json") {
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& vm : *vms) list.push_back(toJson(vm));
+    std::cout << list.dump(2) << "\n";
+    return 0;
+  }
+  std::printf("%-12s   %-20s   %-22s   %-16s   %s\n", "VM ID", "NAME", "COMMAND", "CREATED", "STATUS");
+  for (const auto& vm : *vms) {
+    std::printf("%-12s   %-20s   %-22s   %-16s   %s\n", vm.id.substr(0, 12).c_str(), vm.name.c_str(),
+                shortCommand(vm.command).c_str(), ago(vm.created_at).c_str(), describeStatus(vm).c_str());
+  }
+  return 0;
+}
+
+int cmdInspect(const GlobalFlags& global, const std::vector<std::string>& refs) {
+  auto runtime = openRuntime(global);
+  if (!runtime) return fail(runtime.error());
+  nlohmann::json list = nlohmann::json::array();
+  int code = 0;
+  for (const auto& ref : refs) {
+    auto vm = runtime->inspect(ref);
+    if (!vm) {
+      std::fprintf(stderr, "microvm: %s\n", vm.error().message().c_str());
+      code = 1;
+      continue;
+    }
+    list.push_back(toJson(*vm));
+  }
+  std::cout << list.dump(2) << "\n";
+  return code;
+}
+
+int cmdLogs(const GlobalFlags& global, const std::string& ref, const LogOptions& options) {
+  auto runtime = openRuntime(global);
+  if (!runtime) return fail(runtime.error());
+  auto shown = runtime->logs(ref, options, STDOUT_FILENO, STDERR_FILENO);
+  if (!shown) return fail(shown.error());
+  return 0;
+}
+
+int cmdWait(const GlobalFlags& global, const std::vector<std::string>& refs) {
+  auto runtime = openRuntime(global);
+  if (!runtime) return fail(runtime.error());
+  int code = 0;
+  for (const auto& ref : refs) {
+    auto exit_code = runtime->wait(ref);
+    if (!exit_code) {
+      std::fprintf(stderr, "microvm: %s\n", exit_code.error().message().c_str());
+      code = 1;
+      continue;
+    }
+    std::cout << *exit_code << std::endl;
+  }
+  return code;
+}
+
+int cmdPrune(const GlobalFlags& global) {
+  auto runtime = openRuntime(global);
+  if (!runtime) return fail(runtime.error());
+  auto removed = runtime->prune();
+  if (!removed) return fail(removed.error());
+  for (const auto& id : *removed) std::cout << id << "\n";
+  return 0;
 }
 
 int cmdInfo(const GlobalFlags& global, const std::string& format) {
@@ -163,11 +389,17 @@ bool takesSeparateValue(const CLI::App& app, const std::string& word) {
 // Docker's rule for `run [OPTIONS] [--] COMMAND [ARG...]`: the first word
 // that is not an option (or follows "--") starts the workload's command.
 // Moves that tail into `command` and returns how many words remain to parse.
-int splitWorkloadCommand(const CLI::App& app, const CLI::App& run, int argc, char** argv,
-                         std::vector<std::string>& command) {
+int splitWorkloadCommand(const CLI::App& app, std::initializer_list<const CLI::App*> commands, int argc,
+                         char** argv, std::vector<std::string>& command) {
   int i = 1;
   while (i < argc && argv[i][0] == '-') i += takesSeparateValue(app, argv[i]) ? 2 : 1;
-  if (i >= argc || std::string(argv[i]) != run.get_name()) return argc;
+  if (i >= argc) return argc;
+  const CLI::App* found = nullptr;
+  for (const auto* candidate : commands) {
+    if (candidate->get_name() == argv[i]) found = candidate;
+  }
+  if (!found) return argc;
+  const CLI::App& run = *found;
   for (++i; i < argc; ++i) {
     std::string word = argv[i];
     if (word == "--") {
@@ -181,6 +413,21 @@ int splitWorkloadCommand(const CLI::App& app, const CLI::App& run, int argc, cha
     if (takesSeparateValue(run, word)) ++i;
   }
   return argc;
+}
+
+void addRunFlags(CLI::App& command, RunFlags& flags) {
+  command.add_option("--rootfs", flags.rootfs, "Host directory to use as the root filesystem")->required();
+  command.add_flag("--rm", flags.remove, "Remove the VM and all its files when it exits");
+  command.add_option("--cpus", flags.cpus, "Number of vCPUs")->check(CLI::Range(1, 64));
+  command.add_option("-m,--memory", flags.memory, "Memory: MiB, or with a unit (512m, 2g)");
+  command.add_option("-e,--env", flags.env, "Set an environment variable (KEY=VALUE, or KEY to pass ours)");
+  command.add_option("-w,--workdir", flags.workdir, "Working directory inside the VM");
+  command.add_option("-u,--user", flags.user, "User inside the VM: UID[:GID] or NAME[:GROUP]");
+  command.add_option("--hostname", flags.hostname, "Hostname inside the VM (default: the short VM id)");
+  command.add_option("--name", flags.name, "Name of the VM (unique)");
+  command.add_option("--stop-timeout", flags.stop_timeout,
+                     "Seconds between forwarding SIGTERM and stopping the VM hard")
+      ->check(CLI::NonNegativeNumber);
 }
 
 }  // namespace
@@ -199,26 +446,72 @@ int main(int argc, char** argv) {
   std::vector<std::string> command;
   auto* run_cmd = app.add_subcommand("run", "Run a command in a new microVM");
   run_cmd->footer("Usage: microvm run [OPTIONS] --rootfs DIR [--] COMMAND [ARG...]");
-  run_cmd->add_flag("--rm", run.remove, "Remove the VM and all its files when it exits");
-  run_cmd->add_option("--rootfs", run.rootfs, "Host directory to use as the root filesystem")->required();
-  run_cmd->add_option("--cpus", run.cpus, "Number of vCPUs")->check(CLI::Range(1, 64));
-  run_cmd->add_option("-m,--memory", run.memory, "Memory: MiB, or with a unit (512m, 2g)");
-  run_cmd->add_option("-e,--env", run.env, "Set an environment variable (KEY=VALUE, or KEY to pass ours)");
-  run_cmd->add_option("-w,--workdir", run.workdir, "Working directory inside the VM");
-  run_cmd->add_option("-u,--user", run.user, "User inside the VM: UID[:GID] or NAME[:GROUP]");
-  run_cmd->add_option("--hostname", run.hostname, "Hostname inside the VM (default: the short VM id)");
-  run_cmd->add_option("--name", run.name, "Name of the VM");
-  run_cmd->add_option("--stop-timeout", run.stop_timeout,
-                      "Seconds between forwarding SIGTERM and stopping the VM hard")
-      ->check(CLI::NonNegativeNumber);
+  addRunFlags(*run_cmd, run);
+  run_cmd->add_flag("-d,--detach", run.detach, "Run in the background and print the VM id");
 
-  std::string format = "text";
+  auto* create_cmd = app.add_subcommand("create", "Create a VM without starting it");
+  create_cmd->footer("Usage: microvm create [OPTIONS] --rootfs DIR [--] COMMAND [ARG...]");
+  addRunFlags(*create_cmd, run);
+
+  std::vector<std::string> refs;
+  bool attach = false;
+  auto* start_cmd = app.add_subcommand("start", "Start one or more created or stopped VMs");
+  start_cmd->add_option("vm", refs, "VM id, id prefix or name")->required();
+  start_cmd->add_flag("-a,--attach", attach, "Attach to its output and return its exit code");
+
+  int timeout = 10;
+  auto* restart_cmd = app.add_subcommand("restart", "Stop, then start one or more VMs");
+  restart_cmd->add_option("vm", refs, "VM id, id prefix or name")->required();
+  restart_cmd->add_option("-t,--time", timeout, "Seconds to wait for the workload before stopping it hard");
+
+  bool all = false;
+  bool quiet = false;
+  std::string format;
+  auto* ps_cmd = app.add_subcommand("ps", "List VMs");
+  ps_cmd->add_flag("-a,--all", all, "Show all VMs (default: only running ones)");
+  ps_cmd->add_flag("-q,--quiet", quiet, "Only show short ids");
+  ps_cmd->add_option("--format", format, "table (default) or json")->default_str("table");
+
+  auto* inspect_cmd = app.add_subcommand("inspect", "Show the full record of one or more VMs, as JSON");
+  inspect_cmd->add_option("vm", refs, "VM id, id prefix or name")->required();
+
+  LogOptions log_options;
+  std::string log_ref;
+  auto* logs_cmd = app.add_subcommand("logs", "Show a VM's workload output");
+  logs_cmd->add_option("vm", log_ref, "VM id, id prefix or name")->required();
+  logs_cmd->add_flag("-f,--follow", log_options.follow, "Follow the output until the VM exits");
+  logs_cmd->add_option("-n,--tail", log_options.tail, "Only the last N records");
+  logs_cmd->add_flag("-t,--timestamps", log_options.timestamps, "Prefix each record with its time");
+  logs_cmd->add_flag("--console", log_options.console, "Show the guest kernel console instead");
+
+  auto* stop_cmd = app.add_subcommand("stop", "Stop one or more VMs (SIGTERM, then a hard stop)");
+  stop_cmd->add_option("vm", refs, "VM id, id prefix or name")->required();
+  stop_cmd->add_option("-t,--time", timeout, "Seconds to wait before stopping hard")->check(CLI::NonNegativeNumber);
+
+  std::string signal_name = "KILL";
+  auto* kill_cmd = app.add_subcommand("kill", "Send a signal to the workload of one or more VMs");
+  kill_cmd->add_option("vm", refs, "VM id, id prefix or name")->required();
+  kill_cmd->add_option("-s,--signal", signal_name, "Signal name or number (default KILL)");
+
+  bool force = false;
+  auto* rm_cmd = app.add_subcommand("rm", "Remove one or more VMs and all their files");
+  rm_cmd->add_option("vm", refs, "VM id, id prefix or name")->required();
+  rm_cmd->add_flag("-f,--force", force, "Stop a running VM hard first");
+
+  auto* wait_cmd = app.add_subcommand("wait", "Wait for VMs to exit and print their exit codes");
+  wait_cmd->add_option("vm", refs, "VM id, id prefix or name")->required();
+  auto* pause_cmd = app.add_subcommand("pause", "Freeze the vCPUs of one or more VMs");
+  pause_cmd->add_option("vm", refs, "VM id, id prefix or name")->required();
+  auto* unpause_cmd = app.add_subcommand("unpause", "Resume paused VMs");
+  unpause_cmd->add_option("vm", refs, "VM id, id prefix or name")->required();
+  auto* prune_cmd = app.add_subcommand("prune", "Remove every VM that is not running");
+
   auto* info_cmd = app.add_subcommand("info", "Show the QEMU, kernel, acceleration and data dir in use");
-  info_cmd->add_option("-f,--format", format, "Output format: text or json");
+  info_cmd->add_option("-f,--format", format, "Output format: text or json")->default_str("text");
 
   // Everything from COMMAND on belongs to the workload, options included, so
   // only the words before it go to the parser.
-  int parsed_argc = splitWorkloadCommand(app, *run_cmd, argc, argv, command);
+  int parsed_argc = splitWorkloadCommand(app, {run_cmd, create_cmd}, argc, argv, command);
   try {
     app.parse(parsed_argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -226,12 +519,41 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "microvm: %s\nSee 'microvm %s--help'.\n", e.what(),
-                 run_cmd->parsed() ? "run " : (info_cmd->parsed() ? "info " : ""));
+    std::string sub;
+    for (const auto* candidate : app.get_subcommands()) sub = candidate->get_name() + " ";
+    std::fprintf(stderr, "microvm: %s\nSee 'microvm %s--help'.\n", e.what(), sub.c_str());
     return kExitCliError;
   }
+
   if (run_cmd->parsed()) return cmdRun(global, run, command);
-  if (info_cmd->parsed()) return cmdInfo(global, format);
+  if (create_cmd->parsed()) return cmdCreate(global, run, command);
+  if (start_cmd->parsed()) return cmdStart(global, refs, attach);
+  if (ps_cmd->parsed()) return cmdPs(global, all, format.empty() ? "table" : format, quiet);
+  if (inspect_cmd->parsed()) return cmdInspect(global, refs);
+  if (logs_cmd->parsed()) return cmdLogs(global, log_ref, log_options);
+  if (wait_cmd->parsed()) return cmdWait(global, refs);
+  if (prune_cmd->parsed()) return cmdPrune(global);
+  if (info_cmd->parsed()) return cmdInfo(global, format.empty() ? "text" : format);
+
+  auto runtime = openRuntime(global);
+  if (!runtime) return fail(runtime.error());
+  if (restart_cmd->parsed()) {
+    return forEachVm(refs, [&](const std::string& ref) -> Result<void> {
+      MICROVM_TRY(runtime->stop(ref, timeout));
+      auto vm = runtime->start(ref);
+      if (!vm) return std::move(vm).error();
+      return success();
+    });
+  }
+  if (stop_cmd->parsed()) return forEachVm(refs, [&](const std::string& ref) { return runtime->stop(ref, timeout); });
+  if (kill_cmd->parsed()) {
+    auto signal = parseSignal(signal_name);
+    if (!signal) return fail(signal.error());
+    return forEachVm(refs, [&](const std::string& ref) { return runtime->kill(ref, *signal); });
+  }
+  if (rm_cmd->parsed()) return forEachVm(refs, [&](const std::string& ref) { return runtime->remove(ref, force); });
+  if (pause_cmd->parsed()) return forEachVm(refs, [&](const std::string& ref) { return runtime->pause(ref); });
+  if (unpause_cmd->parsed()) return forEachVm(refs, [&](const std::string& ref) { return runtime->resume(ref); });
   return 0;
 }
 

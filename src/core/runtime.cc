@@ -4,6 +4,8 @@
 #include <sys/wait.h>
 
 #include <cstdlib>
+#include <optional>
+#include <thread>
 
 #include "base/fs.h"
 #include "base/hash.h"
@@ -15,6 +17,8 @@
 #include "preflight/preflight.h"
 #include "state/layout.h"
 #include "state/vm_record.h"
+#include "state/vm_store.h"
+#include "runner/control.h"
 
 namespace microvm {
 
@@ -144,13 +148,14 @@ Result<HostInfo> Runtime::info() {
   return info;
 }
 
-Result<VmHandle> Runtime::start(const RunOptions& options) {
+Result<std::string> Runtime::create(const RunOptions& options) {
   MICROVM_TRY(validate(options));
   MICROVM_TRY(runPreflight({qemu_, kernel_, initramfs_, runner_}));
   MICROVM_TRY(resolveAcceleration());
 
   auto layout = Layout::resolve(data_dir_);
   if (!layout) return std::move(layout).error();
+  VmStore store(*layout);
   MICROVM_TRY(makeDirs(layout->vmsDir()));
   auto base = ensureBaseDisk(layout->rootfsCacheDir(), options.rootfs);
   if (!base) return std::move(base).error().withContext("build root disk");
@@ -178,22 +183,261 @@ Result<VmHandle> Runtime::start(const RunOptions& options) {
   fs::path vm_dir = layout->vmDir(spec.id);
   spec.root_disk = (vm_dir / "disk.qcow2").string();
   spec.runtime_dir = layout->vmRuntimeDir(spec.id).string();
-  MICROVM_TRY(checkSocketPath(fs::path(spec.runtime_dir) / "qmp.sock"));
+  MICROVM_TRY(checkSocketPath(fs::path(spec.runtime_dir) / "runner.sock"));
+
+  // The name check and the VM's appearance happen under one lock, so two
+  // concurrent creates cannot both take a name.
+  auto names = store.lockNames();
+  if (!names) return std::move(names).error();
+  if (!options.name.empty()) MICROVM_TRY(store.checkNameFree(options.name));
   MICROVM_TRY(makeDirs(vm_dir));
   ScopeGuard remove_vm([&] { (void)removeTree(vm_dir); });
   MICROVM_TRY(createOverlay(*base, spec.root_disk));
   MICROVM_TRY(saveSpec(vm_dir, spec));
+  remove_vm.dismiss();
+  return spec.id;
+}
+
+Result<VmHandle> Runtime::start(const std::string& reference, int stdout_fd, int stderr_fd) {
+  auto layout = Layout::resolve(data_dir_);
+  if (!layout) return std::move(layout).error();
+  VmStore store(*layout);
+  auto record = store.find(reference);
+  if (!record) return std::move(record).error();
+  if (record->state.status == VmStatus::kRunning || record->state.status == VmStatus::kPaused) {
+    return Error(ErrorCode::kInvalidArgument, "VM " + record->spec.name + " is already running");
+  }
 
   SpawnOptions runner;
-  runner.argv = {runner_.string(), vm_dir.string()};
-  if (options.stdout_fd >= 0) runner.fds.push_back({1, options.stdout_fd});
-  if (options.stderr_fd >= 0) runner.fds.push_back({2, options.stderr_fd});
+  runner.argv = {runner_.string(), record->dir.string()};
+  if (stdout_fd >= 0) runner.fds.push_back({1, stdout_fd});
+  if (stderr_fd >= 0) runner.fds.push_back({2, stderr_fd});
   // Its own session: the VM outlives this process and its terminal.
   runner.new_session = true;
   auto process = spawn(runner);
   if (!process) return std::move(process).error().withContext("start runner");
-  remove_vm.dismiss();
-  return VmHandle(spec.id, process->release());
+  pid_t pid = process->pid();
+  if (stdout_fd >= 0 || stderr_fd >= 0) {
+    // Attached: whatever happens next, including a failed boot, the runner
+    // reports on the caller's stderr and in its exit status.
+    return VmHandle(record->spec.id, process->release());
+  }
+
+  // Detached: return once the runner has the VM running, or say why not.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  for (auto pause = std::chrono::milliseconds(1);; pause = std::min(pause * 2, std::chrono::milliseconds(50))) {
+    auto exited = process->tryWait();
+    if (exited && exited->has_value()) {
+      auto state = loadState(record->dir);
+      std::string why = state && !state->error.empty() ? state->error : "the runner " + describeWaitStatus(**exited);
+      return Error(ErrorCode::kIo, "VM " + record->spec.name + " failed to start: " + why);
+    }
+    auto state = loadState(record->dir);
+    if (state && state->runner_pid == pid && state->status != VmStatus::kExited) break;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return Error(ErrorCode::kTimeout, "VM " + record->spec.name + " did not start within 30 s");
+    }
+    std::this_thread::sleep_for(pause);
+  }
+  return VmHandle(record->spec.id, process->release());
+}
+
+Result<VmHandle> Runtime::run(const RunOptions& options) {
+  auto id = create(options);
+  if (!id) return std::move(id).error();
+  return start(*id, options.stdout_fd, options.stderr_fd);
+}
+
+namespace {
+
+VmInfo toInfo(const VmRecord& record) {
+  VmInfo info;
+  info.id = record.spec.id;
+  info.name = record.spec.name;
+  info.command = record.spec.argv;
+  info.created_at = record.spec.created_at;
+  info.status = toString(record.state.status);
+  info.has_exit_code = record.state.exit_code.has_value();
+  info.exit_code = record.state.exit_code.value_or(0);
+  info.error = record.state.error;
+  info.started_at = record.state.started_at;
+  info.finished_at = record.state.finished_at;
+  bool active = record.state.status == VmStatus::kRunning || record.state.status == VmStatus::kPaused;
+  info.runner_pid = active ? record.state.runner_pid : 0;
+  info.qemu_pid = active ? record.state.qemu_pid : 0;
+  info.accel = record.spec.accel;
+  info.cpus = record.spec.cpus;
+  info.memory_mib = record.spec.memory_mib;
+  info.env = record.spec.env;
+  info.workdir = record.spec.workdir;
+  info.user = record.spec.user;
+  info.hostname = record.spec.hostname;
+  info.dir = record.dir;
+  return info;
+}
+
+bool isActive(const VmRecord& record) {
+  return record.state.status == VmStatus::kRunning || record.state.status == VmStatus::kPaused;
+}
+
+fs::path runnerSocket(const VmRecord& record) { return fs::path(record.spec.runtime_dir) / "runner.sock"; }
+
+// Sleeps with a growing pause until `done` or the deadline; false on timeout.
+template <typename Done>
+bool pollUntil(Done done, std::chrono::steady_clock::time_point deadline) {
+  for (auto pause = std::chrono::milliseconds(5);; pause = std::min(pause * 2, std::chrono::milliseconds(100))) {
+    if (done()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(pause);
+  }
+}
+
+// SIGKILLs pid if it is still the process that started at start_time.
+void killIfSame(pid_t pid, unsigned long long start_time) {
+  if (pid <= 0) return;
+  auto now = processStartTime(pid);
+  if (now && *now == start_time) ::kill(pid, SIGKILL);
+}
+
+}  // namespace
+
+Result<std::vector<VmInfo>> Runtime::list(bool all) {
+  auto layout = Layout::resolve(data_dir_);
+  if (!layout) return std::move(layout).error();
+  auto records = VmStore(*layout).list();
+  if (!records) return std::move(records).error();
+  std::vector<VmInfo> infos;
+  for (const auto& record : *records) {
+    if (all || isActive(record)) infos.push_back(toInfo(record));
+  }
+  return infos;
+}
+
+Result<VmInfo> Runtime::inspect(const std::string& reference) {
+  auto layout = Layout::resolve(data_dir_);
+  if (!layout) return std::move(layout).error();
+  auto record = VmStore(*layout).find(reference);
+  if (!record) return std::move(record).error();
+  return toInfo(*record);
+}
+
+Result<void> Runtime::stop(const std::string& reference, int timeout_seconds) {
+  auto layout = Layout::resolve(data_dir_);
+  if (!layout) return std::move(layout).error();
+  VmStore store(*layout);
+  auto record = store.find(reference);
+  if (!record) return std::move(record).error();
+  if (!isActive(*record)) return success();  // as Docker: stopping a stopped VM is fine
+  if (auto sent = sendRunnerRequest(runnerSocket(*record), StopRequest{timeout_seconds}); !sent) {
+    // The runner may have finished between our look and the request.
+    auto again = store.load(record->spec.id);
+    if (again && !isActive(*again)) return success();
+    return std::move(sent).error();
+  }
+  // The runner stops the VM hard at the timeout; allow it time to clean up.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_seconds + 30);
+  std::string id = record->spec.id;
+  bool stopped = pollUntil(
+      [&] {
+        auto current = store.load(id);
+        return !current || !isActive(*current);
+      },
+      deadline);
+  if (!stopped) return Error(ErrorCode::kTimeout, "VM " + record->spec.name + " did not stop");
+  return success();
+}
+
+Result<void> Runtime::kill(const std::string& reference, int signal) {
+  auto layout = Layout::resolve(data_dir_);
+  if (!layout) return std::move(layout).error();
+  auto record = VmStore(*layout).find(reference);
+  if (!record) return std::move(record).error();
+  if (!isActive(*record)) return Error(ErrorCode::kInvalidArgument, "VM " + record->spec.name + " is not running");
+  return sendRunnerRequest(runnerSocket(*record), KillRequest{signal});
+}
+
+Result<void> Runtime::pause(const std::string& reference) {
+  auto layout = Layout::resolve(data_dir_);
+  if (!layout) return std::move(layout).error();
+  auto record = VmStore(*layout).find(reference);
+  if (!record) return std::move(record).error();
+  if (!isActive(*record)) return Error(ErrorCode::kInvalidArgument, "VM " + record->spec.name + " is not running");
+  return sendRunnerRequest(runnerSocket(*record), PauseRequest{});
+}
+
+Result<void> Runtime::resume(const std::string& reference) {
+  auto layout = Layout::resolve(data_dir_);
+  if (!layout) return std::move(layout).error();
+  auto record = VmStore(*layout).find(reference);
+  if (!record) return std::move(record).error();
+  if (!isActive(*record)) return Error(ErrorCode::kInvalidArgument, "VM " + record->spec.name + " is not running");
+  return sendRunnerRequest(runnerSocket(*record), ResumeRequest{});
+}
+
+Result<void> Runtime::remove(const std::string& reference, bool force) {
+  auto layout = Layout::resolve(data_dir_);
+  if (!layout) return std::move(layout).error();
+  VmStore store(*layout);
+  auto record = store.find(reference);
+  if (!record) return std::move(record).error();
+  if (isActive(*record)) {
+    if (!force) {
+      return Error(ErrorCode::kInvalidArgument, "VM " + record->spec.name +
+                                                    " is running: stop it first, or remove it with -f");
+    }
+    // Only the processes recorded for this VM, and only if they are still
+    // those processes (pid + start time), are ended.
+    killIfSame(record->state.runner_pid, record->state.runner_start_time);
+    killIfSame(record->state.qemu_pid, record->state.qemu_start_time);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    bool gone = pollUntil(
+        [&] {
+          auto runner = processStartTime(record->state.runner_pid);
+          auto qemu = processStartTime(record->state.qemu_pid);
+          return (!runner || *runner != record->state.runner_start_time) &&
+                 (!qemu || *qemu != record->state.qemu_start_time);
+        },
+        deadline);
+    if (!gone) return Error(ErrorCode::kTimeout, "VM " + record->spec.name + "'s processes did not exit");
+  }
+  if (!record->spec.runtime_dir.empty()) MICROVM_TRY(removeTree(record->spec.runtime_dir));
+  return removeTree(record->dir);
+}
+
+Result<int> Runtime::wait(const std::string& reference) {
+  auto layout = Layout::resolve(data_dir_);
+  if (!layout) return std::move(layout).error();
+  VmStore store(*layout);
+  auto record = store.find(reference);
+  if (!record) return std::move(record).error();
+  std::string id = record->spec.id;
+  std::optional<VmRecord> last;
+  pollUntil(
+      [&] {
+        auto current = store.load(id);
+        if (!current) return true;  // removed (--rm) while we waited
+        last = std::move(*current);
+        return last->state.status == VmStatus::kExited;
+      },
+      std::chrono::steady_clock::time_point::max());
+  if (!last || last->state.status != VmStatus::kExited) {
+    return Error(ErrorCode::kNotFound, "VM " + record->spec.name + " was removed before it exited");
+  }
+  return last->state.exit_code.value_or(125);
+}
+
+Result<std::vector<std::string>> Runtime::prune() {
+  auto layout = Layout::resolve(data_dir_);
+  if (!layout) return std::move(layout).error();
+  auto records = VmStore(*layout).list();
+  if (!records) return std::move(records).error();
+  std::vector<std::string> removed;
+  for (const auto& record : *records) {
+    if (isActive(record)) continue;
+    MICROVM_TRY(removeTree(record.dir));
+    removed.push_back(record.spec.id);
+  }
+  return removed;
 }
 
 }  // namespace microvm

@@ -42,14 +42,15 @@ Result<void> probeKvm(const AccelProbe& probe) {
   config.kernel = probe.kernel;
   config.initramfs = probe.probe_initramfs;
   config.stderr_fd = write_end.get();
-  auto vmm = probe.backend->launch(config);
-  if (!vmm) return std::move(vmm).error();
+  auto launched = probe.backend->launch(config);
+  if (!launched) return std::move(launched).error();
+  Process& vmm = (*launched)->process();
   write_end.reset();
 
   std::string diagnostics;
   auto deadline = std::chrono::steady_clock::now() + kProbeTimeout;
   for (;;) {
-    auto status = vmm->tryWait();
+    auto status = vmm.tryWait();
     if (!status) return std::move(status).error();
     if (status->has_value()) {
       if (WIFEXITED(**status) && WEXITSTATUS(**status) == 0) return success();

@@ -2,6 +2,17 @@
 
 namespace microvm {
 
+namespace {
+
+Error unsupported(const char* operation) {
+  return Error(ErrorCode::kUnsupported, std::string(operation) + " is not supported by this VMM backend");
+}
+
+}  // namespace
+
+Result<void> Vmm::pause() { return unsupported("pause"); }
+Result<void> Vmm::resume() { return unsupported("resume"); }
+
 const char* toString(Acceleration accel) { return accel == Acceleration::kKvm ? "kvm" : "tcg"; }
 
 }  // namespace microvm

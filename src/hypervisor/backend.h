@@ -2,9 +2,10 @@
 // interface, so that QEMU (today) and Firecracker or Cloud Hypervisor (where
 // installed) are interchangeable. The runner owns the returned process.
 //
-//   auto backend = makeQemuBackend("/usr/bin/qemu-system-x86_64");
+//   QemuBackend backend("/usr/bin/qemu-system-x86_64");
 //   MachineConfig config = ...;
-//   auto vmm = backend->launch(config);    // Result<Process>
+//   auto vmm = backend.launch(config);     // Result<std::unique_ptr<Vmm>>
+//   MICROVM_TRY((*vmm)->pause());
 #pragma once
 
 #include <filesystem>
@@ -34,12 +35,24 @@ struct MachineConfig {
   int stderr_fd = -1;                 // where the VMM's own diagnostics go
 };
 
+// A running VMM. Optional operations refuse with kUnsupported unless the
+// backend offers them; they are never silently ignored.
+class Vmm {
+ public:
+  virtual ~Vmm() = default;
+  // The VMM process; dropping the Vmm kills it.
+  virtual Process& process() = 0;
+  // Freezes / thaws the guest's vCPUs; memory and devices stay as they are.
+  virtual Result<void> pause();
+  virtual Result<void> resume();
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
   // Starts the VMM; the machine boots at once.
-  virtual Result<Process> launch(const MachineConfig& config) = 0;
+  virtual Result<std::unique_ptr<Vmm>> launch(const MachineConfig& config) = 0;
 };
 
 }  // namespace microvm

@@ -9,12 +9,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include <cstdio>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 
+#include <sys/un.h>
+
 #include "agent/protocol.h"
+#include "runner/control.h"
 #include "base/fs.h"
 #include "base/unique_fd.h"
 #include "hypervisor/qemu/qemu_backend.h"
@@ -52,6 +58,23 @@ std::string tailOf(const fs::path& path, size_t lines) {
   return std::string(s.substr(start));
 }
 
+// A listening unix socket at `path` (replacing a stale one), owner-only.
+Result<UniqueFd> listenOn(const fs::path& path) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd.valid()) return Error::fromErrno("socket");
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+  ::unlink(path.c_str());
+  // SAFETY: sockaddr_un is the sockaddr variant for AF_UNIX; bind reads sizeof(address) bytes.
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    return Error::fromErrno("bind " + path.string());
+  }
+  ::chmod(path.c_str(), 0600);
+  if (::listen(fd.get(), 16) != 0) return Error::fromErrno("listen " + path.string());
+  return fd;
+}
+
 class Runner {
  public:
   Runner(fs::path vm_dir, int out_fd, int err_fd)
@@ -64,6 +87,10 @@ class Runner {
   Result<void> loop();
   void handleFrame(const agent::Frame& frame);
   void handleSignal(int signal);
+  void acceptRequest();
+  Result<void> handleRequest(const RunnerRequest& request);
+  void requestStop(int timeout_seconds);
+  void setStatus(VmStatus status);
   void sendFrame(agent::FrameType type, std::string_view payload);
   void forwardOutput(int& fd, const char* stream, std::string_view bytes);
   void armTimer(int seconds);
@@ -81,7 +108,8 @@ class Runner {
   UniqueFd signal_fd_;
   UniqueFd timer_fd_;
   UniqueFd epoll_;
-  Process vmm_;
+  UniqueFd listener_;
+  std::unique_ptr<Vmm> vmm_;
   agent::FrameReader reader_;
   std::optional<int> exit_code_;
   std::optional<int> vmm_status_;
@@ -144,7 +172,12 @@ Result<void> Runner::start() {
   fs::path runtime_dir = spec_.runtime_dir;
   MICROVM_TRY(makeDirs(runtime_dir));
   fs::path qmp = runtime_dir / "qmp.sock";
+  fs::path control_socket = runtime_dir / "runner.sock";
   MICROVM_TRY(checkSocketPath(qmp));
+  MICROVM_TRY(checkSocketPath(control_socket));
+  auto listener = listenOn(control_socket);
+  if (!listener) return std::move(listener).error();
+  listener_ = std::move(*listener);
 
   MachineConfig config;
   config.accel = spec_.accel == "kvm" ? Acceleration::kKvm : Acceleration::kTcg;
@@ -164,13 +197,14 @@ Result<void> Runner::start() {
   vmm_ = std::move(*vmm);
   guest_end.reset();
 
-  state_.status = VmStatus::kRunning;
+  pid_t qemu_pid = vmm_->process().pid();
   state_.runner_pid = ::getpid();
   if (auto start_time = processStartTime(::getpid()); start_time) state_.runner_start_time = *start_time;
-  state_.qemu_pid = vmm_.pid();
+  state_.qemu_pid = qemu_pid;
+  if (auto start_time = processStartTime(qemu_pid); start_time) state_.qemu_start_time = *start_time;
   state_.started_at = nowRfc3339();
-  MICROVM_TRY(saveState(vm_dir_, state_));
-  log("started QEMU pid " + std::to_string(vmm_.pid()) + " (" + spec_.accel + ")");
+  setStatus(VmStatus::kRunning);
+  log("started QEMU pid " + std::to_string(qemu_pid) + " (" + spec_.accel + ")");
 
   agent::WorkloadSpec workload;
   workload.argv = spec_.argv;
@@ -181,7 +215,7 @@ Result<void> Runner::start() {
   // The guest reads the spec once its port opens; the socket buffers it.
   sendFrame(agent::FrameType::kSpec, agent::encodeSpec(workload));
 
-  for (int fd : {control_.get(), signal_fd_.get(), timer_fd_.get()}) {
+  for (int fd : {control_.get(), signal_fd_.get(), timer_fd_.get(), listener_.get()}) {
     epoll_event event{};
     event.events = EPOLLIN;
     event.data.fd = fd;
@@ -219,24 +253,94 @@ void Runner::handleFrame(const agent::Frame& frame) {
   }
 }
 
+void Runner::setStatus(VmStatus status) {
+  state_.status = status;
+  auto lock = StateLock::acquire(vm_dir_);
+  if (!lock) {
+    log("state: " + lock.error().message());
+    return;
+  }
+  if (auto saved = saveState(vm_dir_, state_); !saved) log("state: " + saved.error().message());
+}
+
 void Runner::handleSignal(int signal) {
   if (signal == SIGCHLD) {
-    auto status = vmm_.tryWait();
+    auto status = vmm_->process().tryWait();
     if (status && status->has_value()) vmm_status_ = **status;
     return;
   }
+  log("signal " + std::to_string(signal));
+  requestStop(spec_.stop_timeout_seconds);
+}
+
+// The one path to a stop: forward SIGTERM and arm the hard-stop timer; asked
+// again while stopping, stop hard at once.
+void Runner::requestStop(int timeout_seconds) {
   if (exit_code_) return;  // already finishing
-  if (stop_requested_) {
-    log("second stop signal: stopping the VM now");
+  if (stop_requested_ || timeout_seconds == 0) {
+    log("stopping the VM now");
     hard_stopped_ = true;
-    vmm_.kill(SIGKILL);
+    vmm_->process().kill(SIGKILL);
     return;
   }
   stop_requested_ = true;
-  log("signal " + std::to_string(signal) + ": forwarding to the workload, hard stop in " +
-      std::to_string(spec_.stop_timeout_seconds) + " s");
-  sendFrame(agent::FrameType::kSignal, agent::encodeU32(static_cast<uint32_t>(signal)));
-  armTimer(spec_.stop_timeout_seconds);
+  if (state_.status == VmStatus::kPaused) {
+    // A frozen guest cannot act on SIGTERM; thaw it first.
+    if (auto resumed = vmm_->resume(); resumed) setStatus(VmStatus::kRunning);
+  }
+  log("forwarding SIGTERM to the workload, hard stop in " + std::to_string(timeout_seconds) + " s");
+  sendFrame(agent::FrameType::kSignal, agent::encodeU32(SIGTERM));
+  armTimer(timeout_seconds);
+}
+
+Result<void> Runner::handleRequest(const RunnerRequest& request) {
+  if (exit_code_ || vmm_status_) return Error(ErrorCode::kInvalidArgument, "the VM is exiting");
+  if (auto* stop = std::get_if<StopRequest>(&request)) {
+    requestStop(stop->timeout_seconds);
+    return success();
+  }
+  if (auto* kill = std::get_if<KillRequest>(&request)) {
+    if (state_.status == VmStatus::kPaused) {
+      return Error(ErrorCode::kInvalidArgument, "the VM is paused; unpause it before killing its workload");
+    }
+    log("forwarding signal " + std::to_string(kill->signal) + " to the workload");
+    sendFrame(agent::FrameType::kSignal, agent::encodeU32(static_cast<uint32_t>(kill->signal)));
+    return success();
+  }
+  if (std::holds_alternative<PauseRequest>(request)) {
+    if (state_.status == VmStatus::kPaused) return Error(ErrorCode::kInvalidArgument, "the VM is already paused");
+    MICROVM_TRY(vmm_->pause());
+    setStatus(VmStatus::kPaused);
+    log("paused");
+    return success();
+  }
+  if (state_.status != VmStatus::kPaused) return Error(ErrorCode::kInvalidArgument, "the VM is not paused");
+  MICROVM_TRY(vmm_->resume());
+  setStatus(VmStatus::kRunning);
+  log("resumed");
+  return success();
+}
+
+void Runner::acceptRequest() {
+  UniqueFd client(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  if (!client.valid()) return;
+  // One short line per connection; a client that dawdles is dropped rather
+  // than allowed to stall the loop that also carries the guest's output.
+  timeval limit{1, 0};
+  ::setsockopt(client.get(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+  std::string line;
+  char chunk[1024];
+  while (line.find('\n') == std::string::npos && line.size() < 65536) {
+    ssize_t got = ::read(client.get(), chunk, sizeof chunk);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return;
+    line.append(chunk, static_cast<size_t>(got));
+  }
+  auto request = decodeRequest(line.substr(0, line.find('\n')));
+  Result<void> outcome = request ? handleRequest(*request) : Result<void>(request.error());
+  if (!outcome) log("request refused: " + outcome.error().message());
+  std::string reply = encodeReply(outcome);
+  ::send(client.get(), reply.data(), reply.size(), MSG_NOSIGNAL);
 }
 
 Result<void> Runner::loop() {
@@ -250,6 +354,8 @@ Result<void> Runner::loop() {
       if (fd == signal_fd_.get()) {
         signalfd_siginfo info{};
         if (::read(fd, &info, sizeof info) == sizeof info) handleSignal(static_cast<int>(info.ssi_signo));
+      } else if (fd == listener_.get()) {
+        acceptRequest();
       } else if (fd == timer_fd_.get()) {
         uint64_t expirations = 0;
         (void)::read(fd, &expirations, sizeof expirations);
@@ -259,7 +365,7 @@ Result<void> Runner::loop() {
         } else {
           log("guest did not power off in time; stopping QEMU");
         }
-        vmm_.kill(SIGKILL);
+        vmm_->process().kill(SIGKILL);
       } else if (fd == control_.get()) {
         char buffer[65536];
         ssize_t got = ::read(fd, buffer, sizeof buffer);
@@ -274,7 +380,7 @@ Result<void> Runner::loop() {
           failure_ = "the guest sent a malformed control frame; stopping the VM";
           log(failure_);
           ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
-          vmm_.kill(SIGKILL);
+          vmm_->process().kill(SIGKILL);
         }
       }
     }
@@ -302,16 +408,15 @@ int Runner::finish() {
     }
   }
   log("VM finished, exit code " + std::to_string(code));
-  state_.status = VmStatus::kExited;
+  listener_.reset();
+  if (!spec_.runtime_dir.empty()) (void)removeTree(spec_.runtime_dir);
   state_.exit_code = code;
   state_.finished_at = nowRfc3339();
   if (spec_.remove_on_exit) {
     log_fd_.reset();
-    (void)removeTree(spec_.runtime_dir);
     (void)removeTree(vm_dir_);
   } else {
-    (void)saveState(vm_dir_, state_);
-    if (!spec_.runtime_dir.empty()) (void)removeTree(spec_.runtime_dir);
+    setStatus(VmStatus::kExited);
   }
   return code;
 }
@@ -324,8 +429,7 @@ int Runner::run() {
     failure_ = started.error().message();
     log("start failed: " + failure_);
     if (err_fd_ >= 0) (void)writeAll(err_fd_, "microvm: " + failure_ + "\n");
-    if (vmm_.running()) vmm_.kill(SIGKILL);
-    (void)vmm_.wait();
+    vmm_.reset();  // kills and reaps QEMU if it started
   }
   return finish();
 }

@@ -1,9 +1,14 @@
 #include "state/vm_record.h"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+
 #include <ctime>
 #include <nlohmann/json.hpp>
 
 #include "base/fs.h"
+#include "base/process.h"
 
 namespace microvm {
 
@@ -14,6 +19,7 @@ const char* toString(VmStatus status) {
   switch (status) {
     case VmStatus::kCreated: return "created";
     case VmStatus::kRunning: return "running";
+    case VmStatus::kPaused: return "paused";
     case VmStatus::kExited: return "exited";
   }
   return "unknown";
@@ -22,7 +28,7 @@ const char* toString(VmStatus status) {
 namespace {
 
 Result<VmStatus> statusFromString(const std::string& text) {
-  for (auto status : {VmStatus::kCreated, VmStatus::kRunning, VmStatus::kExited}) {
+  for (auto status : {VmStatus::kCreated, VmStatus::kRunning, VmStatus::kPaused, VmStatus::kExited}) {
     if (text == toString(status)) return status;
   }
   return Error(ErrorCode::kProtocol, "unknown VM status \"" + text + "\"");
@@ -105,6 +111,7 @@ Result<void> saveState(const fs::path& vm_dir, const VmState& state) {
       {"runner_pid", state.runner_pid},
       {"runner_start_time", state.runner_start_time},
       {"qemu_pid", state.qemu_pid},
+      {"qemu_start_time", state.qemu_start_time},
       {"started_at", state.started_at},
       {"finished_at", state.finished_at},
       {"exit_code", state.exit_code ? json(*state.exit_code) : json(nullptr)},
@@ -122,12 +129,33 @@ Result<VmState> loadState(const fs::path& vm_dir) {
     j.at("runner_pid").get_to(state.runner_pid);
     j.at("runner_start_time").get_to(state.runner_start_time);
     j.at("qemu_pid").get_to(state.qemu_pid);
+    state.qemu_start_time = j.value("qemu_start_time", 0ull);
     j.at("started_at").get_to(state.started_at);
     j.at("finished_at").get_to(state.finished_at);
     if (!j.at("exit_code").is_null()) state.exit_code = j.at("exit_code").get<int>();
     j.at("error").get_to(state.error);
     return state;
   });
+}
+
+Result<StateLock> StateLock::acquire(const fs::path& vm_dir) {
+  fs::path path = vm_dir / "state.lock";
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd.valid()) return Error::fromErrno("open " + path.string());
+  while (::flock(fd.get(), LOCK_EX) != 0) {
+    if (errno != EINTR) return Error::fromErrno("lock " + path.string());
+  }
+  return StateLock(std::move(fd));
+}
+
+bool runnerAlive(const VmState& state) {
+  if (state.runner_pid <= 0 || ::kill(state.runner_pid, 0) != 0) return false;
+  auto start_time = processStartTime(state.runner_pid);
+  if (!start_time || *start_time != state.runner_start_time) return false;
+  // A zombie has exited; only its parent has not reaped it yet.
+  auto stat = readFile("/proc/" + std::to_string(state.runner_pid) + "/stat");
+  size_t close = stat ? stat->rfind(')') : std::string::npos;
+  return close != std::string::npos && close + 2 < stat->size() && (*stat)[close + 2] != 'Z';
 }
 
 std::string nowRfc3339() {

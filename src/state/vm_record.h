@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "base/unique_fd.h"
 #include "microvm/result.h"
 
 namespace microvm {
@@ -43,13 +44,14 @@ struct VmSpec {
   int stop_timeout_seconds = 10;
 };
 
-enum class VmStatus { kCreated, kRunning, kExited };
+enum class VmStatus { kCreated, kRunning, kPaused, kExited };
 
 struct VmState {
   VmStatus status = VmStatus::kCreated;
   pid_t runner_pid = 0;
   unsigned long long runner_start_time = 0;  // with the pid, identifies the runner
   pid_t qemu_pid = 0;
+  unsigned long long qemu_start_time = 0;
   std::string started_at;
   std::string finished_at;
   std::optional<int> exit_code;
@@ -62,6 +64,21 @@ Result<void> saveSpec(const std::filesystem::path& vm_dir, const VmSpec& spec);
 Result<VmSpec> loadSpec(const std::filesystem::path& vm_dir);
 Result<void> saveState(const std::filesystem::path& vm_dir, const VmState& state);
 Result<VmState> loadState(const std::filesystem::path& vm_dir);
+
+// Serializes read-modify-write of a VM's state.json between the runner and
+// CLI calls: flock on vm_dir/state.lock, released on destruction.
+class StateLock {
+ public:
+  static Result<StateLock> acquire(const std::filesystem::path& vm_dir);
+
+ private:
+  explicit StateLock(UniqueFd fd) : fd_(std::move(fd)) {}
+  UniqueFd fd_;
+};
+
+// True if the process recorded as this VM's runner is still that process
+// (same pid and same start time: a reused pid is never mistaken for it).
+bool runnerAlive(const VmState& state);
 
 // Now, as RFC 3339 UTC with nanoseconds: 2026-11-22T05:28:05.123456789Z.
 std::string nowRfc3339();

@@ -1,6 +1,42 @@
 #include "hypervisor/qemu/qemu_backend.h"
 
+#include <optional>
+
+#include "hypervisor/qemu/qmp_client.h"
+
 namespace microvm {
+
+namespace {
+
+// A QEMU process and, once first needed, a QMP connection to it.
+class QemuVmm : public Vmm {
+ public:
+  QemuVmm(Process process, std::filesystem::path qmp_socket)
+      : process_(std::move(process)), qmp_socket_(std::move(qmp_socket)) {}
+
+  Process& process() override { return process_; }
+  Result<void> pause() override { return run("stop"); }
+  Result<void> resume() override { return run("cont"); }
+
+ private:
+  Result<void> run(const std::string& command) {
+    if (qmp_socket_.empty()) return Error(ErrorCode::kUnsupported, "this VM has no QMP socket");
+    if (!qmp_) {
+      auto client = QmpClient::connect(qmp_socket_, std::chrono::seconds(5));
+      if (!client) return std::move(client).error();
+      qmp_.emplace(std::move(*client));
+    }
+    auto result = qmp_->execute(command);
+    if (!result) return std::move(result).error();
+    return success();
+  }
+
+  Process process_;
+  std::filesystem::path qmp_socket_;
+  std::optional<QmpClient> qmp_;
+};
+
+}  // namespace
 
 std::string kernelCommandLine(const MachineConfig& config) {
   // reboot=t: the guest "powers off" with a triple-fault reset, which
@@ -49,7 +85,7 @@ std::vector<std::string> QemuBackend::commandLine(const MachineConfig& config) c
   return argv;
 }
 
-Result<Process> QemuBackend::launch(const MachineConfig& config) {
+Result<std::unique_ptr<Vmm>> QemuBackend::launch(const MachineConfig& config) {
   SpawnOptions options;
   options.argv = commandLine(config);
   if (config.control_fd >= 0) options.fds.push_back({kQemuControlFd, config.control_fd});
@@ -58,7 +94,7 @@ Result<Process> QemuBackend::launch(const MachineConfig& config) {
   options.die_with_parent = true;
   auto process = spawn(options);
   if (!process) return std::move(process).error().withContext("start QEMU");
-  return process;
+  return std::unique_ptr<Vmm>(std::make_unique<QemuVmm>(std::move(*process), config.qmp_socket));
 }
 
 }  // namespace microvm

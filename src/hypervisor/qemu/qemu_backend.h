@@ -23,7 +23,7 @@ class QemuBackend : public Backend {
   explicit QemuBackend(std::string binary) : binary_(std::move(binary)) {}
 
   std::string name() const override { return "qemu"; }
-  Result<Process> launch(const MachineConfig& config) override;
+  Result<std::unique_ptr<Vmm>> launch(const MachineConfig& config) override;
 
   // The full argv for `config`; pure, for tests and `--dry-run` style output.
   std::vector<std::string> commandLine(const MachineConfig& config) const;

@@ -1,0 +1,109 @@
+#include "runner/control.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "base/fs.h"
+#include "base/unique_fd.h"
+
+namespace microvm {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr int kReplyTimeoutMs = 30000;
+constexpr size_t kMaxLine = 64 * 1024;
+
+template <class... Ts>
+struct Overloaded : Ts... {
+  using Ts::operator()...;
+};
+template <class... Ts>
+Overloaded(Ts...) -> Overloaded<Ts...>;
+
+}  // namespace
+
+std::string encodeRequest(const RunnerRequest& request) {
+  json message = std::visit(Overloaded{
+                                [](const StopRequest& stop) { return json{{"op", "stop"}, {"timeout", stop.timeout_seconds}}; },
+                                [](const KillRequest& kill) { return json{{"op", "kill"}, {"signal", kill.signal}}; },
+                                [](const PauseRequest&) { return json{{"op", "pause"}}; },
+                                [](const ResumeRequest&) { return json{{"op", "resume"}}; },
+                            },
+                            request);
+  return message.dump() + "\n";
+}
+
+Result<RunnerRequest> decodeRequest(std::string_view line) {
+  json message = json::parse(line, nullptr, /*allow_exceptions=*/false);
+  auto invalid = [](const std::string& why) { return Error(ErrorCode::kProtocol, "bad runner request: " + why); };
+  if (!message.is_object() || !message["op"].is_string()) return invalid("not an object with an op");
+  std::string op = message["op"];
+  if (op == "stop") {
+    const json& timeout = message["timeout"];
+    if (!timeout.is_number_integer() || timeout.get<long long>() < 0 || timeout.get<long long>() > 86400) {
+      return invalid("timeout must be 0..86400 seconds");
+    }
+    return RunnerRequest(StopRequest{timeout.get<int>()});
+  }
+  if (op == "kill") {
+    const json& signal = message["signal"];
+    if (!signal.is_number_integer() || signal.get<long long>() < 1 || signal.get<long long>() >= NSIG) {
+      return invalid("signal out of range");
+    }
+    return RunnerRequest(KillRequest{signal.get<int>()});
+  }
+  if (op == "pause") return RunnerRequest(PauseRequest{});
+  if (op == "resume") return RunnerRequest(ResumeRequest{});
+  return Error(ErrorCode::kUnsupported, "unsupported runner request \"" + op + "\"");
+}
+
+std::string encodeReply(const Result<void>& outcome) {
+  json reply = outcome ? json{{"ok", true}} : json{{"ok", false}, {"error", outcome.error().message()}};
+  return reply.dump() + "\n";
+}
+
+Result<void> decodeReply(std::string_view line) {
+  json reply = json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (!reply.is_object() || !reply["ok"].is_boolean()) return Error(ErrorCode::kProtocol, "malformed reply from the runner");
+  if (reply["ok"].get<bool>()) return success();
+  return Error(ErrorCode::kIo, reply.value("error", std::string("the runner refused")));
+}
+
+Result<void> sendRunnerRequest(const std::filesystem::path& socket_path, const RunnerRequest& request) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (socket_path.native().size() >= sizeof address.sun_path) {
+    return Error(ErrorCode::kInvalidArgument, "runner socket path too long: " + socket_path.string());
+  }
+  std::strcpy(address.sun_path, socket_path.c_str());
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return Error::fromErrno("socket");
+  // SAFETY: sockaddr_un is the sockaddr variant for AF_UNIX; connect reads sizeof(address) bytes.
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    return Error::fromErrno("connect to the VM's runner at " + socket_path.string());
+  }
+  MICROVM_TRY(writeAll(fd.get(), encodeRequest(request)));
+  std::string reply;
+  while (reply.find('\n') == std::string::npos && reply.size() < kMaxLine) {
+    pollfd pfd{fd.get(), POLLIN, 0};
+    int ready = ::poll(&pfd, 1, kReplyTimeoutMs);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) return Error(ErrorCode::kTimeout, "the VM's runner did not answer");
+    char chunk[4096];
+    ssize_t got = ::read(fd.get(), chunk, sizeof chunk);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return Error(ErrorCode::kIo, "the VM's runner closed the connection without answering");
+    reply.append(chunk, static_cast<size_t>(got));
+  }
+  return decodeReply(reply.substr(0, reply.find('\n')));
+}
+
+}  // namespace microvm

@@ -1,0 +1,45 @@
+// The runner's control surface: the whole set of requests a running VM
+// accepts from outside (the CLI, the library, later the daemon), as one
+// variant handled in one place (Runner::handleRequest).
+//
+// Wire form, on the unix socket <runtime dir>/<short id>/runner.sock: one
+// JSON object per connection, one line each way.
+//   -> {"op":"stop","timeout":10}      <- {"ok":true}
+//   -> {"op":"pause"}                  <- {"ok":false,"error":"..."}
+//
+//   MICROVM_TRY(sendRunnerRequest(socket, StopRequest{10}));
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include "microvm/result.h"
+
+namespace microvm {
+
+// Forward SIGTERM to the workload; stop the VM hard after `timeout_seconds`.
+struct StopRequest {
+  int timeout_seconds = 10;
+};
+// Deliver `signal` to the workload.
+struct KillRequest {
+  int signal = 9;
+};
+struct PauseRequest {};
+struct ResumeRequest {};
+
+using RunnerRequest = std::variant<StopRequest, KillRequest, PauseRequest, ResumeRequest>;
+
+std::string encodeRequest(const RunnerRequest& request);
+// Bad JSON, an unknown op or out-of-range values are errors, never crashes.
+Result<RunnerRequest> decodeRequest(std::string_view line);
+
+std::string encodeReply(const Result<void>& outcome);
+Result<void> decodeReply(std::string_view line);
+
+// Connects to a runner, sends one request and returns its reply.
+Result<void> sendRunnerRequest(const std::filesystem::path& socket, const RunnerRequest& request);
+
+}  // namespace microvm

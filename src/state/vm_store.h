@@ -1,0 +1,47 @@
+// VmStore: the set of VMs in a data dir. Finds a VM by full id, unique id
+// prefix or name; lists them; and reconciles the record of a VM whose runner
+// died without saying so (SIGKILL, OOM, host crash), so that `ps` tells the
+// truth and `rm` can clean up.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "state/layout.h"
+#include "state/vm_record.h"
+
+namespace microvm {
+
+struct VmRecord {
+  std::filesystem::path dir;
+  VmSpec spec;
+  VmState state;
+};
+
+class VmStore {
+ public:
+  explicit VmStore(Layout layout) : layout_(std::move(layout)) {}
+
+  const Layout& layout() const { return layout_; }
+
+  // Every VM with a readable spec, oldest first, states reconciled.
+  Result<std::vector<VmRecord>> list() const;
+
+  // Full id, a unique prefix of one, or a name.
+  Result<VmRecord> find(const std::string& reference) const;
+
+  // Fails if another VM already has `name` (to be called under lockNames()).
+  Result<void> checkNameFree(const std::string& name) const;
+
+  // Serializes name checks against VM creation across processes.
+  Result<UniqueFd> lockNames() const;
+
+  // Loads one VM's records and reconciles a dead runner.
+  Result<VmRecord> load(const std::string& id) const;
+
+ private:
+  Layout layout_;
+};
+
+}  // namespace microvm
