@@ -95,6 +95,14 @@ struct LogOptions {
   bool console = false;      // the kernel console instead of the workload's output
 };
 
+struct SnapshotInfo {
+  std::string name;
+  std::string created_at;
+  std::string source_id;    // the VM it was taken from
+  std::string source_name;
+  unsigned long long bytes = 0;  // memory state + disk overlay on the host
+};
+
 // A started VM. Destroying the handle does not stop the VM.
 class VmHandle {
  public:
@@ -158,6 +166,16 @@ class Runtime {
   Result<void> logs(const std::string& reference, const LogOptions& options, int out_fd, int err_fd);
   // Removes every VM that is not running; returns their ids.
   Result<std::vector<std::string>> prune();
+
+  // Saves a running or paused VM (memory, devices, disk) as snapshot `name`;
+  // the VM carries on in the state it was in.
+  Result<void> snapshot(const std::string& reference, const std::string& name);
+  // Starts a new VM from a snapshot: it resumes the workload where it was
+  // saved. Uses options.name, remove and the output fds; the rest comes from
+  // the snapshot. Each restore is an independent VM with its own disk.
+  Result<VmHandle> restore(const std::string& snapshot_name, const RunOptions& options);
+  Result<std::vector<SnapshotInfo>> listSnapshots();
+  Result<void> removeSnapshot(const std::string& name);
 
  private:
   Runtime() = default;

@@ -183,6 +183,7 @@ struct RunFlags {
   std::string hostname;
   std::string name;
   std::string rootfs;
+  std::string snapshot;
   int stop_timeout = 10;
 };
 
@@ -227,8 +228,8 @@ int forwardSignalsAndWait(VmHandle& vm, sigset_t stop_signals) {
 }
 
 int cmdRun(const GlobalFlags& global, const RunFlags& flags, std::vector<std::string> command) {
-  if (flags.detach && flags.remove) {
-    // Allowed, as in Docker: the VM removes itself when it exits.
+  if (!flags.snapshot.empty() && (!command.empty() || !flags.rootfs.empty())) {
+    return fail("--snapshot resumes a saved VM: it takes no --rootfs and no command");
   }
   auto options = toRunOptions(flags, std::move(command));
   if (!options) return fail(options.error());
@@ -237,15 +238,42 @@ int cmdRun(const GlobalFlags& global, const RunFlags& flags, std::vector<std::st
   if (flags.detach) {
     options->stdout_fd = -1;
     options->stderr_fd = -1;
-    auto vm = runtime->run(*options);
-    if (!vm) return fail(vm.error());
+  }
+  // Block stop signals before the VM exists, so none is lost.
+  sigset_t stop_signals = blockStopSignals();
+  auto vm = flags.snapshot.empty() ? runtime->run(*options) : runtime->restore(flags.snapshot, *options);
+  if (!vm) return fail(vm.error());
+  if (flags.detach) {
     std::cout << vm->id() << "\n";
     return 0;
   }
-  sigset_t stop_signals = blockStopSignals();
-  auto vm = runtime->run(*options);
-  if (!vm) return fail(vm.error());
   return forwardSignalsAndWait(*vm, stop_signals);
+}
+
+int cmdSnapshotList(const GlobalFlags& global, const std::string& format) {
+  if (format != "table" && format != "json") return fail("unknown format \"" + format + "\" (want table or json)");
+  auto runtime = openRuntime(global);
+  if (!runtime) return fail(runtime.error());
+  auto snapshots = runtime->listSnapshots();
+  if (!snapshots) return fail(snapshots.error());
+  if (format == "json") {
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& snapshot : *snapshots) {
+      list.push_back({{"name", snapshot.name},
+                      {"created_at", snapshot.created_at},
+                      {"source_id", snapshot.source_id},
+                      {"source_name", snapshot.source_name},
+                      {"bytes", snapshot.bytes}});
+    }
+    std::cout << list.dump(2) << "\n";
+    return 0;
+  }
+  std::printf("%-24s   %-20s   %-16s   %s\n", "NAME", "VM", "CREATED", "SIZE");
+  for (const auto& snapshot : *snapshots) {
+    std::printf("%-24s   %-20s   %-16s   %.1f MB\n", snapshot.name.c_str(), snapshot.source_name.c_str(),
+                ago(snapshot.created_at).c_str(), static_cast<double>(snapshot.bytes) / 1e6);
+  }
+  return 0;
 }
 
 int cmdCreate(const GlobalFlags& global, const RunFlags& flags, std::vector<std::string> command) {
@@ -416,7 +444,7 @@ int splitWorkloadCommand(const CLI::App& app, std::initializer_list<const CLI::A
 }
 
 void addRunFlags(CLI::App& command, RunFlags& flags) {
-  command.add_option("--rootfs", flags.rootfs, "Host directory to use as the root filesystem")->required();
+  command.add_option("--rootfs", flags.rootfs, "Host directory to use as the root filesystem");
   command.add_flag("--rm", flags.remove, "Remove the VM and all its files when it exits");
   command.add_option("--cpus", flags.cpus, "Number of vCPUs")->check(CLI::Range(1, 64));
   command.add_option("-m,--memory", flags.memory, "Memory: MiB, or with a unit (512m, 2g)");
@@ -448,6 +476,7 @@ int main(int argc, char** argv) {
   run_cmd->footer("Usage: microvm run [OPTIONS] --rootfs DIR [--] COMMAND [ARG...]");
   addRunFlags(*run_cmd, run);
   run_cmd->add_flag("-d,--detach", run.detach, "Run in the background and print the VM id");
+  run_cmd->add_option("--snapshot", run.snapshot, "Start from a snapshot instead: resume the saved VM");
 
   auto* create_cmd = app.add_subcommand("create", "Create a VM without starting it");
   create_cmd->footer("Usage: microvm create [OPTIONS] --rootfs DIR [--] COMMAND [ARG...]");
@@ -506,6 +535,21 @@ int main(int argc, char** argv) {
   unpause_cmd->add_option("vm", refs, "VM id, id prefix or name")->required();
   auto* prune_cmd = app.add_subcommand("prune", "Remove every VM that is not running");
 
+  auto* snapshot_cmd = app.add_subcommand("snapshot", "Save running VMs and start new ones from them");
+  snapshot_cmd->require_subcommand(1);
+  std::string snapshot_vm;
+  std::vector<std::string> snapshot_names;
+  auto* snapshot_create = snapshot_cmd->add_subcommand("create", "Save a VM's memory, devices and disk");
+  snapshot_create->add_option("vm", snapshot_vm, "VM id, id prefix or name")->required();
+  snapshot_create->add_option("name", snapshot_names, "Snapshot name")->required()->expected(1);
+  auto* snapshot_ls = snapshot_cmd->add_subcommand("ls", "List snapshots");
+  snapshot_ls->add_option("--format", format, "table (default) or json");
+  auto* snapshot_rm = snapshot_cmd->add_subcommand("rm", "Remove snapshots");
+  snapshot_rm->add_option("name", snapshot_names, "Snapshot name")->required();
+  auto* snapshot_restore = snapshot_cmd->add_subcommand("restore", "Start a new VM from a snapshot (detached)");
+  snapshot_restore->add_option("name", run.snapshot, "Snapshot name")->required();
+  snapshot_restore->add_option("--name", run.name, "Name of the new VM");
+
   auto* info_cmd = app.add_subcommand("info", "Show the QEMU, kernel, acceleration and data dir in use");
   info_cmd->add_option("-f,--format", format, "Output format: text or json")->default_str("text");
 
@@ -534,6 +578,11 @@ int main(int argc, char** argv) {
   if (wait_cmd->parsed()) return cmdWait(global, refs);
   if (prune_cmd->parsed()) return cmdPrune(global);
   if (info_cmd->parsed()) return cmdInfo(global, format.empty() ? "text" : format);
+  if (snapshot_ls->parsed()) return cmdSnapshotList(global, format.empty() ? "table" : format);
+  if (snapshot_restore->parsed()) {
+    run.detach = true;
+    return cmdRun(global, run, {});
+  }
 
   auto runtime = openRuntime(global);
   if (!runtime) return fail(runtime.error());
@@ -554,6 +603,12 @@ int main(int argc, char** argv) {
   if (rm_cmd->parsed()) return forEachVm(refs, [&](const std::string& ref) { return runtime->remove(ref, force); });
   if (pause_cmd->parsed()) return forEachVm(refs, [&](const std::string& ref) { return runtime->pause(ref); });
   if (unpause_cmd->parsed()) return forEachVm(refs, [&](const std::string& ref) { return runtime->resume(ref); });
+  if (snapshot_create->parsed()) {
+    return forEachVm(snapshot_names, [&](const std::string& name) { return runtime->snapshot(snapshot_vm, name); });
+  }
+  if (snapshot_rm->parsed()) {
+    return forEachVm(snapshot_names, [&](const std::string& name) { return runtime->removeSnapshot(name); });
+  }
   return 0;
 }
 

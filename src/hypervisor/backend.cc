@@ -12,6 +12,8 @@ Error unsupported(const char* operation) {
 
 Result<void> Vmm::pause() { return unsupported("pause"); }
 Result<void> Vmm::resume() { return unsupported("resume"); }
+Result<void> Vmm::saveState(int /*fd*/) { return unsupported("snapshot"); }
+Result<void> Vmm::finishRestore() { return unsupported("snapshot restore"); }
 
 const char* toString(Acceleration accel) { return accel == Acceleration::kKvm ? "kvm" : "tcg"; }
 

@@ -32,6 +32,7 @@ struct MachineConfig {
   std::filesystem::path console_log;  // kernel console (ttyS0); empty: discarded
   std::filesystem::path qmp_socket;   // empty: no QMP
   int control_fd = -1;                // the guest's microvm.ctl port; -1: none
+  int incoming_fd = -1;               // restore the machine from this saved state; -1: boot
   int stderr_fd = -1;                 // where the VMM's own diagnostics go
 };
 
@@ -45,6 +46,12 @@ class Vmm {
   // Freezes / thaws the guest's vCPUs; memory and devices stay as they are.
   virtual Result<void> pause();
   virtual Result<void> resume();
+  // Pauses the guest and writes its memory and device state to `fd`; the
+  // guest stays paused, and its disks are flushed and safe to copy.
+  virtual Result<void> saveState(int fd);
+  // For a machine launched with incoming_fd: waits until the state is
+  // loaded, then lets the guest run on from where it was saved.
+  virtual Result<void> finishRestore();
 };
 
 class Backend {

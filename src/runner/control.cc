@@ -18,7 +18,7 @@ using nlohmann::json;
 
 namespace {
 
-constexpr int kReplyTimeoutMs = 30000;
+constexpr int kReplyTimeoutMs = 180000;  // a snapshot of a large guest takes a while
 constexpr size_t kMaxLine = 64 * 1024;
 
 template <class... Ts>
@@ -36,6 +36,7 @@ std::string encodeRequest(const RunnerRequest& request) {
                                 [](const KillRequest& kill) { return json{{"op", "kill"}, {"signal", kill.signal}}; },
                                 [](const PauseRequest&) { return json{{"op", "pause"}}; },
                                 [](const ResumeRequest&) { return json{{"op", "resume"}}; },
+                                [](const SnapshotRequest& snapshot) { return json{{"op", "snapshot"}, {"dir", snapshot.dir}}; },
                             },
                             request);
   return message.dump() + "\n";
@@ -62,6 +63,13 @@ Result<RunnerRequest> decodeRequest(std::string_view line) {
   }
   if (op == "pause") return RunnerRequest(PauseRequest{});
   if (op == "resume") return RunnerRequest(ResumeRequest{});
+  if (op == "snapshot") {
+    const json& dir = message["dir"];
+    if (!dir.is_string() || dir.get<std::string>().empty() || dir.get<std::string>()[0] != '/') {
+      return invalid("snapshot dir must be an absolute path");
+    }
+    return RunnerRequest(SnapshotRequest{dir.get<std::string>()});
+  }
   return Error(ErrorCode::kUnsupported, "unsupported runner request \"" + op + "\"");
 }
 

@@ -29,8 +29,13 @@ struct KillRequest {
 };
 struct PauseRequest {};
 struct ResumeRequest {};
+// Save memory, device state and the disk overlay into `dir` (which exists
+// and is empty); the VM then carries on in the state it was in.
+struct SnapshotRequest {
+  std::string dir;
+};
 
-using RunnerRequest = std::variant<StopRequest, KillRequest, PauseRequest, ResumeRequest>;
+using RunnerRequest = std::variant<StopRequest, KillRequest, PauseRequest, ResumeRequest, SnapshotRequest>;
 
 std::string encodeRequest(const RunnerRequest& request);
 // Bad JSON, an unknown op or out-of-range values are errors, never crashes.

@@ -91,6 +91,8 @@ class Runner {
   Result<void> handleRequest(const RunnerRequest& request);
   void requestStop(int timeout_seconds);
   void setStatus(VmStatus status);
+  void sendSpec();
+  Result<void> snapshot(const fs::path& dir);
   void sendFrame(agent::FrameType type, std::string_view payload);
   void forwardOutput(int& fd, const char* stream, std::string_view bytes);
   void armTimer(int seconds);
@@ -143,6 +145,17 @@ void Runner::armTimer(int seconds) {
   ::timerfd_settime(timer_fd_.get(), 0, &spec, nullptr);
 }
 
+void Runner::sendSpec() {
+  agent::WorkloadSpec workload;
+  workload.argv = spec_.argv;
+  workload.env = spec_.env;
+  workload.workdir = spec_.workdir;
+  workload.user = spec_.user;
+  workload.hostname = spec_.hostname;
+  // The guest reads the spec once its port opens; the socket buffers it.
+  sendFrame(agent::FrameType::kSpec, agent::encodeSpec(workload));
+}
+
 Result<void> Runner::start() {
   auto spec = loadSpec(vm_dir_);
   if (!spec) return std::move(spec).error();
@@ -191,6 +204,15 @@ Result<void> Runner::start() {
   config.qmp_socket = qmp;
   config.control_fd = guest_end.get();
   config.stderr_fd = log_fd_.get();
+  // A VM made from a snapshot resumes it on its first start only; started
+  // again after it exits, it boots afresh from its disk.
+  bool restoring = !spec_.restore_from.empty() && !fs::exists(vm_dir_ / "state.json");
+  UniqueFd incoming;
+  if (restoring) {
+    incoming.reset(::open(spec_.restore_from.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!incoming.valid()) return Error::fromErrno("open snapshot state " + spec_.restore_from);
+    config.incoming_fd = incoming.get();
+  }
   QemuBackend backend(spec_.qemu);
   auto vmm = backend.launch(config);
   if (!vmm) return std::move(vmm).error();
@@ -206,14 +228,13 @@ Result<void> Runner::start() {
   setStatus(VmStatus::kRunning);
   log("started QEMU pid " + std::to_string(qemu_pid) + " (" + spec_.accel + ")");
 
-  agent::WorkloadSpec workload;
-  workload.argv = spec_.argv;
-  workload.env = spec_.env;
-  workload.workdir = spec_.workdir;
-  workload.user = spec_.user;
-  workload.hostname = spec_.hostname;
-  // The guest reads the spec once its port opens; the socket buffers it.
-  sendFrame(agent::FrameType::kSpec, agent::encodeSpec(workload));
+  if (restoring) {
+    // The guest's init is mid-conversation already: no spec, just resume.
+    MICROVM_TRY(vmm_->finishRestore());
+    log("restored from " + spec_.restore_from);
+  } else {
+    sendSpec();
+  }
 
   for (int fd : {control_.get(), signal_fd_.get(), timer_fd_.get(), listener_.get()}) {
     epoll_event event{};
@@ -307,6 +328,7 @@ Result<void> Runner::handleRequest(const RunnerRequest& request) {
     sendFrame(agent::FrameType::kSignal, agent::encodeU32(static_cast<uint32_t>(kill->signal)));
     return success();
   }
+  if (auto* snapshot_request = std::get_if<SnapshotRequest>(&request)) return snapshot(snapshot_request->dir);
   if (std::holds_alternative<PauseRequest>(request)) {
     if (state_.status == VmStatus::kPaused) return Error(ErrorCode::kInvalidArgument, "the VM is already paused");
     MICROVM_TRY(vmm_->pause());
@@ -318,6 +340,27 @@ Result<void> Runner::handleRequest(const RunnerRequest& request) {
   MICROVM_TRY(vmm_->resume());
   setStatus(VmStatus::kRunning);
   log("resumed");
+  return success();
+}
+
+Result<void> Runner::snapshot(const fs::path& dir) {
+  bool was_running = state_.status == VmStatus::kRunning;
+  UniqueFd memory(::open((dir / "memory.bin").c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!memory.valid()) return Error::fromErrno("create " + (dir / "memory.bin").string());
+  log("snapshot: saving to " + dir.string());
+  auto saved = vmm_->saveState(memory.get());
+  // The disk is consistent once the state is saved (QEMU flushed it); copy
+  // it before the guest runs again.
+  std::error_code ec;
+  if (saved) fs::copy_file(spec_.root_disk, dir / "disk.qcow2", ec);
+  if (was_running) {
+    if (auto resumed = vmm_->resume(); !resumed) log("snapshot: resume failed: " + resumed.error().message());
+  } else {
+    setStatus(VmStatus::kPaused);
+  }
+  if (!saved) return saved;
+  if (ec) return Error(ErrorCode::kIo, "copy disk to " + dir.string() + ": " + ec.message(), ec.value());
+  log("snapshot: done");
   return success();
 }
 

@@ -63,7 +63,8 @@ Result<void> saveSpec(const fs::path& vm_dir, const VmSpec& spec) {
         {"initramfs", spec.initramfs},
         {"root_disk", spec.root_disk},
         {"base_disk", spec.base_disk},
-        {"runtime_dir", spec.runtime_dir}}},
+        {"runtime_dir", spec.runtime_dir},
+        {"restore_from", spec.restore_from}}},
       {"workload",
        {{"argv", spec.argv},
         {"env", spec.env},
@@ -93,6 +94,7 @@ Result<VmSpec> loadSpec(const fs::path& vm_dir) {
     machine.at("root_disk").get_to(spec.root_disk);
     machine.at("base_disk").get_to(spec.base_disk);
     machine.at("runtime_dir").get_to(spec.runtime_dir);
+    spec.restore_from = machine.value("restore_from", "");
     const json& workload = j.at("workload");
     workload.at("argv").get_to(spec.argv);
     workload.at("env").get_to(spec.env);

@@ -31,6 +31,7 @@ struct VmSpec {
   std::string root_disk;  // this VM's qcow2 overlay
   std::string base_disk;  // the cached base it overlays (read-only)
   std::string runtime_dir;
+  std::string restore_from;  // saved machine state to resume on first start; empty: boot
 
   // Workload.
   std::vector<std::string> argv;

@@ -249,5 +249,50 @@ TEST(LifecycleTest, ConcurrentCommandsOnOneVmKeepItsStateConsistent) {
   EXPECT_EQ(microvm({"rm", id}).exit_code, 0);
 }
 
+// The first counter value in the VM's log, or -1.
+int firstTick(const std::string& ref) {
+  auto logs = microvm({"logs", ref});
+  size_t at = logs.out.find("tick ");
+  return at == std::string::npos ? -1 : std::stoi(logs.out.substr(at + 5));
+}
+
+TEST(LifecycleTest, SnapshotRestoredTwiceGivesTwoIndependentVmsContinuingTheCounter) {
+  std::string source = runDetached({"--name", "snap-source"}, kCounter);
+  ASSERT_TRUE(eventually([&] { return lastTick(source) >= 3; }));
+  auto saved = microvm({"snapshot", "create", source, "counter-snap"});
+  ASSERT_EQ(saved.exit_code, 0) << saved.err;
+  int at_snapshot = lastTick(source);
+  EXPECT_EQ(inspect(source)["status"], "running");  // the source carries on
+  EXPECT_TRUE(eventually([&] { return lastTick(source) > at_snapshot + 2; }));
+
+  auto listed = json::parse(microvm({"snapshot", "ls", "--format", "json"}).out);
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0]["name"], "counter-snap");
+  EXPECT_EQ(listed[0]["source_id"], source);
+
+  auto first = microvm({"run", "-d", "--snapshot", "counter-snap", "--name", "restored-1"});
+  auto second = microvm({"snapshot", "restore", "counter-snap", "--name", "restored-2"});
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  ASSERT_TRUE(eventually([&] { return lastTick("restored-1") >= 0 && lastTick("restored-2") >= 0; }));
+  // Both resume the saved guest: their counters start where the snapshot was,
+  // not at 0, and at the same value as each other.
+  int resumed = firstTick("restored-1");
+  EXPECT_EQ(firstTick("restored-2"), resumed);
+  EXPECT_GE(resumed, at_snapshot);
+  EXPECT_LE(resumed, at_snapshot + 1);
+  // Independent: each advances on its own, and stopping one leaves the other.
+  EXPECT_TRUE(eventually([&] { return lastTick("restored-1") >= resumed + 3; }));
+  EXPECT_EQ(microvm({"stop", "restored-1"}).exit_code, 0);
+  int other = lastTick("restored-2");
+  EXPECT_TRUE(eventually([&] { return lastTick("restored-2") >= other + 2; }));
+  EXPECT_EQ(inspect("restored-2")["status"], "running");
+
+  EXPECT_EQ(microvm({"rm", "-f", "restored-1", "restored-2", "snap-source"}).exit_code, 0);
+  EXPECT_EQ(microvm({"snapshot", "rm", "counter-snap"}).exit_code, 0);
+  EXPECT_TRUE(listDir(home() / "snapshots").empty());
+  EXPECT_EQ(microvm({"run", "--snapshot", "counter-snap"}).exit_code, 125);
+}
+
 }  // namespace
 }  // namespace microvm::e2e

@@ -15,8 +15,9 @@
 
 namespace microvm {
 
-// The fd number the control socket has inside QEMU.
+// The fd numbers the control socket and a saved state have inside QEMU.
 inline constexpr int kQemuControlFd = 3;
+inline constexpr int kQemuIncomingFd = 4;
 
 class QemuBackend : public Backend {
  public:

@@ -1,0 +1,155 @@
+// Snapshots: a paused VM's memory and device state (saved by QEMU) plus a
+// copy of its disk overlay, kept under <data dir>/snapshots/<name>/:
+//   memory.bin  disk.qcow2  spec.json (the source VM's)  snapshot.json
+// A restore makes a new VM with its own copy of the disk and resumes it.
+#include <nlohmann/json.hpp>
+
+#include "base/fs.h"
+#include "base/hash.h"
+#include "base/scope_guard.h"
+#include "microvm/runtime.h"
+#include "runner/control.h"
+#include "state/vm_store.h"
+
+namespace microvm {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+Result<void> checkSnapshotName(const std::string& name) {
+  bool valid = !name.empty() && name.size() <= 128 && name[0] != '.' &&
+               name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") ==
+                   std::string::npos;
+  if (!valid) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "invalid snapshot name \"" + name + "\" (letters, digits, '_', '.', '-'; not starting with '.')");
+  }
+  return success();
+}
+
+fs::path snapshotsDir(const Layout& layout) { return layout.dataDir() / "snapshots"; }
+
+Result<SnapshotInfo> loadSnapshotInfo(const fs::path& dir) {
+  auto text = readFile(dir / "snapshot.json");
+  if (!text) return std::move(text).error();
+  json j = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return Error(ErrorCode::kProtocol, "malformed " + (dir / "snapshot.json").string());
+  SnapshotInfo info;
+  info.name = dir.filename();
+  info.created_at = j.value("created_at", "");
+  info.source_id = j.value("source_id", "");
+  info.source_name = j.value("source_name", "");
+  std::error_code ec;
+  for (const char* file : {"memory.bin", "disk.qcow2"}) {
+    auto size = fs::file_size(dir / file, ec);
+    if (!ec) info.bytes += size;
+  }
+  return info;
+}
+
+}  // namespace
+
+Result<void> Runtime::snapshot(const std::string& reference, const std::string& name) {
+  MICROVM_TRY(checkSnapshotName(name));
+  auto layout = Layout::resolve(data_dir_);
+  if (!layout) return std::move(layout).error();
+  auto record = VmStore(*layout).find(reference);
+  if (!record) return std::move(record).error();
+  if (record->state.status != VmStatus::kRunning && record->state.status != VmStatus::kPaused) {
+    return Error(ErrorCode::kInvalidArgument, "VM " + record->spec.name + " is not running");
+  }
+  fs::path final_dir = snapshotsDir(*layout) / name;
+  if (fs::exists(final_dir)) return Error(ErrorCode::kAlreadyExists, "snapshot \"" + name + "\" already exists");
+
+  // Built under a temporary name and renamed when whole: a crash leaves no
+  // half snapshot under the real name.
+  fs::path temp_dir = snapshotsDir(*layout) / (".tmp-" + name + "-" + randomHex(4));
+  MICROVM_TRY(makeDirs(temp_dir));
+  ScopeGuard remove_temp([&] { (void)removeTree(temp_dir); });
+  MICROVM_TRY(sendRunnerRequest(fs::path(record->spec.runtime_dir) / "runner.sock", SnapshotRequest{temp_dir}));
+  MICROVM_TRY(saveSpec(temp_dir, record->spec));
+  json meta = {{"created_at", nowRfc3339()}, {"source_id", record->spec.id}, {"source_name", record->spec.name}};
+  MICROVM_TRY(writeFileAtomic(temp_dir / "snapshot.json", meta.dump(2) + "\n"));
+  if (::rename(temp_dir.c_str(), final_dir.c_str()) != 0) {
+    return Error::fromErrno("rename snapshot to " + final_dir.string());
+  }
+  remove_temp.dismiss();
+  return success();
+}
+
+Result<VmHandle> Runtime::restore(const std::string& snapshot_name, const RunOptions& options) {
+  MICROVM_TRY(checkSnapshotName(snapshot_name));
+  auto layout = Layout::resolve(data_dir_);
+  if (!layout) return std::move(layout).error();
+  VmStore store(*layout);
+  fs::path snapshot_dir = snapshotsDir(*layout) / snapshot_name;
+  if (!fs::exists(snapshot_dir / "snapshot.json")) {
+    return Error(ErrorCode::kNotFound, "no such snapshot: " + snapshot_name);
+  }
+  auto source = loadSpec(snapshot_dir);
+  if (!source) return std::move(source).error();
+
+  // The machine must match the saved one exactly; only identity and
+  // lifecycle options are the new VM's own.
+  VmSpec spec = *source;
+  spec.id = randomHex(32);
+  spec.name = options.name.empty() ? spec.id.substr(0, 12) : options.name;
+  spec.created_at = nowRfc3339();
+  spec.remove_on_exit = options.remove;
+  spec.restore_from = (snapshot_dir / "memory.bin").string();
+  fs::path vm_dir = layout->vmDir(spec.id);
+  spec.root_disk = (vm_dir / "disk.qcow2").string();
+  spec.runtime_dir = layout->vmRuntimeDir(spec.id).string();
+  MICROVM_TRY(checkSocketPath(fs::path(spec.runtime_dir) / "runner.sock"));
+
+  {
+    auto names = store.lockNames();
+    if (!names) return std::move(names).error();
+    if (!options.name.empty()) MICROVM_TRY(store.checkNameFree(options.name));
+    MICROVM_TRY(makeDirs(vm_dir));
+    ScopeGuard remove_vm([&] { (void)removeTree(vm_dir); });
+    std::error_code ec;
+    fs::copy_file(snapshot_dir / "disk.qcow2", spec.root_disk, ec);
+    if (ec) return Error(ErrorCode::kIo, "copy snapshot disk: " + ec.message(), ec.value());
+    MICROVM_TRY(saveSpec(vm_dir, spec));
+    remove_vm.dismiss();
+  }
+  return start(spec.id, options.stdout_fd, options.stderr_fd);
+}
+
+Result<std::vector<SnapshotInfo>> Runtime::listSnapshots() {
+  auto layout = Layout::resolve(data_dir_);
+  if (!layout) return std::move(layout).error();
+  std::vector<SnapshotInfo> snapshots;
+  std::error_code ec;
+  for (fs::directory_iterator it(snapshotsDir(*layout), ec), end; !ec && it != end; it.increment(ec)) {
+    if (it->path().filename().string()[0] == '.') continue;  // being written
+    if (auto info = loadSnapshotInfo(it->path()); info) snapshots.push_back(std::move(*info));
+  }
+  std::sort(snapshots.begin(), snapshots.end(),
+            [](const SnapshotInfo& a, const SnapshotInfo& b) { return a.created_at < b.created_at; });
+  return snapshots;
+}
+
+Result<void> Runtime::removeSnapshot(const std::string& name) {
+  MICROVM_TRY(checkSnapshotName(name));
+  auto layout = Layout::resolve(data_dir_);
+  if (!layout) return std::move(layout).error();
+  fs::path dir = snapshotsDir(*layout) / name;
+  if (!fs::exists(dir)) return Error(ErrorCode::kNotFound, "no such snapshot: " + name);
+  // VMs restored from it still read its memory state on their first start.
+  auto records = VmStore(*layout).list();
+  if (records) {
+    for (const auto& record : *records) {
+      if (record.spec.restore_from == (dir / "memory.bin").string() && record.state.status == VmStatus::kCreated) {
+        return Error(ErrorCode::kInvalidArgument,
+                     "snapshot \"" + name + "\" is needed by VM " + record.spec.name + ", which has not started yet");
+      }
+    }
+  }
+  return removeTree(dir);
+}
+
+}  // namespace microvm
