@@ -1,0 +1,42 @@
+#include "runner/control.h"
+
+#include <gtest/gtest.h>
+
+namespace microvm {
+namespace {
+
+TEST(ControlTest, RequestsRoundTrip) {
+  for (const RunnerRequest& request : std::vector<RunnerRequest>{
+           StopRequest{7}, KillRequest{15}, PauseRequest{}, ResumeRequest{}, SnapshotRequest{"/tmp/snap"}}) {
+    std::string line = encodeRequest(request);
+    ASSERT_EQ(line.back(), '\n');
+    auto decoded = decodeRequest(line.substr(0, line.size() - 1));
+    ASSERT_TRUE(decoded) << decoded.error().message();
+    EXPECT_EQ(decoded->index(), request.index());
+  }
+  EXPECT_EQ(std::get<StopRequest>(*decodeRequest(R"({"op":"stop","timeout":7})")).timeout_seconds, 7);
+  EXPECT_EQ(std::get<KillRequest>(*decodeRequest(R"({"op":"kill","signal":10})")).signal, 10);
+}
+
+TEST(ControlTest, HostileRequestsAreErrorsNotCrashes) {
+  for (const char* line : {"", "not json", "[]", "{}", R"({"op":7})", R"({"op":"stop"})",
+                           R"({"op":"stop","timeout":-1})", R"({"op":"stop","timeout":"10"})",
+                           R"({"op":"kill","signal":0})", R"({"op":"kill","signal":100000})",
+                           R"({"op":"snapshot","dir":"relative"})", R"({"op":"snapshot"})"}) {
+    EXPECT_FALSE(decodeRequest(line)) << line;
+  }
+  auto unknown = decodeRequest(R"({"op":"fly"})");
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().code(), ErrorCode::kUnsupported);
+}
+
+TEST(ControlTest, RepliesCarryErrors) {
+  EXPECT_TRUE(decodeReply(encodeReply(success())));
+  auto refused = decodeReply(encodeReply(Error(ErrorCode::kInvalidArgument, "the VM is already paused")));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().message(), "the VM is already paused");
+  EXPECT_FALSE(decodeReply("garbage"));
+}
+
+}  // namespace
+}  // namespace microvm
