@@ -6,9 +6,10 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git
   libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev libssl-dev
+  libarchive-dev libzstd-dev libcurl4-openssl-dev libseccomp-dev
   qemu-system-x86 qemu-utils e2fsprogs busybox-static cpio
   linux-source-6.1 bc bison flex libelf-dev xz-utils rsync
-  python3 jq
+  python3 jq docker-registry skopeo umoci apache2-utils
 )
 
 missing=()

@@ -160,7 +160,8 @@ std::vector<std::string> listDir(const fs::path& dir) {
   std::vector<std::string> names;
   std::error_code ec;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    names.push_back(it->path().filename());
+    std::string name = it->path().filename();
+    if (name[0] != '.') names.push_back(name);
   }
   return names;
 }

@@ -50,7 +50,8 @@ std::filesystem::path binDir();
 // Processes whose command line mentions `needle` (e.g. leftover QEMUs).
 std::vector<pid_t> processesMentioning(const std::string& needle);
 
-// Entries directly under `dir` (empty if it does not exist).
+// Entries directly under `dir`, except dotfiles such as lock files (empty if
+// `dir` does not exist).
 std::vector<std::string> listDir(const std::filesystem::path& dir);
 
 }  // namespace microvm::e2e
