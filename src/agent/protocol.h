@@ -58,6 +58,19 @@ struct Frame {
   std::string payload;
 };
 
+// A filesystem init mounts into the guest after the root switch, in order.
+// A mount that fails stops the VM (kError + exit 125); none is skipped.
+struct MountSpec {
+  std::string source;   // 9p mount tag (fstype "9p"), or ignored for "tmpfs"
+  std::string target;   // absolute path in the guest; created if missing
+  std::string fstype;   // "9p" or "tmpfs"
+  std::string options;  // extra mount data, e.g. "size=64m" for tmpfs
+  bool readonly = false;
+};
+
+// Every capability of Linux 6.1 (CAP_CHECKPOINT_RESTORE = 40 is the last).
+inline constexpr uint64_t kAllCapabilities = (uint64_t{1} << 41) - 1;
+
 // What init runs. Every field is set by the host; init applies no defaults of
 // its own except those Docker applies (PATH, HOME, HOSTNAME when absent).
 struct WorkloadSpec {
@@ -68,6 +81,19 @@ struct WorkloadSpec {
   std::string hostname;
   std::string root_device = "/dev/vda";
   std::string root_fstype = "ext4";
+
+  // Hardening, applied by init; the host decides every value.
+  std::vector<MountSpec> mounts;
+  std::vector<std::string> sysctls;           // "kernel.kptr_restrict=2": written to /proc/sys before the workload
+  uint64_t capabilities = kAllCapabilities;   // bit N = capability N: the workload's bounding set, and for
+                                              // a root workload also its permitted/effective/inheritable sets
+  bool no_new_privs = false;                  // prctl(PR_SET_NO_NEW_PRIVS) for the workload
+  // Seccomp filter for the workload (libseccomp). Empty default: no filter.
+  // Default action: "allow", "kill", or "errno:N". Rules: "ACTION:SYSCALL"
+  // with ACTION as above ("errno:1:unshare"); syscalls unknown to the guest's
+  // libseccomp are skipped.
+  std::string seccomp_default;
+  std::vector<std::string> seccomp_rules;
 };
 
 inline void putLe16(std::string& out, uint16_t v) {
@@ -151,6 +177,12 @@ enum class SpecTag : uint16_t {
   kHostname = 5,
   kRootDevice = 6,
   kRootFstype = 7,
+  kMount = 8,            // source \0 target \0 fstype \0 options \0 "ro"|"rw"
+  kSysctl = 9,
+  kCapabilities = 10,    // u64 little-endian
+  kNoNewPrivs = 11,      // one byte, 0 or 1
+  kSeccompDefault = 12,
+  kSeccompRule = 13,
 };
 
 inline std::string encodeSpec(const WorkloadSpec& spec) {
@@ -167,7 +199,37 @@ inline std::string encodeSpec(const WorkloadSpec& spec) {
   field(SpecTag::kHostname, spec.hostname);
   field(SpecTag::kRootDevice, spec.root_device);
   field(SpecTag::kRootFstype, spec.root_fstype);
+  for (const auto& mount : spec.mounts) {
+    std::string value = mount.source;
+    for (const std::string* part : {&mount.target, &mount.fstype, &mount.options}) {
+      value.push_back('\0');
+      value += *part;
+    }
+    value.push_back('\0');
+    value += mount.readonly ? "ro" : "rw";
+    field(SpecTag::kMount, value);
+  }
+  for (const auto& sysctl : spec.sysctls) field(SpecTag::kSysctl, sysctl);
+  std::string caps;
+  putLe32(caps, static_cast<uint32_t>(spec.capabilities));
+  putLe32(caps, static_cast<uint32_t>(spec.capabilities >> 32));
+  field(SpecTag::kCapabilities, caps);
+  field(SpecTag::kNoNewPrivs, std::string(1, spec.no_new_privs ? '\1' : '\0'));
+  if (!spec.seccomp_default.empty()) field(SpecTag::kSeccompDefault, spec.seccomp_default);
+  for (const auto& rule : spec.seccomp_rules) field(SpecTag::kSeccompRule, rule);
   return out;
+}
+
+// Splits a kMount value; nullopt unless it has exactly five parts.
+inline std::optional<MountSpec> decodeMount(std::string_view value) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  for (size_t nul; (nul = value.find('\0', start)) != std::string_view::npos; start = nul + 1) {
+    parts.emplace_back(value.substr(start, nul - start));
+  }
+  parts.emplace_back(value.substr(start));
+  if (parts.size() != 5 || (parts[4] != "ro" && parts[4] != "rw")) return std::nullopt;
+  return MountSpec{parts[0], parts[1], parts[2], parts[3], parts[4] == "ro"};
 }
 
 // Returns nullopt if a field runs past the end of the payload or argv is empty.
@@ -190,6 +252,23 @@ inline std::optional<WorkloadSpec> decodeSpec(std::string_view payload) {
       case SpecTag::kHostname: spec.hostname = std::move(value); break;
       case SpecTag::kRootDevice: spec.root_device = std::move(value); break;
       case SpecTag::kRootFstype: spec.root_fstype = std::move(value); break;
+      case SpecTag::kMount: {
+        auto mount = decodeMount(value);
+        if (!mount) return std::nullopt;
+        spec.mounts.push_back(std::move(*mount));
+        break;
+      }
+      case SpecTag::kSysctl: spec.sysctls.push_back(std::move(value)); break;
+      case SpecTag::kCapabilities:
+        if (value.size() != 8) return std::nullopt;
+        spec.capabilities = getLe32(value.data()) | uint64_t{getLe32(value.data() + 4)} << 32;
+        break;
+      case SpecTag::kNoNewPrivs:
+        if (value.size() != 1) return std::nullopt;
+        spec.no_new_privs = value[0] != 0;
+        break;
+      case SpecTag::kSeccompDefault: spec.seccomp_default = std::move(value); break;
+      case SpecTag::kSeccompRule: spec.seccomp_rules.push_back(std::move(value)); break;
       default: break;
     }
   }

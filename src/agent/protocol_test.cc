@@ -65,6 +65,35 @@ TEST(ProtocolTest, SpecRoundTrips) {
   EXPECT_EQ(decoded->root_device, "/dev/vda");
 }
 
+TEST(ProtocolTest, HardeningFieldsRoundTrip) {
+  WorkloadSpec spec;
+  spec.argv = {"/bin/true"};
+  spec.mounts = {{"vol0", "/data", "9p", "", true}, {"", "/scratch", "tmpfs", "size=64m", false}};
+  spec.sysctls = {"kernel.kptr_restrict=2"};
+  spec.capabilities = (uint64_t{1} << 40) | 1;
+  spec.no_new_privs = true;
+  spec.seccomp_default = "allow";
+  spec.seccomp_rules = {"errno:1:unshare", "errno:1:keyctl"};
+  auto decoded = decodeSpec(encodeSpec(spec));
+  ASSERT_TRUE(decoded.has_value());
+  ASSERT_EQ(decoded->mounts.size(), 2u);
+  EXPECT_EQ(decoded->mounts[0].target, "/data");
+  EXPECT_TRUE(decoded->mounts[0].readonly);
+  EXPECT_EQ(decoded->mounts[1].options, "size=64m");
+  EXPECT_FALSE(decoded->mounts[1].readonly);
+  EXPECT_EQ(decoded->sysctls, spec.sysctls);
+  EXPECT_EQ(decoded->capabilities, spec.capabilities);
+  EXPECT_TRUE(decoded->no_new_privs);
+  EXPECT_EQ(decoded->seccomp_default, "allow");
+  EXPECT_EQ(decoded->seccomp_rules, spec.seccomp_rules);
+}
+
+TEST(ProtocolTest, MalformedMountIsRejected) {
+  EXPECT_FALSE(decodeMount(std::string("a\0b\0c\0d", 7)).has_value());
+  EXPECT_FALSE(decodeMount(std::string("a\0b\0c\0d\0maybe", 13)).has_value());
+  EXPECT_TRUE(decodeMount(std::string("a\0b\0c\0d\0ro", 10)).has_value());
+}
+
 TEST(ProtocolTest, TruncatedSpecIsRejectedAtEveryLength) {
   WorkloadSpec spec;
   spec.argv = {"/bin/true"};
