@@ -101,21 +101,26 @@ Result<fs::path> ensureBaseDisk(const fs::path& cache_dir, const fs::path& rootf
   }
   if (fs::exists(base)) return base;  // another process built it while we waited
 
+  MICROVM_TRY(buildExt4Image(rootfs, *digest, base));
+  return base;
+}
+
+Result<void> buildExt4Image(const fs::path& tree, const TreeDigest& digest, const fs::path& destination) {
   // ext4 needs room for metadata beyond the file bytes; small files round up
   // to 4 KiB blocks, hence the per-entry term.
-  unsigned long long needed = digest->bytes + digest->entries * 4096 + kHeadroomBytes;
+  unsigned long long needed = digest.bytes + digest.entries * 4096 + kHeadroomBytes;
   unsigned long long size_mib = needed / (1 << 20) + 64;
-  fs::path temp = entry / ("base.ext4.tmp." + std::to_string(::getpid()));
+  fs::path temp = destination.string() + ".tmp." + std::to_string(::getpid());
   // Inode tables and journal are zeroed here, once per base: left lazy, every
   // VM's kernel would zero them again in the background on each boot.
   ScopeGuard remove_temp([&] { ::unlink(temp.c_str()); });
   MICROVM_TRY(runCommand({"mkfs.ext4", "-q", "-F", "-t", "ext4", "-L", "microvm-root", "-E",
-                          "lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0", "-d", rootfs.string(),
+                          "lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0", "-d", tree.string(),
                           temp.string(), std::to_string(size_mib) + "M"}));
   if (::chmod(temp.c_str(), 0444) != 0) return Error::fromErrno("chmod " + temp.string());
-  if (::rename(temp.c_str(), base.c_str()) != 0) return Error::fromErrno("rename " + temp.string());
+  if (::rename(temp.c_str(), destination.c_str()) != 0) return Error::fromErrno("rename " + temp.string());
   remove_temp.dismiss();
-  return base;
+  return success();
 }
 
 Result<void> createOverlay(const fs::path& base, const fs::path& overlay) {

@@ -29,6 +29,11 @@ Result<TreeDigest> digestTree(const std::filesystem::path& root);
 Result<std::filesystem::path> ensureBaseDisk(const std::filesystem::path& cache_dir,
                                              const std::filesystem::path& rootfs);
 
+// Builds `destination` (atomically, mode 0444) as an ext4 image holding
+// `tree`, sized for `digest`'s content plus headroom for the workload.
+Result<void> buildExt4Image(const std::filesystem::path& tree, const TreeDigest& digest,
+                            const std::filesystem::path& destination);
+
 // Creates `overlay` as a qcow2 image backed by `base` (read-only).
 Result<void> createOverlay(const std::filesystem::path& base, const std::filesystem::path& overlay);
 
