@@ -7,17 +7,29 @@
 //   int main() { microvm::guest::runInit(); }
 //
 // The decisions about how the workload is launched (which user, which
-// environment, what a failed exec reports) depend on no OS state. They are
-// declared here so that they can be unit-tested on the host without a VM.
+// environment, what a failed exec reports) and how it is confined (volumes,
+// sysctls, capabilities, seccomp) depend on no OS state. They are declared
+// here so that they can be unit-tested on the host without a VM.
+//
+// Confinement happens in two places. PID 1 itself mounts the volumes and
+// writes the sysctls, after the root switch and its own runtime mounts; a
+// failure there stops the VM (kError, exit 125). The workload's child process
+// then, before execvp: drops the bounding set, switches user, sets its
+// capability sets, sets no_new_privs and loads the seccomp filter; a failure
+// there is the workload's (its stderr, exit 126).
 #pragma once
 
 #include <sys/types.h>
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <variant>
 #include <vector>
+
+#include "agent/protocol.h"
 
 namespace microvm::guest {
 
@@ -97,5 +109,146 @@ ExecFailure describeExecFailure(std::string_view argv0, int error_number);
 // The shell's convention for a waitpid() status: the exit status, or 128+N
 // for a process killed by signal N.
 int exitCodeFromWaitStatus(int status);
+
+// ---------------------------------------------------------------------------
+// Volumes.
+
+// The data of every 9p volume mount, before the host's extra options. The
+// guest kernel (6.1) caps msize at what its virtio transport carries, 512000,
+// and /proc/mounts shows that; cache=none keeps the host directory the one
+// source of truth.
+inline constexpr char k9pMountOptions[] = "trans=virtio,version=9p2000.L,msize=524288,cache=none";
+
+// The mount(2) call for one volume.
+struct MountCall {
+  std::string source;
+  std::string target;
+  std::string fstype;
+  unsigned long flags = 0;
+  std::string data;
+  std::string description;  // "volume vol0 on /data", for error messages
+};
+
+// Checks a volume and turns it into its mount(2) call:
+//   9p:    mount(TAG, TARGET, "9p", ro ? MS_RDONLY : 0, k9pMountOptions[,OPTIONS])
+//   tmpfs: mount("tmpfs", TARGET, "tmpfs", MS_NOSUID|MS_NODEV[|MS_RDONLY], OPTIONS)
+// The target must be an absolute path other than "/" without ".." components;
+// a 9p volume needs a tag. Errors read "mount volume vol0 on data: WHY".
+Result<MountCall> planVolumeMount(const agent::MountSpec& volume);
+
+// ---------------------------------------------------------------------------
+// Sysctls.
+
+struct SysctlWrite {
+  std::string path;   // "/proc/sys/kernel/kptr_restrict"
+  std::string value;  // "2"
+};
+
+// Parses "kernel.kptr_restrict=2". The key's components are separated by '.'
+// only; a key that is empty, has an empty component, a '/' or a ".." could
+// name another file than the sysctl and is refused.
+Result<SysctlWrite> parseSysctl(std::string_view assignment);
+
+// ---------------------------------------------------------------------------
+// Capabilities.
+
+// The workload's capabilities, from the host's mask (bit N = capability N).
+// The bounding set is the ceiling in every case, and a dropped bounding
+// capability can never come back. A root workload also gets the mask as its
+// permitted, effective and inheritable sets. A non-root workload starts with
+// none: setuid() to a non-zero uid clears permitted and effective, and its
+// inheritable set is emptied too (as Docker does since CVE-2022-24769), so
+// that file-inheritable capabilities grant nothing. Such a workload can only
+// gain capabilities by executing a setuid-root or file-capability program, and
+// then only those in the mask; no_new_privs forbids even that.
+struct CapabilityPlan {
+  std::vector<int> bounding_drops;  // ascending: every capability up to the last not in the mask
+  uint64_t permitted = 0;
+  uint64_t effective = 0;
+  uint64_t inheritable = 0;
+};
+
+// `last_capability` is the kernel's /proc/sys/kernel/cap_last_cap; mask bits
+// above it are ignored.
+CapabilityPlan planCapabilities(uint64_t mask, int last_capability, uid_t uid);
+
+// Parses the text of /proc/sys/kernel/cap_last_cap ("40\n"). Values above 63
+// cannot be expressed in the 64-bit mask and are refused rather than left in
+// the bounding set.
+Result<int> parseLastCapability(std::string_view text);
+
+// Loading a seccomp filter without no_new_privs needs CAP_SYS_ADMIN in the
+// effective set. If the workload will not have it, the filter must be loaded
+// before the user switch and capset() take it away; otherwise it is loaded
+// last, just before execvp, so that init's own set-up calls are not filtered.
+bool loadSeccompBeforeUserSwitch(const CapabilityPlan& plan, bool no_new_privs);
+
+// ---------------------------------------------------------------------------
+// Seccomp.
+
+// "allow", "kill" (the whole process, by SIGSYS: exit code 159) or "errno:N"
+// (the call fails with errno N, 0 to 4095, without running).
+struct SeccompAction {
+  enum class Kind { kAllow, kKill, kErrno };
+  Kind kind = Kind::kAllow;
+  int error_number = 0;  // for kErrno
+
+  bool operator==(const SeccompAction&) const = default;
+};
+
+struct SeccompRule {
+  SeccompAction action;
+  std::string syscall;
+
+  bool operator==(const SeccompRule&) const = default;
+};
+
+struct SeccompProfile {
+  SeccompAction default_action;
+  std::vector<SeccompRule> rules;  // no syscall twice, none with the default action
+};
+
+Result<SeccompAction> parseSeccompAction(std::string_view text);
+
+// Parses the spec's seccomp fields: nullopt (no filter) when both are empty.
+// Rules whose action is the default are dropped, as are exact repeats; one
+// syscall with two different actions, or rules without a default action, are
+// errors (the host meant something init cannot guess). So is a profile that
+// does not allow execve, which would keep the workload from ever starting.
+Result<std::optional<SeccompProfile>> parseSeccompProfile(std::string_view default_action,
+                                                          const std::vector<std::string>& rules);
+
+// A libseccomp filter for the native architecture only, built but not loaded.
+// The guest kernel has neither IA32_EMULATION nor X86_X32_ABI, so no other
+// syscall ABI can be entered; should one ever be, a call through it kills the
+// process (the filter's bad-architecture action) instead of bypassing the
+// filter. The filter does not set no_new_privs itself: that is the spec's
+// choice, applied before load() (see loadSeccompBeforeUserSwitch).
+class SeccompFilter {
+ public:
+  SeccompFilter(SeccompFilter&& other) noexcept;
+  SeccompFilter& operator=(SeccompFilter&& other) noexcept;
+  SeccompFilter(const SeccompFilter&) = delete;
+  SeccompFilter& operator=(const SeccompFilter&) = delete;
+  ~SeccompFilter();
+
+  // Installs the filter on the calling thread (init starts no threads).
+  Status load();
+  // Rule syscalls that this libseccomp does not know, skipped; the host may
+  // send a profile written for a newer kernel.
+  const std::vector<std::string>& skippedSyscalls() const { return skipped_; }
+
+ private:
+  friend Result<SeccompFilter> buildSeccompFilter(const SeccompProfile& profile);
+  explicit SeccompFilter(void* context) : context_(context) {}
+
+  void* context_;  // scmp_filter_ctx, which libseccomp defines as void*
+  std::vector<std::string> skipped_;
+};
+
+Result<SeccompFilter> buildSeccompFilter(const SeccompProfile& profile);
+
+// "2.5.4": the libseccomp linked into init, for the log of skipped syscalls.
+std::string seccompLibraryVersion();
 
 }  // namespace microvm::guest
