@@ -35,6 +35,32 @@ struct RuntimeOptions {
   std::filesystem::path initramfs;  // empty: $MICROVM_INITRAMFS, else <prefix>/share/microvm/initramfs.cpio
   std::string qemu;                 // empty: $MICROVM_QEMU, else qemu-system-x86_64 on PATH
   std::string accel;                // "auto" (default), "kvm" or "tcg"; else $MICROVM_ACCEL
+  std::vector<std::string> insecure_registries;  // plain-http registries besides loopback ones
+  std::filesystem::path docker_config;           // credentials; default ~/.docker/config.json
+  bool progress = false;                         // pull progress lines on stderr
+};
+
+// One check of `microvm doctor`.
+struct DoctorCheck {
+  std::string name;
+  bool ok = false;
+  bool required = true;  // a failed required check stops `run`
+  std::string detail;
+  std::string hint;      // how to fix it
+};
+
+// A pulled image, as `images` shows it.
+struct ImageInfo {
+  std::string reference;  // normalized: docker.io/library/busybox:latest
+  std::string digest;     // manifest digest
+  uint64_t size = 0;      // bytes of file content
+  std::string pulled_at;
+  std::vector<std::string> entrypoint;
+  std::vector<std::string> cmd;
+  std::vector<std::string> env;
+  std::string working_dir;
+  std::string user;
+  std::vector<std::string> exposed_ports;
 };
 
 // What `microvm info` shows.
@@ -48,17 +74,41 @@ struct HostInfo {
   std::filesystem::path data_dir;
 };
 
+// A host directory shared into the guest over virtio-9p. Read-only is
+// enforced by QEMU on the host (readonly=on), not only inside the guest.
+struct Volume {
+  std::filesystem::path host;
+  std::string guest;  // absolute path in the guest
+  bool readonly = false;
+};
+
 struct RunOptions {
-  std::filesystem::path rootfs;       // host directory holding the root filesystem
-  std::vector<std::string> command;   // argv; argv[0] is searched on the workload's PATH
-  std::vector<std::string> env;       // "KEY=VALUE"
-  std::string workdir = "/";
-  std::string user;                   // "uid[:gid]" or "name[:group]"; empty: root
+  // What to boot: an image reference (pulled if not present), or a host
+  // directory holding the root filesystem. Exactly one of the two.
+  std::string image;
+  std::filesystem::path rootfs;
+  std::vector<std::string> command;   // argv (with an image: replaces its Cmd)
+  bool has_entrypoint = false;        // --entrypoint given (then `entrypoint` replaces the image's)
+  std::string entrypoint;
+  std::string platform = "linux/amd64";
+  std::vector<std::string> env;       // "KEY=VALUE", over the image's Env
+  std::string workdir;                // empty: the image's WorkingDir, else "/"
+  std::string user;                   // "uid[:gid]" or "name[:group]"; empty: the image's, else root
   std::string hostname;               // empty: the VM's short id
   std::string name;                   // empty: the short id
   int cpus = 1;
   int memory_mib = 512;
   bool remove = false;                // delete every file of the VM when it ends
+  std::vector<Volume> volumes;
+  std::vector<std::string> tmpfs;     // "PATH[:OPTIONS]", e.g. "/scratch:size=64m"
+  std::string tmp_size;               // size of the guest's /tmp tmpfs ("" = the kernel's default)
+  // Confinement of the workload (Docker's defaults unless changed).
+  std::vector<std::string> cap_add;
+  std::vector<std::string> cap_drop;
+  bool privileged = false;            // all capabilities, no seccomp, no no_new_privs
+  std::string seccomp;                // "" default profile, "unconfined", or a Docker JSON profile's path
+  bool no_new_privs = true;
+  bool sysctl_hardening = true;
   int stop_timeout_seconds = 10;      // grace between forwarding SIGTERM and a hard stop
   int stdout_fd = 1;                  // where the workload's output goes (-1: discard)
   int stderr_fd = 2;
@@ -135,6 +185,10 @@ class Runtime {
   // QEMU, kernel, acceleration and data dir in use. Probes KVM if needed.
   Result<HostInfo> info();
 
+  // Every preflight check, for `microvm doctor`; `host_ports` are ports to
+  // check are free on 127.0.0.1.
+  std::vector<DoctorCheck> doctor(const std::vector<int>& host_ports = {});
+
   // create() then start(): validates options, prepares the root disk and
   // boots the VM, streaming to options.stdout_fd/stderr_fd.
   Result<VmHandle> run(const RunOptions& options);
@@ -177,6 +231,16 @@ class Runtime {
   Result<std::vector<SnapshotInfo>> listSnapshots();
   Result<void> removeSnapshot(const std::string& name);
 
+  // Images: registry references or oci:PATH[:TAG].
+  Result<ImageInfo> pull(const std::string& reference, const std::string& platform = "linux/amd64");
+  Result<std::vector<ImageInfo>> images();
+  // Untags an image; refuses while a VM uses it unless `force`.
+  Result<void> removeImage(const std::string& reference, bool force);
+  // Removes image data no tag refers to; returns the bytes freed.
+  Result<uint64_t> pruneImages();
+  // Stores credentials for `registry` in the Docker config file.
+  Result<void> login(const std::string& registry, const std::string& username, const std::string& password);
+
  private:
   Runtime() = default;
   Result<void> resolveAcceleration();
@@ -192,6 +256,7 @@ class Runtime {
   std::string accel_request_;
   std::string accel_;  // resolved lazily: "kvm" or "tcg"
   std::string accel_reason_;
+  RuntimeOptions registry_options_;  // insecure registries, credentials file, progress
 };
 
 }  // namespace microvm

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <ctime>
+#include <fstream>
 #include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -163,12 +164,15 @@ nlohmann::json toJson(const VmInfo& vm) {
 struct GlobalFlags {
   std::string data_dir;
   std::string accel;
+  std::vector<std::string> insecure_registries;
 };
 
 Result<Runtime> openRuntime(const GlobalFlags& flags) {
   RuntimeOptions options;
   options.data_dir = flags.data_dir;
   options.accel = flags.accel;
+  options.insecure_registries = flags.insecure_registries;
+  options.progress = ::isatty(STDERR_FILENO) != 0;  // progress on a terminal, quiet otherwise
   return Runtime::open(options);
 }
 
@@ -178,22 +182,101 @@ struct RunFlags {
   int cpus = 1;
   std::string memory = "512";
   std::vector<std::string> env;
-  std::string workdir = "/";
+  std::string workdir;
   std::string user;
   std::string hostname;
   std::string name;
   std::string rootfs;
   std::string snapshot;
+  std::string entrypoint;
+  bool has_entrypoint = false;
+  std::string platform = "linux/amd64";
+  std::vector<std::string> env_files;
+  std::vector<std::string> volumes;
+  std::vector<std::string> tmpfs;
+  std::string tmp_size;
+  std::vector<std::string> cap_add;
+  std::vector<std::string> cap_drop;
+  bool privileged = false;
+  std::vector<std::string> security_opts;
   int stop_timeout = 10;
 };
+
+// -v HOST:GUEST[:ro|rw]
+Result<Volume> parseVolume(const std::string& text) {
+  auto invalid = Error(ErrorCode::kInvalidArgument, "invalid volume \"" + text + "\" (want HOST:GUEST[:ro])");
+  size_t first = text.find(':');
+  if (first == std::string::npos || first == 0) return invalid;
+  Volume volume;
+  volume.host = text.substr(0, first);
+  std::string rest = text.substr(first + 1);
+  size_t second = rest.find(':');
+  volume.guest = rest.substr(0, second);
+  if (second != std::string::npos) {
+    std::string mode = rest.substr(second + 1);
+    if (mode != "ro" && mode != "rw") return invalid;
+    volume.readonly = mode == "ro";
+  }
+  if (volume.guest.empty()) return invalid;
+  return volume;
+}
+
+// --security-opt seccomp=unconfined|PATH, no-new-privileges[=true|false],
+// sysctl-hardening=true|false.
+Result<void> applySecurityOpts(const std::vector<std::string>& opts, RunOptions& options) {
+  for (const auto& opt : opts) {
+    size_t equals = opt.find('=');
+    std::string key = opt.substr(0, equals);
+    std::string value = equals == std::string::npos ? "true" : opt.substr(equals + 1);
+    if (key == "seccomp") {
+      options.seccomp = value;
+    } else if (key == "no-new-privileges" && (value == "true" || value == "false")) {
+      options.no_new_privs = value == "true";
+    } else if (key == "sysctl-hardening" && (value == "true" || value == "false")) {
+      options.sysctl_hardening = value == "true";
+    } else {
+      return Error(ErrorCode::kInvalidArgument, "unknown --security-opt \"" + opt + "\"");
+    }
+  }
+  return success();
+}
+
+// Docker's --env-file: KEY=VALUE lines, KEY alone takes our value, '#' comments.
+Result<std::vector<std::string>> readEnvFiles(const std::vector<std::string>& paths) {
+  std::vector<std::string> env;
+  for (const auto& path : paths) {
+    std::ifstream file(path);
+    if (!file) return Error(ErrorCode::kNotFound, "env file " + path + ": cannot be read");
+    std::string line;
+    while (std::getline(file, line)) {
+      while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+      size_t start = line.find_first_not_of(' ');
+      if (start == std::string::npos || line[start] == '#') continue;
+      env.push_back(line.substr(start));
+    }
+  }
+  return env;
+}
 
 Result<RunOptions> toRunOptions(const RunFlags& flags, std::vector<std::string> command) {
   auto memory = parseMemory(flags.memory);
   if (!memory) return std::move(memory).error();
+  auto file_env = readEnvFiles(flags.env_files);
+  if (!file_env) return std::move(file_env).error();
   RunOptions options;
   options.rootfs = flags.rootfs;
+  // Without --rootfs the first word is the image, as in `docker run IMAGE CMD`.
+  if (flags.rootfs.empty() && flags.snapshot.empty() && !command.empty()) {
+    options.image = command.front();
+    command.erase(command.begin());
+  }
   options.command = std::move(command);
-  options.env = expandEnv(flags.env);
+  options.has_entrypoint = flags.has_entrypoint;
+  options.entrypoint = flags.entrypoint;
+  options.platform = flags.platform;
+  // -e wins over --env-file, as in Docker.
+  options.env = expandEnv(*file_env);
+  for (auto& entry : expandEnv(flags.env)) options.env.push_back(std::move(entry));
   options.workdir = flags.workdir;
   options.user = flags.user;
   options.hostname = flags.hostname;
@@ -202,6 +285,17 @@ Result<RunOptions> toRunOptions(const RunFlags& flags, std::vector<std::string> 
   options.memory_mib = *memory;
   options.remove = flags.remove;
   options.stop_timeout_seconds = flags.stop_timeout;
+  for (const auto& text : flags.volumes) {
+    auto volume = parseVolume(text);
+    if (!volume) return std::move(volume).error();
+    options.volumes.push_back(std::move(*volume));
+  }
+  options.tmpfs = flags.tmpfs;
+  options.tmp_size = flags.tmp_size;
+  options.cap_add = flags.cap_add;
+  options.cap_drop = flags.cap_drop;
+  options.privileged = flags.privileged;
+  MICROVM_TRY(applySecurityOpts(flags.security_opts, options));
   return options;
 }
 
@@ -248,6 +342,82 @@ int cmdRun(const GlobalFlags& global, const RunFlags& flags, std::vector<std::st
     return 0;
   }
   return forwardSignalsAndWait(*vm, stop_signals);
+}
+
+int cmdImages(const GlobalFlags& global, const std::string& format, bool quiet) {
+  if (format != "table" && format != "json") return fail("unknown format \"" + format + "\" (want table or json)");
+  auto runtime = openRuntime(global);
+  if (!runtime) return fail(runtime.error());
+  auto images = runtime->images();
+  if (!images) return fail(images.error());
+  if (quiet) {
+    for (const auto& image : *images) std::cout << image.reference << "\n";
+    return 0;
+  }
+  if (format == "json") {
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& image : *images) {
+      list.push_back({{"reference", image.reference},
+                      {"digest", image.digest},
+                      {"size", image.size},
+                      {"pulled_at", image.pulled_at},
+                      {"entrypoint", image.entrypoint},
+                      {"cmd", image.cmd},
+                      {"env", image.env},
+                      {"working_dir", image.working_dir},
+                      {"user", image.user},
+                      {"exposed_ports", image.exposed_ports}});
+    }
+    std::cout << list.dump(2) << "\n";
+    return 0;
+  }
+  std::printf("%-50s   %-19s   %-16s   %s\n", "REFERENCE", "DIGEST", "PULLED", "SIZE");
+  for (const auto& image : *images) {
+    std::printf("%-50s   %-19s   %-16s   %.1f MB\n", image.reference.c_str(), image.digest.substr(0, 19).c_str(),
+                ago(image.pulled_at).c_str(), static_cast<double>(image.size) / 1e6);
+  }
+  return 0;
+}
+
+int cmdLogin(const GlobalFlags& global, const std::string& registry, const std::string& username, bool from_stdin) {
+  std::string password;
+  if (from_stdin) {
+    std::getline(std::cin, password);
+  } else if (const char* env = std::getenv("MICROVM_PASSWORD")) {
+    password = env;
+  } else {
+    return fail("give the password with --password-stdin or $MICROVM_PASSWORD");
+  }
+  auto runtime = openRuntime(global);
+  if (!runtime) return fail(runtime.error());
+  if (auto saved = runtime->login(registry, username, password); !saved) return fail(saved.error());
+  std::cout << "Login Succeeded\n";
+  return 0;
+}
+
+int cmdDoctor(const GlobalFlags& global, const std::string& format, const std::vector<int>& ports) {
+  if (format != "text" && format != "json") return fail("unknown format \"" + format + "\" (want text or json)");
+  auto runtime = openRuntime(global);
+  if (!runtime) return fail(runtime.error());
+  auto checks = runtime->doctor(ports);
+  bool healthy = true;
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& check : checks) {
+    healthy = healthy && (check.ok || !check.required);
+    if (format == "json") {
+      list.push_back({{"name", check.name},
+                      {"ok", check.ok},
+                      {"required", check.required},
+                      {"detail", check.detail},
+                      {"hint", check.ok ? "" : check.hint}});
+    } else {
+      const char* mark = check.ok ? "ok  " : (check.required ? "FAIL" : "warn");
+      std::printf("%s  %-16s %s%s\n", mark, check.name.c_str(), check.detail.c_str(),
+                  check.ok ? "" : (" -> " + check.hint).c_str());
+    }
+  }
+  if (format == "json") std::cout << nlohmann::json{{"ok", healthy}, {"checks", list}}.dump(2) << "\n";
+  return healthy ? 0 : 1;
 }
 
 int cmdSnapshotList(const GlobalFlags& global, const std::string& format) {
@@ -449,6 +619,18 @@ void addRunFlags(CLI::App& command, RunFlags& flags) {
   command.add_option("--cpus", flags.cpus, "Number of vCPUs")->check(CLI::Range(1, 64));
   command.add_option("-m,--memory", flags.memory, "Memory: MiB, or with a unit (512m, 2g)");
   command.add_option("-e,--env", flags.env, "Set an environment variable (KEY=VALUE, or KEY to pass ours)");
+  command.add_option("--env-file", flags.env_files, "Read environment variables from a file (KEY=VALUE lines)");
+  command.add_option("--entrypoint", flags.entrypoint, "Replace the image's entrypoint (\"\" clears it)")
+      ->each([&flags](const std::string&) { flags.has_entrypoint = true; });
+  command.add_option("--platform", flags.platform, "Image platform to pull (default linux/amd64)");
+  command.add_option("-v,--volume", flags.volumes, "Share a host directory: HOST:GUEST[:ro] (ro is enforced on the host)");
+  command.add_option("--tmpfs", flags.tmpfs, "Mount a tmpfs: PATH[:OPTIONS], e.g. /scratch:size=64m");
+  command.add_option("--tmp-size", flags.tmp_size, "Size of the guest's /tmp tmpfs, e.g. 256m");
+  command.add_option("--cap-add", flags.cap_add, "Add a capability (NET_ADMIN, ..., or ALL)");
+  command.add_option("--cap-drop", flags.cap_drop, "Drop a capability (NET_RAW, ..., or ALL)");
+  command.add_flag("--privileged", flags.privileged, "All capabilities, no seccomp filter, no no_new_privs");
+  command.add_option("--security-opt", flags.security_opts,
+                     "seccomp=unconfined|PROFILE.json, no-new-privileges=true|false, sysctl-hardening=true|false");
   command.add_option("-w,--workdir", flags.workdir, "Working directory inside the VM");
   command.add_option("-u,--user", flags.user, "User inside the VM: UID[:GID] or NAME[:GROUP]");
   command.add_option("--hostname", flags.hostname, "Hostname inside the VM (default: the short VM id)");
@@ -469,17 +651,20 @@ int main(int argc, char** argv) {
                                                   "$XDG_DATA_HOME/microvm, or /var/lib/microvm for root)");
   app.add_option("--accel", global.accel, "Acceleration: auto (default), kvm or tcg")
       ->check(CLI::IsMember({"auto", "kvm", "tcg"}));
+  app.add_option("--insecure-registry", global.insecure_registries, "Registry to reach over plain http (repeatable)");
 
   RunFlags run;
   std::vector<std::string> command;
   auto* run_cmd = app.add_subcommand("run", "Run a command in a new microVM");
-  run_cmd->footer("Usage: microvm run [OPTIONS] --rootfs DIR [--] COMMAND [ARG...]");
+  run_cmd->footer("Usage: microvm run [OPTIONS] IMAGE [COMMAND] [ARG...]\n"
+                  "       microvm run [OPTIONS] --rootfs DIR [--] COMMAND [ARG...]");
   addRunFlags(*run_cmd, run);
   run_cmd->add_flag("-d,--detach", run.detach, "Run in the background and print the VM id");
   run_cmd->add_option("--snapshot", run.snapshot, "Start from a snapshot instead: resume the saved VM");
 
   auto* create_cmd = app.add_subcommand("create", "Create a VM without starting it");
-  create_cmd->footer("Usage: microvm create [OPTIONS] --rootfs DIR [--] COMMAND [ARG...]");
+  create_cmd->footer("Usage: microvm create [OPTIONS] IMAGE [COMMAND] [ARG...]\n"
+                     "       microvm create [OPTIONS] --rootfs DIR [--] COMMAND [ARG...]");
   addRunFlags(*create_cmd, run);
 
   std::vector<std::string> refs;
@@ -550,6 +735,33 @@ int main(int argc, char** argv) {
   snapshot_restore->add_option("name", run.snapshot, "Snapshot name")->required();
   snapshot_restore->add_option("--name", run.name, "Name of the new VM");
 
+  std::vector<std::string> image_refs;
+  std::string platform = "linux/amd64";
+  auto* pull_cmd = app.add_subcommand("pull", "Pull images from a registry or an OCI layout (oci:PATH[:TAG])");
+  pull_cmd->add_option("image", image_refs, "Image reference")->required();
+  pull_cmd->add_option("--platform", platform, "Platform (default linux/amd64)");
+  auto* images_cmd = app.add_subcommand("images", "List pulled images");
+  images_cmd->add_option("--format", format, "table (default) or json");
+  images_cmd->add_flag("-q,--quiet", quiet, "Only show references");
+  auto* rmi_cmd = app.add_subcommand("rmi", "Remove images");
+  rmi_cmd->add_option("image", image_refs, "Image reference")->required();
+  rmi_cmd->add_flag("-f,--force", force, "Remove even if a VM uses it");
+  auto* image_cmd = app.add_subcommand("image", "Manage images");
+  image_cmd->require_subcommand(1);
+  auto* image_prune = image_cmd->add_subcommand("prune", "Remove image data no tag refers to");
+  std::string registry;
+  std::string username;
+  bool password_stdin = false;
+  auto* login_cmd = app.add_subcommand("login", "Store credentials for a registry");
+  login_cmd->add_option("registry", registry, "Registry host[:port]")->required();
+  login_cmd->add_option("-u,--username", username, "User name")->required();
+  login_cmd->add_flag("--password-stdin", password_stdin, "Read the password from stdin (else: $MICROVM_PASSWORD)");
+
+  std::vector<int> doctor_ports;
+  auto* doctor_cmd = app.add_subcommand("doctor", "Check that this host can run VMs, with a fix for each problem");
+  doctor_cmd->add_option("--format", format, "text (default) or json");
+  doctor_cmd->add_option("-p,--port", doctor_ports, "Also check that this host port is free (repeatable)");
+
   auto* info_cmd = app.add_subcommand("info", "Show the QEMU, kernel, acceleration and data dir in use");
   info_cmd->add_option("-f,--format", format, "Output format: text or json")->default_str("text");
 
@@ -579,6 +791,9 @@ int main(int argc, char** argv) {
   if (prune_cmd->parsed()) return cmdPrune(global);
   if (info_cmd->parsed()) return cmdInfo(global, format.empty() ? "text" : format);
   if (snapshot_ls->parsed()) return cmdSnapshotList(global, format.empty() ? "table" : format);
+  if (doctor_cmd->parsed()) return cmdDoctor(global, format.empty() ? "text" : format, doctor_ports);
+  if (images_cmd->parsed()) return cmdImages(global, format.empty() ? "table" : format, quiet);
+  if (login_cmd->parsed()) return cmdLogin(global, registry, username, password_stdin);
   if (snapshot_restore->parsed()) {
     run.detach = true;
     return cmdRun(global, run, {});
@@ -603,6 +818,22 @@ int main(int argc, char** argv) {
   if (rm_cmd->parsed()) return forEachVm(refs, [&](const std::string& ref) { return runtime->remove(ref, force); });
   if (pause_cmd->parsed()) return forEachVm(refs, [&](const std::string& ref) { return runtime->pause(ref); });
   if (unpause_cmd->parsed()) return forEachVm(refs, [&](const std::string& ref) { return runtime->resume(ref); });
+  if (pull_cmd->parsed()) {
+    return forEachVm(image_refs, [&](const std::string& ref) -> Result<void> {
+      auto image = runtime->pull(ref, platform);
+      if (!image) return std::move(image).error();
+      return success();
+    });
+  }
+  if (rmi_cmd->parsed()) {
+    return forEachVm(image_refs, [&](const std::string& ref) { return runtime->removeImage(ref, force); });
+  }
+  if (image_prune->parsed()) {
+    auto freed = runtime->pruneImages();
+    if (!freed) return fail(freed.error());
+    std::printf("Total reclaimed space: %.1f MB\n", static_cast<double>(*freed) / 1e6);
+    return 0;
+  }
   if (snapshot_create->parsed()) {
     return forEachVm(snapshot_names, [&](const std::string& name) { return runtime->snapshot(snapshot_vm, name); });
   }

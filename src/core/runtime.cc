@@ -13,12 +13,16 @@
 #include "base/scope_guard.h"
 #include "hypervisor/accel.h"
 #include "hypervisor/qemu/qemu_backend.h"
+#include "image/image_store.h"
 #include "image/root_disk.h"
+#include "image/workload_config.h"
 #include "preflight/preflight.h"
 #include "state/layout.h"
 #include "state/vm_record.h"
-#include "state/vm_store.h"
+#include "core/images.h"
 #include "runner/control.h"
+#include "security/hardening.h"
+#include "state/vm_store.h"
 
 namespace microvm {
 
@@ -36,19 +40,24 @@ std::string pick(const std::string& option, const char* env_name, const std::str
 
 Result<void> validate(const RunOptions& options) {
   auto invalid = [](const std::string& message) { return Error(ErrorCode::kInvalidArgument, message); };
-  if (options.command.empty()) return invalid("no command given (put it after the options, or after --)");
-  if (options.command[0].empty()) return invalid("the command is an empty string");
-  if (options.rootfs.empty()) return invalid("no root filesystem given (--rootfs DIR)");
-  std::error_code ec;
-  if (!fs::is_directory(options.rootfs, ec)) {
-    return invalid("rootfs " + options.rootfs.string() + ": " +
-                   (fs::exists(options.rootfs, ec) ? "not a directory" : "no such directory"));
+  if (options.image.empty() == options.rootfs.empty()) {
+    return invalid(options.image.empty() ? "nothing to run: give an image, or a root filesystem with --rootfs DIR"
+                                         : "give an image or --rootfs, not both");
   }
+  if (!options.rootfs.empty()) {
+    if (options.command.empty()) return invalid("no command given (put it after the options, or after --)");
+    std::error_code ec;
+    if (!fs::is_directory(options.rootfs, ec)) {
+      return invalid("rootfs " + options.rootfs.string() + ": " +
+                     (fs::exists(options.rootfs, ec) ? "not a directory" : "no such directory"));
+    }
+  }
+  if (!options.command.empty() && options.command[0].empty()) return invalid("the command is an empty string");
   if (options.cpus < 1 || options.cpus > 64) return invalid("cpus must be between 1 and 64");
   if (options.memory_mib < 64 || options.memory_mib > 1024 * 1024) {
     return invalid("memory must be between 64 MiB and 1 TiB");
   }
-  if (options.workdir.empty() || options.workdir[0] != '/') {
+  if (!options.workdir.empty() && options.workdir[0] != '/') {
     return invalid("working directory \"" + options.workdir + "\" is not an absolute path");
   }
   for (const auto& var : options.env) {
@@ -57,6 +66,51 @@ Result<void> validate(const RunOptions& options) {
     }
   }
   if (options.stop_timeout_seconds < 0) return invalid("stop timeout must not be negative");
+  for (const auto& volume : options.volumes) {
+    std::error_code ec;
+    if (!fs::is_directory(volume.host, ec)) {
+      return invalid("volume " + volume.host.string() + ": no such directory on the host");
+    }
+    if (volume.guest.empty() || volume.guest[0] != '/' || volume.guest == "/") {
+      return invalid("volume target \"" + volume.guest + "\" must be an absolute path other than /");
+    }
+  }
+  for (const auto& entry : options.tmpfs) {
+    if (entry.empty() || entry[0] != '/') return invalid("tmpfs \"" + entry + "\": the path must be absolute");
+  }
+  return success();
+}
+
+// Volumes, tmpfs mounts and the workload's confinement, into the spec.
+Result<void> applyMountsAndConfinement(const RunOptions& options, VmSpec& spec) {
+  for (const auto& volume : options.volumes) {
+    spec.shares.push_back({fs::absolute(volume.host).lexically_normal().string(), volume.guest, volume.readonly});
+  }
+  if (!options.tmp_size.empty()) spec.tmpfs.emplace_back("/tmp", "size=" + options.tmp_size + ",mode=1777");
+  for (const auto& entry : options.tmpfs) {
+    size_t colon = entry.find(':');
+    spec.tmpfs.emplace_back(entry.substr(0, colon), colon == std::string::npos ? "" : entry.substr(colon + 1));
+  }
+  HardeningOptions hardening;
+  hardening.cap_add = options.cap_add;
+  hardening.cap_drop = options.cap_drop;
+  hardening.privileged = options.privileged;
+  hardening.no_new_privs = options.no_new_privs;
+  hardening.sysctl_hardening = options.sysctl_hardening;
+  if (!options.seccomp.empty() && options.seccomp != "unconfined") {
+    auto profile = readFile(options.seccomp);
+    if (!profile) return std::move(profile).error().withContext("seccomp profile");
+    hardening.seccomp = *profile;
+  } else {
+    hardening.seccomp = options.seccomp;
+  }
+  auto plan = planHardening(hardening);
+  if (!plan) return std::move(plan).error();
+  spec.capabilities = plan->capabilities;
+  spec.no_new_privs = plan->no_new_privs;
+  spec.seccomp_default = plan->seccomp_default;
+  spec.seccomp_rules = plan->seccomp_rules;
+  spec.sysctls = plan->sysctls;
   return success();
 }
 
@@ -102,6 +156,12 @@ Result<Runtime> Runtime::open(RuntimeOptions options) {
   runtime.runner_ = pick("", "MICROVM_RUNNER", (*exe_dir / "microvm-runner").string());
   runtime.qemu_ = pick(options.qemu, "MICROVM_QEMU", "qemu-system-x86_64");
   runtime.accel_request_ = pick(options.accel, "MICROVM_ACCEL", "auto");
+  runtime.registry_options_ = options;
+  if (options.docker_config.empty()) {
+    const char* home = std::getenv("HOME");
+    fs::path docker_dir = pick("", "DOCKER_CONFIG", (fs::path(home ? home : "/root") / ".docker").string());
+    runtime.registry_options_.docker_config = docker_dir / "config.json";
+  }
   if (auto request = parseAccelRequest(runtime.accel_request_); !request) return std::move(request).error();
   return runtime;
 }
@@ -150,17 +210,39 @@ Result<HostInfo> Runtime::info() {
 
 Result<std::string> Runtime::create(const RunOptions& options) {
   MICROVM_TRY(validate(options));
-  MICROVM_TRY(runPreflight({qemu_, kernel_, initramfs_, runner_}));
+  MICROVM_TRY(runPreflight({qemu_, kernel_, initramfs_, runner_, data_dir_, {}}));
   MICROVM_TRY(resolveAcceleration());
 
   auto layout = Layout::resolve(data_dir_);
   if (!layout) return std::move(layout).error();
   VmStore store(*layout);
   MICROVM_TRY(makeDirs(layout->vmsDir()));
-  auto base = ensureBaseDisk(layout->rootfsCacheDir(), options.rootfs);
-  if (!base) return std::move(base).error().withContext("build root disk");
-
+  // The root disk and the workload: from the image (its config merged with
+  // the options, Docker's way), or from a directory and the options alone.
+  WorkloadOverrides overrides;
+  overrides.args = options.command;
+  if (options.has_entrypoint) overrides.entrypoint = options.entrypoint;
+  overrides.env = options.env;
+  overrides.workdir = options.workdir;
+  overrides.user = options.user;
+  ImageDefaults defaults;
+  fs::path base;
   VmSpec spec;
+  if (!options.image.empty()) {
+    auto image = findOrPullImage(data_dir_, registry_options_, options.image, options.platform);
+    if (!image) return std::move(image).error();
+    base = image->base_disk;
+    defaults = image->defaults;
+    spec.image = image->reference;
+    spec.exposed_ports = image->exposed_ports;
+  } else {
+    auto built = ensureBaseDisk(layout->rootfsCacheDir(), options.rootfs);
+    if (!built) return std::move(built).error().withContext("build root disk");
+    base = *built;
+  }
+  auto workload = mergeImageDefaults(defaults, overrides);
+  if (!workload) return std::move(workload).error();
+
   spec.id = randomHex(32);
   spec.name = options.name.empty() ? spec.id.substr(0, 12) : options.name;
   spec.created_at = nowRfc3339();
@@ -171,14 +253,15 @@ Result<std::string> Runtime::create(const RunOptions& options) {
   spec.memory_mib = options.memory_mib;
   spec.kernel = fs::absolute(kernel_).string();
   spec.initramfs = fs::absolute(initramfs_).string();
-  spec.base_disk = base->string();
-  spec.argv = options.command;
-  spec.env = options.env;
-  spec.workdir = options.workdir;
-  spec.user = options.user;
+  spec.base_disk = base.string();
+  spec.argv = workload->argv;
+  spec.env = workload->env;
+  spec.workdir = workload->workdir;
+  spec.user = workload->user;
   spec.hostname = options.hostname.empty() ? spec.id.substr(0, 12) : options.hostname;
   spec.remove_on_exit = options.remove;
   spec.stop_timeout_seconds = options.stop_timeout_seconds;
+  MICROVM_TRY(applyMountsAndConfinement(options, spec));
 
   fs::path vm_dir = layout->vmDir(spec.id);
   spec.root_disk = (vm_dir / "disk.qcow2").string();
@@ -192,10 +275,26 @@ Result<std::string> Runtime::create(const RunOptions& options) {
   if (!options.name.empty()) MICROVM_TRY(store.checkNameFree(options.name));
   MICROVM_TRY(makeDirs(vm_dir));
   ScopeGuard remove_vm([&] { (void)removeTree(vm_dir); });
-  MICROVM_TRY(createOverlay(*base, spec.root_disk));
+  MICROVM_TRY(createOverlay(base, spec.root_disk));
   MICROVM_TRY(saveSpec(vm_dir, spec));
   remove_vm.dismiss();
   return spec.id;
+}
+
+std::vector<DoctorCheck> Runtime::doctor(const std::vector<int>& host_ports) {
+  std::vector<DoctorCheck> checks;
+  for (auto& check : runPreflightChecks({qemu_, kernel_, initramfs_, runner_, data_dir_, host_ports})) {
+    checks.push_back({check.name, check.ok, check.required, check.detail, check.hint});
+  }
+  // /dev/kvm opening is not the verdict: say what a VM would actually use.
+  for (auto& check : checks) {
+    if (check.name != "kvm" || !findOnPath(qemu_) || !fs::exists(kernel_)) continue;
+    if (auto resolved = resolveAcceleration(); resolved) {
+      check = {"acceleration", accel_ == "kvm", false, accel_ + ": " + accel_reason_,
+               "VMs run under TCG (software emulation): correct but slower"};
+    }
+  }
+  return checks;
 }
 
 Result<VmHandle> Runtime::start(const std::string& reference, int stdout_fd, int stderr_fd) {

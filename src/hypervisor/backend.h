@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/process.h"
 #include "microvm/result.h"
@@ -33,6 +34,12 @@ struct MachineConfig {
   std::filesystem::path qmp_socket;   // empty: no QMP
   int control_fd = -1;                // the guest's microvm.ctl port; -1: none
   int incoming_fd = -1;               // restore the machine from this saved state; -1: boot
+  struct Share {
+    std::filesystem::path host;
+    std::string tag;                  // the guest mounts it by this tag
+    bool readonly = false;            // enforced by the VMM on the host
+  };
+  std::vector<Share> shares;
   int stderr_fd = -1;                 // where the VMM's own diagnostics go
 };
 

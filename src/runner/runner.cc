@@ -152,6 +152,16 @@ void Runner::sendSpec() {
   workload.workdir = spec_.workdir;
   workload.user = spec_.user;
   workload.hostname = spec_.hostname;
+  for (size_t i = 0; i < spec_.shares.size(); ++i) {
+    const auto& share = spec_.shares[i];
+    workload.mounts.push_back({"vol" + std::to_string(i), share.guest, "9p", "", share.readonly});
+  }
+  for (const auto& [path, options] : spec_.tmpfs) workload.mounts.push_back({"tmpfs", path, "tmpfs", options, false});
+  workload.sysctls = spec_.sysctls;
+  workload.capabilities = spec_.capabilities;
+  workload.no_new_privs = spec_.no_new_privs;
+  workload.seccomp_default = spec_.seccomp_default;
+  workload.seccomp_rules = spec_.seccomp_rules;
   // The guest reads the spec once its port opens; the socket buffers it.
   sendFrame(agent::FrameType::kSpec, agent::encodeSpec(workload));
 }
@@ -204,6 +214,9 @@ Result<void> Runner::start() {
   config.qmp_socket = qmp;
   config.control_fd = guest_end.get();
   config.stderr_fd = log_fd_.get();
+  for (size_t i = 0; i < spec_.shares.size(); ++i) {
+    config.shares.push_back({spec_.shares[i].host, "vol" + std::to_string(i), spec_.shares[i].readonly});
+  }
   // A VM made from a snapshot resumes it on its first start only; started
   // again after it exits, it boots afresh from its disk.
   bool restoring = !spec_.restore_from.empty() && !fs::exists(vm_dir_ / "state.json");

@@ -4,7 +4,6 @@
 #include <signal.h>
 #include <sys/file.h>
 
-#include <ctime>
 #include <nlohmann/json.hpp>
 
 #include "base/fs.h"
@@ -46,6 +45,12 @@ Result<T> loadJson(const fs::path& path, Decode decode) {
   }
 }
 
+json sharesJson(const std::vector<VmSpec::Share>& shares) {
+  json list = json::array();
+  for (const auto& share : shares) list.push_back({{"host", share.host}, {"guest", share.guest}, {"readonly", share.readonly}});
+  return list;
+}
+
 }  // namespace
 
 Result<void> saveSpec(const fs::path& vm_dir, const VmSpec& spec) {
@@ -66,11 +71,21 @@ Result<void> saveSpec(const fs::path& vm_dir, const VmSpec& spec) {
         {"runtime_dir", spec.runtime_dir},
         {"restore_from", spec.restore_from}}},
       {"workload",
-       {{"argv", spec.argv},
+       {{"image", spec.image},
+        {"exposed_ports", spec.exposed_ports},
+        {"argv", spec.argv},
         {"env", spec.env},
         {"workdir", spec.workdir},
         {"user", spec.user},
         {"hostname", spec.hostname}}},
+      {"shares", sharesJson(spec.shares)},
+      {"tmpfs", spec.tmpfs},
+      {"confinement",
+       {{"capabilities", spec.capabilities},
+        {"no_new_privs", spec.no_new_privs},
+        {"seccomp_default", spec.seccomp_default},
+        {"seccomp_rules", spec.seccomp_rules},
+        {"sysctls", spec.sysctls}}},
       {"remove_on_exit", spec.remove_on_exit},
       {"stop_timeout_seconds", spec.stop_timeout_seconds},
   };
@@ -96,11 +111,23 @@ Result<VmSpec> loadSpec(const fs::path& vm_dir) {
     machine.at("runtime_dir").get_to(spec.runtime_dir);
     spec.restore_from = machine.value("restore_from", "");
     const json& workload = j.at("workload");
+    spec.image = workload.value("image", "");
+    spec.exposed_ports = workload.value("exposed_ports", std::vector<std::string>());
     workload.at("argv").get_to(spec.argv);
     workload.at("env").get_to(spec.env);
     workload.at("workdir").get_to(spec.workdir);
     workload.at("user").get_to(spec.user);
     workload.at("hostname").get_to(spec.hostname);
+    for (const auto& share : j.value("shares", json::array())) {
+      spec.shares.push_back({share.at("host"), share.at("guest"), share.at("readonly")});
+    }
+    spec.tmpfs = j.value("tmpfs", std::vector<std::pair<std::string, std::string>>());
+    const json confinement = j.value("confinement", json::object());
+    spec.capabilities = confinement.value("capabilities", uint64_t{0});
+    spec.no_new_privs = confinement.value("no_new_privs", true);
+    spec.seccomp_default = confinement.value("seccomp_default", "");
+    spec.seccomp_rules = confinement.value("seccomp_rules", std::vector<std::string>());
+    spec.sysctls = confinement.value("sysctls", std::vector<std::string>());
     j.at("remove_on_exit").get_to(spec.remove_on_exit);
     j.at("stop_timeout_seconds").get_to(spec.stop_timeout_seconds);
     return spec;
@@ -158,17 +185,6 @@ bool runnerAlive(const VmState& state) {
   auto stat = readFile("/proc/" + std::to_string(state.runner_pid) + "/stat");
   size_t close = stat ? stat->rfind(')') : std::string::npos;
   return close != std::string::npos && close + 2 < stat->size() && (*stat)[close + 2] != 'Z';
-}
-
-std::string nowRfc3339() {
-  timespec now{};
-  ::clock_gettime(CLOCK_REALTIME, &now);
-  tm utc{};
-  ::gmtime_r(&now.tv_sec, &utc);
-  char buffer[64];
-  size_t n = std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%S", &utc);
-  std::snprintf(buffer + n, sizeof buffer - n, ".%09ldZ", now.tv_nsec);
-  return buffer;
 }
 
 }  // namespace microvm

@@ -6,10 +6,13 @@
 #include <sys/types.h>
 
 #include <filesystem>
+#include <cstdint>
 #include <optional>
+#include <utility>
 #include <string>
 #include <vector>
 
+#include "base/clock.h"
 #include "base/unique_fd.h"
 #include "microvm/result.h"
 
@@ -34,11 +37,29 @@ struct VmSpec {
   std::string restore_from;  // saved machine state to resume on first start; empty: boot
 
   // Workload.
+  std::string image;  // the reference it was created from; empty for --rootfs
+  std::vector<std::string> exposed_ports;
   std::vector<std::string> argv;
   std::vector<std::string> env;
   std::string workdir = "/";
   std::string user;
   std::string hostname;
+
+  // Host directories shared over 9p; tag "vol<N>" is the N-th.
+  struct Share {
+    std::string host;
+    std::string guest;
+    bool readonly = false;
+  };
+  std::vector<Share> shares;
+  std::vector<std::pair<std::string, std::string>> tmpfs;  // guest path, mount options
+
+  // Confinement of the workload, as init applies it.
+  uint64_t capabilities = 0;
+  bool no_new_privs = true;
+  std::string seccomp_default;
+  std::vector<std::string> seccomp_rules;
+  std::vector<std::string> sysctls;
 
   // Lifecycle.
   bool remove_on_exit = false;
@@ -81,7 +102,5 @@ class StateLock {
 // (same pid and same start time: a reused pid is never mistaken for it).
 bool runnerAlive(const VmState& state);
 
-// Now, as RFC 3339 UTC with nanoseconds: 2026-11-22T05:28:05.123456789Z.
-std::string nowRfc3339();
 
 }  // namespace microvm

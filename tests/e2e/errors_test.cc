@@ -1,5 +1,9 @@
 // Bad input gives one clear line, exit code 125, and leaves nothing behind.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -68,6 +72,67 @@ TEST(InfoTest, VersionAndHelp) {
   auto help = microvm({"run", "--help"});
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_NE(help.out.find("--rootfs"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace microvm::e2e
+
+namespace microvm::e2e {
+namespace {
+
+nlohmann::json doctorJson(const std::vector<std::string>& extra_args, const std::vector<std::string>& env,
+                          int* exit_code) {
+  std::vector<std::string> args = extra_args;
+  args.insert(args.end(), {"doctor", "--format", "json"});
+  auto result = microvm(args, env);
+  *exit_code = result.exit_code;
+  return nlohmann::json::parse(result.out, nullptr, false);
+}
+
+const nlohmann::json* findCheck(const nlohmann::json& report, const std::string& name) {
+  for (const auto& check : report["checks"]) {
+    if (check["name"] == name) return &check;
+  }
+  return nullptr;
+}
+
+TEST(DoctorTest, HealthyHostPasses) {
+  int code = -1;
+  auto report = doctorJson({}, {}, &code);
+  EXPECT_EQ(code, 0) << report.dump(2);
+  EXPECT_EQ(report["ok"], true);
+  ASSERT_NE(findCheck(report, "acceleration"), nullptr) << report.dump(2);
+}
+
+TEST(DoctorTest, ReportsEachFailureItIsShown) {
+  // A busy port: we hold it open while doctor looks.
+  int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  // SAFETY: sockaddr_in is the sockaddr variant for AF_INET.
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(::listen(listener, 1), 0);
+  ::getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length);
+  std::string port = std::to_string(ntohs(address.sin_port));
+
+  int code = -1;
+  auto report = doctorJson({"--data-dir", "/etc/hostname/data"}, {"MICROVM_QEMU=qemu-system-nonexistent"}, &code);
+  auto with_port = microvm({"doctor", "--format", "json", "-p", port});
+  ::close(listener);
+
+  EXPECT_EQ(report["ok"], false);
+  ASSERT_NE(findCheck(report, "qemu"), nullptr);
+  EXPECT_EQ((*findCheck(report, "qemu"))["ok"], false);
+  EXPECT_NE((*findCheck(report, "qemu"))["hint"].get<std::string>().find("qemu-system-x86"), std::string::npos);
+  ASSERT_NE(findCheck(report, "data_dir"), nullptr);
+  EXPECT_EQ((*findCheck(report, "data_dir"))["ok"], false);
+
+  EXPECT_EQ(with_port.exit_code, 1);
+  auto port_report = nlohmann::json::parse(with_port.out);
+  ASSERT_NE(findCheck(port_report, "port " + port), nullptr) << with_port.out;
+  EXPECT_EQ((*findCheck(port_report, "port " + port))["ok"], false);
 }
 
 }  // namespace

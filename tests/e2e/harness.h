@@ -39,6 +39,28 @@ class Cli {
   Outcome outcome_;
 };
 
+// A helper process (a registry, a server) for the length of a test suite;
+// killed and reaped on destruction. Its output goes to `log`.
+class Background {
+ public:
+  Background(const std::vector<std::string>& argv, const std::filesystem::path& log);
+  Background(const Background&) = delete;
+  Background& operator=(const Background&) = delete;
+  ~Background();
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// Runs a shell command; returns its exit status (output to our stderr).
+int shell(const std::string& command);
+
+// A TCP port on 127.0.0.1 that was free a moment ago.
+int freePort();
+
+// Waits up to `limit` for something to listen on 127.0.0.1:port.
+bool waitForPort(int port, std::chrono::seconds limit);
+
 // Runs `microvm ARGS...` to completion.
 Outcome microvm(const std::vector<std::string>& args, const std::vector<std::string>& extra_env = {});
 

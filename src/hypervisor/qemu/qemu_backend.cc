@@ -1,5 +1,7 @@
 #include "hypervisor/qemu/qemu_backend.h"
 
+#include <unistd.h>
+
 #include <optional>
 #include <thread>
 
@@ -124,6 +126,16 @@ std::vector<std::string> QemuBackend::commandLine(const MachineConfig& config) c
   if (!config.root_disk.empty()) {
     add({"-drive", "id=root,file=" + config.root_disk.string() + ",format=qcow2,if=none,discard=unmap",
          "-device", "virtio-blk-device,drive=root"});
+  }
+  for (size_t i = 0; i < config.shares.size(); ++i) {
+    const auto& share = config.shares[i];
+    std::string id = "fs" + std::to_string(i);
+    // passthrough keeps the guest's owners on the host when QEMU may chown
+    // (root); otherwise files are simply created as QEMU's user.
+    std::string model = ::geteuid() == 0 ? "passthrough" : "none";
+    add({"-fsdev", "local,id=" + id + ",path=" + share.host.string() + ",security_model=" + model +
+                       (share.readonly ? ",readonly=on" : ""),
+         "-device", "virtio-9p-device,fsdev=" + id + ",mount_tag=" + share.tag});
   }
   if (config.control_fd >= 0) {
     add({"-chardev", "socket,id=ctl,fd=" + std::to_string(kQemuControlFd), "-device",

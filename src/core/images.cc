@@ -1,0 +1,94 @@
+// Runtime's image commands: pull, images, rmi, image prune, login.
+#include "core/images.h"
+
+#include "image/registry_client.h"
+#include "state/vm_store.h"
+
+namespace microvm {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path imagesDir(const fs::path& data_dir) { return data_dir / "images"; }
+
+PullOptions pullOptions(const RuntimeOptions& settings, const std::string& platform) {
+  PullOptions options;
+  options.platform = platform;
+  options.registry.insecure_registries = settings.insecure_registries;
+  options.registry.docker_config = settings.docker_config;
+  options.registry.progress = settings.progress;
+  return options;
+}
+
+ImageInfo toInfo(const ImageRecord& record) {
+  ImageInfo info;
+  info.reference = record.reference;
+  info.digest = record.manifest_digest;
+  info.size = record.size;
+  info.pulled_at = record.pulled_at;
+  info.entrypoint = record.defaults.entrypoint;
+  info.cmd = record.defaults.cmd;
+  info.env = record.defaults.env;
+  info.working_dir = record.defaults.working_dir;
+  info.user = record.defaults.user;
+  info.exposed_ports = record.exposed_ports;
+  return info;
+}
+
+}  // namespace
+
+Result<ImageRecord> findOrPullImage(const fs::path& data_dir, const RuntimeOptions& settings,
+                                    const std::string& reference, const std::string& platform) {
+  ImageStore store(imagesDir(data_dir));
+  auto local = store.find(reference);
+  if (!local) return std::move(local).error();
+  if (*local) return std::move(**local);
+  return store.pull(reference, pullOptions(settings, platform));
+}
+
+Result<ImageInfo> Runtime::pull(const std::string& reference, const std::string& platform) {
+  auto record = ImageStore(imagesDir(data_dir_)).pull(reference, pullOptions(registry_options_, platform));
+  if (!record) return std::move(record).error();
+  return toInfo(*record);
+}
+
+Result<std::vector<ImageInfo>> Runtime::images() {
+  auto records = ImageStore(imagesDir(data_dir_)).list();
+  if (!records) return std::move(records).error();
+  std::vector<ImageInfo> infos;
+  for (const auto& record : *records) infos.push_back(toInfo(record));
+  return infos;
+}
+
+Result<void> Runtime::removeImage(const std::string& reference, bool force) {
+  ImageStore store(imagesDir(data_dir_));
+  auto image = store.find(reference);
+  if (!image) return std::move(image).error();
+  if (!*image) return Error(ErrorCode::kNotFound, "no such image: " + reference);
+  if (!force) {
+    // A VM's disk overlays the image's base: removing it would break the VM.
+    auto layout = Layout::resolve(data_dir_);
+    if (!layout) return std::move(layout).error();
+    auto vms = VmStore(*layout).list();
+    if (!vms) return std::move(vms).error();
+    for (const auto& vm : *vms) {
+      if (vm.spec.base_disk == (*image)->base_disk.string()) {
+        return Error(ErrorCode::kInvalidArgument, "image " + (*image)->reference + " is used by VM " + vm.spec.name +
+                                                      " (remove the VM first, or use -f)");
+      }
+    }
+  }
+  return store.remove(reference);
+}
+
+Result<uint64_t> Runtime::pruneImages() { return ImageStore(imagesDir(data_dir_)).prune(); }
+
+Result<void> Runtime::login(const std::string& registry, const std::string& username, const std::string& password) {
+  if (registry.empty() || username.empty()) {
+    return Error(ErrorCode::kInvalidArgument, "login needs a registry and a username");
+  }
+  return saveCredentials(registry_options_.docker_config, registry, username, password);
+}
+
+}  // namespace microvm

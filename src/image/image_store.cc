@@ -1,0 +1,376 @@
+#include "image/image_store.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "base/clock.h"
+#include "base/fs.h"
+#include "base/hash.h"
+#include "base/scope_guard.h"
+#include "base/unique_fd.h"
+#include "image/layer_extractor.h"
+#include "image/manifest.h"
+#include "image/oci_layout_source.h"
+#include "image/reference.h"
+#include "image/registry_client.h"
+#include "image/root_disk.h"
+
+namespace microvm {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr size_t kParallelDownloads = 4;
+
+// An exclusive flock on `path`, held for the object's lifetime.
+Result<UniqueFd> lockFile(const fs::path& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd.valid()) return Error::fromErrno("open " + path.string());
+  while (::flock(fd.get(), LOCK_EX) != 0) {
+    if (errno != EINTR) return Error::fromErrno("lock " + path.string());
+  }
+  return fd;
+}
+
+// Where an image comes from and by what name it is stored.
+struct Source {
+  std::unique_ptr<BlobSource> blobs;
+  std::string reference;  // normalized, the key in refs.json
+  std::string fetch_by;   // tag or digest for fetchManifest
+};
+
+Result<Source> openSource(const std::string& text, const RegistryOptions& options) {
+  if (text.rfind("oci:", 0) == 0) {
+    // oci:PATH[:TAG]; a PATH may itself contain ':' only before the last one.
+    std::string rest = text.substr(4);
+    size_t colon = rest.rfind(':');
+    std::string path = colon == std::string::npos ? rest : rest.substr(0, colon);
+    std::string tag = colon == std::string::npos ? "" : rest.substr(colon + 1);
+    std::error_code ec;
+    fs::path absolute = fs::absolute(path, ec);
+    if (!fs::is_directory(absolute, ec)) {
+      return Error(ErrorCode::kNotFound, "OCI layout " + path + ": no such directory");
+    }
+    return Source{std::make_unique<OciLayoutSource>(absolute),
+                  "oci:" + absolute.string() + (tag.empty() ? "" : ":" + tag), tag};
+  }
+  if (text.find(':') != std::string::npos && text.rfind("docker-archive:", 0) == 0) {
+    return Error(ErrorCode::kUnsupported, "docker-archive: sources are not supported yet; use oci:PATH or a registry");
+  }
+  auto reference = parseReference(text);
+  if (!reference) return std::move(reference).error();
+  return Source{std::make_unique<RegistryClient>(reference->registry, reference->repository, options),
+                reference->toString(), reference->tagOrDigest()};
+}
+
+json recordToJson(const ImageRecord& record) {
+  return {{"reference", record.reference},
+          {"manifest_digest", record.manifest_digest},
+          {"config_digest", record.config_digest},
+          {"entrypoint", record.defaults.entrypoint},
+          {"cmd", record.defaults.cmd},
+          {"env", record.defaults.env},
+          {"working_dir", record.defaults.working_dir},
+          {"user", record.defaults.user},
+          {"exposed_ports", record.exposed_ports},
+          {"size", record.size},
+          {"pulled_at", record.pulled_at}};
+}
+
+Result<ImageRecord> recordFromJson(const json& j, const fs::path& base_disk) {
+  try {
+    ImageRecord record;
+    j.at("reference").get_to(record.reference);
+    j.at("manifest_digest").get_to(record.manifest_digest);
+    j.at("config_digest").get_to(record.config_digest);
+    j.at("entrypoint").get_to(record.defaults.entrypoint);
+    j.at("cmd").get_to(record.defaults.cmd);
+    j.at("env").get_to(record.defaults.env);
+    j.at("working_dir").get_to(record.defaults.working_dir);
+    j.at("user").get_to(record.defaults.user);
+    j.at("exposed_ports").get_to(record.exposed_ports);
+    j.at("size").get_to(record.size);
+    j.at("pulled_at").get_to(record.pulled_at);
+    record.base_disk = base_disk;
+    return record;
+  } catch (const json::exception& e) {
+    return Error(ErrorCode::kProtocol, std::string("malformed image record: ") + e.what());
+  }
+}
+
+}  // namespace
+
+// The parts of a pull, in order; each step is skipped when its result is
+// already in the store.
+class Puller {
+ public:
+  Puller(fs::path dir, Source source, PullOptions options)
+      : dir_(std::move(dir)), source_(std::move(source)), options_(std::move(options)) {}
+
+  Result<ImageRecord> run();
+
+ private:
+  fs::path blobPath(const std::string& digest) const { return dir_ / "blobs" / "sha256" / digest.substr(7); }
+  Result<void> ensureBlob(const Descriptor& descriptor);
+  Result<void> ensureLayers(const std::vector<Descriptor>& layers);
+  Result<void> buildRootfs(const fs::path& entry, const std::vector<Descriptor>& layers, ImageRecord& record);
+
+  fs::path dir_;
+  Source source_;
+  PullOptions options_;
+};
+
+Result<void> Puller::ensureBlob(const Descriptor& descriptor) {
+  fs::path path = blobPath(descriptor.digest);
+  if (fs::exists(path)) return success();
+  // One download per blob, however many pulls want it at once.
+  auto lock = lockFile(path.string() + ".lock");
+  if (!lock) return std::move(lock).error();
+  if (fs::exists(path)) return success();
+  return source_.blobs->fetchBlob(descriptor.digest, descriptor.size, path);
+}
+
+Result<void> Puller::ensureLayers(const std::vector<Descriptor>& layers) {
+  std::atomic<size_t> next{0};
+  std::vector<std::optional<Error>> errors(layers.size());
+  auto worker = [&] {
+    for (size_t i; (i = next++) < layers.size();) {
+      if (auto fetched = ensureBlob(layers[i]); !fetched) errors[i] = fetched.error();
+    }
+  };
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < std::min(kParallelDownloads, layers.size()); ++t) threads.emplace_back(worker);
+  for (auto& thread : threads) thread.join();
+  for (auto& error : errors) {
+    if (error) return *error;
+  }
+  return success();
+}
+
+Result<void> Puller::buildRootfs(const fs::path& entry, const std::vector<Descriptor>& layers, ImageRecord& record) {
+  fs::path base = entry / "base.ext4";
+  if (fs::exists(base)) return success();
+  auto tmp_root = dir_ / "tmp";
+  MICROVM_TRY(makeDirs(tmp_root));
+  auto work = tmp_root / randomHex(8);
+  ScopeGuard remove_work([&] { (void)removeTree(work); });
+  fs::path tree = work / "rootfs";
+  MICROVM_TRY(makeDirs(tree, 0755));
+  for (const auto& layer : layers) {
+    auto applied = applyLayer(blobPath(layer.digest), tree);
+    if (!applied) return std::move(applied).error().withContext("layer " + layer.digest.substr(0, 19));
+  }
+  auto digest = digestTree(tree);
+  if (!digest) return std::move(digest).error();
+  record.size = digest->bytes;
+  MICROVM_TRY(buildExt4Image(tree, *digest, base));
+  return success();
+}
+
+Result<ImageRecord> Puller::run() {
+  MICROVM_TRY(makeDirs(dir_ / "blobs" / "sha256"));
+  MICROVM_TRY(makeDirs(dir_ / "rootfs"));
+  auto fetched = source_.blobs->fetchManifest(source_.fetch_by);
+  if (!fetched) return std::move(fetched).error();
+  auto document = parseIndexOrManifest(fetched->body, fetched->media_type);
+  if (!document) return std::move(document).error();
+  if (auto* index = std::get_if<ImageIndex>(&*document)) {
+    auto chosen = selectPlatform(*index, options_.platform);
+    if (!chosen) return std::move(chosen).error();
+    fetched = source_.blobs->fetchManifest(chosen->digest);
+    if (!fetched) return std::move(fetched).error();
+    document = parseIndexOrManifest(fetched->body, fetched->media_type);
+    if (!document) return std::move(document).error();
+    if (!std::holds_alternative<ImageManifest>(*document)) {
+      return Error(ErrorCode::kProtocol, "index entry " + chosen->digest + " is not an image manifest");
+    }
+  }
+  auto manifest = std::get<ImageManifest>(std::move(*document));
+  // Kept with the blobs, so that prune knows which blobs the image uses.
+  if (!fs::exists(blobPath(fetched->digest))) {
+    MICROVM_TRY(writeFileAtomic(blobPath(fetched->digest), fetched->body, 0644));
+  }
+
+  MICROVM_TRY(ensureBlob(manifest.config));
+  auto config_text = readFile(blobPath(manifest.config.digest));
+  if (!config_text) return std::move(config_text).error();
+  auto config = parseImageConfig(*config_text);
+  if (!config) return std::move(config).error();
+  MICROVM_TRY(ensureLayers(manifest.layers));
+
+  ImageRecord record;
+  record.reference = source_.reference;
+  record.manifest_digest = fetched->digest;
+  record.config_digest = manifest.config.digest;
+  record.defaults.entrypoint = config->entrypoint;
+  record.defaults.cmd = config->cmd;
+  record.defaults.env = config->env;
+  record.defaults.working_dir = config->working_dir;
+  record.defaults.user = config->user;
+  record.exposed_ports = config->exposed_ports;
+  record.pulled_at = nowRfc3339();
+
+  fs::path entry = dir_ / "rootfs" / fetched->digest.substr(7);
+  MICROVM_TRY(makeDirs(entry));
+  {
+    // One build per image, however many pulls want it at once.
+    auto lock = lockFile(entry / "build.lock");
+    if (!lock) return std::move(lock).error();
+    if (auto existing = readFile(entry / "image.json"); existing && fs::exists(entry / "base.ext4")) {
+      json j = json::parse(*existing, nullptr, /*allow_exceptions=*/false);
+      if (j.is_object()) record.size = j.value("size", uint64_t{0});
+    }
+    MICROVM_TRY(buildRootfs(entry, manifest.layers, record));
+    MICROVM_TRY(writeFileAtomic(entry / "image.json", recordToJson(record).dump(2) + "\n", 0644));
+  }
+  record.base_disk = entry / "base.ext4";
+
+  auto refs_lock = lockFile(dir_ / "refs.lock");
+  if (!refs_lock) return std::move(refs_lock).error();
+  json refs = json::object();
+  if (auto text = readFile(dir_ / "refs.json"); text) {
+    refs = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+    if (!refs.is_object()) refs = json::object();
+  }
+  refs[record.reference] = record.manifest_digest;
+  MICROVM_TRY(writeFileAtomic(dir_ / "refs.json", refs.dump(2) + "\n", 0644));
+  return record;
+}
+
+Result<ImageRecord> ImageStore::pull(const std::string& reference, const PullOptions& options) {
+  auto source = openSource(reference, options.registry);
+  if (!source) return std::move(source).error();
+  auto pulled = Puller(dir_, std::move(*source), options).run();
+  if (!pulled) return std::move(pulled).error().withContext("pull " + reference);
+  return pulled;
+}
+
+namespace {
+
+Result<json> loadRefs(const fs::path& dir) {
+  auto text = readFile(dir / "refs.json");
+  if (!text) return json::object();
+  json refs = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (!refs.is_object()) return Error(ErrorCode::kProtocol, "malformed " + (dir / "refs.json").string());
+  return refs;
+}
+
+Result<ImageRecord> loadRecord(const fs::path& dir, const std::string& reference, const std::string& digest) {
+  fs::path entry = dir / "rootfs" / digest.substr(7);
+  auto text = readFile(entry / "image.json");
+  if (!text) return std::move(text).error();
+  json j = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  auto record = recordFromJson(j, entry / "base.ext4");
+  if (record) record->reference = reference;
+  return record;
+}
+
+// The refs.json key for `text`, without touching the network.
+std::string storeKey(const std::string& text) {
+  if (text.rfind("oci:", 0) == 0) {
+    std::string rest = text.substr(4);
+    size_t colon = rest.rfind(':');
+    std::error_code ec;
+    std::string path = fs::absolute(colon == std::string::npos ? rest : rest.substr(0, colon), ec).string();
+    return "oci:" + path + (colon == std::string::npos ? "" : rest.substr(colon));
+  }
+  auto reference = parseReference(text);
+  return reference ? reference->toString() : text;
+}
+
+}  // namespace
+
+Result<std::optional<ImageRecord>> ImageStore::find(const std::string& reference) const {
+  auto refs = loadRefs(dir_);
+  if (!refs) return std::move(refs).error();
+  std::string key = storeKey(reference);
+  if (!refs->contains(key) || !(*refs)[key].is_string()) return std::optional<ImageRecord>();
+  auto record = loadRecord(dir_, key, (*refs)[key].get<std::string>());
+  if (!record || !fs::exists(record->base_disk)) return std::optional<ImageRecord>();  // half there: pull again
+  return std::optional<ImageRecord>(std::move(*record));
+}
+
+Result<std::vector<ImageRecord>> ImageStore::list() const {
+  auto refs = loadRefs(dir_);
+  if (!refs) return std::move(refs).error();
+  std::vector<ImageRecord> records;
+  for (const auto& [reference, digest] : refs->items()) {
+    if (!digest.is_string()) continue;
+    if (auto record = loadRecord(dir_, reference, digest.get<std::string>()); record) records.push_back(*record);
+  }
+  return records;
+}
+
+Result<void> ImageStore::remove(const std::string& reference) {
+  auto refs_lock = lockFile(dir_ / "refs.lock");
+  if (!refs_lock) return std::move(refs_lock).error();
+  auto refs = loadRefs(dir_);
+  if (!refs) return std::move(refs).error();
+  std::string key = storeKey(reference);
+  if (!refs->contains(key)) return Error(ErrorCode::kNotFound, "no such image: " + reference);
+  std::string digest = (*refs)[key];
+  refs->erase(key);
+  MICROVM_TRY(writeFileAtomic(dir_ / "refs.json", refs->dump(2) + "\n", 0644));
+  for (const auto& [other, other_digest] : refs->items()) {
+    if (other_digest == digest) return success();  // another tag still uses it
+  }
+  return removeTree(dir_ / "rootfs" / digest.substr(7));
+}
+
+Result<uint64_t> ImageStore::prune() {
+  auto refs_lock = lockFile(dir_ / "refs.lock");
+  if (!refs_lock) return std::move(refs_lock).error();
+  auto refs = loadRefs(dir_);
+  if (!refs) return std::move(refs).error();
+  std::set<std::string> keep_rootfs;
+  for (const auto& [reference, digest] : refs->items()) {
+    if (digest.is_string()) keep_rootfs.insert(digest.get<std::string>().substr(7));
+  }
+  uint64_t freed = 0;
+  std::error_code ec;
+  auto sizeOf = [&](const fs::path& path) {
+    uint64_t total = 0;
+    for (fs::recursive_directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec)) {
+      if (it->is_regular_file(ec)) total += it->file_size(ec);
+    }
+    if (fs::is_regular_file(path, ec)) total += fs::file_size(path, ec);
+    return total;
+  };
+  for (fs::directory_iterator it(dir_ / "rootfs", ec), end; !ec && it != end; it.increment(ec)) {
+    if (keep_rootfs.count(it->path().filename())) continue;
+    freed += sizeOf(it->path());
+    MICROVM_TRY(removeTree(it->path()));
+  }
+  // Blobs are kept only while a kept image's manifest, config or layers
+  // name them; the simplest safe rule: drop every blob when nothing is kept,
+  // else keep the blobs the kept images were built from.
+  std::set<std::string> keep_blobs;
+  for (const auto& hex : keep_rootfs) {
+    keep_blobs.insert(hex);
+    auto manifest_text = readFile(dir_ / "blobs" / "sha256" / hex);
+    if (!manifest_text) continue;
+    auto manifest = parseImageManifest(*manifest_text);
+    if (!manifest) continue;
+    keep_blobs.insert(manifest->config.digest.substr(7));
+    for (const auto& layer : manifest->layers) keep_blobs.insert(layer.digest.substr(7));
+  }
+  for (fs::directory_iterator it(dir_ / "blobs" / "sha256", ec), end; !ec && it != end; it.increment(ec)) {
+    std::string name = it->path().filename();
+    if (keep_blobs.count(name.substr(0, 64))) continue;
+    freed += sizeOf(it->path());
+    ::unlink(it->path().c_str());
+  }
+  (void)removeTree(dir_ / "tmp");
+  return freed;
+}
+
+}  // namespace microvm
