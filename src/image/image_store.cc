@@ -15,6 +15,7 @@
 #include "base/hash.h"
 #include "base/scope_guard.h"
 #include "base/unique_fd.h"
+#include "image/docker_archive_source.h"
 #include "image/layer_extractor.h"
 #include "image/manifest.h"
 #include "image/oci_layout_source.h"
@@ -48,7 +49,30 @@ struct Source {
   std::string fetch_by;   // tag or digest for fetchManifest
 };
 
-Result<Source> openSource(const std::string& text, const RegistryOptions& options) {
+// docker-archive:PATH[:REPO:TAG]; the archive is unpacked into `scratch`.
+Result<Source> openDockerArchive(const std::string& text, const fs::path& scratch) {
+  std::string rest = text.substr(std::string("docker-archive:").size());
+  // PATH ends at the first ':' after which a file exists no more.
+  std::string path = rest;
+  std::string tag;
+  std::error_code ec;
+  for (size_t colon = rest.find(':'); colon != std::string::npos; colon = rest.find(':', colon + 1)) {
+    if (fs::is_regular_file(rest.substr(0, colon), ec)) {
+      path = rest.substr(0, colon);
+      tag = rest.substr(colon + 1);
+      break;
+    }
+  }
+  if (!fs::is_regular_file(path, ec)) return Error(ErrorCode::kNotFound, "docker archive " + path + ": no such file");
+  MICROVM_TRY(makeDirs(scratch));
+  auto source = DockerArchiveSource::open(path, tag, scratch);
+  if (!source) return std::move(source).error();
+  std::string key = "docker-archive:" + fs::absolute(path, ec).string() + (tag.empty() ? "" : ":" + tag);
+  return Source{std::move(*source), key, ""};
+}
+
+Result<Source> openSource(const std::string& text, const RegistryOptions& options, const fs::path& scratch) {
+  if (text.rfind("docker-archive:", 0) == 0) return openDockerArchive(text, scratch);
   if (text.rfind("oci:", 0) == 0) {
     // oci:PATH[:TAG]; a PATH may itself contain ':' only before the last one.
     std::string rest = text.substr(4);
@@ -62,9 +86,6 @@ Result<Source> openSource(const std::string& text, const RegistryOptions& option
     }
     return Source{std::make_unique<OciLayoutSource>(absolute),
                   "oci:" + absolute.string() + (tag.empty() ? "" : ":" + tag), tag};
-  }
-  if (text.find(':') != std::string::npos && text.rfind("docker-archive:", 0) == 0) {
-    return Error(ErrorCode::kUnsupported, "docker-archive: sources are not supported yet; use oci:PATH or a registry");
   }
   auto reference = parseReference(text);
   if (!reference) return std::move(reference).error();
@@ -247,7 +268,9 @@ Result<ImageRecord> Puller::run() {
 }
 
 Result<ImageRecord> ImageStore::pull(const std::string& reference, const PullOptions& options) {
-  auto source = openSource(reference, options.registry);
+  fs::path scratch = dir_ / "tmp" / ("source-" + randomHex(6));
+  ScopeGuard remove_scratch([&] { (void)removeTree(scratch); });
+  auto source = openSource(reference, options.registry, scratch);
   if (!source) return std::move(source).error();
   auto pulled = Puller(dir_, std::move(*source), options).run();
   if (!pulled) return std::move(pulled).error().withContext("pull " + reference);
@@ -276,6 +299,16 @@ Result<ImageRecord> loadRecord(const fs::path& dir, const std::string& reference
 
 // The refs.json key for `text`, without touching the network.
 std::string storeKey(const std::string& text) {
+  if (text.rfind("docker-archive:", 0) == 0) {
+    std::string rest = text.substr(15);
+    std::error_code ec;
+    for (size_t colon = rest.find(':'); colon != std::string::npos; colon = rest.find(':', colon + 1)) {
+      if (fs::is_regular_file(rest.substr(0, colon), ec)) {
+        return "docker-archive:" + fs::absolute(rest.substr(0, colon), ec).string() + rest.substr(colon);
+      }
+    }
+    return "docker-archive:" + fs::absolute(rest, ec).string();
+  }
   if (text.rfind("oci:", 0) == 0) {
     std::string rest = text.substr(4);
     size_t colon = rest.rfind(':');

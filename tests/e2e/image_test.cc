@@ -177,10 +177,19 @@ TEST_F(Registries, AuthenticationIsRequiredAndLoginWorks) {
   EXPECT_EQ(run.out, "hello from image in /srv as app\n");
 }
 
-TEST_F(Registries, LocalOciLayoutRuns) {
+TEST_F(Registries, LocalOciLayoutAndDockerArchiveRun) {
   auto result = microvm({"run", "--rm", "oci:" + layout_->string() + ":busybox", "echo from $(pwd)"});
   EXPECT_EQ(result.exit_code, 0) << result.err;
   EXPECT_EQ(result.out, "from /srv\n");
+
+  fs::path archive = *root_ / "busybox.tar";
+  ASSERT_EQ(shell("skopeo copy -q oci:" + layout_->string() + ":whiteout docker-archive:" + archive.string() +
+                  ":test/whiteout:latest"),
+            0);
+  auto saved = microvm({"run", "--rm", "docker-archive:" + archive.string()});
+  EXPECT_EQ(saved.exit_code, 0) << saved.err;
+  EXPECT_EQ(saved.out, "ls: /etc/deleted-me: No such file or directory\nnew-c\nnew\n");
+  EXPECT_TRUE(listDir(home() / "images" / "tmp").empty());
 }
 
 TEST_F(Registries, ImagesListRmiAndPrune) {
