@@ -190,7 +190,7 @@ Result<void> Puller::buildRootfs(const fs::path& entry, const std::vector<Descri
     auto applied = applyLayer(blobPath(layer.digest), tree);
     if (!applied) return std::move(applied).error().withContext("layer " + layer.digest.substr(0, 19));
   }
-  auto digest = digestTree(tree);
+  auto digest = measureTree(tree);
   if (!digest) return std::move(digest).error();
   record.size = digest->bytes;
   MICROVM_TRY(buildExt4Image(tree, *digest, base));

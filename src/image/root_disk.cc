@@ -37,8 +37,8 @@ Result<void> hashFile(Sha256& hasher, const fs::path& path) {
   }
 }
 
-Result<void> digestDirectory(const fs::path& root, const fs::path& relative, Sha256& hasher,
-                             TreeDigest& digest) {
+// Walks one directory; with no hasher it only counts.
+Result<void> digestDirectory(const fs::path& root, const fs::path& relative, Sha256* hasher, TreeDigest& digest) {
   fs::path dir = root / relative;
   std::error_code ec;
   std::vector<fs::path> names;
@@ -55,16 +55,19 @@ Result<void> digestDirectory(const fs::path& root, const fs::path& relative, Sha
     if (::lstat(full.c_str(), &st) != 0) return Error::fromErrno("stat " + full.string());
     ++digest.entries;
     // A record per entry; NUL separators keep "a/b" + "c" distinct from "a" + "b/c".
-    std::string record = rel.string() + '\0' + std::to_string(st.st_mode) + ':' + std::to_string(st.st_uid) +
-                         ':' + std::to_string(st.st_gid) + ':' + std::to_string(st.st_rdev) + '\0';
-    hasher.update(record);
-    if (S_ISREG(st.st_mode)) {
-      digest.bytes += static_cast<unsigned long long>(st.st_size);
-      hasher.update(std::to_string(st.st_size) + '\0');
-      MICROVM_TRY(hashFile(hasher, full));
-    } else if (S_ISLNK(st.st_mode)) {
-      hasher.update(fs::read_symlink(full, ec).string() + '\0');
-    } else if (S_ISDIR(st.st_mode)) {
+    if (S_ISREG(st.st_mode)) digest.bytes += static_cast<unsigned long long>(st.st_size);
+    if (hasher) {
+      std::string record = rel.string() + '\0' + std::to_string(st.st_mode) + ':' + std::to_string(st.st_uid) +
+                           ':' + std::to_string(st.st_gid) + ':' + std::to_string(st.st_rdev) + '\0';
+      hasher->update(record);
+      if (S_ISREG(st.st_mode)) {
+        hasher->update(std::to_string(st.st_size) + '\0');
+        MICROVM_TRY(hashFile(*hasher, full));
+      } else if (S_ISLNK(st.st_mode)) {
+        hasher->update(fs::read_symlink(full, ec).string() + '\0');
+      }
+    }
+    if (S_ISDIR(st.st_mode)) {
       MICROVM_TRY(digestDirectory(root, rel, hasher, digest));
     }
   }
@@ -81,8 +84,14 @@ Result<TreeDigest> digestTree(const fs::path& root) {
   TreeDigest digest;
   hasher.update("microvm-tree-v1\0" + std::to_string(st.st_mode) + ':' + std::to_string(st.st_uid) + ':' +
                 std::to_string(st.st_gid) + '\0');
-  MICROVM_TRY(digestDirectory(root, "", hasher, digest));
+  MICROVM_TRY(digestDirectory(root, "", &hasher, digest));
   digest.hex = hasher.finishHex();
+  return digest;
+}
+
+Result<TreeDigest> measureTree(const fs::path& root) {
+  TreeDigest digest;
+  MICROVM_TRY(digestDirectory(root, "", nullptr, digest));
   return digest;
 }
 

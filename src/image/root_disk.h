@@ -23,6 +23,10 @@ struct TreeDigest {
 // Walks `root` in sorted order without following symlinks.
 Result<TreeDigest> digestTree(const std::filesystem::path& root);
 
+// Only the sizes (bytes, entries) of the tree, for sizing a disk: no file is
+// read, so `hex` stays empty.
+Result<TreeDigest> measureTree(const std::filesystem::path& root);
+
 // Returns the cached base.ext4 for `rootfs`, building it if needed. Safe to
 // call concurrently: builds of one key are serialized by a lock and land by
 // rename, so a reader never sees half an image.
