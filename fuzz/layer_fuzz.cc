@@ -24,7 +24,7 @@ const fs::path& sandbox() {
   static std::optional<microvm::TempDir> dir = [] {
     auto created = microvm::TempDir::create("microvm-layer-fuzz");
     if (!created) {
-      std::fprintf(stderr, "%s\n", created.error().message().c_str());
+      (void)std::fprintf(stderr, "%s\n", created.error().message().c_str());
       std::abort();
     }
     return std::optional<microvm::TempDir>(std::move(*created));
@@ -37,7 +37,7 @@ void checkNothingEscaped(const fs::path& rootfs) {
   std::error_code ec;
   for (fs::directory_iterator it(sandbox(), ec), end; !ec && it != end; it.increment(ec)) {
     if (it->path() != rootfs) {
-      std::fprintf(stderr, "layer wrote outside the rootfs: %s\n", it->path().c_str());
+      (void)std::fprintf(stderr, "layer wrote outside the rootfs: %s\n", it->path().c_str());
       std::abort();
     }
   }
@@ -45,6 +45,8 @@ void checkNothingEscaped(const fs::path& rootfs) {
 
 }  // namespace
 
+// libFuzzer calls the target by this name.
+// NOLINTNEXTLINE(readability-identifier-naming)
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fs::path rootfs = sandbox() / "rootfs";
   if (::mkdir(rootfs.c_str(), 0755) != 0) std::abort();

@@ -18,7 +18,7 @@ void fuzzReference(std::string_view text) {
   if (!reference) return;
   auto again = microvm::parseReference(reference->toString());
   if (!again || !(*again == *reference)) {
-    std::fprintf(stderr, "reference %s does not round-trip\n", reference->toString().c_str());
+    (void)std::fprintf(stderr, "reference %s does not round-trip\n", reference->toString().c_str());
     std::abort();
   }
 }
@@ -40,6 +40,8 @@ void fuzzManifests(std::string_view text) {
 
 }  // namespace
 
+// libFuzzer calls the target by this name.
+// NOLINTNEXTLINE(readability-identifier-naming)
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // SAFETY: viewing bytes as chars; char may alias any object.
   std::string_view text(reinterpret_cast<const char*>(data), size);

@@ -12,7 +12,7 @@
 
 #include "base/fs.h"
 
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);  // NOLINT(readability-identifier-naming)
 
 namespace {
 
@@ -43,18 +43,18 @@ int main(int argc, char** argv) {
   std::vector<fs::path> inputs = collectInputs(argc, argv);
   // An empty run would pass without testing anything: a lost corpus must fail.
   if (inputs.empty()) {
-    std::fprintf(stderr, "usage: %s FILE_OR_DIR...: no inputs found\n", argv[0]);
+    (void)std::fprintf(stderr, "usage: %s FILE_OR_DIR...: no inputs found\n", argv[0]);
     return 2;
   }
   for (const auto& input : inputs) {
     auto bytes = microvm::readFile(input);
     if (!bytes) {
-      std::fprintf(stderr, "%s\n", bytes.error().message().c_str());
+      (void)std::fprintf(stderr, "%s\n", bytes.error().message().c_str());
       return 1;
     }
     // SAFETY: reading chars as bytes; uint8_t may alias any object.
     LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size());
   }
-  std::printf("replayed %zu inputs\n", inputs.size());
+  (void)std::printf("replayed %zu inputs\n", inputs.size());
   return 0;
 }

@@ -26,7 +26,8 @@ namespace fs = std::filesystem;
 
 enum class Compression { kNone, kGzip, kZstd };
 
-void PrintTo(Compression compression, std::ostream* out) {
+// GoogleTest finds this name to print test parameters.
+void PrintTo(Compression compression, std::ostream* out) {  // NOLINT(readability-identifier-naming)
   *out << (compression == Compression::kGzip ? "gzip" : compression == Compression::kZstd ? "zstd" : "plain");
 }
 
@@ -62,7 +63,7 @@ class TarBuilder {
   TarBuilder(const TarBuilder&) = delete;
   TarBuilder& operator=(const TarBuilder&) = delete;
 
-  TarBuilder& file(const std::string& path, const std::string& content, EntryMeta meta = EntryMeta()) {
+  TarBuilder& file(const std::string& path, const std::string& content, const EntryMeta& meta = EntryMeta()) {
     return add(
         path, AE_IFREG, meta, [&](archive_entry* entry) { archive_entry_set_size(entry, content.size()); }, content);
   }
