@@ -446,31 +446,28 @@ Result<void> Runtime::stop(const std::string& reference, int timeout_seconds) {
   return success();
 }
 
-Result<void> Runtime::kill(const std::string& reference, int signal) {
-  auto layout = Layout::resolve(data_dir_);
+namespace {
+
+// Sends `request` to the runner of the running VM `reference` names.
+Result<void> requestRunning(const fs::path& data_dir, const std::string& reference, const RunnerRequest& request) {
+  auto layout = Layout::resolve(data_dir);
   if (!layout) return std::move(layout).error();
   auto record = VmStore(*layout).find(reference);
   if (!record) return std::move(record).error();
   if (!isActive(*record)) return Error(ErrorCode::kInvalidArgument, "VM " + record->spec.name + " is not running");
-  return sendRunnerRequest(runnerSocket(*record), KillRequest{signal});
+  return sendRunnerRequest(runnerSocket(*record), request);
 }
 
-Result<void> Runtime::pause(const std::string& reference) {
-  auto layout = Layout::resolve(data_dir_);
-  if (!layout) return std::move(layout).error();
-  auto record = VmStore(*layout).find(reference);
-  if (!record) return std::move(record).error();
-  if (!isActive(*record)) return Error(ErrorCode::kInvalidArgument, "VM " + record->spec.name + " is not running");
-  return sendRunnerRequest(runnerSocket(*record), PauseRequest{});
+}  // namespace
+
+Result<void> Runtime::kill(const std::string& reference, int signal) {
+  return requestRunning(data_dir_, reference, KillRequest{signal});
 }
+
+Result<void> Runtime::pause(const std::string& reference) { return requestRunning(data_dir_, reference, PauseRequest{}); }
 
 Result<void> Runtime::resume(const std::string& reference) {
-  auto layout = Layout::resolve(data_dir_);
-  if (!layout) return std::move(layout).error();
-  auto record = VmStore(*layout).find(reference);
-  if (!record) return std::move(record).error();
-  if (!isActive(*record)) return Error(ErrorCode::kInvalidArgument, "VM " + record->spec.name + " is not running");
-  return sendRunnerRequest(runnerSocket(*record), ResumeRequest{});
+  return requestRunning(data_dir_, reference, ResumeRequest{});
 }
 
 Result<void> Runtime::remove(const std::string& reference, bool force) {

@@ -141,6 +141,14 @@ Outcome Cli::finish(std::chrono::seconds limit) {
   return outcome_;
 }
 
+std::vector<std::string> runArgs(std::vector<std::string> flags, std::vector<std::string> command) {
+  std::vector<std::string> args = {"run", "--rm", "--rootfs", rootfs().string()};
+  args.insert(args.end(), flags.begin(), flags.end());
+  args.push_back("--");
+  args.insert(args.end(), command.begin(), command.end());
+  return args;
+}
+
 Outcome microvm(const std::vector<std::string>& args, const std::vector<std::string>& extra_env) {
   Cli cli(args, extra_env);
   return cli.finish();

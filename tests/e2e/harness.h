@@ -61,6 +61,9 @@ int freePort();
 // Waits up to `limit` for something to listen on 127.0.0.1:port.
 bool waitForPort(int port, std::chrono::seconds limit);
 
+// `run --rm --rootfs <shared rootfs> FLAGS... -- COMMAND...`
+std::vector<std::string> runArgs(std::vector<std::string> flags, std::vector<std::string> command);
+
 // Runs `microvm ARGS...` to completion.
 Outcome microvm(const std::vector<std::string>& args, const std::vector<std::string>& extra_env = {});
 

@@ -14,14 +14,6 @@ namespace {
 
 using std::chrono::seconds;
 
-std::vector<std::string> runArgs(std::vector<std::string> flags, std::vector<std::string> command) {
-  std::vector<std::string> args = {"run", "--rm", "--rootfs", rootfs().string()};
-  args.insert(args.end(), flags.begin(), flags.end());
-  args.push_back("--");
-  args.insert(args.end(), command.begin(), command.end());
-  return args;
-}
-
 TEST(RunTest, StreamsStdoutAndStderrApartAndReturnsTheExitCode) {
   auto result = microvm(runArgs({}, {"/bin/sh", "-c", "echo ok; echo err >&2; exit 3"}));
   EXPECT_EQ(result.exit_code, 3) << result.err;

@@ -12,14 +12,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::vector<std::string> runArgs(std::vector<std::string> flags, std::vector<std::string> command) {
-  std::vector<std::string> args = {"run", "--rm", "--rootfs", rootfs().string()};
-  args.insert(args.end(), flags.begin(), flags.end());
-  args.push_back("--");
-  args.insert(args.end(), command.begin(), command.end());
-  return args;
-}
-
 class Volumes : public ::testing::Test {
  protected:
   void SetUp() override {
