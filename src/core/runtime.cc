@@ -268,16 +268,8 @@ Result<std::string> Runtime::create(const RunOptions& options) {
   spec.runtime_dir = layout->vmRuntimeDir(spec.id).string();
   MICROVM_TRY(checkSocketPath(fs::path(spec.runtime_dir) / "runner.sock"));
 
-  // The name check and the VM's appearance happen under one lock, so two
-  // concurrent creates cannot both take a name.
-  auto names = store.lockNames();
-  if (!names) return std::move(names).error();
-  if (!options.name.empty()) MICROVM_TRY(store.checkNameFree(options.name));
-  MICROVM_TRY(makeDirs(vm_dir));
-  ScopeGuard remove_vm([&] { (void)removeTree(vm_dir); });
-  MICROVM_TRY(createOverlay(base, spec.root_disk));
-  MICROVM_TRY(saveSpec(vm_dir, spec));
-  remove_vm.dismiss();
+  MICROVM_TRY(store.add(spec, !options.name.empty(),
+                        [&](const fs::path&) { return createOverlay(base, spec.root_disk); }));
   return spec.id;
 }
 

@@ -104,18 +104,12 @@ Result<VmHandle> Runtime::restore(const std::string& snapshot_name, const RunOpt
   spec.runtime_dir = layout->vmRuntimeDir(spec.id).string();
   MICROVM_TRY(checkSocketPath(fs::path(spec.runtime_dir) / "runner.sock"));
 
-  {
-    auto names = store.lockNames();
-    if (!names) return std::move(names).error();
-    if (!options.name.empty()) MICROVM_TRY(store.checkNameFree(options.name));
-    MICROVM_TRY(makeDirs(vm_dir));
-    ScopeGuard remove_vm([&] { (void)removeTree(vm_dir); });
+  MICROVM_TRY(store.add(spec, !options.name.empty(), [&](const fs::path&) -> Result<void> {
     std::error_code ec;
     fs::copy_file(snapshot_dir / "disk.qcow2", spec.root_disk, ec);
     if (ec) return Error(ErrorCode::kIo, "copy snapshot disk: " + ec.message(), ec.value());
-    MICROVM_TRY(saveSpec(vm_dir, spec));
-    remove_vm.dismiss();
-  }
+    return success();
+  }));
   return start(spec.id, options.stdout_fd, options.stderr_fd);
 }
 

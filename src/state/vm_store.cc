@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "base/fs.h"
+#include "base/scope_guard.h"
 
 namespace microvm {
 
@@ -90,6 +91,22 @@ Result<void> VmStore::checkNameFree(const std::string& name) const {
                                                   record.spec.id.substr(0, 12) + "; remove it or pick another name");
     }
   }
+  return success();
+}
+
+Result<void> VmStore::add(const VmSpec& spec, bool name_chosen,
+                          const std::function<Result<void>(const fs::path& vm_dir)>& populate) const {
+  // The name check and the VM's appearance happen under one lock, so two
+  // concurrent creates cannot both take a name.
+  auto names = lockNames();
+  if (!names) return std::move(names).error();
+  if (name_chosen) MICROVM_TRY(checkNameFree(spec.name));
+  fs::path vm_dir = layout_.vmDir(spec.id);
+  MICROVM_TRY(makeDirs(vm_dir));
+  ScopeGuard remove_vm([&] { (void)removeTree(vm_dir); });
+  MICROVM_TRY(populate(vm_dir));
+  MICROVM_TRY(saveSpec(vm_dir, spec));
+  remove_vm.dismiss();
   return success();
 }
 

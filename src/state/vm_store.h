@@ -5,6 +5,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,12 @@ class VmStore {
 
   // Serializes name checks against VM creation across processes.
   Result<UniqueFd> lockNames() const;
+
+  // Makes a new VM's directory: under the names lock, checks that a chosen
+  // name is free, creates vms/<id>/, lets `populate` put the disk there, and
+  // writes spec.json last. On any failure nothing is left behind.
+  Result<void> add(const VmSpec& spec, bool name_chosen,
+                   const std::function<Result<void>(const std::filesystem::path& vm_dir)>& populate) const;
 
   // Loads one VM's records and reconciles a dead runner.
   Result<VmRecord> load(const std::string& id) const;
