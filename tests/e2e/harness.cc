@@ -38,6 +38,16 @@ struct Fixtures {
     // Extras the tests rely on.
     std::ofstream(rootfs / "etc" / "not-executable") << "#!/bin/sh\necho never\n";
     ::chmod((rootfs / "etc" / "not-executable").c_str(), 0644);
+    // busybox has no keyctl applet: a static probe that calls keyctl(2)
+    // (KEYCTL_GET_KEYRING_ID of the session keyring) and prints the outcome.
+    std::ofstream(scratch / "keyctl-probe.c")
+        << "#include <errno.h>\n#include <stdio.h>\n#include <string.h>\n#include <sys/syscall.h>\n"
+           "#include <unistd.h>\nint main(void) {\n"
+           "  long r = syscall(SYS_keyctl, 0, -3, 1);\n"
+           "  printf(\"keyctl: %s\\n\", r < 0 ? strerror(errno) : \"ok\");\n  return r < 0;\n}\n";
+    std::string compile = "cc -static -O2 -o " + (rootfs / "bin" / "keyctl-probe").string() + " " +
+                          (scratch / "keyctl-probe.c").string();
+    if (std::system(compile.c_str()) != 0) std::abort();
   }
   ~Fixtures() { fs::remove_all(scratch); }
 };

@@ -66,7 +66,7 @@ TEST(Confinement, DefaultsMatchDockerAndHardenTheKernel) {
       {}, {"/bin/sh", "-c",
            "grep -E '^(CapBnd|CapEff|NoNewPrivs|Seccomp):' /proc/self/status; "
            "cat /proc/sys/kernel/kptr_restrict /proc/sys/kernel/dmesg_restrict /proc/sys/kernel/unprivileged_bpf_disabled "
-           "/proc/sys/kernel/perf_event_paranoid /proc/sys/kernel/sysrq; unshare -U true; echo unshare=$?"}));
+           "/proc/sys/kernel/perf_event_paranoid /proc/sys/kernel/sysrq; unshare -U true; echo unshare=$?; keyctl-probe || true"}));
   EXPECT_EQ(result.exit_code, 0) << result.err;
   EXPECT_NE(result.out.find("CapBnd:\t00000000a80425fb"), std::string::npos) << result.out;
   EXPECT_NE(result.out.find("CapEff:\t00000000a80425fb"), std::string::npos) << result.out;
@@ -75,15 +75,17 @@ TEST(Confinement, DefaultsMatchDockerAndHardenTheKernel) {
   EXPECT_NE(result.out.find("2\n1\n1\n3\n0\n"), std::string::npos) << result.out;
   EXPECT_NE(result.out.find("unshare=1"), std::string::npos) << result.out;
   EXPECT_NE(result.err.find("Operation not permitted"), std::string::npos) << result.err;
+  EXPECT_NE(result.out.find("keyctl: Operation not permitted"), std::string::npos) << result.out;
 }
 
 TEST(Confinement, CapDropAndUnconfinedChangeWhatTheWorkloadGets) {
   auto result = microvm(runArgs({"--cap-drop", "NET_RAW", "--security-opt", "seccomp=unconfined"},
-                                {"/bin/sh", "-c", "grep -E '^(CapBnd|Seccomp):' /proc/self/status; unshare -U true; echo unshare=$?"}));
+                                {"/bin/sh", "-c", "grep -E '^(CapBnd|Seccomp):' /proc/self/status; unshare -U true; echo unshare=$?; keyctl-probe || true"}));
   EXPECT_EQ(result.exit_code, 0) << result.err;
   EXPECT_NE(result.out.find("CapBnd:\t00000000a80405fb"), std::string::npos) << result.out;
   EXPECT_NE(result.out.find("Seccomp:\t0"), std::string::npos) << result.out;
   EXPECT_NE(result.out.find("unshare=0"), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("keyctl: ok"), std::string::npos) << result.out;
 }
 
 TEST(Confinement, PrivilegedHasEveryCapability) {
