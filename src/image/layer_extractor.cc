@@ -18,6 +18,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "base/eintr.h"
 #include "base/unique_fd.h"
 #include "image/quote_untrusted.h"
 
@@ -34,16 +35,6 @@ constexpr int kMaxRemoveDepth = 256;
 // openat2 answers EAGAIN when a rename raced the lookup; nothing else writes
 // into the rootfs, so a few retries are plenty.
 constexpr int kMaxResolveAttempts = 8;
-
-// Retries a system call that failed with EINTR; returns its result.
-template <typename Call>
-auto retryOnEintr(Call call) {
-  decltype(call()) result;
-  do {
-    result = call();
-  } while (result == -1 && errno == EINTR);
-  return result;
-}
 
 Error layerError(const std::string& why, int sys_errno = 0) {
   return Error(ErrorCode::kProtocol, why, sys_errno);
