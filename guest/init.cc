@@ -56,6 +56,9 @@ constexpr size_t kOutputChunk = size_t{64} * 1024;
 static_assert(kOutputChunk <= agent::kMaxPayload);
 // Bounds the pre-kill drain of one pipe so a chatty orphan cannot hold init.
 constexpr size_t kDrainBudget = 1 << 20;
+// Stdin bytes init holds for a workload that is not reading; beyond this, init
+// stops reading the control port, so that the host's writes back up instead.
+constexpr size_t kStdinBacklog = size_t{256} * 1024;
 
 // Docker's code for "the runtime failed before the workload could run".
 constexpr int kInitFailureCode = 125;
@@ -601,10 +604,11 @@ void resetSignals() {
   ::_exit(exit_code);
 }
 
-Status redirectStdio(int stdout_fd, int stderr_fd) {
-  int null_fd = retryOnEintr([] { return ::open("/dev/null", O_RDONLY | O_CLOEXEC); });
-  if (null_fd < 0) return systemError("open /dev/null");
-  if (::dup2(null_fd, STDIN_FILENO) < 0 || ::dup2(stdout_fd, STDOUT_FILENO) < 0 ||
+// `stdin_fd` -1: /dev/null.
+Status redirectStdio(int stdin_fd, int stdout_fd, int stderr_fd) {
+  if (stdin_fd < 0) stdin_fd = retryOnEintr([] { return ::open("/dev/null", O_RDONLY | O_CLOEXEC); });
+  if (stdin_fd < 0) return systemError("open /dev/null");
+  if (::dup2(stdin_fd, STDIN_FILENO) < 0 || ::dup2(stdout_fd, STDOUT_FILENO) < 0 ||
       ::dup2(stderr_fd, STDERR_FILENO) < 0) {
     return systemError("dup2 stdio");
   }
@@ -744,14 +748,14 @@ std::vector<char*> cStringArray(std::vector<std::string>& strings) {
   failWorkload(failure.message, failure.exit_code);
 }
 
-[[noreturn]] void runWorkloadChild(const agent::WorkloadSpec& spec, int stdout_fd, int stderr_fd) {
+[[noreturn]] void runWorkloadChild(const agent::WorkloadSpec& spec, int stdin_fd, int stdout_fd, int stderr_fd) {
   try {
     resetSignals();
     // Its own session and process group, like a container's first process.
     ::setsid();
     // The console stays reachable for init's diagnostics; it closes at exec.
     int console_fd = ::fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
-    if (!redirectStdio(stdout_fd, stderr_fd).ok()) ::_exit(kCannotRunCode);
+    if (!redirectStdio(stdin_fd, stdout_fd, stderr_fd).ok()) ::_exit(kCannotRunCode);
     execWorkload(spec, console_fd);
   } catch (...) {
     // Never unwind into a copy of init's own stack frames.
@@ -761,6 +765,7 @@ std::vector<char*> cStringArray(std::vector<std::string>& strings) {
 
 struct Workload {
   pid_t pid;
+  UniqueFd stdin_write;  // invalid unless the spec opens stdin
   UniqueFd stdout_read;
   UniqueFd stderr_read;
 };
@@ -770,12 +775,21 @@ Result<Workload> startWorkload(const agent::WorkloadSpec& spec) {
   if (!out.ok()) return out.error();
   auto err = makeOutputPipe();
   if (!err.ok()) return err.error();
+  Pipe in;
+  if (spec.open_stdin) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return systemError("pipe");
+    in = Pipe{UniqueFd(fds[0]), UniqueFd(fds[1])};
+    // Init's end never blocks: a workload that does not read must not stall
+    // the loop that forwards its output.
+    if (::fcntl(in.write.get(), F_SETFL, O_NONBLOCK) != 0) return systemError("fcntl O_NONBLOCK");
+  }
   pid_t pid = ::fork();
   if (pid < 0) return systemError("fork");
-  if (pid == 0) runWorkloadChild(spec, out->write.get(), err->write.get());
-  // The write ends close here, so that the pipes reach EOF once every
+  if (pid == 0) runWorkloadChild(spec, in.read.get(), out->write.get(), err->write.get());
+  // The child's ends close here, so that the pipes reach EOF once every
   // process holding them has gone.
-  return Workload{pid, std::move(out->read), std::move(err->read)};
+  return Workload{pid, std::move(in.write), std::move(out->read), std::move(err->read)};
 }
 
 // ---------------------------------------------------------------------------
@@ -790,12 +804,16 @@ class Supervisor {
   Supervisor(ControlPort& port, Workload workload, UniqueFd child_signals)
       : port_(port),
         workload_pid_(workload.pid),
+        stdin_{std::move(workload.stdin_write), {}, false},
         stdout_{std::move(workload.stdout_read), agent::FrameType::kStdout},
         stderr_{std::move(workload.stderr_read), agent::FrameType::kStderr},
         child_signals_(std::move(child_signals)) {}
 
   // Returns the workload's exit code once its output has been forwarded.
   int run() {
+    // Frames that arrived with the spec (stdin, an early signal) are already
+    // in the reader, and no POLLIN will announce them.
+    handleControlFrames();
     while (!exit_code_) pollOnce(-1);
     // What the workload wrote before it exited is delivered in full...
     drain(stdout_);
@@ -818,12 +836,19 @@ class Supervisor {
     UniqueFd fd;
     agent::FrameType type;
   };
+  struct Input {
+    UniqueFd fd;
+    std::string pending;  // received from the host, not yet taken by the workload
+    bool close_requested = false;
+  };
 
   void pollOnce(int timeout) {
-    enum { kControl, kStdout, kStderr, kChildSignals, kWatchCount };
+    enum { kControl, kStdin, kStdout, kStderr, kChildSignals, kWatchCount };
     pollfd watch[kWatchCount] = {};
     // A negative fd makes poll() skip the entry.
-    watch[kControl] = {port_.connected() && !port_.corrupt() ? port_.fd() : -1, POLLIN, 0};
+    bool take_control = port_.connected() && !port_.corrupt() && stdin_.pending.size() < kStdinBacklog;
+    watch[kControl] = {take_control ? port_.fd() : -1, POLLIN, 0};
+    watch[kStdin] = {stdin_.pending.empty() ? -1 : stdin_.fd.get(), POLLOUT, 0};
     watch[kStdout] = {stdout_.fd.get(), POLLIN, 0};
     watch[kStderr] = {stderr_.fd.get(), POLLIN, 0};
     watch[kChildSignals] = {child_signals_.get(), POLLIN, 0};
@@ -837,6 +862,7 @@ class Supervisor {
     } else if (watch[kControl].revents & (POLLHUP | POLLERR | POLLNVAL)) {
       port_.hostGone();
     }
+    if (watch[kStdin].revents) flushStdin();
     if (watch[kStdout].revents) forwardChunk(stdout_);
     if (watch[kStderr].revents) forwardChunk(stderr_);
     if (watch[kChildSignals].revents) {
@@ -851,7 +877,10 @@ class Supervisor {
     while (auto frame = port_.nextFrame()) {
       // Other types are ignored, for forward compatibility.
       if (frame->type == agent::FrameType::kSignal) forwardSignal(frame->payload);
+      if (frame->type == agent::FrameType::kStdin && stdin_.fd.valid()) stdin_.pending += frame->payload;
+      if (frame->type == agent::FrameType::kStdinClose) stdin_.close_requested = true;
     }
+    flushStdin();
     if (port_.corrupt()) log("control port: corrupt frame stream from the host; ignoring further input");
   }
 
@@ -866,6 +895,24 @@ class Supervisor {
     if (::kill(workload_pid_, static_cast<int>(*sig)) != 0) {
       log(systemError("kill " + std::to_string(workload_pid_) + " " + std::to_string(*sig)).message);
     }
+  }
+
+  // Hands the workload what it will take now; the rest waits for POLLOUT. A
+  // workload that closed its stdin makes the rest moot (EPIPE: PID 1 ignores
+  // SIGPIPE).
+  void flushStdin() {
+    while (stdin_.fd.valid() && !stdin_.pending.empty()) {
+      ssize_t written =
+          retryOnEintr([&] { return ::write(stdin_.fd.get(), stdin_.pending.data(), stdin_.pending.size()); });
+      if (written < 0 && errno == EAGAIN) return;
+      if (written <= 0) {
+        stdin_.fd.reset();
+        break;
+      }
+      stdin_.pending.erase(0, static_cast<size_t>(written));
+    }
+    if (!stdin_.fd.valid()) stdin_.pending.clear();
+    if (stdin_.close_requested && stdin_.pending.empty()) stdin_.fd.reset();
   }
 
   // Reads one chunk from the pipe and forwards it. Returns false when nothing
@@ -910,6 +957,7 @@ class Supervisor {
 
   ControlPort& port_;
   pid_t workload_pid_;
+  Input stdin_;
   Output stdout_;
   Output stderr_;
   UniqueFd child_signals_;

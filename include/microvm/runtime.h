@@ -112,6 +112,10 @@ struct RunOptions {
   int stop_timeout_seconds = 10;      // grace between forwarding SIGTERM and a hard stop
   int stdout_fd = 1;                  // where the workload's output goes (-1: discard)
   int stderr_fd = 2;
+  // -i: the workload's stdin is open; run() feeds it from stdin_fd (-1: only
+  // from attach()). Without it the workload's stdin is /dev/null.
+  bool interactive = false;
+  int stdin_fd = -1;
 };
 
 // What `ps` and `inspect` show of a VM.
@@ -198,7 +202,12 @@ class Runtime {
 
   // Boots a created or exited VM (its disk keeps what earlier runs wrote).
   // Returns once the VM is running; output goes to the fds (-1: log only).
-  Result<VmHandle> start(const std::string& reference, int stdout_fd = -1, int stderr_fd = -1);
+  // stdin_fd feeds the workload's stdin if the VM was created interactive.
+  Result<VmHandle> start(const std::string& reference, int stdout_fd = -1, int stderr_fd = -1, int stdin_fd = -1);
+  // Connects to a running VM's workload: its output from now on goes to the
+  // fds; in_fd (if not -1, and the VM is interactive) feeds its stdin, and its
+  // EOF closes the workload's stdin. Returns the workload's exit code.
+  Result<int> attach(const std::string& reference, int in_fd, int out_fd, int err_fd);
 
   Result<std::vector<VmInfo>> list(bool all);
   Result<VmInfo> inspect(const std::string& reference);

@@ -11,6 +11,9 @@
 //   guest -> host  kStarted   u32 pid; the workload was forked
 //   guest -> host  kStdout / kStderr   raw output bytes of the workload
 //   host  -> guest kSignal    u32 signal number, forwarded to the workload
+//   host  -> guest kStdin     bytes for the workload's stdin (spec open_stdin)
+//   host  -> guest kStdinClose  empty; the workload's stdin reaches EOF once
+//                             the bytes before it are delivered
 //   guest -> host  kError     text; init could not start or run the workload
 //   guest -> host  kExit      i32 exit code (128+N if killed by signal N)
 //   host  -> guest kExitAck   empty; the host has the exit code, init may
@@ -45,6 +48,8 @@ enum class FrameType : uint16_t {
   kSpec = 1,
   kSignal = 2,
   kExitAck = 3,
+  kStdin = 4,
+  kStdinClose = 5,
   kHello = 16,
   kStarted = 17,
   kStdout = 18,
@@ -79,6 +84,7 @@ struct WorkloadSpec {
   std::string workdir = "/";
   std::string user;              // "uid[:gid]" or "name[:group]"; empty = root
   std::string hostname;
+  bool open_stdin = false;       // stdin is a pipe fed by kStdin frames; else /dev/null
   std::string root_device = "/dev/vda";
   std::string root_fstype = "ext4";
 
@@ -183,6 +189,7 @@ enum class SpecTag : uint16_t {
   kNoNewPrivs = 11,      // one byte, 0 or 1
   kSeccompDefault = 12,
   kSeccompRule = 13,
+  kOpenStdin = 30,       // one byte, 0 or 1
 };
 
 inline std::string encodeSpec(const WorkloadSpec& spec) {
@@ -215,6 +222,7 @@ inline std::string encodeSpec(const WorkloadSpec& spec) {
   putLe32(caps, static_cast<uint32_t>(spec.capabilities >> 32));
   field(SpecTag::kCapabilities, caps);
   field(SpecTag::kNoNewPrivs, std::string(1, spec.no_new_privs ? '\1' : '\0'));
+  if (spec.open_stdin) field(SpecTag::kOpenStdin, std::string(1, '\1'));
   if (!spec.seccomp_default.empty()) field(SpecTag::kSeccompDefault, spec.seccomp_default);
   for (const auto& rule : spec.seccomp_rules) field(SpecTag::kSeccompRule, rule);
   return out;
@@ -266,6 +274,10 @@ inline std::optional<WorkloadSpec> decodeSpec(std::string_view payload) {
       case SpecTag::kNoNewPrivs:
         if (value.size() != 1) return std::nullopt;
         spec.no_new_privs = value[0] != 0;
+        break;
+      case SpecTag::kOpenStdin:
+        if (value.size() != 1) return std::nullopt;
+        spec.open_stdin = value[0] != 0;
         break;
       case SpecTag::kSeccompDefault: spec.seccomp_default = std::move(value); break;
       case SpecTag::kSeccompRule: spec.seccomp_rules.push_back(std::move(value)); break;

@@ -72,6 +72,7 @@ TEST(ProtocolTest, HardeningFieldsRoundTrip) {
   spec.sysctls = {"kernel.kptr_restrict=2"};
   spec.capabilities = (uint64_t{1} << 40) | 1;
   spec.no_new_privs = true;
+  spec.open_stdin = true;
   spec.seccomp_default = "allow";
   spec.seccomp_rules = {"errno:1:unshare", "errno:1:keyctl"};
   auto decoded = decodeSpec(encodeSpec(spec));
@@ -84,6 +85,7 @@ TEST(ProtocolTest, HardeningFieldsRoundTrip) {
   EXPECT_EQ(decoded->sysctls, spec.sysctls);
   EXPECT_EQ(decoded->capabilities, spec.capabilities);
   EXPECT_TRUE(decoded->no_new_privs);
+  EXPECT_TRUE(decoded->open_stdin);
   EXPECT_EQ(decoded->seccomp_default, "allow");
   EXPECT_EQ(decoded->seccomp_rules, spec.seccomp_rules);
 }

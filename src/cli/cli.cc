@@ -179,6 +179,7 @@ Result<Runtime> openRuntime(const GlobalFlags& flags) {
 struct RunFlags {
   bool remove = false;
   bool detach = false;
+  bool interactive = false;
   int cpus = 1;
   std::string memory = "512";
   std::vector<std::string> env;
@@ -284,6 +285,7 @@ Result<RunOptions> toRunOptions(const RunFlags& flags, std::vector<std::string> 
   options.cpus = flags.cpus;
   options.memory_mib = *memory;
   options.remove = flags.remove;
+  options.interactive = flags.interactive;
   options.stop_timeout_seconds = flags.stop_timeout;
   for (const auto& text : flags.volumes) {
     auto volume = parseVolume(text);
@@ -332,6 +334,8 @@ int cmdRun(const GlobalFlags& global, const RunFlags& flags, std::vector<std::st
   if (flags.detach) {
     options->stdout_fd = -1;
     options->stderr_fd = -1;
+  } else if (flags.interactive) {
+    options->stdin_fd = STDIN_FILENO;
   }
   // Block stop signals before the VM exists, so none is lost.
   sigset_t stop_signals = blockStopSignals();
@@ -457,13 +461,14 @@ int cmdCreate(const GlobalFlags& global, const RunFlags& flags, std::vector<std:
   return 0;
 }
 
-int cmdStart(const GlobalFlags& global, const std::vector<std::string>& refs, bool attach) {
+int cmdStart(const GlobalFlags& global, const std::vector<std::string>& refs, bool attach, bool interactive) {
   auto runtime = openRuntime(global);
   if (!runtime) return fail(runtime.error());
+  if (interactive && !attach) return fail("start --interactive needs --attach");
   if (attach) {
     if (refs.size() != 1) return fail("start --attach takes exactly one VM");
     sigset_t stop_signals = blockStopSignals();
-    auto vm = runtime->start(refs[0], STDOUT_FILENO, STDERR_FILENO);
+    auto vm = runtime->start(refs[0], STDOUT_FILENO, STDERR_FILENO, interactive ? STDIN_FILENO : -1);
     if (!vm) return fail(vm.error());
     return forwardSignalsAndWait(*vm, stop_signals);
   }
@@ -472,6 +477,15 @@ int cmdStart(const GlobalFlags& global, const std::vector<std::string>& refs, bo
     if (!vm) return std::move(vm).error();
     return success();
   });
+}
+
+// Output relayed until the workload exits; our stdin's EOF closes its stdin.
+int cmdAttach(const GlobalFlags& global, const std::string& ref, bool with_stdin) {
+  auto runtime = openRuntime(global);
+  if (!runtime) return fail(runtime.error());
+  auto code = runtime->attach(ref, with_stdin ? STDIN_FILENO : -1, STDOUT_FILENO, STDERR_FILENO);
+  if (!code) return fail(code.error());
+  return *code;
 }
 
 int cmdPs(const GlobalFlags& global, bool all, const std::string& format, bool quiet) {
@@ -616,6 +630,7 @@ int splitWorkloadCommand(const CLI::App& app, std::initializer_list<const CLI::A
 void addRunFlags(CLI::App& command, RunFlags& flags) {
   command.add_option("--rootfs", flags.rootfs, "Host directory to use as the root filesystem");
   command.add_flag("--rm", flags.remove, "Remove the VM and all its files when it exits");
+  command.add_flag("-i,--interactive", flags.interactive, "Keep the workload's stdin open and feed it ours");
   command.add_option("--cpus", flags.cpus, "Number of vCPUs")->check(CLI::Range(1, 64));
   command.add_option("-m,--memory", flags.memory, "Memory: MiB, or with a unit (512m, 2g)");
   command.add_option("-e,--env", flags.env, "Set an environment variable (KEY=VALUE, or KEY to pass ours)");
@@ -672,6 +687,14 @@ int main(int argc, char** argv) {
   auto* start_cmd = app.add_subcommand("start", "Start one or more created or stopped VMs");
   start_cmd->add_option("vm", refs, "VM id, id prefix or name")->required();
   start_cmd->add_flag("-a,--attach", attach, "Attach to its output and return its exit code");
+  bool start_interactive = false;
+  start_cmd->add_flag("-i,--interactive", start_interactive, "With -a: feed our stdin to the workload (VM made with -i)");
+
+  bool attach_no_stdin = false;
+  std::string attach_ref;
+  auto* attach_cmd = app.add_subcommand("attach", "Connect to a running VM's workload: its output, and our stdin if it was made with -i");
+  attach_cmd->add_option("vm", attach_ref, "VM id, id prefix or name")->required();
+  attach_cmd->add_flag("--no-stdin", attach_no_stdin, "Do not attach stdin");
 
   int timeout = 10;
   auto* restart_cmd = app.add_subcommand("restart", "Stop, then start one or more VMs");
@@ -783,7 +806,8 @@ int main(int argc, char** argv) {
 
   if (run_cmd->parsed()) return cmdRun(global, run, command);
   if (create_cmd->parsed()) return cmdCreate(global, run, command);
-  if (start_cmd->parsed()) return cmdStart(global, refs, attach);
+  if (start_cmd->parsed()) return cmdStart(global, refs, attach, start_interactive);
+  if (attach_cmd->parsed()) return cmdAttach(global, attach_ref, !attach_no_stdin);
   if (ps_cmd->parsed()) return cmdPs(global, all, format.empty() ? "table" : format, quiet);
   if (inspect_cmd->parsed()) return cmdInspect(global, refs);
   if (logs_cmd->parsed()) return cmdLogs(global, log_ref, log_options);

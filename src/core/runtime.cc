@@ -19,6 +19,7 @@
 #include "preflight/preflight.h"
 #include "state/layout.h"
 #include "state/vm_record.h"
+#include "core/attach.h"
 #include "core/images.h"
 #include "runner/control.h"
 #include "security/hardening.h"
@@ -260,6 +261,7 @@ Result<std::string> Runtime::create(const RunOptions& options) {
   spec.user = workload->user;
   spec.hostname = options.hostname.empty() ? spec.id.substr(0, 12) : options.hostname;
   spec.remove_on_exit = options.remove;
+  spec.open_stdin = options.interactive;
   spec.stop_timeout_seconds = options.stop_timeout_seconds;
   MICROVM_TRY(applyMountsAndConfinement(options, spec));
 
@@ -289,7 +291,7 @@ std::vector<DoctorCheck> Runtime::doctor(const std::vector<int>& host_ports) {
   return checks;
 }
 
-Result<VmHandle> Runtime::start(const std::string& reference, int stdout_fd, int stderr_fd) {
+Result<VmHandle> Runtime::start(const std::string& reference, int stdout_fd, int stderr_fd, int stdin_fd) {
   auto layout = Layout::resolve(data_dir_);
   if (!layout) return std::move(layout).error();
   VmStore store(*layout);
@@ -301,6 +303,10 @@ Result<VmHandle> Runtime::start(const std::string& reference, int stdout_fd, int
 
   SpawnOptions runner;
   runner.argv = {runner_.string(), record->dir.string()};
+  if (stdin_fd >= 0 && record->spec.open_stdin) {
+    runner.argv.push_back("--stdin");
+    runner.fds.push_back({0, stdin_fd});
+  }
   if (stdout_fd >= 0) runner.fds.push_back({1, stdout_fd});
   if (stderr_fd >= 0) runner.fds.push_back({2, stderr_fd});
   // Its own session: the VM outlives this process and its terminal.
@@ -336,7 +342,7 @@ Result<VmHandle> Runtime::start(const std::string& reference, int stdout_fd, int
 Result<VmHandle> Runtime::run(const RunOptions& options) {
   auto id = create(options);
   if (!id) return std::move(id).error();
-  return start(*id, options.stdout_fd, options.stderr_fd);
+  return start(*id, options.stdout_fd, options.stderr_fd, options.stdin_fd);
 }
 
 namespace {
@@ -451,6 +457,18 @@ Result<void> requestRunning(const fs::path& data_dir, const std::string& referen
 }
 
 }  // namespace
+
+Result<int> Runtime::attach(const std::string& reference, int in_fd, int out_fd, int err_fd) {
+  auto layout = Layout::resolve(data_dir_);
+  if (!layout) return std::move(layout).error();
+  auto record = VmStore(*layout).find(reference);
+  if (!record) return std::move(record).error();
+  if (!isActive(*record)) return Error(ErrorCode::kInvalidArgument, "VM " + record->spec.name + " is not running");
+  bool with_stdin = in_fd >= 0 && record->spec.open_stdin;
+  auto stream = openRunnerStream(runnerSocket(*record), AttachRequest{with_stdin});
+  if (!stream) return std::move(stream).error();
+  return relayAttached(std::move(*stream), with_stdin ? in_fd : -1, out_fd, err_fd);
+}
 
 Result<void> Runtime::kill(const std::string& reference, int signal) {
   return requestRunning(data_dir_, reference, KillRequest{signal});

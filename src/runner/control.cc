@@ -37,6 +37,7 @@ std::string encodeRequest(const RunnerRequest& request) {
                                 [](const PauseRequest&) { return json{{"op", "pause"}}; },
                                 [](const ResumeRequest&) { return json{{"op", "resume"}}; },
                                 [](const SnapshotRequest& snapshot) { return json{{"op", "snapshot"}, {"dir", snapshot.dir}}; },
+                                [](const AttachRequest& attach) { return json{{"op", "attach"}, {"stdin", attach.stdin}}; },
                             },
                             request);
   return message.dump() + "\n";
@@ -70,6 +71,11 @@ Result<RunnerRequest> decodeRequest(std::string_view line) {
     }
     return RunnerRequest(SnapshotRequest{dir.get<std::string>()});
   }
+  if (op == "attach") {
+    const json& stdin = message["stdin"];
+    if (!stdin.is_null() && !stdin.is_boolean()) return invalid("stdin must be a boolean");
+    return RunnerRequest(AttachRequest{stdin.is_boolean() && stdin.get<bool>()});
+  }
   return Error(ErrorCode::kUnsupported, "unsupported runner request \"" + op + "\"");
 }
 
@@ -85,7 +91,7 @@ Result<void> decodeReply(std::string_view line) {
   return Error(ErrorCode::kIo, reply.value("error", std::string("the runner refused")));
 }
 
-Result<void> sendRunnerRequest(const std::filesystem::path& socket_path, const RunnerRequest& request) {
+Result<UniqueFd> openRunnerStream(const std::filesystem::path& socket_path, const RunnerRequest& request) {
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
   if (socket_path.native().size() >= sizeof address.sun_path) {
@@ -99,19 +105,29 @@ Result<void> sendRunnerRequest(const std::filesystem::path& socket_path, const R
     return Error::fromErrno("connect to the VM's runner at " + socket_path.string());
   }
   MICROVM_TRY(writeAll(fd.get(), encodeRequest(request)));
+  // Byte by byte: what follows the reply line belongs to the caller. Replies
+  // are one short line.
   std::string reply;
-  while (reply.find('\n') == std::string::npos && reply.size() < kMaxLine) {
+  while (reply.size() < kMaxLine) {
     pollfd pfd{fd.get(), POLLIN, 0};
     int ready = ::poll(&pfd, 1, kReplyTimeoutMs);
     if (ready < 0 && errno == EINTR) continue;
     if (ready <= 0) return Error(ErrorCode::kTimeout, "the VM's runner did not answer");
-    char chunk[4096];
-    ssize_t got = ::read(fd.get(), chunk, sizeof chunk);
+    char c;
+    ssize_t got = ::read(fd.get(), &c, 1);
     if (got < 0 && errno == EINTR) continue;
     if (got <= 0) return Error(ErrorCode::kIo, "the VM's runner closed the connection without answering");
-    reply.append(chunk, static_cast<size_t>(got));
+    if (c == '\n') break;
+    reply.push_back(c);
   }
-  return decodeReply(reply.substr(0, reply.find('\n')));
+  MICROVM_TRY(decodeReply(reply));
+  return fd;
+}
+
+Result<void> sendRunnerRequest(const std::filesystem::path& socket_path, const RunnerRequest& request) {
+  auto stream = openRunnerStream(socket_path, request);
+  if (!stream) return std::move(stream).error();
+  return success();
 }
 
 }  // namespace microvm

@@ -15,6 +15,7 @@
 #include <string_view>
 #include <variant>
 
+#include "base/unique_fd.h"
 #include "microvm/result.h"
 
 namespace microvm {
@@ -34,8 +35,16 @@ struct ResumeRequest {};
 struct SnapshotRequest {
   std::string dir;
 };
+// Keep the connection: after the reply it carries agent frames both ways.
+// The runner sends kStdout/kStderr (output from now on) and finally kExit;
+// the client may send kStdin/kStdinClose when `stdin` is set and the VM was
+// created with an open stdin.
+struct AttachRequest {
+  bool stdin = false;
+};
 
-using RunnerRequest = std::variant<StopRequest, KillRequest, PauseRequest, ResumeRequest, SnapshotRequest>;
+using RunnerRequest =
+    std::variant<StopRequest, KillRequest, PauseRequest, ResumeRequest, SnapshotRequest, AttachRequest>;
 
 std::string encodeRequest(const RunnerRequest& request);
 // Bad JSON, an unknown op or out-of-range values are errors, never crashes.
@@ -46,5 +55,8 @@ Result<void> decodeReply(std::string_view line);
 
 // Connects to a runner, sends one request and returns its reply.
 Result<void> sendRunnerRequest(const std::filesystem::path& socket, const RunnerRequest& request);
+// As sendRunnerRequest, but returns the connection once the runner accepted
+// (for AttachRequest); no byte after the reply line has been read from it.
+Result<UniqueFd> openRunnerStream(const std::filesystem::path& socket, const RunnerRequest& request);
 
 }  // namespace microvm

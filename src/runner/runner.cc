@@ -12,7 +12,9 @@
 #include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <map>
 #include <optional>
+#include <vector>
 #include <string>
 
 #include <sys/un.h>
@@ -36,6 +38,14 @@ constexpr int kExitVmFailed = 125;
 constexpr int kExitHardStopped = 137;  // 128 + SIGKILL, as Docker reports a killed container
 // How long the guest gets to power off after it reported the exit code.
 constexpr int kPowerOffGraceSeconds = 5;
+// Bytes queued for the guest's control port beyond which the runner stops
+// reading stdin sources, so that a workload that does not read its stdin
+// backs the writer up instead of the runner's memory.
+constexpr size_t kControlBacklog = size_t{1} << 20;
+// Output queued for an attached client that does not read; beyond this it is
+// detached rather than allowed to hold up the VM or grow without bound.
+constexpr size_t kAttachBacklog = size_t{16} << 20;
+constexpr size_t kChunk = 65536;
 
 // The last `lines` lines of a text file, for error messages.
 std::string tailOf(const fs::path& path, size_t lines) {
@@ -74,10 +84,18 @@ Result<UniqueFd> listenOn(const fs::path& path) {
   return fd;
 }
 
+// A client of `attach`: output goes to it as frames, its stdin comes back.
+struct AttachedClient {
+  UniqueFd fd;
+  bool stdin = false;
+  agent::FrameReader reader;
+  std::string backlog;  // frames not yet taken by the client
+};
+
 class Runner {
  public:
-  Runner(fs::path vm_dir, int out_fd, int err_fd)
-      : vm_dir_(std::move(vm_dir)), out_fd_(out_fd), err_fd_(err_fd) {}
+  Runner(fs::path vm_dir, int in_fd, int out_fd, int err_fd)
+      : vm_dir_(std::move(vm_dir)), in_fd_(in_fd), out_fd_(out_fd), err_fd_(err_fd) {}
 
   int run();
 
@@ -85,6 +103,15 @@ class Runner {
   Result<void> start();
   Result<void> loop();
   void readControl();
+  void flushControl();
+  void watchStdinSources();
+  void readStdin();
+  void attach(UniqueFd client, const AttachRequest& request);
+  void readAttached(int fd);
+  void sendToAttached(AttachedClient& client, agent::FrameType type, std::string_view payload);
+  void flushAttached(AttachedClient& client);
+  void watchAttached(AttachedClient& client);
+  void detach(int fd);
   void handleFrame(const agent::Frame& frame);
   void handleSignal(int signal);
   void acceptRequest();
@@ -101,6 +128,8 @@ class Runner {
   int finish();
 
   fs::path vm_dir_;
+  int in_fd_;
+  bool in_fd_pollable_ = true;
   int out_fd_;
   int err_fd_;
   VmSpec spec_;
@@ -108,6 +137,8 @@ class Runner {
   UniqueFd log_fd_;
   UniqueFd workload_log_fd_;
   UniqueFd control_;
+  std::string control_backlog_;  // frames for the guest the socket did not take yet
+  std::map<int, AttachedClient> attached_;
   UniqueFd signal_fd_;
   UniqueFd listener_;
   std::optional<EventLoop> loop_;
@@ -126,13 +157,155 @@ void Runner::log(const std::string& message) {
   (void)writeAll(log_fd_.get(), nowRfc3339() + " " + message + "\n");
 }
 
+// Frames to the guest never block the loop: what the socket does not take now
+// waits for EPOLLOUT.
 void Runner::sendFrame(agent::FrameType type, std::string_view payload) {
-  std::string wire;
-  agent::appendFrame(wire, type, payload);
-  if (auto sent = writeAll(control_.get(), wire); !sent) log("control channel: " + sent.error().message());
+  if (!control_.valid()) return;
+  agent::appendFrame(control_backlog_, type, payload);
+  flushControl();
+}
+
+void Runner::flushControl() {
+  while (!control_backlog_.empty()) {
+    ssize_t sent = ::send(control_.get(), control_backlog_.data(), control_backlog_.size(), MSG_NOSIGNAL);
+    if (sent < 0 && errno == EINTR) continue;
+    if (sent < 0 && errno == EAGAIN) break;
+    if (sent <= 0) {
+      log("control channel: " + Error::fromErrno("send").message());
+      control_backlog_.clear();
+      break;
+    }
+    control_backlog_.erase(0, static_cast<size_t>(sent));
+  }
+  if (loop_ && loop_->watching(control_.get())) {
+    (void)loop_->modify(control_.get(), control_backlog_.empty() ? EPOLLIN : EPOLLIN | EPOLLOUT);
+  }
+  watchStdinSources();
+}
+
+// Stdin sources are read only while the guest keeps up (see kControlBacklog).
+void Runner::watchStdinSources() {
+  if (!loop_) return;
+  bool room = control_backlog_.size() < kControlBacklog;
+  if (in_fd_ >= 0 && in_fd_pollable_ && loop_->watching(in_fd_)) (void)loop_->modify(in_fd_, room ? uint32_t{EPOLLIN} : 0u);
+  for (auto& entry : attached_) watchAttached(entry.second);
+}
+
+// Output waiting: EPOLLOUT. Input: always for a client without stdin (to see
+// it leave), while the guest keeps up for one with stdin.
+void Runner::watchAttached(AttachedClient& client) {
+  uint32_t events = client.backlog.empty() ? 0u : uint32_t{EPOLLOUT};
+  if (!client.stdin || control_backlog_.size() < kControlBacklog) events |= EPOLLIN;
+  (void)loop_->modify(client.fd.get(), events);
+}
+
+void Runner::readStdin() {
+  char buffer[kChunk];
+  ssize_t got = ::read(in_fd_, buffer, sizeof buffer);
+  if (got < 0 && (errno == EINTR || errno == EAGAIN)) return;
+  if (got > 0) {
+    sendFrame(agent::FrameType::kStdin, std::string_view(buffer, static_cast<size_t>(got)));
+  } else {
+    loop_->remove(in_fd_);
+    in_fd_ = -1;
+    sendFrame(agent::FrameType::kStdinClose, {});
+  }
+  // A regular file cannot be polled: it is read on in turns with the loop's
+  // other work, as long as the guest keeps up.
+  if (in_fd_ >= 0 && !in_fd_pollable_ && control_backlog_.size() < kControlBacklog) {
+    loop_->addTimer(std::chrono::milliseconds(0), [this] { readStdin(); });
+  } else if (in_fd_ >= 0 && !in_fd_pollable_) {
+    loop_->addTimer(std::chrono::milliseconds(5), [this] { readStdin(); });
+  }
+}
+
+void Runner::attach(UniqueFd client, const AttachRequest& request) {
+  if (request.stdin && !spec_.open_stdin) {
+    std::string refusal = encodeReply(Error(ErrorCode::kInvalidArgument, "the VM was not created with -i (open stdin)"));
+    ::send(client.get(), refusal.data(), refusal.size(), MSG_NOSIGNAL);
+    return;
+  }
+  std::string reply = encodeReply(success());
+  if (::send(client.get(), reply.data(), reply.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(reply.size())) return;
+  timeval none{0, 0};
+  ::setsockopt(client.get(), SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
+  ::fcntl(client.get(), F_SETFL, O_NONBLOCK);
+  int fd = client.get();
+  if (!loop_->add(fd, EPOLLIN, [this, fd](uint32_t events) {
+        if (events & EPOLLOUT) flushAttached(attached_.at(fd));
+        if (attached_.contains(fd) && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) readAttached(fd);
+      })) {
+    return;
+  }
+  attached_.emplace(fd, AttachedClient{std::move(client), request.stdin, {}, {}});
+  log(std::string("client attached") + (request.stdin ? " with stdin" : ""));
+  watchStdinSources();
+}
+
+void Runner::readAttached(int fd) {
+  auto& client = attached_.at(fd);
+  char buffer[kChunk];
+  ssize_t got = ::read(fd, buffer, sizeof buffer);
+  if (got < 0 && (errno == EINTR || errno == EAGAIN)) return;
+  if (got <= 0) {
+    // Like `docker run -i`: the attached stdin's end is the workload's.
+    if (client.stdin) sendFrame(agent::FrameType::kStdinClose, {});
+    detach(fd);
+    return;
+  }
+  client.reader.feed({buffer, static_cast<size_t>(got)});
+  while (auto frame = client.reader.next()) {
+    if (!client.stdin) continue;
+    if (frame->type == agent::FrameType::kStdin) sendFrame(agent::FrameType::kStdin, frame->payload);
+    if (frame->type == agent::FrameType::kStdinClose) {
+      sendFrame(agent::FrameType::kStdinClose, {});
+      client.stdin = false;
+    }
+  }
+  if (client.reader.failed()) {
+    log("attached client sent a malformed frame; detaching it");
+    detach(fd);
+  }
+}
+
+void Runner::sendToAttached(AttachedClient& client, agent::FrameType type, std::string_view payload) {
+  agent::appendFrame(client.backlog, type, payload);
+  flushAttached(client);
+}
+
+void Runner::flushAttached(AttachedClient& client) {
+  int fd = client.fd.get();
+  while (!client.backlog.empty()) {
+    ssize_t sent = ::send(fd, client.backlog.data(), client.backlog.size(), MSG_NOSIGNAL);
+    if (sent < 0 && errno == EINTR) continue;
+    if (sent < 0 && errno == EAGAIN) break;
+    if (sent <= 0) {
+      detach(fd);
+      return;
+    }
+    client.backlog.erase(0, static_cast<size_t>(sent));
+  }
+  if (client.backlog.size() > kAttachBacklog) {
+    log("attached client does not keep up with the output; detaching it");
+    detach(fd);
+    return;
+  }
+  watchAttached(client);
+}
+
+void Runner::detach(int fd) {
+  loop_->remove(fd);
+  attached_.erase(fd);
 }
 
 void Runner::forwardOutput(int& fd, const char* stream, std::string_view bytes) {
+  auto type = std::string_view(stream) == "stdout" ? agent::FrameType::kStdout : agent::FrameType::kStderr;
+  // Detaching a client erases it: iterate over the fds, not the map.
+  std::vector<int> clients;
+  for (const auto& entry : attached_) clients.push_back(entry.first);
+  for (int client : clients) {
+    if (attached_.contains(client)) sendToAttached(attached_.at(client), type, bytes);
+  }
   if (fd >= 0 && !writeAll(fd, bytes)) fd = -1;  // the reader went away; keep logging
   nlohmann::json record = {{"time", nowRfc3339()}, {"stream", stream}, {"log", std::string(bytes)}};
   (void)writeAll(workload_log_fd_.get(),
@@ -165,6 +338,7 @@ void Runner::sendSpec() {
   workload.workdir = spec_.workdir;
   workload.user = spec_.user;
   workload.hostname = spec_.hostname;
+  workload.open_stdin = spec_.open_stdin;
   for (size_t i = 0; i < spec_.shares.size(); ++i) {
     const auto& share = spec_.shares[i];
     workload.mounts.push_back({"vol" + std::to_string(i), share.guest, "9p", "", share.readonly});
@@ -204,6 +378,7 @@ Result<void> Runner::start() {
   int pair[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return Error::fromErrno("socketpair");
   control_.reset(pair[0]);
+  if (::fcntl(control_.get(), F_SETFL, O_NONBLOCK) != 0) return Error::fromErrno("fcntl O_NONBLOCK");
   UniqueFd guest_end(pair[1]);
 
   fs::path runtime_dir = spec_.runtime_dir;
@@ -263,7 +438,21 @@ Result<void> Runner::start() {
     sendSpec();
   }
 
-  MICROVM_TRY(loop_->add(control_.get(), EPOLLIN, [this](uint32_t) { readControl(); }));
+  MICROVM_TRY(loop_->add(control_.get(), EPOLLIN, [this](uint32_t events) {
+    if (events & EPOLLOUT) flushControl();
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) readControl();
+  }));
+  flushControl();
+  if (in_fd_ >= 0 && spec_.open_stdin && !restoring) {
+    ::fcntl(in_fd_, F_SETFL, ::fcntl(in_fd_, F_GETFL) | O_NONBLOCK);
+    auto watched = loop_->add(in_fd_, EPOLLIN, [this](uint32_t) { readStdin(); });
+    if (!watched && watched.error().sysErrno() == EPERM) {
+      in_fd_pollable_ = false;  // a regular file
+      loop_->addTimer(std::chrono::milliseconds(0), [this] { readStdin(); });
+    } else if (!watched) {
+      return std::move(watched).error();
+    }
+  }
   MICROVM_TRY(loop_->add(listener_.get(), EPOLLIN, [this](uint32_t) { acceptRequest(); }));
   MICROVM_TRY(loop_->add(signal_fd_.get(), EPOLLIN, [this](uint32_t) {
     signalfd_siginfo info{};
@@ -407,6 +596,10 @@ void Runner::acceptRequest() {
     line.append(chunk, static_cast<size_t>(got));
   }
   auto request = decodeRequest(line.substr(0, line.find('\n')));
+  if (request && std::holds_alternative<AttachRequest>(*request) && !exit_code_ && !vmm_status_) {
+    attach(std::move(client), std::get<AttachRequest>(*request));
+    return;
+  }
   Result<void> outcome = request ? handleRequest(*request) : Result<void>(request.error());
   if (!outcome) log("request refused: " + outcome.error().message());
   std::string reply = encodeReply(outcome);
@@ -419,6 +612,7 @@ void Runner::readControl() {
   if (got < 0 && errno == EINTR) return;
   if (got <= 0) {
     loop_->remove(control_.get());  // QEMU closed its end
+    control_backlog_.clear();
     return;
   }
   reader_.feed({buffer, static_cast<size_t>(got)});
@@ -456,6 +650,16 @@ int Runner::finish() {
     }
   }
   log("VM finished, exit code " + std::to_string(code));
+  // Attached clients learn the code; a client that is not reading is not
+  // waited for long.
+  for (auto& [fd, client] : attached_) {
+    agent::appendFrame(client.backlog, agent::FrameType::kExit, agent::encodeU32(static_cast<uint32_t>(code)));
+    ::fcntl(fd, F_SETFL, 0);
+    timeval limit{2, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+    (void)writeAll(fd, client.backlog);
+  }
+  attached_.clear();
   listener_.reset();
   if (!spec_.runtime_dir.empty()) (void)removeTree(spec_.runtime_dir);
   state_.exit_code = code;
@@ -484,14 +688,17 @@ int Runner::run() {
 
 }  // namespace
 
-int runVm(const fs::path& vm_dir, int out_fd, int err_fd) { return Runner(vm_dir, out_fd, err_fd).run(); }
+int runVm(const fs::path& vm_dir, int in_fd, int out_fd, int err_fd) {
+  return Runner(vm_dir, in_fd, out_fd, err_fd).run();
+}
 
 int runnerMain(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: microvm-runner VM_DIR\n(started by microvm; not meant to be run by hand)\n");
+  bool with_stdin = argc == 3 && std::string_view(argv[2]) == "--stdin";
+  if (argc != 2 && !with_stdin) {
+    std::fprintf(stderr, "usage: microvm-runner VM_DIR [--stdin]\n(started by microvm; not meant to be run by hand)\n");
     return 2;
   }
-  return runVm(argv[1], STDOUT_FILENO, STDERR_FILENO);
+  return runVm(argv[1], with_stdin ? STDIN_FILENO : -1, STDOUT_FILENO, STDERR_FILENO);
 }
 
 }  // namespace microvm

@@ -1,8 +1,8 @@
 // The runner: one process per VM, started detached by the library. It owns
 // the VMM process, speaks the control protocol with microvm-init, forwards
 // the workload's output, records state.json, and cleans up (--rm) at the end.
-// Its whole event loop is one epoll set: the control socket, a signalfd and a
-// timerfd.
+// Its whole event loop is one EventLoop: the control socket, a signalfd, the
+// request socket, attached clients and stdin, plus the stop timers.
 //
 // Signals it understands (sent by the CLI, `stop`, or a user):
 //   SIGTERM / SIGINT / SIGHUP  forward to the workload; after the VM's stop
@@ -17,10 +17,11 @@
 namespace microvm {
 
 // Runs the VM described by vm_dir/spec.json. Workload stdout/stderr are
-// forwarded to out_fd/err_fd (a closed reader there is not an error).
-int runVm(const std::filesystem::path& vm_dir, int out_fd, int err_fd);
+// forwarded to out_fd/err_fd (a closed reader there is not an error); with an
+// open stdin in the spec, in_fd (if not -1) feeds the workload's stdin.
+int runVm(const std::filesystem::path& vm_dir, int in_fd, int out_fd, int err_fd);
 
-// `microvm-runner VM_DIR`: the runner binary's whole main.
+// `microvm-runner VM_DIR [--stdin]`: the runner binary's whole main.
 int runnerMain(int argc, char** argv);
 
 }  // namespace microvm

@@ -77,7 +77,8 @@ Result<void> saveSpec(const fs::path& vm_dir, const VmSpec& spec) {
         {"env", spec.env},
         {"workdir", spec.workdir},
         {"user", spec.user},
-        {"hostname", spec.hostname}}},
+        {"hostname", spec.hostname},
+        {"open_stdin", spec.open_stdin}}},
       {"shares", sharesJson(spec.shares)},
       {"tmpfs", spec.tmpfs},
       {"confinement",
@@ -118,6 +119,7 @@ Result<VmSpec> loadSpec(const fs::path& vm_dir) {
     workload.at("workdir").get_to(spec.workdir);
     workload.at("user").get_to(spec.user);
     workload.at("hostname").get_to(spec.hostname);
+    spec.open_stdin = workload.value("open_stdin", false);
     for (const auto& share : j.value("shares", json::array())) {
       spec.shares.push_back({share.at("host"), share.at("guest"), share.at("readonly")});
     }

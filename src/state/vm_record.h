@@ -44,6 +44,7 @@ struct VmSpec {
   std::string workdir = "/";
   std::string user;
   std::string hostname;
+  bool open_stdin = false;  // -i: stdin from the starting caller or `attach`
 
   // Host directories shared over 9p; tag "vol<N>" is the N-th.
   struct Share {

@@ -63,10 +63,12 @@ const fs::path& home() { return fixtures().home; }
 const fs::path& rootfs() { return fixtures().rootfs; }
 fs::path binDir() { return MICROVM_BIN_DIR; }
 
-Cli::Cli(const std::vector<std::string>& args, const std::vector<std::string>& extra_env) {
+Cli::Cli(const std::vector<std::string>& args, const std::vector<std::string>& extra_env, bool pipe_stdin) {
   int out[2];
   int err[2];
+  int in[2] = {-1, -1};
   if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) std::abort();
+  if (pipe_stdin && ::pipe2(in, O_CLOEXEC) != 0) std::abort();
   std::string binary = (binDir() / "microvm").string();
   std::string home_env = "MICROVM_HOME=" + home().string();
   pid_ = ::fork();
@@ -74,7 +76,7 @@ Cli::Cli(const std::vector<std::string>& args, const std::vector<std::string>& e
     ::dup2(out[1], 1);
     ::dup2(err[1], 2);
     int null_fd = ::open("/dev/null", O_RDONLY);
-    ::dup2(null_fd, 0);
+    ::dup2(pipe_stdin ? in[0] : null_fd, 0);
     ::setpgid(0, 0);  // our own group: signals in tests hit only this CLI
     ::putenv(home_env.data());
     for (const auto& var : extra_env) ::putenv(const_cast<char*>(var.c_str()));
@@ -88,6 +90,27 @@ Cli::Cli(const std::vector<std::string>& args, const std::vector<std::string>& e
   ::close(err[1]);
   out_fd_ = out[0];
   err_fd_ = err[0];
+  if (pipe_stdin) {
+    ::close(in[0]);
+    in_fd_ = in[1];
+  }
+}
+
+bool Cli::writeStdin(const std::string& bytes) {
+  ::signal(SIGPIPE, SIG_IGN);  // a CLI that died is a test failure, not a crash
+  size_t done = 0;
+  while (in_fd_ >= 0 && done < bytes.size()) {
+    ssize_t n = ::write(in_fd_, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<size_t>(n);
+  }
+  return in_fd_ >= 0;
+}
+
+void Cli::closeStdin() {
+  if (in_fd_ >= 0) ::close(in_fd_);
+  in_fd_ = -1;
 }
 
 Cli::~Cli() {
@@ -97,6 +120,7 @@ Cli::~Cli() {
   }
   if (out_fd_ >= 0) ::close(out_fd_);
   if (err_fd_ >= 0) ::close(err_fd_);
+  closeStdin();
 }
 
 bool Cli::pump(std::chrono::milliseconds timeout) {

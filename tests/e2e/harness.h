@@ -20,7 +20,9 @@ struct Outcome {
 // A running `microvm` process whose stdout/stderr are being collected.
 class Cli {
  public:
-  explicit Cli(const std::vector<std::string>& args, const std::vector<std::string>& extra_env = {});
+  // With `pipe_stdin` its stdin is a pipe fed by writeStdin(); else /dev/null.
+  explicit Cli(const std::vector<std::string>& args, const std::vector<std::string>& extra_env = {},
+               bool pipe_stdin = false);
   Cli(const Cli&) = delete;
   Cli& operator=(const Cli&) = delete;
   ~Cli();
@@ -28,6 +30,9 @@ class Cli {
   pid_t pid() const { return pid_; }
   // Reads output until `needle` shows up on stdout or `limit` passes.
   bool waitForStdout(const std::string& needle, std::chrono::seconds limit);
+  // Writes to its stdin (a pipe_stdin Cli); false if it is gone.
+  bool writeStdin(const std::string& bytes);
+  void closeStdin();
   // Reads to EOF and reaps; kills the process if it outlives `limit`.
   Outcome finish(std::chrono::seconds limit = std::chrono::seconds(120));
 
@@ -36,6 +41,7 @@ class Cli {
   pid_t pid_ = -1;
   int out_fd_ = -1;
   int err_fd_ = -1;
+  int in_fd_ = -1;
   Outcome outcome_;
 };
 
