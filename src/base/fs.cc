@@ -98,4 +98,23 @@ Result<fs::path> findOnPath(const std::string& name) {
   return Error(ErrorCode::kNotFound, name + " not found on PATH");
 }
 
+std::string tailLines(const std::filesystem::path& path, size_t lines) {
+  auto text = readFile(path);
+  if (!text) return "";
+  std::string_view s = *text;
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.remove_suffix(1);
+  // `start` walks back from newline to newline, `lines` times at most.
+  size_t start = s.size();
+  for (size_t i = 0; i < lines; ++i) {
+    size_t newline = start == 0 ? std::string_view::npos : s.rfind('\n', start - 1);
+    if (newline == std::string_view::npos) {
+      start = 0;
+      break;
+    }
+    start = newline;
+  }
+  if (start < s.size() && s[start] == '\n') ++start;
+  return std::string(s.substr(start));
+}
+
 }  // namespace microvm

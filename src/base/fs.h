@@ -12,6 +12,9 @@
 namespace microvm {
 
 Result<std::string> readFile(const std::filesystem::path& path);
+// The last `lines` lines of a text file, without the final newline; "" if it
+// cannot be read. For error messages that quote a log.
+std::string tailLines(const std::filesystem::path& path, size_t lines);
 
 // Writes `contents` to `path` atomically with the given mode.
 Result<void> writeFileAtomic(const std::filesystem::path& path, std::string_view contents,

@@ -47,26 +47,6 @@ constexpr size_t kControlBacklog = size_t{1} << 20;
 constexpr size_t kAttachBacklog = size_t{16} << 20;
 constexpr size_t kChunk = 65536;
 
-// The last `lines` lines of a text file, for error messages.
-std::string tailOf(const fs::path& path, size_t lines) {
-  auto text = readFile(path);
-  if (!text) return "";
-  std::string_view s = *text;
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.remove_suffix(1);
-  size_t start = 0;
-  size_t end = s.size();
-  for (size_t i = 0; i < lines && end > 0; ++i) {
-    size_t newline = s.rfind('\n', end - 1);
-    if (newline == std::string_view::npos) {
-      start = 0;
-      break;
-    }
-    start = newline + 1;
-    end = newline;
-  }
-  return std::string(s.substr(start));
-}
-
 // A listening unix socket at `path` (replacing a stale one), owner-only.
 Result<UniqueFd> listenOn(const fs::path& path) {
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
@@ -640,8 +620,8 @@ int Runner::finish() {
     std::string why = failure_.empty() ? "the VM stopped before the workload reported an exit code" : failure_;
     if (vmm_status_) why += " (QEMU " + describeWaitStatus(*vmm_status_) + ")";
     state_.error = why;
-    std::string console = tailOf(vm_dir_ / "console.log", 5);
-    std::string vmm_log = tailOf(vm_dir_ / "runner.log", 3);
+    std::string console = tailLines(vm_dir_ / "console.log", 5);
+    std::string vmm_log = tailLines(vm_dir_ / "runner.log", 3);
     if (err_fd_ >= 0 && failure_.empty()) {
       std::string message = "microvm: " + why + "\n";
       if (!vmm_log.empty()) message += "runner log:\n" + vmm_log + "\n";
