@@ -31,9 +31,11 @@ bool plainNameByte(uint8_t c) { return c > 0x20 && c < 0x7f && c != '.'; }
 // lenient mode a name with other bytes is accepted but made unequal to any
 // plain name (a trailing '\0'), so that an odd record elsewhere in an answer
 // does not spoil the message.
-const char* readName(std::span<const uint8_t> message, size_t offset, bool lenient, std::string& name, size_t& end) {
+const char* readName(std::span<const uint8_t> message, size_t offset, bool lenient, std::string& name, size_t& end,
+                     bool allow_pointers = true) {
   name.clear();
   size_t position = offset;
+  size_t limit = offset;
   bool jumped = false;
   bool odd = false;
   size_t wire = 1;  // the root label
@@ -41,10 +43,14 @@ const char* readName(std::span<const uint8_t> message, size_t offset, bool lenie
     if (position >= message.size()) return "name runs past the end";
     uint8_t length = message[position];
     if ((length & 0xc0) == 0xc0) {
+      if (!allow_pointers) return "compression pointer in a query's question";
       if (position + 1 >= message.size()) return "name pointer runs past the end";
       size_t target = (static_cast<size_t>(length & 0x3f) << 8) | message[position + 1];
-      // Only backwards: every jump lands strictly earlier, so there is no loop.
-      if (target >= position) return "name pointer does not point backwards";
+      // Only backwards, and each jump before where the previous one landed
+      // (the first before the name's start): the targets strictly decrease,
+      // so there is no loop.
+      if (target >= limit) return "name pointer does not point backwards";
+      limit = target;
       if (++hops > 64) return "too many name pointers";
       if (!jumped) end = position + 2;
       jumped = true;
@@ -97,7 +103,12 @@ Result<DnsQuery> parseDnsQuery(std::span<const uint8_t> message) {
   if (((query.flags >> 11) & 0xf) != 0) return malformed("opcode is not QUERY");
   if (load16(message.data() + 4) != 1) return malformed("not exactly one question");
   size_t end = 0;
-  if (const char* why = readName(message, kDnsHeaderBytes, false, query.question.name, end)) return malformed(why);
+  // A query's question is the first name in the message: nothing earlier is
+  // a name to point to (only the header, which the reply rewrites), so a
+  // pointer here is refused rather than followed.
+  if (const char* why = readName(message, kDnsHeaderBytes, false, query.question.name, end, false)) {
+    return malformed(why);
+  }
   if (end + 4 > message.size()) return malformed("question runs past the end");
   query.question.type = load16(message.data() + end);
   query.question.klass = load16(message.data() + end + 2);

@@ -51,7 +51,8 @@ struct DnsQuery {
   size_t question_end = 0;  // offset just past the question section
 };
 
-// A standard query (QR=0, opcode QUERY) with exactly one question. Names may
+// A standard query (QR=0, opcode QUERY) with exactly one question, not
+// compressed (nothing precedes it to point to but the header). Names may
 // hold letters, digits and printable punctuation except '.', which would make
 // one label read as two in the policy's name matching.
 Result<DnsQuery> parseDnsQuery(std::span<const uint8_t> message);
