@@ -37,6 +37,10 @@ std::string encodeRequest(const RunnerRequest& request) {
                                 [](const PauseRequest&) { return json{{"op", "pause"}}; },
                                 [](const ResumeRequest&) { return json{{"op", "resume"}}; },
                                 [](const SnapshotRequest& snapshot) { return json{{"op", "snapshot"}, {"dir", snapshot.dir}}; },
+                                [](const PortAddRequest& add) { return json{{"op", "port_add"}, {"mapping", add.mapping}}; },
+                                [](const PortRemoveRequest& remove) {
+                                  return json{{"op", "port_rm"}, {"mapping", remove.mapping}};
+                                },
                             },
                             request);
   return message.dump() + "\n";
@@ -69,6 +73,15 @@ Result<RunnerRequest> decodeRequest(std::string_view line) {
       return invalid("snapshot dir must be an absolute path");
     }
     return RunnerRequest(SnapshotRequest{dir.get<std::string>()});
+  }
+  if (op == "port_add" || op == "port_rm") {
+    // The runner parses the mapping itself; here it only has to be a short string.
+    const json& mapping = message["mapping"];
+    if (!mapping.is_string() || mapping.get<std::string>().empty() || mapping.get<std::string>().size() > 128) {
+      return invalid("mapping must be a port mapping");
+    }
+    if (op == "port_add") return RunnerRequest(PortAddRequest{mapping.get<std::string>()});
+    return RunnerRequest(PortRemoveRequest{mapping.get<std::string>()});
   }
   return Error(ErrorCode::kUnsupported, "unsupported runner request \"" + op + "\"");
 }

@@ -7,7 +7,8 @@ namespace {
 
 TEST(ControlTest, RequestsRoundTrip) {
   for (const RunnerRequest& request : std::vector<RunnerRequest>{
-           StopRequest{7}, KillRequest{15}, PauseRequest{}, ResumeRequest{}, SnapshotRequest{"/tmp/snap"}}) {
+           StopRequest{7}, KillRequest{15}, PauseRequest{}, ResumeRequest{}, SnapshotRequest{"/tmp/snap"},
+           PortAddRequest{"127.0.0.1:8080:80/tcp"}, PortRemoveRequest{"127.0.0.1:8080:80/tcp"}}) {
     std::string line = encodeRequest(request);
     ASSERT_EQ(line.back(), '\n');
     auto decoded = decodeRequest(line.substr(0, line.size() - 1));
@@ -16,13 +17,15 @@ TEST(ControlTest, RequestsRoundTrip) {
   }
   EXPECT_EQ(std::get<StopRequest>(*decodeRequest(R"({"op":"stop","timeout":7})")).timeout_seconds, 7);
   EXPECT_EQ(std::get<KillRequest>(*decodeRequest(R"({"op":"kill","signal":10})")).signal, 10);
+  EXPECT_EQ(std::get<PortAddRequest>(*decodeRequest(R"({"op":"port_add","mapping":"8080:80"})")).mapping, "8080:80");
 }
 
 TEST(ControlTest, HostileRequestsAreErrorsNotCrashes) {
   for (const char* line : {"", "not json", "[]", "{}", R"({"op":7})", R"({"op":"stop"})",
                            R"({"op":"stop","timeout":-1})", R"({"op":"stop","timeout":"10"})",
                            R"({"op":"kill","signal":0})", R"({"op":"kill","signal":100000})",
-                           R"({"op":"snapshot","dir":"relative"})", R"({"op":"snapshot"})"}) {
+                           R"({"op":"snapshot","dir":"relative"})", R"({"op":"snapshot"})",
+                           R"({"op":"port_add"})", R"({"op":"port_rm","mapping":""})", R"({"op":"port_add","mapping":5})"}) {
     EXPECT_FALSE(decodeRequest(line)) << line;
   }
   auto unknown = decodeRequest(R"({"op":"fly"})");
