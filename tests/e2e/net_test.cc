@@ -148,6 +148,29 @@ TEST(NetTest, PublishedPortReachesTheGuestAndPortAddRmChangeItAtRuntime) {
   EXPECT_EQ(httpGet(host_port, "/", seconds(3)), "");  // the VM is gone, and so is its forward
 }
 
+// The README's example, with an image: `run -d -p 8080:80 IMAGE httpd -f -p 80`
+// serves a page to a host client (any free host port stands for 8080).
+TEST(NetTest, ReadmeHttpdImageServesThroughPublishedPort) {
+  fs::path layout = home() / "net-oci";
+  ASSERT_EQ(shell("python3 " MICROVM_SOURCE_DIR "/tests/e2e/oci_images.py " + layout.string() + " " +
+                  rootfs().string() + " >/dev/null"),
+            0);
+  int host_port = freePort();
+  auto started = microvm({"run", "-d", "-p", std::to_string(host_port) + ":80", "oci:" + layout.string() + ":busybox-plain",
+                          "httpd", "-f", "-p", "80"});
+  ASSERT_EQ(started.exit_code, 0) << started.err;
+  std::string id = started.out.substr(0, started.out.find('\n'));
+  auto deadline = std::chrono::steady_clock::now() + seconds(90);
+  std::string page;
+  while (std::chrono::steady_clock::now() < deadline && page.find("root:x:0:0") == std::string::npos) {
+    page = httpGet(host_port, "/etc/passwd", seconds(5));
+    if (page.find("root:x:0:0") == std::string::npos) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  EXPECT_NE(page.find("200 OK"), std::string::npos) << page;
+  EXPECT_NE(page.find("root:x:0:0"), std::string::npos) << page;
+  EXPECT_EQ(microvm({"rm", "-f", id}).exit_code, 0);
+}
+
 TEST(NetTest, BusyHostPortFailsBeforeBootNamingThePort) {
   int port = freePort();
   int busy = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
