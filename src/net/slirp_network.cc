@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <climits>
+#include <algorithm>
 #include <cstring>
 
 namespace microvm::net {
@@ -281,6 +282,11 @@ std::chrono::milliseconds SlirpNetwork::beforeWait() {
   poll_set_filled_ = true;
   syncPollSet();
   if (timeout == UINT32_MAX) return std::chrono::milliseconds(-1);
+  // libslirp's fast timer (delayed ACKs, 2 ms) compares whole milliseconds:
+  // a 2 ms sleep can land just short of it and cost a second round, so the
+  // ACK that clocks a guest's upload would go out after up to 4 ms. Waking
+  // every millisecond while it is pending sends it on time.
+  if (timeout <= 2) return std::chrono::milliseconds(std::min<uint32_t>(timeout, 1));
   return std::chrono::milliseconds(timeout);
 }
 
