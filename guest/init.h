@@ -150,6 +150,18 @@ struct SysctlWrite {
 Result<SysctlWrite> parseSysctl(std::string_view assignment);
 
 // ---------------------------------------------------------------------------
+// Network.
+
+// "10.0.2.15/24" or "fd00::15/64": the address and its prefix length.
+struct InterfaceAddress {
+  std::string address;
+  int prefix_length = 0;
+  bool ipv6 = false;
+};
+// Refuses a missing or out-of-range prefix and anything inet_pton refuses.
+Result<InterfaceAddress> parseInterfaceAddress(std::string_view text);
+
+// ---------------------------------------------------------------------------
 // Capabilities.
 
 // The workload's capabilities, from the host's mask (bit N = capability N).

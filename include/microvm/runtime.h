@@ -21,7 +21,9 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -110,6 +112,18 @@ struct RunOptions {
   bool no_new_privs = true;
   bool sysctl_hardening = true;
   int stop_timeout_seconds = 10;      // grace between forwarding SIGTERM and a hard stop
+  // Network (docs/NETWORKING.md): "user" (the default: NAT through the
+  // runner, static 10.0.2.15) or "none" (the guest has only lo).
+  std::string network = "user";
+  std::vector<std::string> publish;    // -p [HOSTIP:]HOSTPORT:GUESTPORT[/tcp|/udp] or GUESTPORT
+  std::vector<std::string> dns;        // DNS upstreams IP[:PORT] (default: the host's resolv.conf)
+  std::vector<std::string> add_hosts;  // NAME:IP lines for the guest's /etc/hosts
+  // Egress policy: any of these makes it active, and then only what the
+  // rules allow leaves the VM (no rules: nothing does).
+  std::vector<std::string> egress_allow;       // HOST[:PORT][/tcp|/udp], *.suffix for subdomains
+  std::vector<std::string> egress_allow_cidr;  // CIDR[:PORT][/tcp|/udp]
+  bool egress_deny_all = false;
+  bool egress_log = false;            // log each egress decision to the VM's runner.log
   int stdout_fd = 1;                  // where the workload's output goes (-1: discard)
   int stderr_fd = 2;
   // -i: the workload's stdin is open; run() feeds it from stdin_fd (-1: only
@@ -139,6 +153,14 @@ struct VmInfo {
   std::string workdir;
   std::string user;
   std::string hostname;
+  std::string network;                 // "user" or "none"
+  std::vector<std::string> ports;      // while running: "80/tcp -> 127.0.0.1:8080", as `docker port`
+  std::vector<std::string> published;  // the -p mappings as asked (host port 0: picked at start)
+  std::vector<std::string> dns;
+  std::vector<std::string> egress_allow;
+  std::vector<std::string> egress_allow_cidr;
+  bool egress_deny_all = false;
+  std::map<std::string, uint64_t> net_counters;  // stack, egress filter and DNS counters (about 1 s old)
   std::filesystem::path dir;  // everything the VM has on disk
 };
 
@@ -224,6 +246,13 @@ class Runtime {
   Result<void> remove(const std::string& reference, bool force);
   // Blocks until the VM exits; returns its exit code.
   Result<int> wait(const std::string& reference);
+  // Port forwards of a running VM, as `docker port` prints them
+  // ("80/tcp -> 127.0.0.1:8080").
+  Result<std::vector<std::string>> ports(const std::string& reference);
+  // Adds a forward to a running VM (`-p` syntax); returns it as ports() shows it.
+  Result<std::string> addPort(const std::string& reference, const std::string& mapping);
+  // Removes forwards: on the host socket `mapping` names, or all to a bare GUESTPORT[/proto].
+  Result<void> removePort(const std::string& reference, const std::string& mapping);
   // Writes the VM's log records to the fds (stdout records to out_fd, stderr
   // records to err_fd; the console goes to out_fd).
   Result<void> logs(const std::string& reference, const LogOptions& options, int out_fd, int err_fd);

@@ -100,6 +100,18 @@ struct WorkloadSpec {
   // libseccomp are skipped.
   std::string seccomp_default;
   std::vector<std::string> seccomp_rules;
+
+  // Networking. Init always brings `lo` up. With an IPv4 address it also
+  // configures eth0 (statically: address, then default route via the
+  // gateway); the IPv6 pair is optional. Without one the guest has only lo.
+  std::string net_address4;  // "10.0.2.15/24"
+  std::string net_gateway4;  // "10.0.2.2"
+  std::string net_address6;  // "fd00::15/64"
+  std::string net_gateway6;  // "fd00::2"
+  // Whole files init writes into the root before the workload (empty: left
+  // as the image has them).
+  std::string etc_hosts;
+  std::string etc_resolv_conf;
 };
 
 inline void putLe16(std::string& out, uint16_t v) {
@@ -189,6 +201,12 @@ enum class SpecTag : uint16_t {
   kNoNewPrivs = 11,      // one byte, 0 or 1
   kSeccompDefault = 12,
   kSeccompRule = 13,
+  kNetAddress4 = 14,
+  kNetGateway4 = 15,
+  kNetAddress6 = 16,
+  kNetGateway6 = 17,
+  kEtcHosts = 18,
+  kEtcResolvConf = 19,
   kOpenStdin = 30,       // one byte, 0 or 1
 };
 
@@ -225,6 +243,13 @@ inline std::string encodeSpec(const WorkloadSpec& spec) {
   if (spec.open_stdin) field(SpecTag::kOpenStdin, std::string(1, '\1'));
   if (!spec.seccomp_default.empty()) field(SpecTag::kSeccompDefault, spec.seccomp_default);
   for (const auto& rule : spec.seccomp_rules) field(SpecTag::kSeccompRule, rule);
+  // Sent only when set: an older init skips them as unknown tags anyway.
+  if (!spec.net_address4.empty()) field(SpecTag::kNetAddress4, spec.net_address4);
+  if (!spec.net_gateway4.empty()) field(SpecTag::kNetGateway4, spec.net_gateway4);
+  if (!spec.net_address6.empty()) field(SpecTag::kNetAddress6, spec.net_address6);
+  if (!spec.net_gateway6.empty()) field(SpecTag::kNetGateway6, spec.net_gateway6);
+  if (!spec.etc_hosts.empty()) field(SpecTag::kEtcHosts, spec.etc_hosts);
+  if (!spec.etc_resolv_conf.empty()) field(SpecTag::kEtcResolvConf, spec.etc_resolv_conf);
   return out;
 }
 
@@ -281,6 +306,12 @@ inline std::optional<WorkloadSpec> decodeSpec(std::string_view payload) {
         break;
       case SpecTag::kSeccompDefault: spec.seccomp_default = std::move(value); break;
       case SpecTag::kSeccompRule: spec.seccomp_rules.push_back(std::move(value)); break;
+      case SpecTag::kNetAddress4: spec.net_address4 = std::move(value); break;
+      case SpecTag::kNetGateway4: spec.net_gateway4 = std::move(value); break;
+      case SpecTag::kNetAddress6: spec.net_address6 = std::move(value); break;
+      case SpecTag::kNetGateway6: spec.net_gateway6 = std::move(value); break;
+      case SpecTag::kEtcHosts: spec.etc_hosts = std::move(value); break;
+      case SpecTag::kEtcResolvConf: spec.etc_resolv_conf = std::move(value); break;
       default: break;
     }
   }

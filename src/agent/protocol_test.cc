@@ -90,6 +90,31 @@ TEST(ProtocolTest, HardeningFieldsRoundTrip) {
   EXPECT_EQ(decoded->seccomp_rules, spec.seccomp_rules);
 }
 
+TEST(ProtocolTest, NetworkFieldsRoundTripAndAreOmittedWhenEmpty) {
+  WorkloadSpec spec;
+  spec.argv = {"/bin/true"};
+  std::string without = encodeSpec(spec);
+  spec.net_address4 = "10.0.2.15/24";
+  spec.net_gateway4 = "10.0.2.2";
+  spec.net_address6 = "fd00::15/64";
+  spec.net_gateway6 = "fd00::2";
+  spec.etc_hosts = "127.0.0.1\tlocalhost\n";
+  spec.etc_resolv_conf = "nameserver 10.0.2.3\n";
+  auto decoded = decodeSpec(encodeSpec(spec));
+  ASSERT_TRUE(decoded.has_value());
+  EXPECT_EQ(decoded->net_address4, spec.net_address4);
+  EXPECT_EQ(decoded->net_gateway4, spec.net_gateway4);
+  EXPECT_EQ(decoded->net_address6, spec.net_address6);
+  EXPECT_EQ(decoded->net_gateway6, spec.net_gateway6);
+  EXPECT_EQ(decoded->etc_hosts, spec.etc_hosts);
+  EXPECT_EQ(decoded->etc_resolv_conf, spec.etc_resolv_conf);
+  // A spec without networking encodes as before: no new tags at all.
+  auto plain = decodeSpec(without);
+  ASSERT_TRUE(plain.has_value());
+  EXPECT_TRUE(plain->net_address4.empty());
+  EXPECT_EQ(without.find("10.0.2"), std::string::npos);
+}
+
 TEST(ProtocolTest, MalformedMountIsRejected) {
   EXPECT_FALSE(decodeMount(std::string("a\0b\0c\0d", 7)).has_value());
   EXPECT_FALSE(decodeMount(std::string("a\0b\0c\0d\0maybe", 13)).has_value());

@@ -1,6 +1,8 @@
 #include "base/event_loop.h"
 
 #include <cerrno>
+#include <climits>
+#include <vector>
 
 namespace microvm {
 
@@ -65,8 +67,26 @@ void EventLoop::cancelTimer(TimerId id) {
   timer_deadlines_.erase(deadline);
 }
 
+EventLoop::HookId EventLoop::addBeforeWait(BeforeWait hook) {
+  HookId id = next_token_++;
+  before_wait_.emplace(id, std::move(hook));
+  return id;
+}
+
+void EventLoop::removeBeforeWait(HookId id) { before_wait_.erase(id); }
+
 Result<void> EventLoop::runOnce(std::chrono::milliseconds max_wait) {
   int timeout = max_wait.count() < 0 ? -1 : static_cast<int>(max_wait.count());
+  // Iterated over a snapshot of the ids: a hook may remove itself or another.
+  std::vector<HookId> hooks;
+  for (const auto& entry : before_wait_) hooks.push_back(entry.first);
+  for (HookId id : hooks) {
+    auto hook = before_wait_.find(id);
+    if (hook == before_wait_.end()) continue;
+    BeforeWait copy = hook->second;
+    auto limit = copy().count();
+    if (limit >= 0 && (timeout < 0 || limit < timeout)) timeout = static_cast<int>(std::min<long long>(limit, INT32_MAX));
+  }
   if (!timers_.empty()) {
     auto until = std::chrono::ceil<std::chrono::milliseconds>(timers_.begin()->first - Clock::now()).count();
     if (until < 0) until = 0;

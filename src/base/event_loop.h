@@ -10,6 +10,10 @@
 //
 // Handlers may add, modify or remove any registration, including their own,
 // while they run: a removed fd's pending events are dropped.
+//
+// A library with a poll-style API (libslirp: fill a poll set, sleep, then
+// report what is ready) hooks in with addBeforeWait: the hook runs before
+// every wait and bounds how long the loop may sleep.
 #pragma once
 
 #include <sys/epoll.h>
@@ -48,6 +52,13 @@ class EventLoop {
   TimerId addTimerAt(Clock::time_point deadline, std::function<void()> callback);
   void cancelTimer(TimerId id);
 
+  // Runs `hook` at the start of every runOnce, before the wait. It returns the
+  // longest the loop may then sleep (negative: no limit of its own).
+  using BeforeWait = std::function<std::chrono::milliseconds()>;
+  using HookId = uint64_t;
+  HookId addBeforeWait(BeforeWait hook);
+  void removeBeforeWait(HookId id);
+
   // Waits for at most `max_wait` (forever if negative) or the next timer, then
   // dispatches what is ready. EINTR is not an error.
   Result<void> runOnce(std::chrono::milliseconds max_wait = std::chrono::milliseconds(-1));
@@ -69,6 +80,7 @@ class EventLoop {
   std::unordered_map<uint64_t, int> token_fds_;
   std::multimap<Clock::time_point, Timer> timers_;
   std::unordered_map<TimerId, Clock::time_point> timer_deadlines_;
+  std::map<HookId, BeforeWait> before_wait_;
 };
 
 }  // namespace microvm

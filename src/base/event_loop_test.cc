@@ -68,5 +68,23 @@ TEST(EventLoop, TimerCallbackMayCancelAnotherDueTimer) {
   EXPECT_EQ(fired, 1);
 }
 
+TEST(EventLoop, BeforeWaitHookRunsEachRoundAndBoundsTheWait) {
+  auto loop = EventLoop::create();
+  ASSERT_TRUE(loop);
+  int calls = 0;
+  auto id = loop->addBeforeWait([&] {
+    ++calls;
+    return milliseconds(10);
+  });
+  auto start = EventLoop::Clock::now();
+  ASSERT_TRUE(loop->runOnce());  // no fds, no timers: only the hook's 10 ms bound ends the wait
+  ASSERT_TRUE(loop->runOnce(milliseconds(5000)));
+  EXPECT_EQ(calls, 2);
+  EXPECT_LT(EventLoop::Clock::now() - start, milliseconds(2000));
+  loop->removeBeforeWait(id);
+  ASSERT_TRUE(loop->runOnce(milliseconds(1)));
+  EXPECT_EQ(calls, 2);
+}
+
 }  // namespace
 }  // namespace microvm

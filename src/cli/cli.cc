@@ -138,6 +138,17 @@ std::string shortCommand(const std::vector<std::string>& argv) {
   return "\"" + text + "\"";
 }
 
+// Docker's PORTS column: "127.0.0.1:8080->80/tcp, ..." from `port` lines.
+std::string psPorts(const std::vector<std::string>& lines) {
+  std::string text;
+  for (const auto& line : lines) {
+    size_t arrow = line.find(" -> ");
+    if (arrow == std::string::npos) continue;
+    text += (text.empty() ? "" : ", ") + line.substr(arrow + 4) + "->" + line.substr(0, arrow);
+  }
+  return text;
+}
+
 nlohmann::json toJson(const VmInfo& vm) {
   return {{"id", vm.id},
           {"name", vm.name},
@@ -158,6 +169,15 @@ nlohmann::json toJson(const VmInfo& vm) {
             {"workdir", vm.workdir},
             {"user", vm.user},
             {"hostname", vm.hostname}}},
+          {"network",
+           {{"mode", vm.network},
+            {"ports", vm.ports},
+            {"published", vm.published},
+            {"dns", vm.dns},
+            {"egress_allow", vm.egress_allow},
+            {"egress_allow_cidr", vm.egress_allow_cidr},
+            {"egress_deny_all", vm.egress_deny_all},
+            {"counters", vm.net_counters}}},
           {"dir", vm.dir.string()}};
 }
 
@@ -201,6 +221,14 @@ struct RunFlags {
   bool privileged = false;
   std::vector<std::string> security_opts;
   int stop_timeout = 10;
+  std::string network = "user";
+  std::vector<std::string> publish;
+  std::vector<std::string> dns;
+  std::vector<std::string> add_hosts;
+  std::vector<std::string> egress_allow;
+  std::vector<std::string> egress_allow_cidr;
+  bool egress_deny_all = false;
+  bool egress_log = false;
 };
 
 // -v HOST:GUEST[:ro|rw]
@@ -298,6 +326,15 @@ Result<RunOptions> toRunOptions(const RunFlags& flags, std::vector<std::string> 
   options.cap_drop = flags.cap_drop;
   options.privileged = flags.privileged;
   MICROVM_TRY(applySecurityOpts(flags.security_opts, options));
+  // Docker's names for the default network mean ours.
+  options.network = flags.network == "bridge" || flags.network == "default" ? "user" : flags.network;
+  options.publish = flags.publish;
+  options.dns = flags.dns;
+  options.add_hosts = flags.add_hosts;
+  options.egress_allow = flags.egress_allow;
+  options.egress_allow_cidr = flags.egress_allow_cidr;
+  options.egress_deny_all = flags.egress_deny_all;
+  options.egress_log = flags.egress_log;
   return options;
 }
 
@@ -504,10 +541,12 @@ int cmdPs(const GlobalFlags& global, bool all, const std::string& format, bool q
     std::cout << list.dump(2) << "\n";
     return 0;
   }
-  std::printf("%-12s   %-20s   %-22s   %-16s   %s\n", "VM ID", "NAME", "COMMAND", "CREATED", "STATUS");
+  std::printf("%-12s   %-20s   %-22s   %-16s   %-24s   %s\n", "VM ID", "NAME", "COMMAND", "CREATED", "STATUS",
+              "PORTS");
   for (const auto& vm : *vms) {
-    std::printf("%-12s   %-20s   %-22s   %-16s   %s\n", vm.id.substr(0, 12).c_str(), vm.name.c_str(),
-                shortCommand(vm.command).c_str(), ago(vm.created_at).c_str(), describeStatus(vm).c_str());
+    std::printf("%-12s   %-20s   %-22s   %-16s   %-24s   %s\n", vm.id.substr(0, 12).c_str(), vm.name.c_str(),
+                shortCommand(vm.command).c_str(), ago(vm.created_at).c_str(), describeStatus(vm).c_str(),
+                psPorts(vm.ports).c_str());
   }
   return 0;
 }
@@ -552,6 +591,50 @@ int cmdWait(const GlobalFlags& global, const std::vector<std::string>& refs) {
     std::cout << *exit_code << std::endl;
   }
   return code;
+}
+
+// microvm port VM [GUESTPORT[/proto]] | VM add SPEC... | VM rm SPEC...
+int cmdPort(const GlobalFlags& global, const std::vector<std::string>& args) {
+  if (args.empty()) return fail("port: name a VM");
+  auto runtime = openRuntime(global);
+  if (!runtime) return fail(runtime.error());
+  const std::string& vm = args[0];
+  if (args.size() >= 2 && (args[1] == "add" || args[1] == "rm")) {
+    if (args.size() < 3) return fail("port " + args[1] + ": give a port mapping");
+    int code = 0;
+    for (size_t i = 2; i < args.size(); ++i) {
+      if (args[1] == "add") {
+        auto added = runtime->addPort(vm, args[i]);
+        if (!added) {
+          std::fprintf(stderr, "microvm: %s\n", added.error().message().c_str());
+          code = 1;
+        } else {
+          std::cout << *added << "\n";
+        }
+      } else if (auto removed = runtime->removePort(vm, args[i]); !removed) {
+        std::fprintf(stderr, "microvm: %s\n", removed.error().message().c_str());
+        code = 1;
+      }
+    }
+    return code;
+  }
+  if (args.size() > 2) return fail("port: want VM [GUESTPORT[/PROTO]], VM add SPEC or VM rm SPEC");
+  auto lines = runtime->ports(vm);
+  if (!lines) return fail(lines.error());
+  std::string filter;
+  if (args.size() == 2) filter = args[1].find('/') == std::string::npos ? args[1] + "/tcp" : args[1];
+  bool any = false;
+  for (const auto& line : *lines) {
+    if (!filter.empty()) {
+      if (line.rfind(filter + " -> ", 0) != 0) continue;
+      std::cout << line.substr(filter.size() + 4) << "\n";  // as Docker: only the host side
+    } else {
+      std::cout << line << "\n";
+    }
+    any = true;
+  }
+  if (!filter.empty() && !any) return fail("no public port '" + filter + "' published for " + vm);
+  return 0;
 }
 
 int cmdPrune(const GlobalFlags& global) {
@@ -648,7 +731,21 @@ void addRunFlags(CLI::App& command, RunFlags& flags) {
                      "seccomp=unconfined|PROFILE.json, no-new-privileges=true|false, sysctl-hardening=true|false");
   command.add_option("-w,--workdir", flags.workdir, "Working directory inside the VM");
   command.add_option("-u,--user", flags.user, "User inside the VM: UID[:GID] or NAME[:GROUP]");
-  command.add_option("--hostname", flags.hostname, "Hostname inside the VM (default: the short VM id)");
+  // -h is Docker's --hostname here, so help is --help only.
+  command.set_help_flag("--help", "Print this help message and exit");
+  command.add_option("-h,--hostname", flags.hostname, "Hostname inside the VM (default: the short VM id)");
+  command.add_option("--network", flags.network, "Network: user (default; NAT, ports, DNS) or none (only lo)");
+  command.add_option("-p,--publish", flags.publish,
+                     "Forward a host port: [HOSTIP:]HOSTPORT:GUESTPORT[/tcp|/udp], or GUESTPORT for a free host port "
+                     "(host IP default 127.0.0.1; IPv6 as [::1]:8080:80)");
+  command.add_option("--dns", flags.dns, "DNS upstream the guest's resolver uses: IP[:PORT] (default: the host's)");
+  command.add_option("--add-host", flags.add_hosts, "Add a line to the guest's /etc/hosts: NAME:IP (IP may be host-gateway)");
+  command.add_option("--egress-allow", flags.egress_allow,
+                     "Allow outbound traffic to HOST[:PORT][/tcp|/udp] (*.example.com: its subdomains); "
+                     "any egress flag denies everything else");
+  command.add_option("--egress-allow-cidr", flags.egress_allow_cidr, "Allow outbound traffic to CIDR[:PORT][/tcp|/udp]");
+  command.add_flag("--egress-deny-all", flags.egress_deny_all, "Deny all outbound traffic (port forwards still work)");
+  command.add_flag("--egress-log", flags.egress_log, "Log every egress decision to the VM's runner.log");
   command.add_option("--name", flags.name, "Name of the VM (unique)");
   command.add_option("--stop-timeout", flags.stop_timeout,
                      "Seconds between forwarding SIGTERM and stopping the VM hard")
@@ -742,6 +839,9 @@ int main(int argc, char** argv) {
   auto* unpause_cmd = app.add_subcommand("unpause", "Resume paused VMs");
   unpause_cmd->add_option("vm", refs, "VM id, id prefix or name")->required();
   auto* prune_cmd = app.add_subcommand("prune", "Remove every VM that is not running");
+  std::vector<std::string> port_args;
+  auto* port_cmd = app.add_subcommand("port", "List a VM's port forwards, or change them: port VM add|rm SPEC");
+  port_cmd->add_option("args", port_args, "VM [GUESTPORT[/PROTO]] | VM add SPEC... | VM rm SPEC...")->required();
 
   auto* snapshot_cmd = app.add_subcommand("snapshot", "Save running VMs and start new ones from them");
   snapshot_cmd->require_subcommand(1);
@@ -813,6 +913,7 @@ int main(int argc, char** argv) {
   if (logs_cmd->parsed()) return cmdLogs(global, log_ref, log_options);
   if (wait_cmd->parsed()) return cmdWait(global, refs);
   if (prune_cmd->parsed()) return cmdPrune(global);
+  if (port_cmd->parsed()) return cmdPort(global, port_args);
   if (info_cmd->parsed()) return cmdInfo(global, format.empty() ? "text" : format);
   if (snapshot_ls->parsed()) return cmdSnapshotList(global, format.empty() ? "table" : format);
   if (doctor_cmd->parsed()) return cmdDoctor(global, format.empty() ? "text" : format, doctor_ports);

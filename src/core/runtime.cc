@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <optional>
 #include <thread>
@@ -21,6 +22,9 @@
 #include "state/vm_record.h"
 #include "core/attach.h"
 #include "core/images.h"
+#include "net/dns_forwarder.h"
+#include "net/egress_policy.h"
+#include "net/network_config.h"
 #include "runner/control.h"
 #include "security/hardening.h"
 #include "state/vm_store.h"
@@ -79,7 +83,45 @@ Result<void> validate(const RunOptions& options) {
   for (const auto& entry : options.tmpfs) {
     if (entry.empty() || entry[0] != '/') return invalid("tmpfs \"" + entry + "\": the path must be absolute");
   }
+  if (!options.hostname.empty() && !net::validHostname(options.hostname)) {
+    return invalid("hostname \"" + options.hostname + "\" is not a valid host name");
+  }
+  if (options.network != "user" && options.network != "none") {
+    return invalid("unknown network \"" + options.network + "\" (want user or none)");
+  }
+  bool egress = !options.egress_allow.empty() || !options.egress_allow_cidr.empty() || options.egress_deny_all;
+  if (options.network == "none" && (!options.publish.empty() || !options.dns.empty() || egress)) {
+    return invalid("--network none has no network: it takes no -p, --dns or egress rules");
+  }
+  for (const auto& text : options.add_hosts) MICROVM_TRY(net::parseHostEntry(text));
+  for (const auto& text : options.dns) MICROVM_TRY(net::parseDnsUpstream(text));
+  MICROVM_TRY(net::makeEgressPolicy(options.egress_allow, options.egress_allow_cidr, options.egress_deny_all));
+  std::vector<net::PortMapping> mappings;
+  for (const auto& text : options.publish) {
+    auto mapping = net::parsePortMapping(text);
+    if (!mapping) return std::move(mapping).error();
+    for (const auto& other : mappings) {
+      if (mapping->host_port != 0 && net::sameHostSocket(other, *mapping)) {
+        return invalid("host port " + std::to_string(mapping->host_port) + " is published twice");
+      }
+    }
+    // A busy port is an error now, before anything is created or booted.
+    MICROVM_TRY(net::checkHostPortFree(*mapping));
+    mappings.push_back(*mapping);
+  }
   return success();
+}
+
+// The network options, canonical, into the spec.
+void applyNetwork(const RunOptions& options, VmSpec& spec) {
+  spec.network = options.network;
+  for (const auto& text : options.publish) spec.ports.push_back(net::formatPortMapping(*net::parsePortMapping(text)));
+  for (const auto& text : options.dns) spec.dns.push_back(net::parseDnsUpstream(text)->toString());
+  spec.extra_hosts = options.add_hosts;
+  spec.egress_allow = options.egress_allow;
+  spec.egress_allow_cidr = options.egress_allow_cidr;
+  spec.egress_deny_all = options.egress_deny_all;
+  spec.egress_log = options.egress_log;
 }
 
 // Volumes, tmpfs mounts and the workload's confinement, into the spec.
@@ -264,6 +306,7 @@ Result<std::string> Runtime::create(const RunOptions& options) {
   spec.open_stdin = options.interactive;
   spec.stop_timeout_seconds = options.stop_timeout_seconds;
   MICROVM_TRY(applyMountsAndConfinement(options, spec));
+  applyNetwork(options, spec);
 
   fs::path vm_dir = layout->vmDir(spec.id);
   spec.root_disk = (vm_dir / "disk.qcow2").string();
@@ -369,6 +412,18 @@ VmInfo toInfo(const VmRecord& record) {
   info.workdir = record.spec.workdir;
   info.user = record.spec.user;
   info.hostname = record.spec.hostname;
+  info.network = record.spec.network;
+  if (active) {
+    for (const auto& text : record.state.ports) {
+      if (auto mapping = net::parsePortMapping(text); mapping) info.ports.push_back(net::describePortMapping(*mapping));
+    }
+  }
+  info.published = record.spec.ports;
+  info.dns = record.spec.dns;
+  info.egress_allow = record.spec.egress_allow;
+  info.egress_allow_cidr = record.spec.egress_allow_cidr;
+  info.egress_deny_all = record.spec.egress_deny_all;
+  info.net_counters = record.state.net_counters;
   info.dir = record.dir;
   return info;
 }
@@ -468,6 +523,33 @@ Result<int> Runtime::attach(const std::string& reference, int in_fd, int out_fd,
   auto stream = openRunnerStream(runnerSocket(*record), AttachRequest{with_stdin});
   if (!stream) return std::move(stream).error();
   return relayAttached(std::move(*stream), with_stdin ? in_fd : -1, out_fd, err_fd);
+}
+
+Result<std::vector<std::string>> Runtime::ports(const std::string& reference) {
+  auto info = inspect(reference);
+  if (!info) return std::move(info).error();
+  return info->ports;
+}
+
+Result<std::string> Runtime::addPort(const std::string& reference, const std::string& mapping) {
+  auto parsed = net::parsePortMapping(mapping);
+  if (!parsed) return std::move(parsed).error();
+  MICROVM_TRY(net::checkHostPortFree(*parsed));
+  auto before = ports(reference);
+  if (!before) return std::move(before).error();
+  MICROVM_TRY(requestRunning(data_dir_, reference, PortAddRequest{net::formatPortMapping(*parsed)}));
+  // The runner recorded the mapping before it answered; the new line is it.
+  auto after = ports(reference);
+  if (!after) return std::move(after).error();
+  for (const auto& line : *after) {
+    if (std::find(before->begin(), before->end(), line) == before->end()) return line;
+  }
+  return net::describePortMapping(*parsed);
+}
+
+Result<void> Runtime::removePort(const std::string& reference, const std::string& mapping) {
+  MICROVM_TRY(net::parsePortMapping(mapping));
+  return requestRunning(data_dir_, reference, PortRemoveRequest{mapping});
 }
 
 Result<void> Runtime::kill(const std::string& reference, int signal) {

@@ -38,6 +38,10 @@ std::string encodeRequest(const RunnerRequest& request) {
                                 [](const ResumeRequest&) { return json{{"op", "resume"}}; },
                                 [](const SnapshotRequest& snapshot) { return json{{"op", "snapshot"}, {"dir", snapshot.dir}}; },
                                 [](const AttachRequest& attach) { return json{{"op", "attach"}, {"stdin", attach.stdin}}; },
+                                [](const PortAddRequest& add) { return json{{"op", "port_add"}, {"mapping", add.mapping}}; },
+                                [](const PortRemoveRequest& remove) {
+                                  return json{{"op", "port_rm"}, {"mapping", remove.mapping}};
+                                },
                             },
                             request);
   return message.dump() + "\n";
@@ -75,6 +79,15 @@ Result<RunnerRequest> decodeRequest(std::string_view line) {
     const json& stdin = message["stdin"];
     if (!stdin.is_null() && !stdin.is_boolean()) return invalid("stdin must be a boolean");
     return RunnerRequest(AttachRequest{stdin.is_boolean() && stdin.get<bool>()});
+  }
+  if (op == "port_add" || op == "port_rm") {
+    // The runner parses the mapping itself; here it only has to be a short string.
+    const json& mapping = message["mapping"];
+    if (!mapping.is_string() || mapping.get<std::string>().empty() || mapping.get<std::string>().size() > 128) {
+      return invalid("mapping must be a port mapping");
+    }
+    if (op == "port_add") return RunnerRequest(PortAddRequest{mapping.get<std::string>()});
+    return RunnerRequest(PortRemoveRequest{mapping.get<std::string>()});
   }
   return Error(ErrorCode::kUnsupported, "unsupported runner request \"" + op + "\"");
 }

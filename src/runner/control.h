@@ -6,6 +6,7 @@
 // JSON object per connection, one line each way.
 //   -> {"op":"stop","timeout":10}      <- {"ok":true}
 //   -> {"op":"pause"}                  <- {"ok":false,"error":"..."}
+//   -> {"op":"port_add","mapping":"127.0.0.1:8080:80/tcp"}
 //
 //   MICROVM_TRY(sendRunnerRequest(socket, StopRequest{10}));
 #pragma once
@@ -43,8 +44,19 @@ struct AttachRequest {
   bool stdin = false;
 };
 
-using RunnerRequest =
-    std::variant<StopRequest, KillRequest, PauseRequest, ResumeRequest, SnapshotRequest, AttachRequest>;
+// Forward a host port to the guest from now on; `mapping` is a port mapping
+// in its canonical form (net/network_config.h). Host port 0 picks a free one.
+// The runner records the mappings in effect in state.json.
+struct PortAddRequest {
+  std::string mapping;
+};
+// Stop forwarding the host socket `mapping` names (its guest port is ignored).
+struct PortRemoveRequest {
+  std::string mapping;
+};
+
+using RunnerRequest = std::variant<StopRequest, KillRequest, PauseRequest, ResumeRequest, SnapshotRequest,
+                                   AttachRequest, PortAddRequest, PortRemoveRequest>;
 
 std::string encodeRequest(const RunnerRequest& request);
 // Bad JSON, an unknown op or out-of-range values are errors, never crashes.

@@ -7,7 +7,8 @@ namespace {
 
 TEST(ControlTest, RequestsRoundTrip) {
   for (const RunnerRequest& request : std::vector<RunnerRequest>{
-           StopRequest{7}, KillRequest{15}, PauseRequest{}, ResumeRequest{}, SnapshotRequest{"/tmp/snap"}, AttachRequest{true}}) {
+           StopRequest{7}, KillRequest{15}, PauseRequest{}, ResumeRequest{}, SnapshotRequest{"/tmp/snap"},
+           AttachRequest{true}, PortAddRequest{"127.0.0.1:8080:80/tcp"}, PortRemoveRequest{"127.0.0.1:8080:80/tcp"}}) {
     std::string line = encodeRequest(request);
     ASSERT_EQ(line.back(), '\n');
     auto decoded = decodeRequest(line.substr(0, line.size() - 1));
@@ -18,6 +19,7 @@ TEST(ControlTest, RequestsRoundTrip) {
   EXPECT_EQ(std::get<KillRequest>(*decodeRequest(R"({"op":"kill","signal":10})")).signal, 10);
   EXPECT_TRUE(std::get<AttachRequest>(*decodeRequest(R"({"op":"attach","stdin":true})")).stdin);
   EXPECT_FALSE(std::get<AttachRequest>(*decodeRequest(R"({"op":"attach"})")).stdin);
+  EXPECT_EQ(std::get<PortAddRequest>(*decodeRequest(R"({"op":"port_add","mapping":"8080:80"})")).mapping, "8080:80");
 }
 
 TEST(ControlTest, HostileRequestsAreErrorsNotCrashes) {
@@ -25,7 +27,8 @@ TEST(ControlTest, HostileRequestsAreErrorsNotCrashes) {
                            R"({"op":"stop","timeout":-1})", R"({"op":"stop","timeout":"10"})",
                            R"({"op":"kill","signal":0})", R"({"op":"kill","signal":100000})",
                            R"({"op":"snapshot","dir":"relative"})", R"({"op":"snapshot"})",
-                           R"({"op":"attach","stdin":"yes"})"}) {
+                           R"({"op":"attach","stdin":"yes"})", R"({"op":"port_add"})", R"({"op":"port_rm","mapping":""})",
+                           R"({"op":"port_add","mapping":5})"}) {
     EXPECT_FALSE(decodeRequest(line)) << line;
   }
   auto unknown = decodeRequest(R"({"op":"fly"})");

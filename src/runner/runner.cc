@@ -21,6 +21,7 @@
 
 #include "agent/protocol.h"
 #include "runner/control.h"
+#include "runner/guest_network.h"
 #include "base/event_loop.h"
 #include "base/fs.h"
 #include "base/unique_fd.h"
@@ -104,6 +105,8 @@ class Runner {
   void forwardOutput(int& fd, const char* stream, std::string_view bytes);
   void armTimer(int seconds);
   void onTimer();
+  Result<UniqueFd> startNetwork();
+  void recordNetCounters();
   void log(const std::string& message);
   int finish();
 
@@ -123,6 +126,8 @@ class Runner {
   UniqueFd listener_;
   std::optional<EventLoop> loop_;
   std::optional<EventLoop::TimerId> timer_;
+  // After loop_: the network's handlers live in it and go first.
+  std::unique_ptr<GuestNetwork> network_;
   std::unique_ptr<Vmm> vmm_;
   agent::FrameReader reader_;
   std::optional<int> exit_code_;
@@ -329,6 +334,7 @@ void Runner::sendSpec() {
   workload.no_new_privs = spec_.no_new_privs;
   workload.seccomp_default = spec_.seccomp_default;
   workload.seccomp_rules = spec_.seccomp_rules;
+  describeGuestNetwork(spec_, workload);
   // The guest reads the spec once its port opens; the socket buffers it.
   sendFrame(agent::FrameType::kSpec, agent::encodeSpec(workload));
 }
@@ -383,6 +389,15 @@ Result<void> Runner::start() {
   config.qmp_socket = qmp;
   config.control_fd = guest_end.get();
   config.stderr_fd = log_fd_.get();
+  // The network exists, port forwards included, before the guest boots: a
+  // busy host port fails the start here.
+  UniqueFd net_qemu_end;
+  if (spec_.network != "none") {
+    auto qemu_end = startNetwork();
+    if (!qemu_end) return std::move(qemu_end).error();
+    net_qemu_end = std::move(*qemu_end);
+    config.net_fd = net_qemu_end.get();
+  }
   for (size_t i = 0; i < spec_.shares.size(); ++i) {
     config.shares.push_back({spec_.shares[i].host, "vol" + std::to_string(i), spec_.shares[i].readonly});
   }
@@ -400,6 +415,7 @@ Result<void> Runner::start() {
   if (!vmm) return std::move(vmm).error();
   vmm_ = std::move(*vmm);
   guest_end.reset();
+  net_qemu_end.reset();
 
   pid_t qemu_pid = vmm_->process().pid();
   state_.runner_pid = ::getpid();
@@ -439,6 +455,41 @@ Result<void> Runner::start() {
     if (::read(signal_fd_.get(), &info, sizeof info) == sizeof info) handleSignal(static_cast<int>(info.ssi_signo));
   }));
   return success();
+}
+
+// The guest's user network on the loop; returns QEMU's end of the frame stream.
+Result<UniqueFd> Runner::startNetwork() {
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return Error::fromErrno("socketpair");
+  UniqueFd runner_end(pair[0]);
+  UniqueFd qemu_end(pair[1]);
+  // Room for bursts of full-size frames both ways; the default of about
+  // 200 KiB makes the sender wait on the receiver every few dozen frames.
+  int buffer = 4 << 20;
+  for (int fd : {runner_end.get(), qemu_end.get()}) {
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer);
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer, sizeof buffer);
+  }
+  auto network = GuestNetwork::create(*loop_, std::move(runner_end), spec_, [this](const std::string& line) { log(line); });
+  if (!network) return std::move(network).error();
+  network_ = std::move(*network);
+  state_.ports = network_->ports();
+  recordNetCounters();
+  return qemu_end;
+}
+
+// The counters go to state.json about once a second, only when they moved,
+// so `inspect` shows them without asking the runner.
+void Runner::recordNetCounters() {
+  loop_->addTimer(std::chrono::seconds(1), [this] {
+    if (!network_ || exit_code_ || vmm_status_) return;
+    auto counters = network_->counters();
+    if (counters != state_.net_counters) {
+      state_.net_counters = std::move(counters);
+      if (state_.status != VmStatus::kCreated) setStatus(state_.status);
+    }
+    recordNetCounters();
+  });
 }
 
 void Runner::handleFrame(const agent::Frame& frame) {
@@ -525,6 +576,25 @@ Result<void> Runner::handleRequest(const RunnerRequest& request) {
     return success();
   }
   if (auto* snapshot_request = std::get_if<SnapshotRequest>(&request)) return snapshot(snapshot_request->dir);
+  if (auto* add = std::get_if<PortAddRequest>(&request)) {
+    if (!network_) return Error(ErrorCode::kInvalidArgument, "the VM has no network (--network none)");
+    auto mapping = network_->addPort(add->mapping);
+    if (!mapping) return std::move(mapping).error();
+    state_.ports = network_->ports();
+    setStatus(state_.status);
+    return success();
+  }
+  if (auto* remove = std::get_if<PortRemoveRequest>(&request)) {
+    if (!network_) return Error(ErrorCode::kInvalidArgument, "the VM has no network (--network none)");
+    MICROVM_TRY(network_->removePort(remove->mapping));
+    state_.ports = network_->ports();
+    setStatus(state_.status);
+    return success();
+  }
+  if (std::holds_alternative<AttachRequest>(request)) {
+    // Attaching keeps the connection, so acceptRequest takes it before here.
+    return Error(ErrorCode::kInvalidArgument, "attach needs its own connection");
+  }
   if (std::holds_alternative<PauseRequest>(request)) {
     if (state_.status == VmStatus::kPaused) return Error(ErrorCode::kInvalidArgument, "the VM is already paused");
     MICROVM_TRY(vmm_->pause());
@@ -644,6 +714,9 @@ int Runner::finish() {
   if (!spec_.runtime_dir.empty()) (void)removeTree(spec_.runtime_dir);
   state_.exit_code = code;
   state_.finished_at = nowRfc3339();
+  if (network_) state_.net_counters = network_->counters();
+  state_.ports.clear();  // nothing is forwarded once the VM is gone
+  network_.reset();
   if (spec_.remove_on_exit) {
     log_fd_.reset();
     (void)removeTree(vm_dir_);

@@ -87,6 +87,15 @@ Result<void> saveSpec(const fs::path& vm_dir, const VmSpec& spec) {
         {"seccomp_default", spec.seccomp_default},
         {"seccomp_rules", spec.seccomp_rules},
         {"sysctls", spec.sysctls}}},
+      {"network",
+       {{"mode", spec.network},
+        {"ports", spec.ports},
+        {"dns", spec.dns},
+        {"extra_hosts", spec.extra_hosts},
+        {"egress_allow", spec.egress_allow},
+        {"egress_allow_cidr", spec.egress_allow_cidr},
+        {"egress_deny_all", spec.egress_deny_all},
+        {"egress_log", spec.egress_log}}},
       {"remove_on_exit", spec.remove_on_exit},
       {"stop_timeout_seconds", spec.stop_timeout_seconds},
   };
@@ -130,6 +139,16 @@ Result<VmSpec> loadSpec(const fs::path& vm_dir) {
     spec.seccomp_default = confinement.value("seccomp_default", "");
     spec.seccomp_rules = confinement.value("seccomp_rules", std::vector<std::string>());
     spec.sysctls = confinement.value("sysctls", std::vector<std::string>());
+    // Absent in records made before networking: the default user network.
+    const json network = j.value("network", json::object());
+    spec.network = network.value("mode", "user");
+    spec.ports = network.value("ports", std::vector<std::string>());
+    spec.dns = network.value("dns", std::vector<std::string>());
+    spec.extra_hosts = network.value("extra_hosts", std::vector<std::string>());
+    spec.egress_allow = network.value("egress_allow", std::vector<std::string>());
+    spec.egress_allow_cidr = network.value("egress_allow_cidr", std::vector<std::string>());
+    spec.egress_deny_all = network.value("egress_deny_all", false);
+    spec.egress_log = network.value("egress_log", false);
     j.at("remove_on_exit").get_to(spec.remove_on_exit);
     j.at("stop_timeout_seconds").get_to(spec.stop_timeout_seconds);
     return spec;
@@ -147,6 +166,8 @@ Result<void> saveState(const fs::path& vm_dir, const VmState& state) {
       {"finished_at", state.finished_at},
       {"exit_code", state.exit_code ? json(*state.exit_code) : json(nullptr)},
       {"error", state.error},
+      {"ports", state.ports},
+      {"net_counters", state.net_counters},
   };
   return writeFileAtomic(vm_dir / "state.json", j.dump(2) + "\n");
 }
@@ -165,6 +186,8 @@ Result<VmState> loadState(const fs::path& vm_dir) {
     j.at("finished_at").get_to(state.finished_at);
     if (!j.at("exit_code").is_null()) state.exit_code = j.at("exit_code").get<int>();
     j.at("error").get_to(state.error);
+    state.ports = j.value("ports", std::vector<std::string>());
+    state.net_counters = j.value("net_counters", std::map<std::string, uint64_t>());
     return state;
   });
 }

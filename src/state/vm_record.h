@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <filesystem>
+#include <map>
 #include <cstdint>
 #include <optional>
 #include <utility>
@@ -62,6 +63,17 @@ struct VmSpec {
   std::vector<std::string> seccomp_rules;
   std::vector<std::string> sysctls;
 
+  // Network (see docs/NETWORKING.md). "user": libslirp in the runner;
+  // "none": the guest has only lo.
+  std::string network = "user";
+  std::vector<std::string> ports;        // port mappings as asked, canonical ("127.0.0.1:0:80/tcp": pick a port)
+  std::vector<std::string> dns;          // DNS upstreams "IP:PORT"; empty: the host's resolv.conf
+  std::vector<std::string> extra_hosts;  // "NAME:IP" lines for /etc/hosts
+  std::vector<std::string> egress_allow;       // --egress-allow rules, as given
+  std::vector<std::string> egress_allow_cidr;  // --egress-allow-cidr rules, as given
+  bool egress_deny_all = false;
+  bool egress_log = false;
+
   // Lifecycle.
   bool remove_on_exit = false;
   int stop_timeout_seconds = 10;
@@ -79,6 +91,11 @@ struct VmState {
   std::string finished_at;
   std::optional<int> exit_code;
   std::string error;  // why the VM ended without an exit code, if it did
+  // Network, while it runs: the port mappings in effect (canonical, host
+  // ports resolved; `port add/rm` change them) and the stack's and egress
+  // filter's counters, refreshed by the runner about once a second.
+  std::vector<std::string> ports;
+  std::map<std::string, uint64_t> net_counters;
 };
 
 const char* toString(VmStatus status);

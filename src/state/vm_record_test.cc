@@ -57,6 +57,39 @@ TEST_F(VmRecordTest, StateRoundTripsWithAndWithoutExitCode) {
   EXPECT_EQ(loaded->exit_code, 3);
 }
 
+TEST_F(VmRecordTest, NetworkSettingsAndPortsRoundTrip) {
+  VmSpec spec;
+  spec.id = "abc";
+  spec.network = "none";
+  spec.ports = {"127.0.0.1:8080:80/tcp"};
+  spec.dns = {"127.0.0.1:5353"};
+  spec.extra_hosts = {"db:10.0.0.5"};
+  spec.egress_allow = {"*.example.com:443"};
+  spec.egress_allow_cidr = {"10.0.0.0/8"};
+  spec.egress_deny_all = true;
+  spec.egress_log = true;
+  ASSERT_TRUE(saveSpec(dir_, spec));
+  auto loaded = loadSpec(dir_);
+  ASSERT_TRUE(loaded) << loaded.error().message();
+  EXPECT_EQ(loaded->network, "none");
+  EXPECT_EQ(loaded->ports, spec.ports);
+  EXPECT_EQ(loaded->dns, spec.dns);
+  EXPECT_EQ(loaded->extra_hosts, spec.extra_hosts);
+  EXPECT_EQ(loaded->egress_allow, spec.egress_allow);
+  EXPECT_EQ(loaded->egress_allow_cidr, spec.egress_allow_cidr);
+  EXPECT_TRUE(loaded->egress_deny_all);
+  EXPECT_TRUE(loaded->egress_log);
+
+  VmState state;
+  state.ports = {"127.0.0.1:41000:80/tcp"};
+  state.net_counters = {{"frames_from_guest", 12}};
+  ASSERT_TRUE(saveState(dir_, state));
+  auto state_loaded = loadState(dir_);
+  ASSERT_TRUE(state_loaded);
+  EXPECT_EQ(state_loaded->ports, state.ports);
+  EXPECT_EQ(state_loaded->net_counters.at("frames_from_guest"), 12u);
+}
+
 TEST_F(VmRecordTest, MalformedStateIsAnErrorNotACrash) {
   ASSERT_TRUE(writeFileAtomic(dir_ / "state.json", "{\"status\": 7"));
   auto loaded = loadState(dir_);

@@ -5,7 +5,7 @@ Layers are written by hand (Python's tarfile) so that the tests control
 every entry: whiteouts, opaque directories and hostile paths exactly as a
 registry could serve them.
 
-  oci_images.py LAYOUT ROOTFS     writes tags busybox, whiteout, multi,
+  oci_images.py LAYOUT ROOTFS     writes tags busybox, busybox-plain, whiteout, multi,
                                   evil-traversal, evil-symlink, evil-hardlink
 """
 import gzip
@@ -110,6 +110,8 @@ def main():
     }
     busybox = layout.image([base], busybox_config)
     layout.tag("busybox", busybox)
+    # Like Docker Hub's busybox: no entrypoint, Cmd sh, port 80 exposed.
+    layout.tag("busybox-plain", layout.image([base], {"Cmd": ["sh"], "ExposedPorts": {"80/tcp": {}}}))
 
     # Two layers: the upper one deletes a file and makes a directory opaque.
     def lower_extra(tar):

@@ -141,6 +141,12 @@ std::vector<std::string> QemuBackend::commandLine(const MachineConfig& config) c
     add({"-chardev", "socket,id=ctl,fd=" + std::to_string(kQemuControlFd), "-device",
          "virtio-serial-device,max_ports=2", "-device", "virtserialport,chardev=ctl,name=microvm.ctl"});
   }
+  if (config.net_fd >= 0) {
+    // Frames go over the inherited stream socket (4-byte length + frame) to
+    // the runner's network stack.
+    add({"-netdev", "stream,id=net0,server=off,addr.type=fd,addr.str=" + std::to_string(kQemuNetFd), "-device",
+         std::string("virtio-net-device,netdev=net0,mac=") + kGuestMac});
+  }
   if (!config.qmp_socket.empty()) {
     add({"-qmp", "unix:" + config.qmp_socket.string() + ",server=on,wait=off"});
   }
@@ -153,6 +159,7 @@ Result<std::unique_ptr<Vmm>> QemuBackend::launch(const MachineConfig& config) {
   options.argv = commandLine(config);
   if (config.control_fd >= 0) options.fds.push_back({kQemuControlFd, config.control_fd});
   if (config.incoming_fd >= 0) options.fds.push_back({kQemuIncomingFd, config.incoming_fd});
+  if (config.net_fd >= 0) options.fds.push_back({kQemuNetFd, config.net_fd});
   if (config.stderr_fd >= 0) options.fds.push_back({2, config.stderr_fd});
   // The VMM must never outlive the runner that owns it.
   options.die_with_parent = true;

@@ -15,9 +15,13 @@
 
 namespace microvm {
 
-// The fd numbers the control socket and a saved state have inside QEMU.
+// The fd numbers the control socket, a saved state and the network stream
+// have inside QEMU.
 inline constexpr int kQemuControlFd = 3;
 inline constexpr int kQemuIncomingFd = 4;
+inline constexpr int kQemuNetFd = 5;
+// The guest NIC's MAC address (QEMU's default; one NIC per VM, alone on its link).
+inline constexpr char kGuestMac[] = "52:54:00:12:34:56";
 
 class QemuBackend : public Backend {
  public:

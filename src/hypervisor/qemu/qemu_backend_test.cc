@@ -69,6 +69,16 @@ TEST(QemuBackendTest, DevicesFollowTheConfig) {
   EXPECT_EQ(std::find(bare_argv.begin(), bare_argv.end(), "-drive"), bare_argv.end());
   EXPECT_EQ(std::find(bare_argv.begin(), bare_argv.end(), "-chardev"), bare_argv.end());
   EXPECT_EQ(std::find(bare_argv.begin(), bare_argv.end(), "-qmp"), bare_argv.end());
+  EXPECT_EQ(std::find(bare_argv.begin(), bare_argv.end(), "-netdev"), bare_argv.end());  // no NIC: only lo
+}
+
+TEST(QemuBackendTest, NicUsesTheInheritedStreamSocket) {
+  QemuBackend backend("qemu");
+  MachineConfig config = tcgConfig();
+  config.net_fd = 9;
+  auto argv = backend.commandLine(config);
+  EXPECT_TRUE(hasPair(argv, "-netdev", "stream,id=net0,server=off,addr.type=fd,addr.str=" + std::to_string(kQemuNetFd)));
+  EXPECT_TRUE(hasPair(argv, "-device", std::string("virtio-net-device,netdev=net0,mac=") + kGuestMac));
 }
 
 TEST(QemuBackendTest, VmmIsSandboxed) {

@@ -1,0 +1,194 @@
+// Guest networking end to end: real VMs on the runner's libslirp stack, real
+// TCP between the guest and servers/clients on the host's loopback.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "harness.h"
+
+namespace microvm::e2e {
+namespace {
+
+using std::chrono::seconds;
+namespace fs = std::filesystem;
+
+// One HTTP/1.0 GET to 127.0.0.1:port; the whole response, or "" if the
+// connection failed (refused) or nothing came within `limit`.
+std::string httpGet(int port, const std::string& path = "/", seconds limit = seconds(10)) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return "";
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  // SAFETY: sockaddr_in is the AF_INET sockaddr.
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    ::close(fd);
+    return "";
+  }
+  std::string request = "GET " + path + " HTTP/1.0\r\nHost: test\r\n\r\n";
+  (void)!::write(fd, request.data(), request.size());
+  std::string response;
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd pfd{fd, POLLIN, 0};
+    if (::poll(&pfd, 1, 200) <= 0) continue;
+    char buffer[4096];
+    ssize_t got = ::read(fd, buffer, sizeof buffer);
+    if (got <= 0) break;
+    response.append(buffer, static_cast<size_t>(got));
+  }
+  ::close(fd);
+  return response;
+}
+
+// Retries httpGet until the body contains `needle` (the guest server may
+// still be booting); bounded by `limit`.
+bool eventuallyServes(int port, const std::string& needle, seconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (httpGet(port, "/", seconds(5)).find(needle) != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  return false;
+}
+
+// A detached VM running busybox httpd on guest port 8080, serving `token`.
+std::string startGuestServer(const std::vector<std::string>& flags, const std::string& token) {
+  std::vector<std::string> args = {"run", "-d", "--rootfs", rootfs().string()};
+  args.insert(args.end(), flags.begin(), flags.end());
+  args.insert(args.end(), {"--", "/bin/sh", "-c",
+                           "mkdir -p /www && echo " + token + " > /www/index.html && exec httpd -f -p 8080 -h /www"});
+  auto result = microvm(args);
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  std::string id = result.out.substr(0, result.out.find('\n'));
+  return id;
+}
+
+TEST(NetTest, GuestFetchesFromAHostServerThroughTheGateway) {
+  fs::path www = home() / "net-www";
+  fs::create_directories(www);
+  std::ofstream(www / "token.txt") << "host-says-hello\n";
+  int port = freePort();
+  Background server({"/bin/busybox", "httpd", "-f", "-p", "127.0.0.1:" + std::to_string(port), "-h", www.string()},
+                    home() / "net-httpd.log");
+  ASSERT_TRUE(waitForPort(port, seconds(10)));
+  auto result = microvm(runArgs(
+      {}, {"/bin/sh", "-c", "wget -q -O - http://10.0.2.2:" + std::to_string(port) + "/token.txt"}));
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(result.out, "host-says-hello\n");
+}
+
+TEST(NetTest, GuestAddressingResolvConfHostsAndHostname) {
+  auto result = microvm(runArgs({"-h", "web1", "--add-host", "db.test:10.9.8.7"},
+                                {"/bin/sh", "-c",
+                                 "hostname; cat /etc/resolv.conf; grep -c web1 /etc/hosts; grep db.test /etc/hosts; "
+                                 "ip -4 addr show eth0 | grep -o 'inet [0-9./]*'; ip -6 addr show eth0 | grep -o 'inet6 fd00::15/64'; "
+                                 "ip route | grep default; ip -6 route | grep -c 'default via fd00::2'"}));
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(result.out,
+            "web1\nnameserver 10.0.2.3\n1\n10.9.8.7\tdb.test\ninet 10.0.2.15/24\ninet6 fd00::15/64\n"
+            "default via 10.0.2.2 dev eth0 \n1\n");
+}
+
+TEST(NetTest, NetworkNoneHasOnlyLoopback) {
+  auto result = microvm(runArgs({"--network", "none"},
+                                // sit0 is the kernel's IPv6-in-IPv4 tunnel device, always present and down.
+                                {"/bin/sh", "-c", "ls /sys/class/net | grep -v '^sit0$'; ping -c1 -W1 127.0.0.1 >/dev/null && echo lo-up"}));
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(result.out, "lo\nlo-up\n");
+}
+
+TEST(NetTest, PublishedPortReachesTheGuestAndPortAddRmChangeItAtRuntime) {
+  int host_port = freePort();
+  std::string id = startGuestServer({"-p", std::to_string(host_port) + ":8080"}, "guest-token-1");
+  ASSERT_FALSE(id.empty());
+  EXPECT_TRUE(eventuallyServes(host_port, "guest-token-1", seconds(90)));
+
+  auto listed = microvm({"port", id});
+  EXPECT_EQ(listed.exit_code, 0) << listed.err;
+  EXPECT_EQ(listed.out, "8080/tcp -> 127.0.0.1:" + std::to_string(host_port) + "\n");
+  auto inspected = microvm({"inspect", id});
+  ASSERT_EQ(inspected.exit_code, 0) << inspected.err;
+  auto record = nlohmann::json::parse(inspected.out)[0];
+  EXPECT_EQ(record["network"]["ports"][0], "8080/tcp -> 127.0.0.1:" + std::to_string(host_port));
+  auto ps = microvm({"ps"});
+  EXPECT_NE(ps.out.find("127.0.0.1:" + std::to_string(host_port) + "->8080/tcp"), std::string::npos) << ps.out;
+
+  // A second forward at runtime, then its removal: refused afterwards.
+  int extra_port = freePort();
+  std::string extra = "127.0.0.1:" + std::to_string(extra_port) + ":8080";
+  auto added = microvm({"port", id, "add", extra});
+  EXPECT_EQ(added.exit_code, 0) << added.err;
+  EXPECT_EQ(added.out, "8080/tcp -> 127.0.0.1:" + std::to_string(extra_port) + "\n");
+  EXPECT_NE(httpGet(extra_port).find("guest-token-1"), std::string::npos);
+  auto removed = microvm({"port", id, "rm", extra});
+  EXPECT_EQ(removed.exit_code, 0) << removed.err;
+  EXPECT_EQ(httpGet(extra_port, "/", seconds(3)), "");
+  EXPECT_NE(httpGet(host_port).find("guest-token-1"), std::string::npos);  // the first one is untouched
+  listed = microvm({"port", id});
+  EXPECT_EQ(listed.out, "8080/tcp -> 127.0.0.1:" + std::to_string(host_port) + "\n");
+
+  // A guest port alone picks a free host port.
+  auto picked = microvm({"port", id, "add", "8080"});
+  EXPECT_EQ(picked.exit_code, 0) << picked.err;
+  size_t colon = picked.out.rfind(':');
+  ASSERT_NE(colon, std::string::npos) << picked.out;
+  int picked_port = std::stoi(picked.out.substr(colon + 1));
+  EXPECT_NE(httpGet(picked_port).find("guest-token-1"), std::string::npos);
+
+  EXPECT_EQ(microvm({"rm", "-f", id}).exit_code, 0);
+  EXPECT_EQ(httpGet(host_port, "/", seconds(3)), "");  // the VM is gone, and so is its forward
+}
+
+// The README's example, with an image: `run -d -p 8080:80 IMAGE httpd -f -p 80`
+// serves a page to a host client (any free host port stands for 8080).
+TEST(NetTest, ReadmeHttpdImageServesThroughPublishedPort) {
+  fs::path layout = home() / "net-oci";
+  ASSERT_EQ(shell("python3 " MICROVM_SOURCE_DIR "/tests/e2e/oci_images.py " + layout.string() + " " +
+                  rootfs().string() + " >/dev/null"),
+            0);
+  int host_port = freePort();
+  auto started = microvm({"run", "-d", "-p", std::to_string(host_port) + ":80", "oci:" + layout.string() + ":busybox-plain",
+                          "httpd", "-f", "-p", "80"});
+  ASSERT_EQ(started.exit_code, 0) << started.err;
+  std::string id = started.out.substr(0, started.out.find('\n'));
+  auto deadline = std::chrono::steady_clock::now() + seconds(90);
+  std::string page;
+  while (std::chrono::steady_clock::now() < deadline && page.find("root:x:0:0") == std::string::npos) {
+    page = httpGet(host_port, "/etc/passwd", seconds(5));
+    if (page.find("root:x:0:0") == std::string::npos) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  EXPECT_NE(page.find("200 OK"), std::string::npos) << page;
+  EXPECT_NE(page.find("root:x:0:0"), std::string::npos) << page;
+  EXPECT_EQ(microvm({"rm", "-f", id}).exit_code, 0);
+}
+
+TEST(NetTest, BusyHostPortFailsBeforeBootNamingThePort) {
+  int port = freePort();
+  int busy = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  // SAFETY: sockaddr_in is the AF_INET sockaddr.
+  ASSERT_EQ(::bind(busy, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(::listen(busy, 1), 0);
+  auto before = listDir(home() / "vms");
+  auto result = microvm(runArgs({"-p", std::to_string(port) + ":80"}, {"/bin/true"}));
+  ::close(busy);
+  EXPECT_EQ(result.exit_code, 125);
+  EXPECT_NE(result.err.find(std::to_string(port)), std::string::npos) << result.err;
+  EXPECT_NE(result.err.find("in use"), std::string::npos) << result.err;
+  EXPECT_EQ(listDir(home() / "vms"), before);  // nothing was created, nothing booted
+}
+
+}  // namespace
+}  // namespace microvm::e2e
