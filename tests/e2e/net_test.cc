@@ -19,17 +19,23 @@ namespace {
 using std::chrono::seconds;
 namespace fs = std::filesystem;
 
-// One HTTP/1.0 GET to 127.0.0.1:port; the whole response, or "" if the
+// One HTTP/1.0 GET to 127.0.0.1:port (or [::1]:port with `ipv6`); the whole response, or "" if the
 // connection failed (refused) or nothing came within `limit`.
-std::string httpGet(int port, const std::string& path = "/", seconds limit = seconds(10)) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+std::string httpGet(int port, const std::string& path = "/", seconds limit = seconds(10), bool ipv6 = false) {
+  int fd = ::socket(ipv6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return "";
   sockaddr_in address{};
   address.sin_family = AF_INET;
   address.sin_port = htons(static_cast<uint16_t>(port));
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  // SAFETY: sockaddr_in is the AF_INET sockaddr.
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+  sockaddr_in6 address6{};
+  address6.sin6_family = AF_INET6;
+  address6.sin6_port = htons(static_cast<uint16_t>(port));
+  address6.sin6_addr = in6addr_loopback;
+  // SAFETY: sockaddr_in / sockaddr_in6 are the sockaddrs of AF_INET / AF_INET6.
+  int connected = ipv6 ? ::connect(fd, reinterpret_cast<sockaddr*>(&address6), sizeof address6)
+                       : ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+  if (connected != 0) {
     ::close(fd);
     return "";
   }
@@ -146,6 +152,22 @@ TEST(NetTest, PublishedPortReachesTheGuestAndPortAddRmChangeItAtRuntime) {
 
   EXPECT_EQ(microvm({"rm", "-f", id}).exit_code, 0);
   EXPECT_EQ(httpGet(host_port, "/", seconds(3)), "");  // the VM is gone, and so is its forward
+}
+
+TEST(NetTest, Ipv6HostAddressForwardsToTheGuestsIpv6Address) {
+  int host_port = freePort();
+  std::string id = startGuestServer({"-p", "[::1]:" + std::to_string(host_port) + ":8080"}, "guest-token-v6");
+  ASSERT_FALSE(id.empty());
+  auto deadline = std::chrono::steady_clock::now() + seconds(90);
+  std::string page;
+  while (std::chrono::steady_clock::now() < deadline && page.find("guest-token-v6") == std::string::npos) {
+    page = httpGet(host_port, "/", seconds(5), /*ipv6=*/true);
+    if (page.find("guest-token-v6") == std::string::npos) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  EXPECT_NE(page.find("guest-token-v6"), std::string::npos);
+  auto listed = microvm({"port", id});
+  EXPECT_EQ(listed.out, "8080/tcp -> [::1]:" + std::to_string(host_port) + "\n");
+  EXPECT_EQ(microvm({"rm", "-f", id}).exit_code, 0);
 }
 
 // The README's example, with an image: `run -d -p 8080:80 IMAGE httpd -f -p 80`
