@@ -21,6 +21,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -82,6 +83,17 @@ struct Volume {
   bool readonly = false;
 };
 
+// A vsock port wired to a host unix socket (libkrun's krun_add_vsock_port).
+// Without `listen`: a guest connection to `port` goes to the unix socket at
+// `host_socket`, which someone on the host listens on. With `listen`: the
+// runner listens at `host_socket` and forwards each connection there to the
+// guest's `port`.
+struct VsockPort {
+  uint32_t port = 0;
+  std::filesystem::path host_socket;  // absolute
+  bool listen = false;
+};
+
 struct RunOptions {
   // What to boot: an image reference (pulled if not present), or a host
   // directory holding the root filesystem. Exactly one of the two.
@@ -100,6 +112,7 @@ struct RunOptions {
   int memory_mib = 512;
   bool remove = false;                // delete every file of the VM when it ends
   std::vector<Volume> volumes;
+  std::vector<VsockPort> vsock_ports;  // in order; a port at most once
   std::vector<std::string> tmpfs;     // "PATH[:OPTIONS]", e.g. "/scratch:size=64m"
   std::string tmp_size;               // size of the guest's /tmp tmpfs ("" = the kernel's default)
   // Confinement of the workload (Docker's defaults unless changed).
@@ -136,6 +149,10 @@ struct VmInfo {
   std::string user;
   std::string hostname;
   std::filesystem::path dir;  // everything the VM has on disk
+  // Hybrid vsock: host clients connect here and send "CONNECT <port>\n";
+  // guest port P without a mapping reaches "<vsock_socket>_P".
+  std::filesystem::path vsock_socket;
+  std::vector<VsockPort> vsock_ports;
 };
 
 struct LogOptions {

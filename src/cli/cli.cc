@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <string_view>
 #include <thread>
 #include <utility>
 
@@ -145,6 +146,10 @@ std::string shortCommand(const std::vector<std::string>& argv) {
 }
 
 nlohmann::json toJson(const VmInfo& vm) {
+  nlohmann::json vsock_ports = nlohmann::json::array();
+  for (const auto& port : vm.vsock_ports) {
+    vsock_ports.push_back({{"port", port.port}, {"host_socket", port.host_socket.string()}, {"listen", port.listen}});
+  }
   return {{"id", vm.id},
           {"name", vm.name},
           {"command", vm.command},
@@ -164,7 +169,8 @@ nlohmann::json toJson(const VmInfo& vm) {
             {"workdir", vm.workdir},
             {"user", vm.user},
             {"hostname", vm.hostname}}},
-          {"dir", vm.dir.string()}};
+          {"dir", vm.dir.string()},
+          {"vsock", {{"socket", vm.vsock_socket.string()}, {"ports", vsock_ports}}}};
 }
 
 struct GlobalFlags {
@@ -199,6 +205,7 @@ struct RunFlags {
   std::string platform = "linux/amd64";
   std::vector<std::string> env_files;
   std::vector<std::string> volumes;
+  std::vector<std::string> vsock;
   std::vector<std::string> tmpfs;
   std::string tmp_size;
   std::vector<std::string> cap_add;
@@ -225,6 +232,29 @@ Result<Volume> parseVolume(const std::string& text) {
   }
   if (volume.guest.empty()) return invalid;
   return volume;
+}
+
+// --vsock PORT:HOST_SOCKET[:listen]
+Result<VsockPort> parseVsockPort(const std::string& text) {
+  auto invalid = Error(ErrorCode::kInvalidArgument,
+                       "invalid vsock mapping \"" + text + "\" (want PORT:HOST_SOCKET_PATH[:listen])");
+  size_t colon = text.find(':');
+  if (colon == std::string::npos || colon == 0) return invalid;
+  std::string port_text = text.substr(0, colon);
+  if (port_text.find_first_not_of("0123456789") != std::string::npos || port_text.size() > 10) return invalid;
+  unsigned long long port = std::stoull(port_text);
+  if (port > UINT32_MAX) return invalid;
+  VsockPort mapping;
+  mapping.port = static_cast<uint32_t>(port);
+  std::string path = text.substr(colon + 1);
+  constexpr std::string_view kListen = ":listen";
+  if (path.size() > kListen.size() && path.compare(path.size() - kListen.size(), kListen.size(), kListen) == 0) {
+    mapping.listen = true;
+    path.resize(path.size() - kListen.size());
+  }
+  if (path.empty()) return invalid;
+  mapping.host_socket = path;
+  return mapping;
 }
 
 // --security-opt seccomp=unconfined|PATH, no-new-privileges[=true|false],
@@ -295,6 +325,11 @@ Result<RunOptions> toRunOptions(const RunFlags& flags, std::vector<std::string> 
     auto volume = parseVolume(text);
     if (!volume) return std::move(volume).error();
     options.volumes.push_back(std::move(*volume));
+  }
+  for (const auto& text : flags.vsock) {
+    auto mapping = parseVsockPort(text);
+    if (!mapping) return std::move(mapping).error();
+    options.vsock_ports.push_back(std::move(*mapping));
   }
   options.tmpfs = flags.tmpfs;
   options.tmp_size = flags.tmp_size;
@@ -735,6 +770,9 @@ void addRunFlags(CLI::App& command, RunFlags& flags) {
       ->each([&flags](const std::string&) { flags.has_entrypoint = true; });
   command.add_option("--platform", flags.platform, "Image platform to pull (default linux/amd64)");
   command.add_option("-v,--volume", flags.volumes, "Share a host directory: HOST:GUEST[:ro] (ro is enforced on the host)");
+  command.add_option("--vsock", flags.vsock,
+                     "Wire guest vsock port PORT to a host unix socket: PORT:HOST_SOCKET_PATH (the guest "
+                     "connects to it), or PORT:HOST_SOCKET_PATH:listen (host clients connect there)");
   command.add_option("--tmpfs", flags.tmpfs, "Mount a tmpfs: PATH[:OPTIONS], e.g. /scratch:size=64m");
   command.add_option("--tmp-size", flags.tmp_size, "Size of the guest's /tmp tmpfs, e.g. 256m");
   command.add_option("--cap-add", flags.cap_add, "Add a capability (NET_ADMIN, ..., or ALL)");

@@ -37,7 +37,7 @@ Result<agent::AgentClient> agentOf(const fs::path& data_dir, const std::string& 
   if (record->state.status != VmStatus::kRunning) {
     return Error(ErrorCode::kInvalidArgument, "VM " + record->spec.name + " is not running");
   }
-  return agent::AgentClient::viaVsock(fs::path(record->spec.runtime_dir) / "vsock.sock");
+  return agent::AgentClient::viaVsock(vsockSocket(record->spec));
 }
 
 // Guest paths are absolute; Docker reads "VM:relative" from the root.

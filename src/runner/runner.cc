@@ -2,10 +2,8 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,6 +19,7 @@
 
 #include "agent/protocol.h"
 #include "runner/control.h"
+#include "base/event_loop.h"
 #include "base/fs.h"
 #include "base/unique_fd.h"
 #include "hypervisor/qemu/qemu_backend.h"
@@ -85,6 +84,7 @@ class Runner {
  private:
   Result<void> start();
   Result<void> loop();
+  void readControl();
   void handleFrame(const agent::Frame& frame);
   void handleSignal(int signal);
   void acceptRequest();
@@ -96,6 +96,7 @@ class Runner {
   void sendFrame(agent::FrameType type, std::string_view payload);
   void forwardOutput(int& fd, const char* stream, std::string_view bytes);
   void armTimer(int seconds);
+  void onTimer();
   void log(const std::string& message);
   int finish();
 
@@ -108,9 +109,9 @@ class Runner {
   UniqueFd workload_log_fd_;
   UniqueFd control_;
   UniqueFd signal_fd_;
-  UniqueFd timer_fd_;
-  UniqueFd epoll_;
   UniqueFd listener_;
+  std::optional<EventLoop> loop_;
+  std::optional<EventLoop::TimerId> timer_;
   std::unique_ptr<Vmm> vmm_;
   agent::FrameReader reader_;
   std::optional<int> exit_code_;
@@ -138,11 +139,23 @@ void Runner::forwardOutput(int& fd, const char* stream, std::string_view bytes) 
                  record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
 }
 
+// One deadline at a time: the stop timeout, or the power-off grace period.
 void Runner::armTimer(int seconds) {
-  itimerspec spec{};
-  spec.it_value.tv_sec = seconds;
-  spec.it_value.tv_nsec = seconds == 0 ? 1 : 0;
-  ::timerfd_settime(timer_fd_.get(), 0, &spec, nullptr);
+  if (timer_) loop_->cancelTimer(*timer_);
+  timer_ = loop_->addTimer(std::chrono::seconds(seconds), [this] {
+    timer_.reset();
+    onTimer();
+  });
+}
+
+void Runner::onTimer() {
+  if (!exit_code_) {
+    log("stop timeout: stopping the VM");
+    hard_stopped_ = true;
+  } else {
+    log("guest did not power off in time; stopping QEMU");
+  }
+  vmm_->process().kill(SIGKILL);
 }
 
 void Runner::sendSpec() {
@@ -183,9 +196,10 @@ Result<void> Runner::start() {
   ::sigprocmask(SIG_BLOCK, &signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
   signal_fd_.reset(::signalfd(-1, &signals, SFD_CLOEXEC));
-  timer_fd_.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC));
-  epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
-  if (!signal_fd_.valid() || !timer_fd_.valid() || !epoll_.valid()) return Error::fromErrno("runner event setup");
+  if (!signal_fd_.valid()) return Error::fromErrno("signalfd");
+  auto loop = EventLoop::create();
+  if (!loop) return std::move(loop).error();
+  loop_.emplace(std::move(*loop));
 
   int pair[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return Error::fromErrno("socketpair");
@@ -249,12 +263,12 @@ Result<void> Runner::start() {
     sendSpec();
   }
 
-  for (int fd : {control_.get(), signal_fd_.get(), timer_fd_.get(), listener_.get()}) {
-    epoll_event event{};
-    event.events = EPOLLIN;
-    event.data.fd = fd;
-    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &event) != 0) return Error::fromErrno("epoll_ctl");
-  }
+  MICROVM_TRY(loop_->add(control_.get(), EPOLLIN, [this](uint32_t) { readControl(); }));
+  MICROVM_TRY(loop_->add(listener_.get(), EPOLLIN, [this](uint32_t) { acceptRequest(); }));
+  MICROVM_TRY(loop_->add(signal_fd_.get(), EPOLLIN, [this](uint32_t) {
+    signalfd_siginfo info{};
+    if (::read(signal_fd_.get(), &info, sizeof info) == sizeof info) handleSignal(static_cast<int>(info.ssi_signo));
+  }));
   return success();
 }
 
@@ -399,48 +413,26 @@ void Runner::acceptRequest() {
   ::send(client.get(), reply.data(), reply.size(), MSG_NOSIGNAL);
 }
 
-Result<void> Runner::loop() {
-  while (!vmm_status_) {
-    epoll_event events[8];
-    int n = ::epoll_wait(epoll_.get(), events, 8, -1);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Error::fromErrno("epoll_wait");
-    for (int i = 0; i < n; ++i) {
-      int fd = events[i].data.fd;
-      if (fd == signal_fd_.get()) {
-        signalfd_siginfo info{};
-        if (::read(fd, &info, sizeof info) == sizeof info) handleSignal(static_cast<int>(info.ssi_signo));
-      } else if (fd == listener_.get()) {
-        acceptRequest();
-      } else if (fd == timer_fd_.get()) {
-        uint64_t expirations = 0;
-        (void)::read(fd, &expirations, sizeof expirations);
-        if (!exit_code_) {
-          log("stop timeout: stopping the VM");
-          hard_stopped_ = true;
-        } else {
-          log("guest did not power off in time; stopping QEMU");
-        }
-        vmm_->process().kill(SIGKILL);
-      } else if (fd == control_.get()) {
-        char buffer[65536];
-        ssize_t got = ::read(fd, buffer, sizeof buffer);
-        if (got <= 0) {
-          if (got < 0 && errno == EINTR) continue;
-          ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);  // QEMU closed its end
-          continue;
-        }
-        reader_.feed({buffer, static_cast<size_t>(got)});
-        while (auto frame = reader_.next()) handleFrame(*frame);
-        if (reader_.failed()) {
-          failure_ = "the guest sent a malformed control frame; stopping the VM";
-          log(failure_);
-          ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
-          vmm_->process().kill(SIGKILL);
-        }
-      }
-    }
+void Runner::readControl() {
+  char buffer[65536];
+  ssize_t got = ::read(control_.get(), buffer, sizeof buffer);
+  if (got < 0 && errno == EINTR) return;
+  if (got <= 0) {
+    loop_->remove(control_.get());  // QEMU closed its end
+    return;
   }
+  reader_.feed({buffer, static_cast<size_t>(got)});
+  while (auto frame = reader_.next()) handleFrame(*frame);
+  if (reader_.failed()) {
+    failure_ = "the guest sent a malformed control frame; stopping the VM";
+    log(failure_);
+    loop_->remove(control_.get());
+    vmm_->process().kill(SIGKILL);
+  }
+}
+
+Result<void> Runner::loop() {
+  while (!vmm_status_) MICROVM_TRY(loop_->runOnce());
   return success();
 }
 
