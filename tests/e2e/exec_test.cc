@@ -42,7 +42,10 @@ std::string trimmed(std::string text) {
 }
 
 // `microvm` with MICROVM_HOME set, for shell pipelines.
-std::string microvmCommand() { return "MICROVM_HOME='" + home().string() + "' '" + (binDir() / "microvm").string() + "'"; }
+// Bounded: a pipeline that hangs is killed after 10 minutes.
+std::string microvmCommand() {
+  return "MICROVM_HOME='" + home().string() + "' timeout 600 '" + (binDir() / "microvm").string() + "'";
+}
 
 class ExecTest : public ::testing::Test {
  protected:
