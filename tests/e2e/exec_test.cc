@@ -44,7 +44,7 @@ std::string trimmed(std::string text) {
 // `microvm` with MICROVM_HOME set, for shell pipelines.
 // Bounded: a pipeline that hangs is killed after 10 minutes.
 std::string microvmCommand() {
-  return "MICROVM_HOME='" + home().string() + "' timeout 600 '" + (binDir() / "microvm").string() + "'";
+  return "MICROVM_HOME='" + home().string() + "' timeout --foreground 600 '" + (binDir() / "microvm").string() + "'";
 }
 
 class ExecTest : public ::testing::Test {
