@@ -36,6 +36,8 @@
 #include <string_view>
 
 #include "agent/protocol.h"
+#include "guest/agent.h"
+#include "guest/fd.h"
 
 namespace microvm::guest {
 namespace {
@@ -73,41 +75,6 @@ constexpr char kVirtioPortsDir[] = "/sys/class/virtio-ports";
 
 // ---------------------------------------------------------------------------
 // Small OS helpers.
-
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  UniqueFd(UniqueFd&& other) noexcept : fd_(other.release()) {}
-  UniqueFd& operator=(UniqueFd&& other) noexcept {
-    reset(other.release());
-    return *this;
-  }
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  ~UniqueFd() { reset(); }
-
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  int release() { return std::exchange(fd_, -1); }
-  // close() is not retried: on Linux the fd is gone even when it fails.
-  void reset(int fd = -1) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = fd;
-  }
-
- private:
-  int fd_ = -1;
-};
-
-template <typename Call>
-auto retryOnEintr(Call call) {
-  decltype(call()) result;
-  do {
-    result = call();
-  } while (result == -1 && errno == EINTR);
-  return result;
-}
 
 // strerror() in the lower case that microvm's messages use.
 std::string errnoText(int error_number) {
@@ -845,7 +812,7 @@ std::vector<char*> cStringArray(std::vector<std::string>& strings) {
   return array;
 }
 
-[[noreturn]] void execWorkload(const agent::WorkloadSpec& spec, int console_fd) {
+[[noreturn]] void execWorkload(const agent::WorkloadSpec& spec, int console_fd, bool confine) {
   auto passwd = readFileIfExists("/etc/passwd");
   if (!passwd.ok()) failWorkload(passwd.error().message, kCannotRunCode);
   auto group = readFileIfExists("/etc/group");
@@ -859,8 +826,10 @@ std::vector<char*> cStringArray(std::vector<std::string>& strings) {
   std::vector<std::string> argv = spec.argv;
   std::vector<char*> envp = cStringArray(env);
   std::vector<char*> argp = cStringArray(argv);
-  if (auto confined = confineWorkload(spec, *user, console_fd); !confined.ok()) {
-    failWorkload(confined.error().message, kCannotRunCode);
+  if (confine) {
+    if (auto confined = confineWorkload(spec, *user, console_fd); !confined.ok()) {
+      failWorkload(confined.error().message, kCannotRunCode);
+    }
   }
   // execvp searches the PATH of `environ`: pointing it at the workload's
   // environment makes the search use the workload's PATH, as Docker does.
@@ -878,7 +847,7 @@ std::vector<char*> cStringArray(std::vector<std::string>& strings) {
     // The console stays reachable for init's diagnostics; it closes at exec.
     int console_fd = ::fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
     if (!redirectStdio(stdin_fd, stdout_fd, stderr_fd).ok()) ::_exit(kCannotRunCode);
-    execWorkload(spec, console_fd);
+    execWorkload(spec, console_fd, /*confine=*/true);
   } catch (...) {
     // Never unwind into a copy of init's own stack frames.
     ::_exit(kCannotRunCode);
@@ -915,6 +884,73 @@ Result<Workload> startWorkload(const agent::WorkloadSpec& spec) {
 }
 
 // ---------------------------------------------------------------------------
+// The agent (guest/agent.h): exec, files and probes over vsock.
+
+// Starts the agent before the workload, restarts it after a crash, and hands
+// it the workload's exit code.
+class AgentProcess {
+ public:
+  AgentProcess(const agent::WorkloadSpec& spec, int control_fd) : control_fd_(control_fd) {
+    options_.workload = spec;
+    options_.confine = true;
+  }
+
+  // A failure here costs exec and cp, not the workload: it is logged.
+  void start() {
+    if (!channel_) {
+      auto channel = WorkloadExitChannel::create();
+      if (!channel.ok()) log("agent: " + channel.error().message);
+      if (channel.ok()) channel_.emplace(std::move(*channel));
+      options_.exit_channel = channel_ ? &*channel_ : nullptr;
+    }
+    pid_ = ::fork();
+    if (pid_ < 0) {
+      log(systemError("fork the agent").message);
+      return;
+    }
+    if (pid_ == 0) {
+      // The control port is init's alone.
+      ::close(control_fd_);
+      runAgentProcess(options_);
+    }
+  }
+
+  // Every reaped pid other than the workload's passes through here.
+  void childExited(pid_t pid, int status) {
+    if (pid != pid_) return;
+    pid_ = -1;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == kAgentNoTransport) return;  // It said why.
+    log("agent exited (" + std::to_string(exitCodeFromWaitStatus(status)) + ")");
+    if (restarts_ < kMaxAgentRestarts) {
+      ++restarts_;
+      start();
+    }
+  }
+
+  void publishExit(int code) {
+    if (channel_) channel_->publish(code);
+  }
+
+  // kWait connections answer between the workload's exit and the end of
+  // every process; they get a moment to do so.
+  void letWaitersAnswer() {
+    if (!channel_) return;
+    auto deadline = Clock::now() + kWaitersTimeout;
+    while (channel_->waiters() > 0 && Clock::now() < deadline) sleepFor(kPollInterval);
+  }
+
+ private:
+  static constexpr int kMaxAgentRestarts = 3;
+  static constexpr milliseconds kWaitersTimeout{1'000};
+
+  AgentOptions options_;
+  std::optional<WorkloadExitChannel> channel_;
+  int control_fd_;
+  pid_t pid_ = -1;
+  int restarts_ = 0;
+};
+
+// ---------------------------------------------------------------------------
 // Supervising the workload.
 
 // Runs the event loop while the workload lives: forwards its output and the
@@ -923,8 +959,9 @@ Result<Workload> startWorkload(const agent::WorkloadSpec& spec) {
 // ends with its main process.
 class Supervisor {
  public:
-  Supervisor(ControlPort& port, Workload workload, UniqueFd child_signals)
+  Supervisor(ControlPort& port, Workload workload, UniqueFd child_signals, AgentProcess& agent)
       : port_(port),
+        agent_(agent),
         workload_pid_(workload.pid),
         stdin_{std::move(workload.stdin_write), {}, false},
         stdout_{std::move(workload.stdout_read), agent::FrameType::kStdout},
@@ -937,9 +974,11 @@ class Supervisor {
     // in the reader, and no POLLIN will announce them.
     handleControlFrames();
     while (!exit_code_) pollOnce(-1);
+    agent_.publishExit(*exit_code_);
     // What the workload wrote before it exited is delivered in full...
     drain(stdout_);
     drain(stderr_);
+    agent_.letWaitersAnswer();
     // ...then whatever it left behind is killed, and what those processes
     // wrote before dying is forwarded until the pipes close, for a bounded time.
     ::kill(-1, SIGKILL);
@@ -1068,7 +1107,11 @@ class Supervisor {
       int status = 0;
       pid_t pid = ::waitpid(-1, &status, WNOHANG);
       if (pid > 0) {
-        if (pid == workload_pid_) exit_code_ = exitCodeFromWaitStatus(status);
+        if (pid == workload_pid_) {
+          exit_code_ = exitCodeFromWaitStatus(status);
+        } else if (!exit_code_) {
+          agent_.childExited(pid, status);
+        }
         continue;
       }
       if (pid < 0 && errno == EINTR) continue;
@@ -1078,6 +1121,7 @@ class Supervisor {
   }
 
   ControlPort& port_;
+  AgentProcess& agent_;
   pid_t workload_pid_;
   Input stdin_;
   Output stdout_;
@@ -1120,6 +1164,10 @@ class Init {
 
     auto child_signals = blockChildSignals();
     if (!child_signals.ok()) fail(child_signals.error());
+    // Before the workload, so that the agent holds none of its pipes, and so
+    // that a workload's readiness can be probed from its first moment.
+    AgentProcess agent(*spec, port_->fd());
+    agent.start();
     auto workload = startWorkload(*spec);
     if (!workload.ok()) fail(workload.error());
     pid_t pid = workload->pid;
@@ -1127,7 +1175,7 @@ class Init {
         !started.ok()) {
       fail(started.error());
     }
-    int code = Supervisor(*port_, std::move(*workload), std::move(*child_signals)).run();
+    int code = Supervisor(*port_, std::move(*workload), std::move(*child_signals), agent).run();
     log("workload exited with code " + std::to_string(code));
     reportExitAndPowerOff(code);
   }
@@ -1261,6 +1309,14 @@ void runInit() {
     init.fail(Error{"unexpected exception"});
   }
 }
+
+void resetChildSignals() { resetSignals(); }
+
+void execConfined(const agent::WorkloadSpec& spec, int console_fd, bool confine) {
+  execWorkload(spec, console_fd, confine);
+}
+
+std::string describeErrno(int error_number) { return errnoText(error_number); }
 
 Result<ExecUser> resolveUser(std::string_view user, std::string_view passwd, std::string_view group) {
   std::string_view user_arg = user;

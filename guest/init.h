@@ -111,6 +111,25 @@ ExecFailure describeExecFailure(std::string_view argv0, int error_number);
 int exitCodeFromWaitStatus(int status);
 
 // ---------------------------------------------------------------------------
+// Shared with the agent (guest/agent.h), which runs commands the way init runs
+// the workload.
+
+// Default dispositions and an empty signal mask, for a freshly forked child.
+void resetChildSignals();
+
+// In a forked child whose stdio is already in place: resolves spec.user
+// against the root's /etc/passwd and /etc/group, enters (creating it if
+// needed) spec.workdir, builds the environment with workloadEnvironment(),
+// applies the spec's confinement unless `confine` is false (host unit tests,
+// which are not PID 1's children), and execs spec.argv. On failure it writes
+// "microvm: WHY" to stderr and exits 126 or 127 (describeExecFailure).
+// `console_fd` receives diagnostics (-1: none).
+[[noreturn]] void execConfined(const agent::WorkloadSpec& spec, int console_fd, bool confine);
+
+// strerror() in the lower case of microvm's messages.
+std::string describeErrno(int error_number);
+
+// ---------------------------------------------------------------------------
 // Volumes.
 
 // The data of every 9p volume mount, before the host's extra options. The

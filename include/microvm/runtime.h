@@ -84,6 +84,17 @@ struct Volume {
   bool readonly = false;
 };
 
+// A vsock port wired to a host unix socket (libkrun's krun_add_vsock_port).
+// Without `listen`: a guest connection to `port` goes to the unix socket at
+// `host_socket`, which someone on the host listens on. With `listen`: the
+// runner listens at `host_socket` and forwards each connection there to the
+// guest's `port`.
+struct VsockPort {
+  uint32_t port = 0;
+  std::filesystem::path host_socket;  // absolute
+  bool listen = false;
+};
+
 struct RunOptions {
   // What to boot: an image reference (pulled if not present), or a host
   // directory holding the root filesystem. Exactly one of the two.
@@ -102,6 +113,7 @@ struct RunOptions {
   int memory_mib = 512;
   bool remove = false;                // delete every file of the VM when it ends
   std::vector<Volume> volumes;
+  std::vector<VsockPort> vsock_ports;  // in order; a port at most once
   std::vector<std::string> tmpfs;     // "PATH[:OPTIONS]", e.g. "/scratch:size=64m"
   std::string tmp_size;               // size of the guest's /tmp tmpfs ("" = the kernel's default)
   // Confinement of the workload (Docker's defaults unless changed).
@@ -162,6 +174,10 @@ struct VmInfo {
   bool egress_deny_all = false;
   std::map<std::string, uint64_t> net_counters;  // stack, egress filter and DNS counters (about 1 s old)
   std::filesystem::path dir;  // everything the VM has on disk
+  // Hybrid vsock: host clients connect here and send "CONNECT <port>\n";
+  // guest port P without a mapping reaches "<vsock_socket>_P".
+  std::filesystem::path vsock_socket;
+  std::vector<VsockPort> vsock_ports;
 };
 
 struct LogOptions {
@@ -177,6 +193,24 @@ struct SnapshotInfo {
   std::string source_id;    // the VM it was taken from
   std::string source_name;
   unsigned long long bytes = 0;  // memory state + disk overlay on the host
+};
+
+// A command to run in a running VM (`microvm exec`), through the guest agent.
+// It gets the workload's environment plus `env`, its working directory and
+// user unless given, and the workload's confinement.
+struct ExecOptions {
+  std::vector<std::string> command;
+  std::vector<std::string> env;  // "KEY=VALUE"
+  std::string workdir;           // empty: the workload's
+  std::string user;              // empty: the workload's
+  bool tty = false;              // a pseudo-terminal in the guest (stdout and stderr merge)
+  int stdin_fd = -1;             // read to EOF and forwarded; -1: the command's stdin is empty
+  int stdout_fd = 1;
+  int stderr_fd = 2;
+  // A signalfd: every signal read from it is delivered to the command, except
+  // SIGWINCH, which resizes the guest's tty to terminal_fd's size. -1: none.
+  int signal_fd = -1;
+  int terminal_fd = -1;          // the host terminal: the tty's initial size
 };
 
 // A started VM. Destroying the handle does not stop the VM.
@@ -258,6 +292,23 @@ class Runtime {
   Result<void> logs(const std::string& reference, const LogOptions& options, int out_fd, int err_fd);
   // Removes every VM that is not running; returns their ids.
   Result<std::vector<std::string>> prune();
+
+  // Runs a command in a running VM; returns its exit code (0-255, 128+N when
+  // killed by signal N; 126/127 when it cannot be run or is not found).
+  Result<int> exec(const std::string& reference, const ExecOptions& options);
+  // One round trip to the VM's guest agent (the floor of exec's latency).
+  Result<void> ping(const std::string& reference);
+  // Copies a file or a directory tree between the host and a running VM, as
+  // `docker cp` does: modes and mtimes are kept, an existing directory
+  // destination receives the source by its name, "SRC/." copies the contents.
+  Result<void> copyTo(const std::string& reference, const std::string& host_source,
+                      const std::string& guest_destination);
+  Result<void> copyFrom(const std::string& reference, const std::string& guest_source,
+                        const std::string& host_destination);
+  // Readiness probes run inside the guest: a TCP connect to 127.0.0.1:port
+  // (then [::1]:port), and an HTTP GET returning the status code.
+  Result<void> probeTcp(const std::string& reference, int port, int timeout_ms = 1000);
+  Result<int> probeHttp(const std::string& reference, int port, const std::string& path, int timeout_ms = 1000);
 
   // Saves a running or paused VM (memory, devices, disk) as snapshot `name`;
   // the VM carries on in the state it was in.

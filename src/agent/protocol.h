@@ -28,10 +28,15 @@
 //   reader.feed(bytes);
 //   while (auto frame = reader.next()) handle(*frame);
 //   if (reader.failed()) ...;
+//
+// The second half of this file is the agent protocol: exec, files, probes and
+// the workload's exit code, served by the guest agent on vsock port kAgentPort
+// with the same framing (docs/AGENT_PROTOCOL.md is its reference).
 #pragma once
 
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -56,6 +61,20 @@ enum class FrameType : uint16_t {
   kStderr = 19,
   kExit = 20,
   kError = 21,
+
+  // The agent protocol (see "The agent protocol" below); never on the
+  // control port.
+  kAgentHello = 64,
+  kRequest = 65,
+  kResult = 66,
+  kInput = 67,
+  kOutput = 68,
+  kErrorOutput = 69,
+  kResize = 70,
+  kExecSignal = 71,
+  kExited = 72,
+  kData = 73,
+  kEntries = 74,
 };
 
 struct Frame {
@@ -317,6 +336,422 @@ inline std::optional<WorkloadSpec> decodeSpec(std::string_view payload) {
   }
   if (spec.argv.empty()) return std::nullopt;
   return spec;
+}
+
+// ===========================================================================
+// The agent protocol.
+//
+// Transport: a byte stream to the guest agent, which listens on vsock port
+// kAgentPort. The host reaches it through the runner's hybrid-vsock socket
+// (<runtime dir>/vsock.sock: write "CONNECT 1024\n", read "OK <port>\n").
+// Framing is the control channel's (appendFrame / FrameReader, 1 MiB cap).
+//
+// One operation per connection; concurrency is many connections. A
+// conversation:
+//   client -> agent  kAgentHello  u32 kAgentProtocolVersion
+//   client -> agent  kRequest     encodeRequest(): op, request id, arguments
+//   agent  -> client kAgentHello  u32 the agent's version
+//   agent  -> client kResult      encodeResult(): the request id, a status
+//                                 and what the operation answers
+// The client may send its hello and request back to back (one round trip).
+// An agent that does not speak the client's version answers kResult with
+// status kUnsupported and closes. Operations:
+//   kPing        -> kResult ok                      (the latency floor)
+//   kExec        -> kResult ok {pid} or failed; then, until the process ends:
+//                   client: kInput (stdin bytes; empty payload = EOF),
+//                           kResize (u16 rows, u16 cols), kExecSignal (u32)
+//                   agent:  kOutput (stdout, or the tty), kErrorOutput
+//                   and last kExited (u32 exit code: 0-255, or 128+signal)
+//   kPutFile     <- kData chunks, then an empty kData (end); the file is
+//                   written beside `path` and renamed over it (atomic);
+//                   -> kResult.  (link_target set: a symlink, no data.)
+//   kGetFile     -> kResult ok {info} or failed; kData chunks; an empty kData
+//                   ends a complete file, a kResult (failed) a broken one
+//   kStat        -> kResult ok {info} (lstat: a symlink is not followed)
+//   kList        -> kEntries (batches of entries), then kResult
+//   kMkdir       -> kResult (`parents`: mkdir -p, no error if it exists)
+//   kWait        -> kResult ok {exit_code} once the workload has exited
+//   kProbeTcp    -> kResult ok if 127.0.0.1:port or [::1]:port accepts
+//   kProbeHttp   -> kResult ok {http_status} for GET `path` on 127.0.0.1:port
+// Any other op -> kResult with status kUnsupported. The agent closes the
+// connection after the last frame of the operation. Unknown frame types are
+// ignored; unknown fields are skipped; a malformed frame or request ends the
+// connection (kResult kBadRequest when possible), never the agent.
+
+inline constexpr uint32_t kAgentPort = 1024;
+inline constexpr uint32_t kAgentProtocolVersion = 1;
+
+enum class AgentOp : uint32_t {
+  kPing = 1,
+  kExec = 2,
+  kPutFile = 3,
+  kGetFile = 4,
+  kStat = 5,
+  kList = 6,
+  kMkdir = 7,
+  kWait = 8,
+  kProbeTcp = 9,
+  kProbeHttp = 10,
+};
+
+enum class AgentStatus : uint32_t {
+  kOk = 0,
+  kFailed = 1,       // error_number and message say why
+  kUnsupported = 2,  // unknown op or protocol version
+  kBadRequest = 3,   // a malformed request or frame
+};
+
+// Fields of kRequest, kResult and file entries: {u16 tag, u32 length, bytes}
+// as in the workload spec; integers are little-endian u32 (u64 where noted).
+enum class AgentTag : uint16_t {
+  // Requests.
+  kOp = 1,
+  kRequestId = 2,
+  kArg = 3,          // repeated
+  kEnv = 4,          // repeated, "KEY=VALUE"
+  kCwd = 5,
+  kUser = 6,
+  kTty = 7,          // one byte
+  kRows = 8,
+  kCols = 9,
+  kPath = 10,
+  kMode = 11,
+  kUid = 12,
+  kGid = 13,
+  kMtime = 14,       // u64: seconds since the epoch
+  kPort = 15,
+  kTimeoutMs = 16,
+  kParents = 17,     // one byte
+  kLinkTarget = 18,
+  // Results.
+  kStatus = 32,
+  kErrno = 33,
+  kMessage = 34,
+  kPid = 35,
+  kExitCode = 36,
+  kHttpStatus = 37,
+  kInfo = 38,        // nested FileInfo fields
+  // File entries (FileInfo).
+  kName = 48,
+  kType = 49,        // one byte, FileType
+  kSize = 50,        // u64
+  kEntry = 51,       // in kEntries frames: nested FileInfo fields
+};
+
+enum class FileType : uint8_t { kOther = 0, kRegular = 1, kDirectory = 2, kSymlink = 3 };
+
+struct FileInfo {
+  std::string name;  // in listings: the entry's name
+  FileType type = FileType::kOther;
+  uint32_t mode = 0;  // permission bits (07777)
+  uint64_t size = 0;
+  int64_t mtime = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  std::string link_target;  // symlinks
+
+  bool operator==(const FileInfo&) const = default;
+};
+
+struct AgentRequest {
+  uint32_t op = 0;  // an AgentOp; unknown values are kept (answer: kUnsupported)
+  uint32_t id = 0;
+  // kExec.
+  std::vector<std::string> argv;
+  std::vector<std::string> env;
+  std::string cwd;   // empty: the workload's working directory
+  std::string user;  // empty: the workload's user
+  bool tty = false;
+  uint16_t rows = 0;
+  uint16_t cols = 0;
+  // Files (and kProbeHttp's request path).
+  std::string path;
+  std::optional<uint32_t> mode;
+  std::optional<uint32_t> uid;
+  std::optional<uint32_t> gid;
+  std::optional<int64_t> mtime;
+  std::string link_target;
+  bool parents = false;
+  // Probes.
+  uint32_t port = 0;
+  uint32_t timeout_ms = 0;  // 0: the agent's default
+
+  bool operator==(const AgentRequest&) const = default;
+};
+
+struct AgentResult {
+  uint32_t id = 0;
+  AgentStatus status = AgentStatus::kOk;
+  uint32_t error_number = 0;  // the guest's errno, when status is kFailed
+  std::string message;
+  uint32_t pid = 0;
+  uint32_t exit_code = 0;
+  uint32_t http_status = 0;
+  std::optional<FileInfo> info;
+
+  bool ok() const { return status == AgentStatus::kOk; }
+  bool operator==(const AgentResult&) const = default;
+};
+
+inline void appendField(std::string& out, AgentTag tag, std::string_view value) {
+  putLe16(out, static_cast<uint16_t>(tag));
+  putLe32(out, static_cast<uint32_t>(value.size()));
+  out.append(value);
+}
+inline void appendU32Field(std::string& out, AgentTag tag, uint32_t value) { appendField(out, tag, encodeU32(value)); }
+inline void appendU64Field(std::string& out, AgentTag tag, uint64_t value) {
+  std::string bytes;
+  putLe32(bytes, static_cast<uint32_t>(value));
+  putLe32(bytes, static_cast<uint32_t>(value >> 32));
+  appendField(out, tag, bytes);
+}
+inline std::optional<uint64_t> decodeU64(std::string_view value) {
+  if (value.size() != 8) return std::nullopt;
+  return getLe32(value.data()) | uint64_t{getLe32(value.data() + 4)} << 32;
+}
+inline std::optional<bool> decodeBool(std::string_view value) {
+  if (value.size() != 1) return std::nullopt;
+  return value[0] != 0;
+}
+
+// Calls visit(tag, value) for each field; false if a field runs past the end
+// of `payload` or visit returns false.
+inline bool forEachField(std::string_view payload, const std::function<bool(AgentTag, std::string_view)>& visit) {
+  size_t pos = 0;
+  while (pos < payload.size()) {
+    if (payload.size() - pos < 6) return false;
+    auto tag = static_cast<AgentTag>(getLe16(payload.data() + pos));
+    uint32_t length = getLe32(payload.data() + pos + 2);
+    pos += 6;
+    if (payload.size() - pos < length) return false;
+    if (!visit(tag, payload.substr(pos, length))) return false;
+    pos += length;
+  }
+  return true;
+}
+
+inline std::string encodeFileInfo(const FileInfo& info) {
+  std::string out;
+  if (!info.name.empty()) appendField(out, AgentTag::kName, info.name);
+  appendField(out, AgentTag::kType, std::string(1, static_cast<char>(info.type)));
+  appendU32Field(out, AgentTag::kMode, info.mode);
+  appendU64Field(out, AgentTag::kSize, info.size);
+  appendU64Field(out, AgentTag::kMtime, static_cast<uint64_t>(info.mtime));
+  appendU32Field(out, AgentTag::kUid, info.uid);
+  appendU32Field(out, AgentTag::kGid, info.gid);
+  if (!info.link_target.empty()) appendField(out, AgentTag::kLinkTarget, info.link_target);
+  return out;
+}
+
+inline std::optional<FileInfo> decodeFileInfo(std::string_view payload) {
+  FileInfo info;
+  bool valid = forEachField(payload, [&info](AgentTag tag, std::string_view value) {
+    std::optional<uint32_t> u32;
+    std::optional<uint64_t> u64;
+    switch (tag) {
+      case AgentTag::kName: info.name = value; return true;
+      case AgentTag::kType:
+        if (value.size() != 1 || static_cast<uint8_t>(value[0]) > static_cast<uint8_t>(FileType::kSymlink)) {
+          return false;
+        }
+        info.type = static_cast<FileType>(value[0]);
+        return true;
+      case AgentTag::kMode:
+        if (!(u32 = decodeU32(value))) return false;
+        info.mode = *u32 & 07777;
+        return true;
+      case AgentTag::kSize:
+        if (!(u64 = decodeU64(value))) return false;
+        info.size = *u64;
+        return true;
+      case AgentTag::kMtime:
+        if (!(u64 = decodeU64(value))) return false;
+        info.mtime = static_cast<int64_t>(*u64);
+        return true;
+      case AgentTag::kUid:
+        if (!(u32 = decodeU32(value))) return false;
+        info.uid = *u32;
+        return true;
+      case AgentTag::kGid:
+        if (!(u32 = decodeU32(value))) return false;
+        info.gid = *u32;
+        return true;
+      case AgentTag::kLinkTarget: info.link_target = value; return true;
+      default: return true;
+    }
+  });
+  if (!valid) return std::nullopt;
+  return info;
+}
+
+inline std::string encodeRequest(const AgentRequest& request) {
+  std::string out;
+  appendU32Field(out, AgentTag::kOp, request.op);
+  appendU32Field(out, AgentTag::kRequestId, request.id);
+  for (const auto& arg : request.argv) appendField(out, AgentTag::kArg, arg);
+  for (const auto& var : request.env) appendField(out, AgentTag::kEnv, var);
+  if (!request.cwd.empty()) appendField(out, AgentTag::kCwd, request.cwd);
+  if (!request.user.empty()) appendField(out, AgentTag::kUser, request.user);
+  if (request.tty) appendField(out, AgentTag::kTty, std::string(1, '\1'));
+  if (request.rows != 0) appendU32Field(out, AgentTag::kRows, request.rows);
+  if (request.cols != 0) appendU32Field(out, AgentTag::kCols, request.cols);
+  if (!request.path.empty()) appendField(out, AgentTag::kPath, request.path);
+  if (request.mode) appendU32Field(out, AgentTag::kMode, *request.mode);
+  if (request.uid) appendU32Field(out, AgentTag::kUid, *request.uid);
+  if (request.gid) appendU32Field(out, AgentTag::kGid, *request.gid);
+  if (request.mtime) appendU64Field(out, AgentTag::kMtime, static_cast<uint64_t>(*request.mtime));
+  if (!request.link_target.empty()) appendField(out, AgentTag::kLinkTarget, request.link_target);
+  if (request.parents) appendField(out, AgentTag::kParents, std::string(1, '\1'));
+  if (request.port != 0) appendU32Field(out, AgentTag::kPort, request.port);
+  if (request.timeout_ms != 0) appendU32Field(out, AgentTag::kTimeoutMs, request.timeout_ms);
+  return out;
+}
+
+// Returns nullopt for a malformed request: a truncated field, an integer of
+// the wrong width, a window size above 65535, or no op.
+inline std::optional<AgentRequest> decodeRequest(std::string_view payload) {
+  AgentRequest request;
+  bool has_op = false;
+  bool valid = forEachField(payload, [&](AgentTag tag, std::string_view value) {
+    std::optional<uint32_t> u32;
+    std::optional<uint64_t> u64;
+    std::optional<bool> flag;
+    auto number = [&](uint32_t& target) {
+      if (!(u32 = decodeU32(value))) return false;
+      target = *u32;
+      return true;
+    };
+    auto optional_number = [&](std::optional<uint32_t>& target) {
+      if (!(u32 = decodeU32(value))) return false;
+      target = *u32;
+      return true;
+    };
+    auto window = [&](uint16_t& target) {
+      if (!(u32 = decodeU32(value)) || *u32 > 0xffff) return false;
+      target = static_cast<uint16_t>(*u32);
+      return true;
+    };
+    auto boolean = [&](bool& target) {
+      if (!(flag = decodeBool(value))) return false;
+      target = *flag;
+      return true;
+    };
+    switch (tag) {
+      case AgentTag::kOp: has_op = true; return number(request.op);
+      case AgentTag::kRequestId: return number(request.id);
+      case AgentTag::kArg: request.argv.emplace_back(value); return true;
+      case AgentTag::kEnv: request.env.emplace_back(value); return true;
+      case AgentTag::kCwd: request.cwd = value; return true;
+      case AgentTag::kUser: request.user = value; return true;
+      case AgentTag::kTty: return boolean(request.tty);
+      case AgentTag::kRows: return window(request.rows);
+      case AgentTag::kCols: return window(request.cols);
+      case AgentTag::kPath: request.path = value; return true;
+      case AgentTag::kMode: return optional_number(request.mode);
+      case AgentTag::kUid: return optional_number(request.uid);
+      case AgentTag::kGid: return optional_number(request.gid);
+      case AgentTag::kMtime:
+        if (!(u64 = decodeU64(value))) return false;
+        request.mtime = static_cast<int64_t>(*u64);
+        return true;
+      case AgentTag::kLinkTarget: request.link_target = value; return true;
+      case AgentTag::kParents: return boolean(request.parents);
+      case AgentTag::kPort: return number(request.port);
+      case AgentTag::kTimeoutMs: return number(request.timeout_ms);
+      default: return true;
+    }
+  });
+  if (!valid || !has_op) return std::nullopt;
+  return request;
+}
+
+inline std::string encodeResult(const AgentResult& result) {
+  std::string out;
+  appendU32Field(out, AgentTag::kRequestId, result.id);
+  appendU32Field(out, AgentTag::kStatus, static_cast<uint32_t>(result.status));
+  if (result.error_number != 0) appendU32Field(out, AgentTag::kErrno, result.error_number);
+  if (!result.message.empty()) appendField(out, AgentTag::kMessage, result.message);
+  if (result.pid != 0) appendU32Field(out, AgentTag::kPid, result.pid);
+  if (result.exit_code != 0) appendU32Field(out, AgentTag::kExitCode, result.exit_code);
+  if (result.http_status != 0) appendU32Field(out, AgentTag::kHttpStatus, result.http_status);
+  if (result.info) appendField(out, AgentTag::kInfo, encodeFileInfo(*result.info));
+  return out;
+}
+
+// Returns nullopt for a malformed result. An unknown status reads as kFailed:
+// whatever a newer agent meant, it was not success.
+inline std::optional<AgentResult> decodeResult(std::string_view payload) {
+  AgentResult result;
+  bool has_status = false;
+  bool valid = forEachField(payload, [&](AgentTag tag, std::string_view value) {
+    std::optional<uint32_t> u32;
+    auto number = [&](uint32_t& target) {
+      if (!(u32 = decodeU32(value))) return false;
+      target = *u32;
+      return true;
+    };
+    switch (tag) {
+      case AgentTag::kRequestId: return number(result.id);
+      case AgentTag::kStatus: {
+        uint32_t status = 0;
+        if (!number(status)) return false;
+        has_status = true;
+        result.status = status <= static_cast<uint32_t>(AgentStatus::kBadRequest) ? static_cast<AgentStatus>(status)
+                                                                                    : AgentStatus::kFailed;
+        return true;
+      }
+      case AgentTag::kErrno: return number(result.error_number);
+      case AgentTag::kMessage: result.message = value; return true;
+      case AgentTag::kPid: return number(result.pid);
+      case AgentTag::kExitCode: return number(result.exit_code);
+      case AgentTag::kHttpStatus: return number(result.http_status);
+      case AgentTag::kInfo: {
+        auto info = decodeFileInfo(value);
+        if (!info) return false;
+        result.info = std::move(*info);
+        return true;
+      }
+      default: return true;
+    }
+  });
+  if (!valid || !has_status) return std::nullopt;
+  return result;
+}
+
+// kEntries payload: one kEntry field per FileInfo.
+inline std::string encodeEntries(const std::vector<FileInfo>& entries) {
+  std::string out;
+  for (const auto& entry : entries) appendField(out, AgentTag::kEntry, encodeFileInfo(entry));
+  return out;
+}
+
+inline std::optional<std::vector<FileInfo>> decodeEntries(std::string_view payload) {
+  std::vector<FileInfo> entries;
+  bool valid = forEachField(payload, [&entries](AgentTag tag, std::string_view value) {
+    if (tag != AgentTag::kEntry) return true;
+    auto info = decodeFileInfo(value);
+    if (!info) return false;
+    entries.push_back(std::move(*info));
+    return true;
+  });
+  if (!valid) return std::nullopt;
+  return entries;
+}
+
+// kResize payload.
+struct WindowSize {
+  uint16_t rows = 0;
+  uint16_t cols = 0;
+};
+inline std::string encodeWindowSize(WindowSize size) {
+  std::string out;
+  putLe16(out, size.rows);
+  putLe16(out, size.cols);
+  return out;
+}
+inline std::optional<WindowSize> decodeWindowSize(std::string_view payload) {
+  if (payload.size() != 4) return std::nullopt;
+  return WindowSize{getLe16(payload.data()), getLe16(payload.data() + 2)};
 }
 
 }  // namespace microvm::agent

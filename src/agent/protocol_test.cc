@@ -143,5 +143,86 @@ TEST(ProtocolTest, DecodeU32NeedsExactlyFourBytes) {
   EXPECT_EQ(decodeU32(encodeU32(0xdeadbeef)), 0xdeadbeefu);
 }
 
+TEST(AgentProtocolTest, RequestRoundTripsWithEveryField) {
+  AgentRequest request;
+  request.op = static_cast<uint32_t>(AgentOp::kExec);
+  request.id = 9;
+  request.argv = {"sh", "-c", std::string("a\0b", 3)};
+  request.env = {"A=1"};
+  request.cwd = "/srv";
+  request.user = "app:staff";
+  request.tty = true;
+  request.rows = 24;
+  request.cols = 80;
+  request.path = "/tmp/x";
+  request.mode = 0755;
+  request.uid = 0;
+  request.gid = 1000;
+  request.mtime = -1;
+  request.link_target = "../y";
+  request.parents = true;
+  request.port = 8080;
+  request.timeout_ms = 250;
+  auto decoded = decodeRequest(encodeRequest(request));
+  ASSERT_TRUE(decoded.has_value());
+  EXPECT_EQ(*decoded, request);
+}
+
+TEST(AgentProtocolTest, MalformedRequestsAreRefused) {
+  EXPECT_FALSE(decodeRequest("").has_value());  // no op
+  std::string truncated;
+  appendU32Field(truncated, AgentTag::kOp, 1);
+  truncated += std::string("\x0a\x00\x10\x00\x00\x00/short", 12);
+  EXPECT_FALSE(decodeRequest(truncated).has_value());
+  std::string wide_window;
+  appendU32Field(wide_window, AgentTag::kOp, 2);
+  appendU32Field(wide_window, AgentTag::kRows, 70000);
+  EXPECT_FALSE(decodeRequest(wide_window).has_value());
+  std::string short_integer;
+  appendField(short_integer, AgentTag::kOp, "\x01");
+  EXPECT_FALSE(decodeRequest(short_integer).has_value());
+  // Unknown fields are skipped.
+  std::string unknown;
+  appendU32Field(unknown, AgentTag::kOp, 1);
+  appendField(unknown, static_cast<AgentTag>(999), "future");
+  EXPECT_TRUE(decodeRequest(unknown).has_value());
+}
+
+TEST(AgentProtocolTest, ResultsAndEntriesRoundTripAndUnknownStatusIsFailure) {
+  AgentResult result;
+  result.id = 3;
+  result.status = AgentStatus::kFailed;
+  result.error_number = 2;
+  result.message = "stat /x: no such file or directory";
+  result.info = FileInfo{"x", FileType::kSymlink, 0777, 4, 1600000000, 1, 2, "/etc"};
+  auto decoded = decodeResult(encodeResult(result));
+  ASSERT_TRUE(decoded.has_value());
+  EXPECT_EQ(*decoded, result);
+
+  std::string future;
+  appendU32Field(future, AgentTag::kStatus, 42);
+  auto unknown = decodeResult(future);
+  ASSERT_TRUE(unknown.has_value());
+  EXPECT_EQ(unknown->status, AgentStatus::kFailed);
+  EXPECT_FALSE(decodeResult("").has_value());  // no status
+
+  std::vector<FileInfo> entries = {FileInfo{"a", FileType::kRegular, 0644, 10, 1, 0, 0, ""},
+                                   FileInfo{"d", FileType::kDirectory, 0755, 0, 2, 0, 0, ""}};
+  auto listed = decodeEntries(encodeEntries(entries));
+  ASSERT_TRUE(listed.has_value());
+  EXPECT_EQ(*listed, entries);
+  std::string bad_type;
+  appendField(bad_type, AgentTag::kEntry, std::string("\x31\x00\x01\x00\x00\x00\x07", 7));
+  EXPECT_FALSE(decodeEntries(bad_type).has_value());
+}
+
+TEST(AgentProtocolTest, WindowSizeIsFourBytes) {
+  auto size = decodeWindowSize(encodeWindowSize({40, 120}));
+  ASSERT_TRUE(size.has_value());
+  EXPECT_EQ(size->rows, 40);
+  EXPECT_EQ(size->cols, 120);
+  EXPECT_FALSE(decodeWindowSize("abc").has_value());
+}
+
 }  // namespace
 }  // namespace microvm::agent

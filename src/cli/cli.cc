@@ -1,16 +1,23 @@
 #include "cli/cli.h"
 
 #include <signal.h>
+#include <sys/signalfd.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstring>
+#include <optional>
 #include <cstdio>
 #include <ctime>
 #include <fstream>
 #include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <string_view>
 #include <thread>
+#include <utility>
 
 #include "microvm/runtime.h"
 #include "microvm/version.h"
@@ -150,6 +157,10 @@ std::string psPorts(const std::vector<std::string>& lines) {
 }
 
 nlohmann::json toJson(const VmInfo& vm) {
+  nlohmann::json vsock_ports = nlohmann::json::array();
+  for (const auto& port : vm.vsock_ports) {
+    vsock_ports.push_back({{"port", port.port}, {"host_socket", port.host_socket.string()}, {"listen", port.listen}});
+  }
   return {{"id", vm.id},
           {"name", vm.name},
           {"command", vm.command},
@@ -178,7 +189,8 @@ nlohmann::json toJson(const VmInfo& vm) {
             {"egress_allow_cidr", vm.egress_allow_cidr},
             {"egress_deny_all", vm.egress_deny_all},
             {"counters", vm.net_counters}}},
-          {"dir", vm.dir.string()}};
+          {"dir", vm.dir.string()},
+          {"vsock", {{"socket", vm.vsock_socket.string()}, {"ports", vsock_ports}}}};
 }
 
 struct GlobalFlags {
@@ -214,6 +226,7 @@ struct RunFlags {
   std::string platform = "linux/amd64";
   std::vector<std::string> env_files;
   std::vector<std::string> volumes;
+  std::vector<std::string> vsock;
   std::vector<std::string> tmpfs;
   std::string tmp_size;
   std::vector<std::string> cap_add;
@@ -248,6 +261,29 @@ Result<Volume> parseVolume(const std::string& text) {
   }
   if (volume.guest.empty()) return invalid;
   return volume;
+}
+
+// --vsock PORT:HOST_SOCKET[:listen]
+Result<VsockPort> parseVsockPort(const std::string& text) {
+  auto invalid = Error(ErrorCode::kInvalidArgument,
+                       "invalid vsock mapping \"" + text + "\" (want PORT:HOST_SOCKET_PATH[:listen])");
+  size_t colon = text.find(':');
+  if (colon == std::string::npos || colon == 0) return invalid;
+  std::string port_text = text.substr(0, colon);
+  if (port_text.find_first_not_of("0123456789") != std::string::npos || port_text.size() > 10) return invalid;
+  unsigned long long port = std::stoull(port_text);
+  if (port > UINT32_MAX) return invalid;
+  VsockPort mapping;
+  mapping.port = static_cast<uint32_t>(port);
+  std::string path = text.substr(colon + 1);
+  constexpr std::string_view kListen = ":listen";
+  if (path.size() > kListen.size() && path.compare(path.size() - kListen.size(), kListen.size(), kListen) == 0) {
+    mapping.listen = true;
+    path.resize(path.size() - kListen.size());
+  }
+  if (path.empty()) return invalid;
+  mapping.host_socket = path;
+  return mapping;
 }
 
 // --security-opt seccomp=unconfined|PATH, no-new-privileges[=true|false],
@@ -320,6 +356,11 @@ Result<RunOptions> toRunOptions(const RunFlags& flags, std::vector<std::string> 
     if (!volume) return std::move(volume).error();
     options.volumes.push_back(std::move(*volume));
   }
+  for (const auto& text : flags.vsock) {
+    auto mapping = parseVsockPort(text);
+    if (!mapping) return std::move(mapping).error();
+    options.vsock_ports.push_back(std::move(*mapping));
+  }
   options.tmpfs = flags.tmpfs;
   options.tmp_size = flags.tmp_size;
   options.cap_add = flags.cap_add;
@@ -358,6 +399,111 @@ int forwardSignalsAndWait(VmHandle& vm, sigset_t stop_signals) {
   auto code = vm.wait();
   if (!code) return fail(code.error());
   return *code;
+}
+
+struct ExecFlags {
+  bool interactive = false;
+  bool tty = false;
+  bool ping = false;
+  std::vector<std::string> env;
+  std::string workdir;
+  std::string user;
+};
+
+// The host terminal in raw mode for `exec -t`: keystrokes (^C included) go to
+// the guest's tty untouched. Restored on every return path by the destructor;
+// signals cannot bypass it, since exec receives them through a signalfd.
+class RawTerminal {
+ public:
+  explicit RawTerminal(int fd) {
+    if (::tcgetattr(fd, &saved_) != 0) return;
+    termios raw = saved_;
+    ::cfmakeraw(&raw);
+    if (::tcsetattr(fd, TCSANOW, &raw) == 0) fd_ = fd;
+  }
+  RawTerminal(const RawTerminal&) = delete;
+  RawTerminal& operator=(const RawTerminal&) = delete;
+  ~RawTerminal() {
+    if (fd_ >= 0) ::tcsetattr(fd_, TCSANOW, &saved_);
+  }
+
+ private:
+  int fd_ = -1;
+  termios saved_{};
+};
+
+// `words` is VM followed by the command.
+int cmdExec(const GlobalFlags& global, const ExecFlags& flags, const std::vector<std::string>& words) {
+  if (words.empty()) return fail("exec: give a VM and a command (microvm exec [OPTIONS] VM COMMAND [ARG...])");
+  auto runtime = openRuntime(global);
+  if (!runtime) return fail(runtime.error());
+  if (flags.ping) {
+    auto pong = runtime->ping(words[0]);
+    if (!pong) return fail(pong.error());
+    return 0;
+  }
+  ExecOptions options;
+  options.command.assign(words.begin() + 1, words.end());
+  if (options.command.empty()) return fail("exec: no command given");
+  options.env = expandEnv(flags.env);
+  if (flags.tty) {
+    const char* term = std::getenv("TERM");
+    bool has_term = std::any_of(options.env.begin(), options.env.end(),
+                                [](const std::string& var) { return var.rfind("TERM=", 0) == 0; });
+    if (term && *term && !has_term) options.env.push_back(std::string("TERM=") + term);
+  }
+  options.workdir = flags.workdir;
+  options.user = flags.user;
+  options.tty = flags.tty;
+  options.stdin_fd = flags.interactive ? STDIN_FILENO : -1;
+  if (flags.tty) options.terminal_fd = ::isatty(STDIN_FILENO) ? STDIN_FILENO : ::isatty(STDOUT_FILENO) ? STDOUT_FILENO : -1;
+
+  // Signals to the CLI go to the command (SIGWINCH: a resize), as Docker's
+  // sig-proxy does. Blocked for the whole process, read through a signalfd.
+  sigset_t forwarded;
+  sigemptyset(&forwarded);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) sigaddset(&forwarded, sig);
+  if (flags.tty) sigaddset(&forwarded, SIGWINCH);
+  pthread_sigmask(SIG_BLOCK, &forwarded, nullptr);
+  int signal_fd = ::signalfd(-1, &forwarded, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (signal_fd < 0) return fail(std::string("signalfd: ") + std::strerror(errno));
+  options.signal_fd = signal_fd;
+
+  std::optional<RawTerminal> raw;
+  if (flags.tty && flags.interactive && ::isatty(STDIN_FILENO)) raw.emplace(STDIN_FILENO);
+  auto code = runtime->exec(words[0], options);
+  raw.reset();
+  ::close(signal_fd);
+  if (!code) return fail(code.error());
+  return *code;
+}
+
+// Docker's rule: "NAME:PATH" names a path in a VM unless it looks like a
+// host path (starts with '/' or '.'); "./a:b" is a host file with a colon.
+struct CopyEndpoint {
+  std::string vm;  // empty: the host
+  std::string path;
+};
+
+CopyEndpoint parseCopyEndpoint(const std::string& text) {
+  size_t colon = text.find(':');
+  if (colon == std::string::npos || colon == 0 || text[0] == '/' || text[0] == '.') return {"", text};
+  return {text.substr(0, colon), text.substr(colon + 1)};
+}
+
+int cmdCopy(const GlobalFlags& global, const std::string& source_text, const std::string& destination_text) {
+  CopyEndpoint source = parseCopyEndpoint(source_text);
+  CopyEndpoint destination = parseCopyEndpoint(destination_text);
+  if (source.vm.empty() == destination.vm.empty()) {
+    return fail(source.vm.empty() ? "cp: one of SRC and DEST must be VM:PATH"
+                                  : "cp: copying between two VMs is not supported; copy through the host");
+  }
+  auto runtime = openRuntime(global);
+  if (!runtime) return fail(runtime.error());
+  auto copied = source.vm.empty() ? runtime->copyTo(destination.vm, source.path, destination.path.empty() ? "/" : destination.path)
+                                  : runtime->copyFrom(source.vm, source.path.empty() ? "/" : source.path, destination.path);
+  if (!copied) return fail(copied.error());
+  return 0;
 }
 
 int cmdRun(const GlobalFlags& global, const RunFlags& flags, std::vector<std::string> command) {
@@ -722,6 +868,9 @@ void addRunFlags(CLI::App& command, RunFlags& flags) {
       ->each([&flags](const std::string&) { flags.has_entrypoint = true; });
   command.add_option("--platform", flags.platform, "Image platform to pull (default linux/amd64)");
   command.add_option("-v,--volume", flags.volumes, "Share a host directory: HOST:GUEST[:ro] (ro is enforced on the host)");
+  command.add_option("--vsock", flags.vsock,
+                     "Wire guest vsock port PORT to a host unix socket: PORT:HOST_SOCKET_PATH (the guest "
+                     "connects to it), or PORT:HOST_SOCKET_PATH:listen (host clients connect there)");
   command.add_option("--tmpfs", flags.tmpfs, "Mount a tmpfs: PATH[:OPTIONS], e.g. /scratch:size=64m");
   command.add_option("--tmp-size", flags.tmp_size, "Size of the guest's /tmp tmpfs, e.g. 256m");
   command.add_option("--cap-add", flags.cap_add, "Add a capability (NET_ADMIN, ..., or ALL)");
@@ -773,6 +922,25 @@ int main(int argc, char** argv) {
   addRunFlags(*run_cmd, run);
   run_cmd->add_flag("-d,--detach", run.detach, "Run in the background and print the VM id");
   run_cmd->add_option("--snapshot", run.snapshot, "Start from a snapshot instead: resume the saved VM");
+
+  ExecFlags exec_flags;
+  auto* exec_cmd = app.add_subcommand("exec", "Run a command in a running VM");
+  exec_cmd->footer("Usage: microvm exec [OPTIONS] VM COMMAND [ARG...]\n"
+                   "The exit status is the command's; 125 when microvm itself fails, 126 when the\n"
+                   "command cannot be run, 127 when it is not found.");
+  exec_cmd->add_flag("-i,--interactive", exec_flags.interactive, "Forward stdin to the command (else it reads EOF)");
+  exec_cmd->add_flag("-t,--tty", exec_flags.tty, "Run the command on a pseudo-terminal");
+  exec_cmd->add_option("-e,--env", exec_flags.env, "Set an environment variable (KEY=VALUE, or KEY to pass ours)");
+  exec_cmd->add_option("-w,--workdir", exec_flags.workdir, "Working directory in the guest");
+  exec_cmd->add_option("-u,--user", exec_flags.user, "User (name|uid[:group|gid])");
+  // The agent's round trip alone, for bench/exec.sh: the floor of exec.
+  exec_cmd->add_flag("--ping", exec_flags.ping, "Only check that the VM's agent answers")->group("");
+
+  std::vector<std::string> copy_paths;
+  auto* cp_cmd = app.add_subcommand("cp", "Copy files or directories between the host and a running VM");
+  cp_cmd->footer("Usage: microvm cp [OPTIONS] VM:SRC_PATH DEST_PATH\n"
+                 "       microvm cp [OPTIONS] SRC_PATH VM:DEST_PATH");
+  cp_cmd->add_option("paths", copy_paths, "SRC DEST")->required()->expected(2);
 
   auto* create_cmd = app.add_subcommand("create", "Create a VM without starting it");
   create_cmd->footer("Usage: microvm create [OPTIONS] IMAGE [COMMAND] [ARG...]\n"
@@ -890,7 +1058,7 @@ int main(int argc, char** argv) {
 
   // Everything from COMMAND on belongs to the workload, options included, so
   // only the words before it go to the parser.
-  int parsed_argc = splitWorkloadCommand(app, {run_cmd, create_cmd}, argc, argv, command);
+  int parsed_argc = splitWorkloadCommand(app, {run_cmd, create_cmd, exec_cmd}, argc, argv, command);
   try {
     app.parse(parsed_argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -906,6 +1074,8 @@ int main(int argc, char** argv) {
 
   if (run_cmd->parsed()) return cmdRun(global, run, command);
   if (create_cmd->parsed()) return cmdCreate(global, run, command);
+  if (exec_cmd->parsed()) return cmdExec(global, exec_flags, command);
+  if (cp_cmd->parsed()) return cmdCopy(global, copy_paths[0], copy_paths[1]);
   if (start_cmd->parsed()) return cmdStart(global, refs, attach, start_interactive);
   if (attach_cmd->parsed()) return cmdAttach(global, attach_ref, !attach_no_stdin);
   if (ps_cmd->parsed()) return cmdPs(global, all, format.empty() ? "table" : format, quiet);

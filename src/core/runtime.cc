@@ -1,11 +1,13 @@
 #include "microvm/runtime.h"
 
 #include <signal.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "base/fs.h"
@@ -109,6 +111,25 @@ Result<void> validate(const RunOptions& options) {
     MICROVM_TRY(net::checkHostPortFree(*mapping));
     mappings.push_back(*mapping);
   }
+  std::set<uint32_t> vsock_ports;
+  std::set<fs::path> vsock_paths;
+  for (const auto& mapping : options.vsock_ports) {
+    std::string what = "vsock port " + std::to_string(mapping.port);
+    // VMADDR_PORT_ANY (-1U) is not a port one can connect to.
+    if (mapping.port == UINT32_MAX) return invalid(what + ": not a usable port");
+    if (!vsock_ports.insert(mapping.port).second) return invalid(what + " is mapped twice");
+    if (!mapping.host_socket.is_absolute()) {
+      return invalid(what + ": host socket \"" + mapping.host_socket.string() + "\" must be an absolute path");
+    }
+    if (mapping.host_socket.native().size() >= sizeof(sockaddr_un::sun_path)) {
+      return invalid(what + ": host socket path " + mapping.host_socket.string() + " is " +
+                     std::to_string(mapping.host_socket.native().size()) + " bytes; unix sockets allow " +
+                     std::to_string(sizeof(sockaddr_un::sun_path) - 1));
+    }
+    if (mapping.listen && !vsock_paths.insert(mapping.host_socket.lexically_normal()).second) {
+      return invalid(what + ": " + mapping.host_socket.string() + " is already a listening socket of this VM");
+    }
+  }
   return success();
 }
 
@@ -128,6 +149,9 @@ void applyNetwork(const RunOptions& options, VmSpec& spec) {
 Result<void> applyMountsAndConfinement(const RunOptions& options, VmSpec& spec) {
   for (const auto& volume : options.volumes) {
     spec.shares.push_back({fs::absolute(volume.host).lexically_normal().string(), volume.guest, volume.readonly});
+  }
+  for (const auto& mapping : options.vsock_ports) {
+    spec.vsock_ports.push_back({mapping.port, mapping.host_socket.lexically_normal().string(), mapping.listen});
   }
   if (!options.tmp_size.empty()) spec.tmpfs.emplace_back("/tmp", "size=" + options.tmp_size + ",mode=1777");
   for (const auto& entry : options.tmpfs) {
@@ -312,6 +336,10 @@ Result<std::string> Runtime::create(const RunOptions& options) {
   spec.root_disk = (vm_dir / "disk.qcow2").string();
   spec.runtime_dir = layout->vmRuntimeDir(spec.id).string();
   MICROVM_TRY(checkSocketPath(fs::path(spec.runtime_dir) / "runner.sock"));
+  // Guest port P without a mapping reaches "<vsock.sock>_P": the longest
+  // port must still fit.
+  MICROVM_TRY(checkSocketPath(vsockSocket(spec).string() + "_4294967294"));
+  MICROVM_TRY(checkSocketPath(vhostVsockSocket(spec)));
 
   MICROVM_TRY(store.add(spec, !options.name.empty(),
                         [&](const fs::path&) { return createOverlay(base, spec.root_disk); }));
@@ -425,6 +453,8 @@ VmInfo toInfo(const VmRecord& record) {
   info.egress_deny_all = record.spec.egress_deny_all;
   info.net_counters = record.state.net_counters;
   info.dir = record.dir;
+  info.vsock_socket = vsockSocket(record.spec);
+  for (const auto& port : record.spec.vsock_ports) info.vsock_ports.push_back({port.port, port.path, port.listen});
   return info;
 }
 

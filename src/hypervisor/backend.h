@@ -9,6 +9,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -42,6 +43,18 @@ struct MachineConfig {
   };
   std::vector<Share> shares;
   int stderr_fd = -1;                 // where the VMM's own diagnostics go
+  // A vhost-user-vsock back-end listening here (guest RAM then becomes a
+  // shared memfd that the back-end maps); empty: no vsock device.
+  std::filesystem::path vhost_vsock_socket;
+  // The VMM waits on its vhost-user back-ends while it starts, stops or
+  // migrates their devices, so whoever waits on the VMM (QMP) must keep
+  // serving them: `fd` is polled alongside, and `service` runs when it is
+  // readable. Unset: nothing to serve.
+  struct WaitService {
+    int fd = -1;
+    std::function<void()> service;
+  };
+  WaitService while_waiting;
 };
 
 // A running VMM. Optional operations refuse with kUnsupported unless the

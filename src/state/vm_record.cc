@@ -51,6 +51,12 @@ json sharesJson(const std::vector<VmSpec::Share>& shares) {
   return list;
 }
 
+json vsockPortsJson(const std::vector<VmSpec::VsockPort>& ports) {
+  json list = json::array();
+  for (const auto& port : ports) list.push_back({{"port", port.port}, {"path", port.path}, {"listen", port.listen}});
+  return list;
+}
+
 }  // namespace
 
 Result<void> saveSpec(const fs::path& vm_dir, const VmSpec& spec) {
@@ -81,6 +87,7 @@ Result<void> saveSpec(const fs::path& vm_dir, const VmSpec& spec) {
         {"open_stdin", spec.open_stdin}}},
       {"shares", sharesJson(spec.shares)},
       {"tmpfs", spec.tmpfs},
+      {"vsock_ports", vsockPortsJson(spec.vsock_ports)},
       {"confinement",
        {{"capabilities", spec.capabilities},
         {"no_new_privs", spec.no_new_privs},
@@ -133,6 +140,9 @@ Result<VmSpec> loadSpec(const fs::path& vm_dir) {
       spec.shares.push_back({share.at("host"), share.at("guest"), share.at("readonly")});
     }
     spec.tmpfs = j.value("tmpfs", std::vector<std::pair<std::string, std::string>>());
+    for (const auto& port : j.value("vsock_ports", json::array())) {
+      spec.vsock_ports.push_back({port.at("port"), port.at("path"), port.value("listen", false)});
+    }
     const json confinement = j.value("confinement", json::object());
     spec.capabilities = confinement.value("capabilities", uint64_t{0});
     spec.no_new_privs = confinement.value("no_new_privs", true);

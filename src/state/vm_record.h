@@ -56,6 +56,17 @@ struct VmSpec {
   std::vector<Share> shares;
   std::vector<std::pair<std::string, std::string>> tmpfs;  // guest path, mount options
 
+  // Vsock port mappings, in the order given. A guest connection to `port`
+  // goes to the host unix socket `path`; with `listen`, the runner listens
+  // at `path` and forwards each connection to the guest's `port`. Other
+  // ports use the base socket (vsockSocket below).
+  struct VsockPort {
+    uint32_t port = 0;
+    std::string path;
+    bool listen = false;
+  };
+  std::vector<VsockPort> vsock_ports;
+
   // Confinement of the workload, as init applies it.
   uint64_t capabilities = 0;
   bool no_new_privs = true;
@@ -78,6 +89,16 @@ struct VmSpec {
   bool remove_on_exit = false;
   int stop_timeout_seconds = 10;
 };
+
+// The hybrid-vsock base socket: host clients connect here and send
+// "CONNECT <port>\n"; guest port P without a mapping goes to "<it>_P".
+inline std::filesystem::path vsockSocket(const VmSpec& spec) {
+  return std::filesystem::path(spec.runtime_dir) / "vsock.sock";
+}
+// Where QEMU's vhost-user-vsock device meets the runner.
+inline std::filesystem::path vhostVsockSocket(const VmSpec& spec) {
+  return std::filesystem::path(spec.runtime_dir) / "vhost-vsock.sock";
+}
 
 enum class VmStatus { kCreated, kRunning, kPaused, kExited };
 

@@ -39,6 +39,22 @@ TEST_F(VmRecordTest, SpecRoundTrips) {
   EXPECT_TRUE(loaded->remove_on_exit);
 }
 
+TEST_F(VmRecordTest, VsockPortsRoundTripInOrder) {
+  VmSpec spec;
+  spec.runtime_dir = "/run/microvm/abc";
+  spec.vsock_ports = {{5000, "/tmp/a.sock", false}, {1024, "/tmp/agent.sock", true}};
+  ASSERT_TRUE(saveSpec(dir_, spec));
+  auto loaded = loadSpec(dir_);
+  ASSERT_TRUE(loaded) << loaded.error().message();
+  ASSERT_EQ(loaded->vsock_ports.size(), 2u);
+  EXPECT_EQ(loaded->vsock_ports[0].port, 5000u);
+  EXPECT_EQ(loaded->vsock_ports[0].path, "/tmp/a.sock");
+  EXPECT_FALSE(loaded->vsock_ports[0].listen);
+  EXPECT_EQ(loaded->vsock_ports[1].port, 1024u);
+  EXPECT_TRUE(loaded->vsock_ports[1].listen);
+  EXPECT_EQ(vsockSocket(*loaded), "/run/microvm/abc/vsock.sock");
+}
+
 TEST_F(VmRecordTest, StateRoundTripsWithAndWithoutExitCode) {
   VmState state;
   state.status = VmStatus::kRunning;

@@ -48,6 +48,10 @@ struct Fixtures {
     std::string compile = "cc -static -O2 -o " + (rootfs / "bin" / "keyctl-probe").string() + " " +
                           (scratch / "keyctl-probe.c").string();
     if (std::system(compile.c_str()) != 0) std::abort();
+    // The guest end of the vsock tests (AF_VSOCK client and servers).
+    compile = "cc -static -O2 -o " + (rootfs / "bin" / "vsock-probe").string() + " " + MICROVM_SOURCE_DIR +
+              "/tests/e2e/vsock_probe.c";
+    if (std::system(compile.c_str()) != 0) std::abort();
   }
   ~Fixtures() { fs::remove_all(scratch); }
 };

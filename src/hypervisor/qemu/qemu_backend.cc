@@ -1,5 +1,6 @@
 #include "hypervisor/qemu/qemu_backend.h"
 
+#include <poll.h>
 #include <unistd.h>
 
 #include <optional>
@@ -14,8 +15,8 @@ namespace {
 // A QEMU process and, once first needed, a QMP connection to it.
 class QemuVmm : public Vmm {
  public:
-  QemuVmm(Process process, std::filesystem::path qmp_socket)
-      : process_(std::move(process)), qmp_socket_(std::move(qmp_socket)) {}
+  QemuVmm(Process process, std::filesystem::path qmp_socket, MachineConfig::WaitService while_waiting)
+      : process_(std::move(process)), qmp_socket_(std::move(qmp_socket)), while_waiting_(std::move(while_waiting)) {}
 
   Process& process() override { return process_; }
   Result<void> pause() override { return run("stop"); }
@@ -54,7 +55,7 @@ class QemuVmm : public Vmm {
   Result<void> connectQmp() {
     if (qmp_) return success();
     if (qmp_socket_.empty()) return Error(ErrorCode::kUnsupported, "this VM has no QMP socket");
-    auto client = QmpClient::connect(qmp_socket_, std::chrono::seconds(5));
+    auto client = QmpClient::connect(qmp_socket_, std::chrono::seconds(5), while_waiting_);
     if (!client) return std::move(client).error();
     qmp_.emplace(std::move(*client));
     return success();
@@ -79,12 +80,20 @@ class QemuVmm : public Vmm {
       if (std::chrono::steady_clock::now() >= deadline) {
         return Error(ErrorCode::kTimeout, query + " did not settle within two minutes");
       }
-      std::this_thread::sleep_for(pause);
+      idle(pause);
     }
+  }
+
+  // Sleeps for `duration`, serving the VMM's back-ends meanwhile.
+  void idle(std::chrono::milliseconds duration) {
+    if (while_waiting_.fd < 0) return std::this_thread::sleep_for(duration);
+    pollfd pfd{while_waiting_.fd, POLLIN, 0};
+    if (::poll(&pfd, 1, static_cast<int>(duration.count())) == 1) while_waiting_.service();
   }
 
   Process process_;
   std::filesystem::path qmp_socket_;
+  MachineConfig::WaitService while_waiting_;
   std::optional<QmpClient> qmp_;
 };
 
@@ -110,7 +119,14 @@ std::vector<std::string> QemuBackend::commandLine(const MachineConfig& config) c
   std::vector<std::string> argv = {binary_};
   auto add = [&argv](std::initializer_list<std::string> args) { argv.insert(argv.end(), args); };
 
-  add({"-M", "microvm,x-option-roms=off,isa-serial=on,acpi=off"});
+  std::string machine = "microvm,x-option-roms=off,isa-serial=on,acpi=off";
+  if (!config.vhost_vsock_socket.empty()) {
+    // A vhost-user back-end reads and writes guest RAM itself: it must be a
+    // shared file it can map (PLATFORM_NOTES: vhost-user section).
+    add({"-object", "memory-backend-memfd,id=mem,size=" + std::to_string(config.memory_mib) + "M,share=on"});
+    machine += ",memory-backend=mem";
+  }
+  add({"-M", machine});
   if (config.accel == Acceleration::kKvm) {
     add({"-accel", "kvm", "-cpu", "host"});
   } else {
@@ -136,6 +152,10 @@ std::vector<std::string> QemuBackend::commandLine(const MachineConfig& config) c
     add({"-fsdev", "local,id=" + id + ",path=" + share.host.string() + ",security_model=" + model +
                        (share.readonly ? ",readonly=on" : ""),
          "-device", "virtio-9p-device,fsdev=" + id + ",mount_tag=" + share.tag});
+  }
+  if (!config.vhost_vsock_socket.empty()) {
+    add({"-chardev", "socket,id=vsock,path=" + config.vhost_vsock_socket.string(), "-device",
+         "vhost-user-vsock-device,chardev=vsock"});
   }
   if (config.control_fd >= 0) {
     add({"-chardev", "socket,id=ctl,fd=" + std::to_string(kQemuControlFd), "-device",
@@ -165,7 +185,7 @@ Result<std::unique_ptr<Vmm>> QemuBackend::launch(const MachineConfig& config) {
   options.die_with_parent = true;
   auto process = spawn(options);
   if (!process) return std::move(process).error().withContext("start QEMU");
-  return std::unique_ptr<Vmm>(std::make_unique<QemuVmm>(std::move(*process), config.qmp_socket));
+  return std::unique_ptr<Vmm>(std::make_unique<QemuVmm>(std::move(*process), config.qmp_socket, config.while_waiting));
 }
 
 }  // namespace microvm

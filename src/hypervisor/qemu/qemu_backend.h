@@ -3,7 +3,8 @@
 // The machine: PVH vmlinux + initramfs via -kernel/-initrd, a virtio-blk root
 // disk (qcow2 overlay), the kernel console on an isa-serial port written to a
 // file, the control channel as a virtio-serial port over an inherited socket,
-// and QMP on a unix socket. The guest powers off by resetting (reboot=t) and
+// QMP on a unix socket, and optionally a vhost-user-vsock device (guest RAM
+// in a shared memfd so that the back-end can map it). The guest powers off by resetting (reboot=t) and
 // -no-reboot turns the reset into a QEMU exit.
 #pragma once
 

@@ -81,6 +81,23 @@ TEST(QemuBackendTest, NicUsesTheInheritedStreamSocket) {
   EXPECT_TRUE(hasPair(argv, "-device", std::string("virtio-net-device,netdev=net0,mac=") + kGuestMac));
 }
 
+TEST(QemuBackendTest, VhostVsockPutsGuestRamInASharedMemfd) {
+  QemuBackend backend("qemu");
+  MachineConfig config = tcgConfig();
+  auto plain = backend.commandLine(config);
+  EXPECT_EQ(std::find(plain.begin(), plain.end(), "-object"), plain.end());
+
+  config.vhost_vsock_socket = "/run/vm/vhost-vsock.sock";
+  auto argv = backend.commandLine(config);
+  EXPECT_TRUE(hasPair(argv, "-object", "memory-backend-memfd,id=mem,size=256M,share=on"));
+  auto machine = std::find(argv.begin(), argv.end(), "-M");
+  ASSERT_NE(machine, argv.end());
+  EXPECT_NE(machine[1].find(",memory-backend=mem"), std::string::npos);
+  EXPECT_TRUE(hasPair(argv, "-chardev", "socket,id=vsock,path=/run/vm/vhost-vsock.sock"));
+  EXPECT_TRUE(hasPair(argv, "-device", "vhost-user-vsock-device,chardev=vsock"));
+  EXPECT_TRUE(hasPair(argv, "-m", "256"));
+}
+
 TEST(QemuBackendTest, VmmIsSandboxed) {
   QemuBackend backend("qemu");
   auto argv = backend.commandLine(tcgConfig());

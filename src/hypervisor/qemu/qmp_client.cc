@@ -21,7 +21,8 @@ constexpr size_t kMaxMessage = 16 * 1024 * 1024;
 
 }  // namespace
 
-Result<QmpClient> QmpClient::connect(const fs::path& socket_path, std::chrono::milliseconds timeout) {
+Result<QmpClient> QmpClient::connect(const fs::path& socket_path, std::chrono::milliseconds timeout,
+                                     MachineConfig::WaitService while_waiting) {
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
   if (socket_path.native().size() >= sizeof address.sun_path) {
@@ -34,7 +35,7 @@ Result<QmpClient> QmpClient::connect(const fs::path& socket_path, std::chrono::m
     if (!fd.valid()) return Error::fromErrno("socket");
     // SAFETY: sockaddr_un is the sockaddr variant for AF_UNIX; connect reads sizeof(address) bytes.
     if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
-      QmpClient client(std::move(fd));
+      QmpClient client(std::move(fd), while_waiting);
       auto greeting = client.receive(deadline);
       if (!greeting) return std::move(greeting).error().withContext("QMP greeting");
       auto negotiated = client.execute("qmp_capabilities");
@@ -45,7 +46,12 @@ Result<QmpClient> QmpClient::connect(const fs::path& socket_path, std::chrono::m
     if ((errno != ENOENT && errno != ECONNREFUSED) || Clock::now() >= deadline) {
       return Error::fromErrno("connect to QMP at " + socket_path.string());
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (while_waiting.fd >= 0) {
+      pollfd pfd{while_waiting.fd, POLLIN, 0};
+      if (::poll(&pfd, 1, 5) == 1) while_waiting.service();
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
   }
 }
 
@@ -89,10 +95,12 @@ Result<json> QmpClient::receive(Clock::time_point deadline) {
     if (buffer_.size() > kMaxMessage) return Error(ErrorCode::kProtocol, "QMP message too long");
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
     if (left <= 0) return Error(ErrorCode::kTimeout, "QMP did not answer in time");
-    pollfd pfd{fd_.get(), POLLIN, 0};
-    int ready = ::poll(&pfd, 1, static_cast<int>(left));
+    pollfd pfds[2] = {{fd_.get(), POLLIN, 0}, {while_waiting_.fd, POLLIN, 0}};
+    int ready = ::poll(pfds, while_waiting_.fd >= 0 ? 2 : 1, static_cast<int>(left));
     if (ready < 0 && errno != EINTR) return Error::fromErrno("poll QMP");
     if (ready <= 0) continue;
+    if (while_waiting_.fd >= 0 && (pfds[1].revents & POLLIN) != 0) while_waiting_.service();
+    if ((pfds[0].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
     char chunk[4096];
     ssize_t got = ::read(fd_.get(), chunk, sizeof chunk);
     if (got < 0 && errno == EINTR) continue;

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "base/unique_fd.h"
+#include "hypervisor/backend.h"
 #include "microvm/result.h"
 
 namespace microvm {
@@ -20,7 +21,10 @@ class QmpClient {
  public:
   // Connects (waiting up to `timeout` for QEMU to create the socket), reads
   // the greeting and leaves negotiation mode.
-  static Result<QmpClient> connect(const std::filesystem::path& socket, std::chrono::milliseconds timeout);
+  // While it waits it keeps serving `while_waiting` (see MachineConfig): QEMU
+  // may be blocked on a vhost-user back-end that only we can answer.
+  static Result<QmpClient> connect(const std::filesystem::path& socket, std::chrono::milliseconds timeout,
+                                   MachineConfig::WaitService while_waiting = {});
 
   // Runs `command` and returns its "return" value, or the QMP error as an Error.
   Result<nlohmann::json> execute(const std::string& command, const nlohmann::json& arguments = nullptr,
@@ -31,12 +35,14 @@ class QmpClient {
   Result<nlohmann::json> executeWithFd(const std::string& command, const nlohmann::json& arguments, int fd);
 
  private:
-  explicit QmpClient(UniqueFd fd) : fd_(std::move(fd)) {}
+  QmpClient(UniqueFd fd, MachineConfig::WaitService while_waiting)
+      : fd_(std::move(fd)), while_waiting_(std::move(while_waiting)) {}
   Result<void> send(const nlohmann::json& message, int fd = -1);
   Result<nlohmann::json> receive(std::chrono::steady_clock::time_point deadline);
   Result<nlohmann::json> awaitReturn(const std::string& command, std::chrono::steady_clock::time_point deadline);
 
   UniqueFd fd_;
+  MachineConfig::WaitService while_waiting_;
   std::string buffer_;
 };
 

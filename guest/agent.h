@@ -1,0 +1,109 @@
+// The guest agent: serves the agent protocol (src/agent/protocol.h) on vsock
+// port kAgentPort, so that the host can run commands in a running VM (exec,
+// with or without a TTY), move files in and out, probe the workload's ports
+// and wait for its exit code.
+//
+// Init forks it once the root disk, the runtime mounts, the volumes and the
+// sysctls are in place, before the workload starts:
+//   WorkloadExitChannel channel = *WorkloadExitChannel::create();
+//   AgentOptions options{spec, /*confine=*/true, &channel};
+//   pid_t pid = fork();
+//   if (pid == 0) runAgentProcess(options);      // never returns
+//   ...
+//   channel.publish(workload_exit_code);           // kWait answers now
+//
+// Process model: one listening process; every connection is served by a
+// forked process of its own (an exec session needs a process to wait in
+// anyway), so a slow or hostile connection holds only itself. Commands run
+// with the workload's confinement (capability bounding set, no_new_privs,
+// seccomp, user resolution: init's own code, guest/init.h), in their own
+// session. They are not the workload: init tells the workload apart by pid
+// alone, and ends every process when the workload exits.
+//
+// The server loop runs on the host too, over a unix listening socket, so that
+// the unit tests (guest/agent_test.cc) exercise the same code without a VM:
+//   serveAgent(listen_fd, options);
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <optional>
+
+#include "agent/protocol.h"
+#include "guest/fd.h"
+#include "guest/init.h"
+
+namespace microvm::guest {
+
+// How init tells the agent the workload's exit code: a shared anonymous
+// mapping holds the code, and a pipe whose write end init alone keeps reaches
+// EOF in every agent process at once when init publishes it.
+class WorkloadExitChannel {
+ public:
+  static Result<WorkloadExitChannel> create();
+  WorkloadExitChannel(WorkloadExitChannel&& other) noexcept;
+  WorkloadExitChannel& operator=(WorkloadExitChannel&&) = delete;
+  WorkloadExitChannel(const WorkloadExitChannel&) = delete;
+  WorkloadExitChannel& operator=(const WorkloadExitChannel&) = delete;
+  ~WorkloadExitChannel();
+
+  // Init: records the code and wakes every waiter.
+  void publish(int exit_code);
+  // Agent processes: drop the write end inherited through fork, so that only
+  // init's copy keeps the pipe open.
+  void closeWriteEnd() { write_end_.reset(); }
+
+  // Readable (EOF) once published.
+  int readFd() const { return read_end_.get(); }
+  std::optional<int> exitCode() const;
+  // kWait connections currently blocked on the code; init gives them a moment
+  // to answer before it ends every process.
+  int waiters() const;
+  void addWaiter(int delta);
+
+ private:
+  struct Shared {
+    std::atomic<int32_t> exit_code{-1};
+    std::atomic<int32_t> waiters{0};
+  };
+  static_assert(std::atomic<int32_t>::is_always_lock_free, "shared between processes");
+
+  WorkloadExitChannel(Shared* shared, UniqueFd read_end, UniqueFd write_end)
+      : shared_(shared), read_end_(std::move(read_end)), write_end_(std::move(write_end)) {}
+
+  Shared* shared_ = nullptr;
+  UniqueFd read_end_;
+  UniqueFd write_end_;
+};
+
+struct AgentOptions {
+  // The workload's spec: exec's defaults (env, working directory, user,
+  // hostname) and its confinement.
+  agent::WorkloadSpec workload;
+  // Apply the confinement to exec'd commands. Only the host unit tests, which
+  // are not root in a VM, turn it off.
+  bool confine = true;
+  // Where kWait learns the exit code; nullptr: kWait answers kUnsupported.
+  WorkloadExitChannel* exit_channel = nullptr;
+};
+
+// Serves connections accepted on `listen_fd` (a listening stream socket)
+// until accept fails for good; each in a forked process, reaped here.
+// Returns the error that stopped it.
+Error serveAgent(int listen_fd, const AgentOptions& options);
+
+// Serves one accepted connection in the calling process (the agent's
+// per-connection child); returns when the operation is done.
+void serveAgentConnection(UniqueFd connection, const AgentOptions& options);
+
+// The agent's process in the guest: listens on vsock port kAgentPort and
+// serves. Exits 0 if the VM has no vsock device (nothing to serve), 1 if the
+// server stops on an error; init restarts it only after a crash.
+[[noreturn]] void runAgentProcess(const AgentOptions& options);
+
+// Exit code of runAgentProcess when vsock is not available.
+inline constexpr int kAgentNoTransport = 0;
+
+}  // namespace microvm::guest
