@@ -22,6 +22,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -95,6 +96,16 @@ struct VsockPort {
   bool listen = false;
 };
 
+// A readiness check run inside the guest (through its agent): a TCP connect
+// to `port`, or an HTTP GET of `path` answering 2xx/3xx.
+struct ReadinessProbe {
+  bool http = false;
+  int port = 0;
+  std::string path = "/";
+};
+// "PORT" (tcp) or "PORT[/PATH]" (http), as --wait-tcp / --wait-http take them.
+Result<ReadinessProbe> parseReadinessProbe(const std::string& text, bool http);
+
 struct RunOptions {
   // What to boot: an image reference (pulled if not present), or a host
   // directory holding the root filesystem. Exactly one of the two.
@@ -142,6 +153,11 @@ struct RunOptions {
   // from attach()). Without it the workload's stdin is /dev/null.
   bool interactive = false;
   int stdin_fd = -1;
+  // run() returns only once every probe passed, in order, retrying with
+  // exponential backoff; if the VM exits first or `ready_timeout` passes, it
+  // stops the VM and fails with the console's last lines.
+  std::vector<ReadinessProbe> wait_for;
+  std::chrono::seconds ready_timeout{60};
 };
 
 // What `ps` and `inspect` show of a VM.
@@ -309,6 +325,9 @@ class Runtime {
   // (then [::1]:port), and an HTTP GET returning the status code.
   Result<void> probeTcp(const std::string& reference, int port, int timeout_ms = 1000);
   Result<int> probeHttp(const std::string& reference, int port, const std::string& path, int timeout_ms = 1000);
+  // Runs the probes in order until each passes (see RunOptions::wait_for).
+  Result<void> waitReady(const std::string& reference, const std::vector<ReadinessProbe>& probes,
+                         std::chrono::seconds timeout);
 
   // Saves a running or paused VM (memory, devices, disk) as snapshot `name`;
   // the VM carries on in the state it was in.

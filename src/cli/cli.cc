@@ -212,6 +212,9 @@ struct RunFlags {
   bool remove = false;
   bool detach = false;
   bool interactive = false;
+  std::vector<std::string> wait_tcp;
+  std::vector<std::string> wait_http;
+  int wait_timeout = 60;
   int cpus = 1;
   std::string memory = "512";
   std::vector<std::string> env;
@@ -350,6 +353,17 @@ Result<RunOptions> toRunOptions(const RunFlags& flags, std::vector<std::string> 
   options.memory_mib = *memory;
   options.remove = flags.remove;
   options.interactive = flags.interactive;
+  for (const auto& text : flags.wait_tcp) {
+    auto probe = parseReadinessProbe(text, /*http=*/false);
+    if (!probe) return std::move(probe).error();
+    options.wait_for.push_back(*probe);
+  }
+  for (const auto& text : flags.wait_http) {
+    auto probe = parseReadinessProbe(text, /*http=*/true);
+    if (!probe) return std::move(probe).error();
+    options.wait_for.push_back(*probe);
+  }
+  options.ready_timeout = std::chrono::seconds(flags.wait_timeout);
   options.stop_timeout_seconds = flags.stop_timeout;
   for (const auto& text : flags.volumes) {
     auto volume = parseVolume(text);
@@ -636,6 +650,7 @@ int cmdSnapshotList(const GlobalFlags& global, const std::string& format) {
 int cmdCreate(const GlobalFlags& global, const RunFlags& flags, std::vector<std::string> command) {
   auto options = toRunOptions(flags, std::move(command));
   if (!options) return fail(options.error());
+  if (!options->wait_for.empty()) return fail("--wait-tcp and --wait-http belong to run: create does not start the VM");
   auto runtime = openRuntime(global);
   if (!runtime) return fail(runtime.error());
   auto id = runtime->create(*options);
@@ -860,6 +875,12 @@ void addRunFlags(CLI::App& command, RunFlags& flags) {
   command.add_option("--rootfs", flags.rootfs, "Host directory to use as the root filesystem");
   command.add_flag("--rm", flags.remove, "Remove the VM and all its files when it exits");
   command.add_flag("-i,--interactive", flags.interactive, "Keep the workload's stdin open and feed it ours");
+  command.add_option("--wait-tcp", flags.wait_tcp,
+                     "Return only once PORT accepts TCP connections inside the VM (repeatable)");
+  command.add_option("--wait-http", flags.wait_http,
+                     "Return only once GET PORT[/PATH] inside the VM answers 2xx/3xx (repeatable)");
+  command.add_option("--wait-timeout", flags.wait_timeout, "Seconds to wait for readiness before stopping the VM")
+      ->check(CLI::PositiveNumber);
   command.add_option("--cpus", flags.cpus, "Number of vCPUs")->check(CLI::Range(1, 64));
   command.add_option("-m,--memory", flags.memory, "Memory: MiB, or with a unit (512m, 2g)");
   command.add_option("-e,--env", flags.env, "Set an environment variable (KEY=VALUE, or KEY to pass ours)");

@@ -413,7 +413,14 @@ Result<VmHandle> Runtime::start(const std::string& reference, int stdout_fd, int
 Result<VmHandle> Runtime::run(const RunOptions& options) {
   auto id = create(options);
   if (!id) return std::move(id).error();
-  return start(*id, options.stdout_fd, options.stderr_fd, options.stdin_fd);
+  auto vm = start(*id, options.stdout_fd, options.stderr_fd, options.stdin_fd);
+  if (!vm || options.wait_for.empty()) return vm;
+  if (auto ready = waitReady(*id, options.wait_for, options.ready_timeout); !ready) {
+    // Not ready is not running: nothing is left half-started.
+    (void)stop(*id, 0);
+    return std::move(ready).error();
+  }
+  return vm;
 }
 
 namespace {
