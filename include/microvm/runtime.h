@@ -125,6 +125,9 @@ struct RunOptions {
   bool remove = false;                // delete every file of the VM when it ends
   std::vector<Volume> volumes;
   std::vector<VsockPort> vsock_ports;  // in order; a port at most once
+  // Every VM has a vsock device unless this is false. QEMU 7.2 cannot
+  // snapshot a VM with one (its vhost-user-vsock is not migratable).
+  bool vsock = true;
   std::vector<std::string> tmpfs;     // "PATH[:OPTIONS]", e.g. "/scratch:size=64m"
   std::string tmp_size;               // size of the guest's /tmp tmpfs ("" = the kernel's default)
   // Confinement of the workload (Docker's defaults unless changed).
@@ -192,7 +195,7 @@ struct VmInfo {
   std::filesystem::path dir;  // everything the VM has on disk
   // Hybrid vsock: host clients connect here and send "CONNECT <port>\n";
   // guest port P without a mapping reaches "<vsock_socket>_P".
-  std::filesystem::path vsock_socket;
+  std::filesystem::path vsock_socket;  // empty: the VM has no vsock device
   std::vector<VsockPort> vsock_ports;
 };
 

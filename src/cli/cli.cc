@@ -190,7 +190,9 @@ nlohmann::json toJson(const VmInfo& vm) {
             {"egress_deny_all", vm.egress_deny_all},
             {"counters", vm.net_counters}}},
           {"dir", vm.dir.string()},
-          {"vsock", {{"socket", vm.vsock_socket.string()}, {"ports", vsock_ports}}}};
+          {"vsock", vm.vsock_socket.empty() ? nlohmann::json(nullptr)
+                                            : nlohmann::json{{"socket", vm.vsock_socket.string()},
+                                                             {"ports", vsock_ports}}}};
 }
 
 struct GlobalFlags {
@@ -230,6 +232,7 @@ struct RunFlags {
   std::vector<std::string> env_files;
   std::vector<std::string> volumes;
   std::vector<std::string> vsock;
+  bool no_vsock = false;
   std::vector<std::string> tmpfs;
   std::string tmp_size;
   std::vector<std::string> cap_add;
@@ -370,6 +373,7 @@ Result<RunOptions> toRunOptions(const RunFlags& flags, std::vector<std::string> 
     if (!volume) return std::move(volume).error();
     options.volumes.push_back(std::move(*volume));
   }
+  options.vsock = !flags.no_vsock;
   for (const auto& text : flags.vsock) {
     auto mapping = parseVsockPort(text);
     if (!mapping) return std::move(mapping).error();
@@ -892,6 +896,8 @@ void addRunFlags(CLI::App& command, RunFlags& flags) {
   command.add_option("--vsock", flags.vsock,
                      "Wire guest vsock port PORT to a host unix socket: PORT:HOST_SOCKET_PATH (the guest "
                      "connects to it), or PORT:HOST_SOCKET_PATH:listen (host clients connect there)");
+  command.add_flag("--no-vsock", flags.no_vsock,
+                   "No vsock device (needed to take snapshots: QEMU cannot save a vhost-user-vsock device)");
   command.add_option("--tmpfs", flags.tmpfs, "Mount a tmpfs: PATH[:OPTIONS], e.g. /scratch:size=64m");
   command.add_option("--tmp-size", flags.tmp_size, "Size of the guest's /tmp tmpfs, e.g. 256m");
   command.add_option("--cap-add", flags.cap_add, "Add a capability (NET_ADMIN, ..., or ALL)");

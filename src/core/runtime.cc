@@ -111,6 +111,7 @@ Result<void> validate(const RunOptions& options) {
     MICROVM_TRY(net::checkHostPortFree(*mapping));
     mappings.push_back(*mapping);
   }
+  if (!options.vsock && !options.vsock_ports.empty()) return invalid("--vsock mappings need the vsock device");
   std::set<uint32_t> vsock_ports;
   std::set<fs::path> vsock_paths;
   for (const auto& mapping : options.vsock_ports) {
@@ -150,6 +151,7 @@ Result<void> applyMountsAndConfinement(const RunOptions& options, VmSpec& spec) 
   for (const auto& volume : options.volumes) {
     spec.shares.push_back({fs::absolute(volume.host).lexically_normal().string(), volume.guest, volume.readonly});
   }
+  spec.vsock = options.vsock;
   for (const auto& mapping : options.vsock_ports) {
     spec.vsock_ports.push_back({mapping.port, mapping.host_socket.lexically_normal().string(), mapping.listen});
   }
@@ -460,7 +462,7 @@ VmInfo toInfo(const VmRecord& record) {
   info.egress_deny_all = record.spec.egress_deny_all;
   info.net_counters = record.state.net_counters;
   info.dir = record.dir;
-  info.vsock_socket = vsockSocket(record.spec);
+  if (record.spec.vsock) info.vsock_socket = vsockSocket(record.spec);
   for (const auto& port : record.spec.vsock_ports) info.vsock_ports.push_back({port.port, port.path, port.listen});
   return info;
 }

@@ -60,6 +60,12 @@ Result<void> Runtime::snapshot(const std::string& reference, const std::string& 
   if (record->state.status != VmStatus::kRunning && record->state.status != VmStatus::kPaused) {
     return Error(ErrorCode::kInvalidArgument, "VM " + record->spec.name + " is not running");
   }
+  if (record->spec.vsock) {
+    return Error(ErrorCode::kUnsupported,
+                 "VM " + record->spec.name +
+                     " has a vsock device, and QEMU cannot save one (its vhost-user-vsock is not migratable); "
+                     "run the VM with --no-vsock to take snapshots of it");
+  }
   fs::path final_dir = snapshotsDir(*layout) / name;
   if (fs::exists(final_dir)) return Error(ErrorCode::kAlreadyExists, "snapshot \"" + name + "\" already exists");
 

@@ -28,6 +28,7 @@
 #include "hypervisor/qemu/qemu_backend.h"
 #include "state/layout.h"
 #include "state/vm_record.h"
+#include "vsock/vsock_device.h"
 
 namespace microvm {
 
@@ -125,6 +126,7 @@ class Runner {
   UniqueFd signal_fd_;
   UniqueFd listener_;
   std::optional<EventLoop> loop_;
+  std::unique_ptr<vsock::VsockDevice> vsock_;  // on loop_, so declared after it
   std::optional<EventLoop::TimerId> timer_;
   // After loop_: the network's handlers live in it and go first.
   std::unique_ptr<GuestNetwork> network_;
@@ -377,6 +379,19 @@ Result<void> Runner::start() {
   if (!listener) return std::move(listener).error();
   listener_ = std::move(*listener);
 
+  // The vsock back-end listens before QEMU starts: QEMU connects to it while
+  // it creates the device and fails if nothing is there.
+  if (spec_.vsock) {
+    vsock::VsockConfig vsock_config;
+    vsock_config.vhost_socket = vhostVsockSocket(spec_);
+    vsock_config.base = vsockSocket(spec_);
+    for (const auto& port : spec_.vsock_ports) vsock_config.ports.push_back({port.port, port.path, port.listen});
+    vsock_config.log = [this](const std::string& message) { log("vsock: " + message); };
+    auto vsock = vsock::VsockDevice::create(*loop_, std::move(vsock_config));
+    if (!vsock) return std::move(vsock).error().withContext("vsock");
+    vsock_ = std::move(*vsock);
+  }
+
   MachineConfig config;
   config.accel = spec_.accel == "kvm" ? Acceleration::kKvm : Acceleration::kTcg;
   config.tsc_khz = spec_.tsc_khz;
@@ -389,6 +404,10 @@ Result<void> Runner::start() {
   config.qmp_socket = qmp;
   config.control_fd = guest_end.get();
   config.stderr_fd = log_fd_.get();
+  if (vsock_) {
+    config.vhost_vsock_socket = vhostVsockSocket(spec_);
+    config.while_waiting = {vsock_->controlFd(), [this] { vsock_->serviceControl(); }};
+  }
   // The network exists, port forwards included, before the guest boots: a
   // busy host port fails the start here.
   UniqueFd net_qemu_end;
@@ -711,6 +730,7 @@ int Runner::finish() {
   }
   attached_.clear();
   listener_.reset();
+  vsock_.reset();
   if (!spec_.runtime_dir.empty()) (void)removeTree(spec_.runtime_dir);
   state_.exit_code = code;
   state_.finished_at = nowRfc3339();

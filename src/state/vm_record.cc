@@ -87,6 +87,7 @@ Result<void> saveSpec(const fs::path& vm_dir, const VmSpec& spec) {
         {"open_stdin", spec.open_stdin}}},
       {"shares", sharesJson(spec.shares)},
       {"tmpfs", spec.tmpfs},
+      {"vsock", spec.vsock},
       {"vsock_ports", vsockPortsJson(spec.vsock_ports)},
       {"confinement",
        {{"capabilities", spec.capabilities},
@@ -140,6 +141,7 @@ Result<VmSpec> loadSpec(const fs::path& vm_dir) {
       spec.shares.push_back({share.at("host"), share.at("guest"), share.at("readonly")});
     }
     spec.tmpfs = j.value("tmpfs", std::vector<std::pair<std::string, std::string>>());
+    spec.vsock = j.value("vsock", true);
     for (const auto& port : j.value("vsock_ports", json::array())) {
       spec.vsock_ports.push_back({port.at("port"), port.at("path"), port.value("listen", false)});
     }

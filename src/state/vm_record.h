@@ -66,6 +66,9 @@ struct VmSpec {
     bool listen = false;
   };
   std::vector<VsockPort> vsock_ports;
+  // The vsock device itself. QEMU 7.2's vhost-user-vsock cannot be migrated,
+  // so a VM that is to be snapshotted runs without it.
+  bool vsock = true;
 
   // Confinement of the workload, as init applies it.
   uint64_t capabilities = 0;

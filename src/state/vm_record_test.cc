@@ -53,6 +53,10 @@ TEST_F(VmRecordTest, VsockPortsRoundTripInOrder) {
   EXPECT_EQ(loaded->vsock_ports[1].port, 1024u);
   EXPECT_TRUE(loaded->vsock_ports[1].listen);
   EXPECT_EQ(vsockSocket(*loaded), "/run/microvm/abc/vsock.sock");
+  EXPECT_TRUE(loaded->vsock);
+  spec.vsock = false;
+  ASSERT_TRUE(saveSpec(dir_, spec));
+  EXPECT_FALSE(loadSpec(dir_)->vsock);
 }
 
 TEST_F(VmRecordTest, StateRoundTripsWithAndWithoutExitCode) {

@@ -66,6 +66,10 @@ Result<std::unique_ptr<VsockMuxer>> VsockMuxer::create(EventLoop& loop, MuxerCon
 VsockMuxer::~VsockMuxer() {
   reset();
   for (const UniqueFd& listener : listeners_) loop_.remove(listener.get());
+  // Sockets outside the VM's runtime directory would outlive it.
+  for (const PortMapping& mapping : config_.ports) {
+    if (mapping.listen) ::unlink(mapping.path.c_str());
+  }
 }
 
 Result<int> VsockMuxer::listen(const fs::path& path) {

@@ -261,7 +261,8 @@ TEST_F(VsockTest, SixtyFourMebibytesEachWayWithFlowControl) {
   fs::path upload = dir_ / "upload.sock";
   Fd upload_server = listenAt(upload);
   fs::path base = start({"--vsock", "5002:" + upload.string(), "--memory", "256"},
-                        "vsock-probe listen 6001 sink & vsock-probe connect 5002 source " + std::to_string(kBytes));
+                        "vsock-probe listen 6001 sink & vsock-probe connect 5002 source " + std::to_string(kBytes) +
+                            "; wait");
 
   uint64_t expected = kFnvStart;
   {
