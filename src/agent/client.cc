@@ -10,7 +10,10 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "base/eintr.h"
 
@@ -23,6 +26,8 @@ constexpr size_t kChunk = size_t{64} * 1024;
 constexpr size_t kMaxPendingInput = size_t{256} * 1024;
 // A hybrid-vsock answer line is short ("OK 1073741824\n").
 constexpr size_t kMaxConnectReply = 64;
+// How long a refused CONNECT is retried: a VM just started is still booting.
+constexpr std::chrono::seconds kAgentStartPatience{20};
 
 Error protocolError(const std::string& what) { return Error(ErrorCode::kProtocol, "agent: " + what); }
 
@@ -129,7 +134,22 @@ AgentClient AgentClient::viaVsock(std::filesystem::path socket, uint32_t port) {
 
 AgentClient AgentClient::direct(std::filesystem::path socket) { return AgentClient(std::move(socket), false, 0); }
 
+// A guest that is still booting has no agent listening yet, and refuses: that
+// is retried with a growing pause for a bounded time, so that `exec` right
+// after `run -d` works. A missing socket (the VM is not running) is not.
 Result<UniqueFd> AgentClient::connectRaw() const {
+  auto deadline = std::chrono::steady_clock::now() + kAgentStartPatience;
+  for (auto pause = std::chrono::milliseconds(10);; pause = std::min(pause * 2, std::chrono::milliseconds(250))) {
+    auto fd = connectOnce();
+    if (fd || !hybrid_vsock_ || fd.error().code() != ErrorCode::kUnavailable || fd.error().sysErrno() != 0 ||
+        std::chrono::steady_clock::now() + pause > deadline) {
+      return fd;
+    }
+    std::this_thread::sleep_for(pause);
+  }
+}
+
+Result<UniqueFd> AgentClient::connectOnce() const {
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
   std::string path = socket_.string();

@@ -91,6 +91,7 @@ class AgentClient {
   Result<Session> begin(const AgentRequest& request) const;
   // Connected (and past CONNECT for vsock) but nothing sent.
   Result<UniqueFd> connectRaw() const;
+  Result<UniqueFd> connectOnce() const;
 
  private:
   AgentClient(std::filesystem::path socket, bool hybrid_vsock, uint32_t port)
