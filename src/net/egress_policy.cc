@@ -514,8 +514,17 @@ Verdict EgressFilter::filterTransport(std::span<const uint8_t> frame, const Pars
     flows_.erase(flow);  // expired, or a closed connection's tuple reused: decide afresh
     stats_.conntrack_entries = flows_.size();
   }
-  // A RST of an unknown flow says nothing and needs no answer.
+  // A RST of an unknown flow says nothing and needs no answer. Other TCP
+  // segments outside any flow (the tail of a connection the peer reset, a
+  // retransmission after the entry expired) get a RST so that the socket
+  // fails at once, but they are not connection attempts: the refusal count
+  // means attempts (SYNs and new UDP flows) only.
   if (tcp && (parsed.tcp_flags & kTcpRst)) return drop();
+  if (tcp && !parsed.isTcpSyn()) {
+    if (std::string reset = buildTcpReset(parsed); !reset.empty()) to_guest.push_back(std::move(reset));
+    logFlow("reset", parsed, "not part of a known connection");
+    return drop();
+  }
 
   const EgressRule* rule = nullptr;
   const char* why = nullptr;
