@@ -382,6 +382,87 @@ Status mountRoot(const agent::WorkloadSpec& spec) {
   return mountFilesystem(spec.root_device, kNewRoot, spec.root_fstype.c_str(), 0, nullptr);
 }
 
+std::vector<std::string_view> split(std::string_view text, char separator);
+std::optional<uint32_t> parseId(std::string_view text);
+
+// Opens (creating if missing) the directory `name` under `parent`, refusing
+// a symlink: a hook's path must not lead out of where it says.
+Result<UniqueFd> openChildDirectory(int parent, const std::string& name, const std::string& shown) {
+  struct stat info {};
+  if (::fstatat(parent, name.c_str(), &info, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno != ENOENT) return systemError("stat " + shown);
+    if (::mkdirat(parent, name.c_str(), 0755) != 0 && errno != EEXIST) return systemError("mkdir " + shown);
+  } else if (S_ISLNK(info.st_mode)) {
+    return Error{shown + " is a symlink"};
+  } else if (!S_ISDIR(info.st_mode)) {
+    return Error{shown + " is not a directory"};
+  }
+  UniqueFd fd(::openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd.valid()) return systemError("open " + shown);
+  return fd;
+}
+
+Status copyInjectedFile(int parent, const std::string& name, const InjectEntry& entry) {
+  std::string data_path = std::string(kInjectDir) + "/" + std::to_string(entry.index);
+  UniqueFd source(::open(data_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!source.valid()) return systemError("open " + data_path);
+  struct stat info {};
+  if (::fstatat(parent, name.c_str(), &info, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(info.st_mode)) {
+    return Error{entry.path + (S_ISLNK(info.st_mode) ? " is a symlink" : " exists and is not a regular file")};
+  }
+  UniqueFd target(::openat(parent, name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!target.valid()) return systemError("create " + entry.path);
+  char buffer[65536];
+  for (;;) {
+    ssize_t got = retryOnEintr([&] { return ::read(source.get(), buffer, sizeof buffer); });
+    if (got < 0) return systemError("read " + data_path);
+    if (got == 0) break;
+    for (ssize_t done = 0; done < got;) {
+      ssize_t wrote = retryOnEintr([&] { return ::write(target.get(), buffer + done, static_cast<size_t>(got - done)); });
+      if (wrote < 0) return systemError("write " + entry.path);
+      done += wrote;
+    }
+  }
+  // Owner before mode: chown clears set-id bits.
+  if (::fchown(target.get(), entry.uid, entry.gid) != 0) return systemError("chown " + entry.path);
+  if (::fchmod(target.get(), entry.mode) != 0) return systemError("chmod " + entry.path);
+  return Ok{};
+}
+
+// Writes the rootfs hooks' files (kInjectDir in the initramfs) into the root
+// disk mounted at `root`. No manifest: nothing to do.
+Status applyInjectedFiles(const std::string& root) {
+  auto manifest = readFileIfExists(std::string(kInjectDir) + "/manifest");
+  if (!manifest.ok()) return manifest.error();
+  if (manifest->empty()) return Ok{};
+  auto entries = parseInjectManifest(*manifest);
+  if (!entries.ok()) return entries.error();
+  for (const InjectEntry& entry : *entries) {
+    UniqueFd dir(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dir.valid()) return systemError("open " + root);
+    auto parts = split(std::string_view(entry.path).substr(1), '/');
+    std::string shown;
+    for (size_t i = 0; i + 1 < parts.size(); ++i) {
+      shown += "/" + std::string(parts[i]);
+      auto child = openChildDirectory(dir.get(), std::string(parts[i]), shown);
+      if (!child.ok()) return Error{"rootfs hook: " + entry.path + ": " + child.error().message};
+      dir = std::move(*child);
+    }
+    std::string leaf(parts.back());
+    if (entry.directory) {
+      auto made = openChildDirectory(dir.get(), leaf, entry.path);
+      if (!made.ok()) return Error{"rootfs hook: " + made.error().message};
+      if (::fchown(made->get(), entry.uid, entry.gid) != 0 || ::fchmod(made->get(), entry.mode) != 0) {
+        return systemError("rootfs hook: chown/chmod " + entry.path);
+      }
+    } else if (auto copied = copyInjectedFile(dir.get(), leaf, entry); !copied.ok()) {
+      return Error{"rootfs hook: " + copied.error().message};
+    }
+  }
+  log("rootfs hooks: wrote " + std::to_string(entries->size()) + " entries");
+  return Ok{};
+}
+
 // switch_root without exec: the kernel mounts move into the root disk, which
 // then replaces the initramfs as "/". (pivot_root cannot leave the initramfs.)
 // Init keeps running from the old root's /init, which stays in memory.
@@ -446,6 +527,7 @@ Status mountRuntimeFilesystems() {
 
 Status enterRoot(const agent::WorkloadSpec& spec) {
   if (auto mounted = mountRoot(spec); !mounted.ok()) return mounted;
+  if (auto injected = applyInjectedFiles(kNewRoot); !injected.ok()) return injected;
   if (auto switched = switchRoot(); !switched.ok()) return switched;
   return mountRuntimeFilesystems();
 }
@@ -1294,6 +1376,44 @@ std::vector<GroupEntry> parseGroup(std::string_view text) {
 
 // ---------------------------------------------------------------------------
 // Public functions.
+
+Result<std::vector<InjectEntry>> parseInjectManifest(std::string_view text) {
+  std::vector<InjectEntry> entries;
+  for (std::string_view line : split(text, '\n')) {
+    if (line.empty()) continue;
+    auto bad = [&](const char* why) { return Error{"rootfs hook manifest: " + std::string(why) + ": " + std::string(line.substr(0, 200))}; };
+    std::vector<std::string_view> fields;
+    size_t start = 0;
+    for (int i = 0; i < 5; ++i) {
+      size_t space = line.find(' ', start);
+      if (space == std::string_view::npos) return bad("too few fields");
+      fields.push_back(line.substr(start, space - start));
+      start = space + 1;
+    }
+    InjectEntry entry;
+    if (fields[0] != "f" && fields[0] != "d") return bad("unknown type");
+    entry.directory = fields[0] == "d";
+    unsigned mode = 0;
+    auto [end, error] = std::from_chars(fields[1].data(), fields[1].data() + fields[1].size(), mode, 8);
+    if (error != std::errc() || end != fields[1].data() + fields[1].size() || mode > 07777) return bad("bad mode");
+    entry.mode = mode;
+    auto uid = parseId(fields[2]);
+    auto gid = parseId(fields[3]);
+    auto index = parseId(fields[4]);
+    if (!uid || !gid || !index) return bad("bad number");
+    entry.uid = *uid;
+    entry.gid = *gid;
+    entry.index = *index;
+    entry.path = std::string(line.substr(start));
+    if (entry.path.size() < 2 || entry.path[0] != '/' || entry.path.size() > 4096) return bad("bad path");
+    for (std::string_view part : split(std::string_view(entry.path).substr(1), '/')) {
+      if (part.empty() || part == "." || part == "..") return bad("path not normalized");
+    }
+    entries.push_back(std::move(entry));
+  }
+  return entries;
+}
+
 
 void runInit() {
   if (::getpid() != 1) {

@@ -69,6 +69,24 @@ class [[nodiscard]] Result {
 struct Ok {};
 using Status = Result<Ok>;
 
+// Files the host's rootfs hooks put on the VM's root disk before anything
+// runs. The runner appends them to the initramfs under kInjectDir: a
+// manifest of lines "<f|d> <octal mode> <uid> <gid> <data index> <path>"
+// (the path last, absolute, without newlines) and the data of each file
+// as kInjectDir/<index>. Init writes them into the mounted root disk,
+// creating missing parent directories (0755, root), and refuses any path
+// with a symlink component.
+inline constexpr char kInjectDir[] = "/.microvm-inject";
+struct InjectEntry {
+  bool directory = false;
+  mode_t mode = 0644;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  unsigned index = 0;
+  std::string path;  // absolute, normalized: no "", "." or ".." components
+};
+Result<std::vector<InjectEntry>> parseInjectManifest(std::string_view text);
+
 // Who the workload runs as.
 struct ExecUser {
   uid_t uid = 0;

@@ -27,6 +27,24 @@ constexpr char kGroup[] =
     "audio:x:29:app\n"
     "staff:x:50:\n";
 
+TEST(InjectManifest, ParsesEntriesAndRefusesWhatInitCannotTrust) {
+  auto entries = parseInjectManifest("f 640 1000 1001 0 /etc/hook file.txt\nd 700 0 0 1 /root/.ssh\n\n");
+  ASSERT_TRUE(entries.ok()) << entries.error().message;
+  ASSERT_EQ(entries->size(), 2u);
+  EXPECT_FALSE((*entries)[0].directory);
+  EXPECT_EQ((*entries)[0].mode, 0640u);
+  EXPECT_EQ((*entries)[0].uid, 1000u);
+  EXPECT_EQ((*entries)[0].gid, 1001u);
+  EXPECT_EQ((*entries)[0].path, "/etc/hook file.txt");
+  EXPECT_TRUE((*entries)[1].directory);
+  EXPECT_EQ((*entries)[1].index, 1u);
+  for (const char* bad : {"x 644 0 0 0 /a", "f 644 0 0 0 relative", "f 999 0 0 0 /a", "f 644 0 0 /a",
+                          "f 644 -1 0 0 /a", "f 644 0 0 0 /a/../b", "f 644 0 0 0 /a//b", "f 644 0 0 0 /",
+                          "f 17777 0 0 0 /a", "f 644 0 0 0 /a/./b"}) {
+    EXPECT_FALSE(parseInjectManifest(bad).ok()) << bad;
+  }
+}
+
 TEST(ResolveUser, EmptyIsRootWithItsPasswdEntry) {
   auto user = resolveUser("", kPasswd, kGroup);
   ASSERT_TRUE(user.ok()) << user.error().message;

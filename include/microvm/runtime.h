@@ -24,13 +24,28 @@
 #include <cstdint>
 #include <chrono>
 #include <filesystem>
+#include <functional>
+#include <initializer_list>
 #include <map>
+#include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "microvm/log.h"
 #include "microvm/result.h"
 
 namespace microvm {
+
+struct DoctorCheck;
+
+// Fetches an image the runtime does not have, instead of the registry client:
+// returns a reference the runtime can read locally, normally an OCI layout
+// ("oci:/srv/images/app:1.0"), which is then cached like any pull.
+using ImageFetcher = std::function<Result<std::string>(const std::string& reference, const std::string& platform)>;
+// A preflight check of the embedder's own; a failed required one stops run().
+using PreflightCheckFn = std::function<DoctorCheck()>;
 
 struct RuntimeOptions {
   std::filesystem::path data_dir;   // empty: $MICROVM_HOME, $XDG_DATA_HOME/microvm, /var/lib/microvm
@@ -41,6 +56,20 @@ struct RuntimeOptions {
   std::vector<std::string> insecure_registries;  // plain-http registries besides loopback ones
   std::filesystem::path docker_config;           // credentials; default ~/.docker/config.json
   bool progress = false;                         // pull progress lines on stderr
+  // Where pulled images and their root disks live (shareable between data
+  // dirs); empty: <data dir>/images.
+  std::filesystem::path image_dir;
+  ImageFetcher image_fetcher;  // unset: registries and oci: layouts
+  // Removes every VM of the data dir that is not running, at open().
+  bool clean_data_dir = false;
+  // Preflight: the built-in checks (unless replaced) plus these, in order.
+  std::vector<PreflightCheckFn> preflight_checks;
+  bool replace_preflight_checks = false;
+  std::string backend = "qemu";  // the only backend today
+  // Structured logs of the runtime's steps (pull, prepare, boot, ready, stop).
+  LogLevel log_level = LogLevel::kWarn;
+  LogFormat log_format = LogFormat::kText;
+  LogSink log_sink;  // unset: lines on stderr in log_format
 };
 
 // One check of `microvm doctor`.
@@ -106,6 +135,60 @@ struct ReadinessProbe {
 // "PORT" (tcp) or "PORT[/PATH]" (http), as --wait-tcp / --wait-http take them.
 Result<ReadinessProbe> parseReadinessProbe(const std::string& text, bool http);
 
+class VmHandle;
+
+// Edits a VM's own root disk before it boots (RunOptions::rootfs_hooks); the
+// cached base image is never touched. Paths are absolute guest paths; parent
+// directories are created (0755, root) as needed. Init writes the files into
+// the VM's disk before anything else runs, and refuses any path whose
+// components are symlinks in the disk: the VM then fails to start.
+class RootfsEditor {
+ public:
+  struct Entry {
+    std::string path;
+    bool directory = false;
+    std::string content;
+    uint32_t mode = 0644;
+    uint32_t uid = 0;
+    uint32_t gid = 0;
+  };
+
+  Result<void> writeFile(const std::string& path, std::string_view content, uint32_t mode = 0644,
+                         uint32_t uid = 0, uint32_t gid = 0);
+  // A host file's bytes; mode -1 keeps the host file's permission bits.
+  Result<void> copyFile(const std::filesystem::path& host_file, const std::string& path, int mode = -1,
+                        uint32_t uid = 0, uint32_t gid = 0);
+  Result<void> makeDirectory(const std::string& path, uint32_t mode = 0755, uint32_t uid = 0, uint32_t gid = 0);
+  // KEY=VALUE lines (an /etc/environment-style file).
+  Result<void> writeEnvFile(const std::string& path, const std::vector<std::string>& env);
+  // home/.ssh (0700) and home/.ssh/authorized_keys (0600), owned by uid:gid.
+  Result<void> addAuthorizedKeys(const std::string& home, const std::vector<std::string>& keys, uint32_t uid = 0,
+                                 uint32_t gid = 0);
+
+  const std::vector<Entry>& entries() const { return entries_; }
+
+ private:
+  Result<void> add(Entry entry);
+  std::vector<Entry> entries_;
+};
+using RootfsHook = std::function<Result<void>(RootfsEditor& rootfs)>;
+// Runs once the guest agent answers; an error stops the VM and run() returns it.
+using PostBootHook = std::function<Result<void>(VmHandle& vm)>;
+
+// An egress firewall rule. `destination` is a DNS name, "*.suffix" (strict
+// subdomains), an IP address or a CIDR; port 0 is any port; protocol "" is
+// tcp and udp. Deny rules win over allow rules; what no rule matches gets
+// the default action. Names are matched through the VM's DNS: a deny rule
+// on a name answers NXDOMAIN, which does not stop a connection to a literal
+// address (deny its addresses or CIDR for that).
+struct FirewallRule {
+  enum class Action { kAllow, kDeny };
+  Action action = Action::kAllow;
+  std::string destination;
+  int port = 0;
+  std::string protocol;  // "", "tcp" or "udp"
+};
+
 struct RunOptions {
   // What to boot: an image reference (pulled if not present), or a host
   // directory holding the root filesystem. Exactly one of the two.
@@ -148,6 +231,9 @@ struct RunOptions {
   // rules allow leaves the VM (no rules: nothing does).
   std::vector<std::string> egress_allow;       // HOST[:PORT][/tcp|/udp], *.suffix for subdomains
   std::vector<std::string> egress_allow_cidr;  // CIDR[:PORT][/tcp|/udp]
+  // HOST|CIDR[:PORT][/tcp|/udp]: refused even when an allow rule matches;
+  // given without allow rules, everything else is allowed.
+  std::vector<std::string> egress_deny;
   bool egress_deny_all = false;
   bool egress_log = false;            // log each egress decision to the VM's runner.log
   int stdout_fd = 1;                  // where the workload's output goes (-1: discard)
@@ -161,6 +247,13 @@ struct RunOptions {
   // stops the VM and fails with the console's last lines.
   std::vector<ReadinessProbe> wait_for;
   std::chrono::seconds ready_timeout{60};
+  // Library-only options.
+  std::vector<FirewallRule> firewall;  // in addition to egress_allow*
+  // The action for traffic no rule matches, when any rule is given: deny
+  // unless set (and --egress-deny rules alone imply allow).
+  std::optional<FirewallRule::Action> firewall_default;
+  std::vector<RootfsHook> rootfs_hooks;      // in order, before boot
+  std::vector<PostBootHook> post_boot_hooks;  // in order, after boot and readiness
 };
 
 // What `ps` and `inspect` show of a VM.
@@ -190,7 +283,12 @@ struct VmInfo {
   std::vector<std::string> dns;
   std::vector<std::string> egress_allow;
   std::vector<std::string> egress_allow_cidr;
+  std::vector<std::string> egress_deny;
   bool egress_deny_all = false;
+  bool egress_default_allow = false;
+  // Where the time went, in milliseconds: preflight, pull, prepare (at
+  // create), boot (runner start to the workload's start), ready (probes).
+  std::map<std::string, double> timings_ms;
   std::map<std::string, uint64_t> net_counters;  // stack, egress filter and DNS counters (about 1 s old)
   std::filesystem::path dir;  // everything the VM has on disk
   // Hybrid vsock: host clients connect here and send "CONNECT <port>\n";
@@ -232,15 +330,19 @@ struct ExecOptions {
   int terminal_fd = -1;          // the host terminal: the tty's initial size
 };
 
-// A started VM. Destroying the handle does not stop the VM.
+class Runtime;
+
+// A VM: returned by Runtime::run/start/restore, or Runtime::get for one that
+// exists already (by id, id prefix or name). Destroying the handle does not
+// stop the VM. Every operation is the Runtime's of the same name for this VM.
 class VmHandle {
  public:
-  VmHandle(std::string id, pid_t runner_pid) : id_(std::move(id)), runner_pid_(runner_pid) {}
+  VmHandle(std::shared_ptr<Runtime> runtime, std::string id, pid_t runner_pid = -1);
   VmHandle(VmHandle&& other) noexcept;
   VmHandle& operator=(VmHandle&& other) noexcept;
   VmHandle(const VmHandle&) = delete;
   VmHandle& operator=(const VmHandle&) = delete;
-  ~VmHandle() = default;
+  ~VmHandle();
 
   const std::string& id() const { return id_; }
 
@@ -252,9 +354,25 @@ class VmHandle {
   // VM failed before the workload reported one, 137 if it was hard-stopped).
   Result<int> wait();
 
+  Result<VmInfo> inspect() const;
+  Result<std::string> status() const;  // "created", "running", "paused" or "exited"
+  Result<void> stop(int timeout_seconds = 10) const;
+  Result<void> kill(int signal) const;
+  Result<void> pause() const;
+  Result<void> resume() const;
+  Result<void> remove(bool force = false) const;
+  Result<int> exec(const ExecOptions& options) const;
+  Result<void> copyTo(const std::string& host_source, const std::string& guest_destination) const;
+  Result<void> copyFrom(const std::string& guest_source, const std::string& host_destination) const;
+  Result<std::vector<std::string>> ports() const;
+  Result<std::string> addPort(const std::string& mapping) const;
+  Result<void> logs(const LogOptions& options, int out_fd, int err_fd) const;
+  Result<void> snapshot(const std::string& name) const;
+
  private:
+  std::shared_ptr<Runtime> runtime_;
   std::string id_;
-  pid_t runner_pid_ = -1;
+  pid_t runner_pid_ = -1;  // our child while not waited for; else -1
 };
 
 class Runtime {
@@ -283,6 +401,9 @@ class Runtime {
   // fds; in_fd (if not -1, and the VM is interactive) feeds its stdin, and its
   // EOF closes the workload's stdin. Returns the workload's exit code.
   Result<int> attach(const std::string& reference, int in_fd, int out_fd, int err_fd);
+
+  // A handle on an existing VM (id, unique id prefix or name).
+  Result<VmHandle> get(const std::string& reference);
 
   Result<std::vector<VmInfo>> list(bool all);
   Result<VmInfo> inspect(const std::string& reference);
@@ -356,7 +477,14 @@ class Runtime {
   Runtime() = default;
   Result<void> resolveAcceleration();
 
+  Result<void> runPostBootHooks(VmHandle& vm, const RunOptions& options);
+  void log(LogLevel level, std::string message,
+           std::initializer_list<std::pair<std::string, std::string>> fields = {}) const;
+  Result<std::string> resolveImage(const RunOptions& options);
+  std::shared_ptr<Runtime> share() const { return std::make_shared<Runtime>(*this); }
+
   std::filesystem::path data_dir_;
+  std::filesystem::path images_dir_;
   std::filesystem::path runtime_dir_;
   std::filesystem::path cache_dir_;
   std::filesystem::path share_dir_;

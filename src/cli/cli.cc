@@ -187,8 +187,11 @@ nlohmann::json toJson(const VmInfo& vm) {
             {"dns", vm.dns},
             {"egress_allow", vm.egress_allow},
             {"egress_allow_cidr", vm.egress_allow_cidr},
+            {"egress_deny", vm.egress_deny},
             {"egress_deny_all", vm.egress_deny_all},
+            {"egress_default", vm.egress_default_allow ? "allow" : "deny"},
             {"counters", vm.net_counters}}},
+          {"timings_ms", vm.timings_ms},
           {"dir", vm.dir.string()},
           {"vsock", vm.vsock_socket.empty() ? nlohmann::json(nullptr)
                                             : nlohmann::json{{"socket", vm.vsock_socket.string()},
@@ -199,10 +202,16 @@ struct GlobalFlags {
   std::string data_dir;
   std::string accel;
   std::vector<std::string> insecure_registries;
+  std::string log_level = "warn";
+  std::string log_format = "text";
 };
 
 Result<Runtime> openRuntime(const GlobalFlags& flags) {
   RuntimeOptions options;
+  if (!parseLogLevel(flags.log_level, options.log_level)) {
+    return Error(ErrorCode::kInvalidArgument, "unknown log level \"" + flags.log_level + "\" (debug, info, warn, error, off)");
+  }
+  options.log_format = flags.log_format == "json" ? LogFormat::kJson : LogFormat::kText;
   options.data_dir = flags.data_dir;
   options.accel = flags.accel;
   options.insecure_registries = flags.insecure_registries;
@@ -246,6 +255,7 @@ struct RunFlags {
   std::vector<std::string> add_hosts;
   std::vector<std::string> egress_allow;
   std::vector<std::string> egress_allow_cidr;
+  std::vector<std::string> egress_deny;
   bool egress_deny_all = false;
   bool egress_log = false;
 };
@@ -392,6 +402,7 @@ Result<RunOptions> toRunOptions(const RunFlags& flags, std::vector<std::string> 
   options.add_hosts = flags.add_hosts;
   options.egress_allow = flags.egress_allow;
   options.egress_allow_cidr = flags.egress_allow_cidr;
+  options.egress_deny = flags.egress_deny;
   options.egress_deny_all = flags.egress_deny_all;
   options.egress_log = flags.egress_log;
   return options;
@@ -920,6 +931,9 @@ void addRunFlags(CLI::App& command, RunFlags& flags) {
                      "Allow outbound traffic to HOST[:PORT][/tcp|/udp] (*.example.com: its subdomains); "
                      "any egress flag denies everything else");
   command.add_option("--egress-allow-cidr", flags.egress_allow_cidr, "Allow outbound traffic to CIDR[:PORT][/tcp|/udp]");
+  command.add_option("--egress-deny", flags.egress_deny,
+                     "Refuse outbound traffic to HOST|CIDR[:PORT][/tcp|/udp], even if allowed; alone, all else is "
+                     "allowed");
   command.add_flag("--egress-deny-all", flags.egress_deny_all, "Deny all outbound traffic (port forwards still work)");
   command.add_flag("--egress-log", flags.egress_log, "Log every egress decision to the VM's runner.log");
   command.add_option("--name", flags.name, "Name of the VM (unique)");
@@ -940,6 +954,11 @@ int main(int argc, char** argv) {
   app.add_option("--accel", global.accel, "Acceleration: auto (default), kvm or tcg")
       ->check(CLI::IsMember({"auto", "kvm", "tcg"}));
   app.add_option("--insecure-registry", global.insecure_registries, "Registry to reach over plain http (repeatable)");
+  app.add_option("--log-level", global.log_level, "Log the runtime's steps on stderr: debug, info, warn (default), "
+                                                  "error or off")
+      ->check(CLI::IsMember({"debug", "info", "warn", "warning", "error", "off"}));
+  app.add_option("--log-format", global.log_format, "Log lines as text (default) or json (one object per line)")
+      ->check(CLI::IsMember({"text", "json"}));
 
   RunFlags run;
   std::vector<std::string> command;

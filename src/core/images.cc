@@ -10,8 +10,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path imagesDir(const fs::path& data_dir) { return data_dir / "images"; }
-
 PullOptions pullOptions(const RuntimeOptions& settings, const std::string& platform) {
   PullOptions options;
   options.platform = platform;
@@ -38,9 +36,9 @@ ImageInfo toInfo(const ImageRecord& record) {
 
 }  // namespace
 
-Result<ImageRecord> findOrPullImage(const fs::path& data_dir, const RuntimeOptions& settings,
+Result<ImageRecord> findOrPullImage(const fs::path& images_dir, const RuntimeOptions& settings,
                                     const std::string& reference, const std::string& platform) {
-  ImageStore store(imagesDir(data_dir));
+  ImageStore store(images_dir);
   auto local = store.find(reference);
   if (!local) return std::move(local).error();
   if (*local) return std::move(**local);
@@ -48,13 +46,13 @@ Result<ImageRecord> findOrPullImage(const fs::path& data_dir, const RuntimeOptio
 }
 
 Result<ImageInfo> Runtime::pull(const std::string& reference, const std::string& platform) {
-  auto record = ImageStore(imagesDir(data_dir_)).pull(reference, pullOptions(registry_options_, platform));
+  auto record = ImageStore(images_dir_).pull(reference, pullOptions(registry_options_, platform));
   if (!record) return std::move(record).error();
   return toInfo(*record);
 }
 
 Result<std::vector<ImageInfo>> Runtime::images() {
-  auto records = ImageStore(imagesDir(data_dir_)).list();
+  auto records = ImageStore(images_dir_).list();
   if (!records) return std::move(records).error();
   std::vector<ImageInfo> infos;
   for (const auto& record : *records) infos.push_back(toInfo(record));
@@ -62,7 +60,7 @@ Result<std::vector<ImageInfo>> Runtime::images() {
 }
 
 Result<void> Runtime::removeImage(const std::string& reference, bool force) {
-  ImageStore store(imagesDir(data_dir_));
+  ImageStore store(images_dir_);
   auto image = store.find(reference);
   if (!image) return std::move(image).error();
   if (!*image) return Error(ErrorCode::kNotFound, "no such image: " + reference);
@@ -82,7 +80,7 @@ Result<void> Runtime::removeImage(const std::string& reference, bool force) {
   return store.remove(reference);
 }
 
-Result<uint64_t> Runtime::pruneImages() { return ImageStore(imagesDir(data_dir_)).prune(); }
+Result<uint64_t> Runtime::pruneImages() { return ImageStore(images_dir_).prune(); }
 
 Result<void> Runtime::login(const std::string& registry, const std::string& username, const std::string& password) {
   if (registry.empty() || username.empty()) {

@@ -11,7 +11,7 @@ namespace microvm {
 
 // The local image for `reference`, pulling it only if it is not there
 // (Docker's default pull policy, "missing").
-Result<ImageRecord> findOrPullImage(const std::filesystem::path& data_dir, const RuntimeOptions& settings,
+Result<ImageRecord> findOrPullImage(const std::filesystem::path& images_dir, const RuntimeOptions& settings,
                                     const std::string& reference, const std::string& platform);
 
 }  // namespace microvm

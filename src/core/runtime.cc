@@ -5,6 +5,8 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <optional>
 #include <set>
@@ -12,6 +14,7 @@
 
 #include "base/fs.h"
 #include "base/hash.h"
+#include "base/log.h"
 #include "base/process.h"
 #include "base/scope_guard.h"
 #include "hypervisor/accel.h"
@@ -24,6 +27,7 @@
 #include "state/vm_record.h"
 #include "core/attach.h"
 #include "core/images.h"
+#include "core/rootfs_injection.h"
 #include "net/dns_forwarder.h"
 #include "net/egress_policy.h"
 #include "net/network_config.h"
@@ -43,6 +47,100 @@ std::string pick(const std::string& option, const char* env_name, const std::str
   const char* value = std::getenv(env_name);
   if (value && *value) return value;
   return fallback;
+}
+
+Result<void> requestRunning(const fs::path& data_dir, const std::string& reference, const RunnerRequest& request);
+
+// Milliseconds between laps, to 0.1 ms.
+class Stopwatch {
+ public:
+  double lap() {
+    auto now = std::chrono::steady_clock::now();
+    double ms = std::chrono::duration<double, std::milli>(now - last_).count();
+    last_ = now;
+    return std::round(ms * 10) / 10;
+  }
+
+ private:
+  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+};
+
+std::string formatMs(double ms) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f", ms);
+  return text;
+}
+
+// Calls an embedder's callback: whatever it throws comes back as an Error,
+// so that no exception crosses the API.
+template <typename Fn>
+auto callHook(Fn fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const std::exception& exception) {
+    return Error(ErrorCode::kInternal, std::string("threw: ") + exception.what());
+  } catch (...) {
+    return Error(ErrorCode::kInternal, "threw an exception");
+  }
+}
+
+DoctorCheck runCustomCheck(const PreflightCheckFn& check) {
+  try {
+    return check();
+  } catch (...) {
+    return {"custom", false, true, "the check threw an exception", ""};
+  }
+}
+
+Result<void> runCustomChecks(const std::vector<PreflightCheckFn>& checks) {
+  for (const auto& check_fn : checks) {
+    DoctorCheck check = runCustomCheck(check_fn);
+    if (check.ok || !check.required) continue;
+    return Error(ErrorCode::kUnavailable,
+                 check.name + ": " + check.detail + (check.hint.empty() ? "" : " (" + check.hint + ")"));
+  }
+  return success();
+}
+
+// A firewall rule as the --egress-allow/-allow-cidr/-deny flags write it.
+std::string ruleText(const FirewallRule& rule) {
+  std::string text = rule.destination;
+  bool cidr = text.find('/') != std::string::npos;
+  if (rule.port != 0) {
+    // An IPv6 address takes brackets before a port ("[fd00::1]:443").
+    if (!cidr && text.find(':') != std::string::npos && text.front() != '[') text = "[" + text + "]";
+    text += ":" + std::to_string(rule.port);
+  }
+  if (!rule.protocol.empty()) text += "/" + rule.protocol;
+  return text;
+}
+
+// The egress policy the flags and the firewall rules ask for. Without an
+// explicit default: deny if anything is allowed (an allowlist), allow if
+// there are only deny rules (a denylist).
+net::EgressPolicyRequest egressRequest(const RunOptions& options) {
+  net::EgressPolicyRequest request{options.egress_allow, options.egress_allow_cidr, options.egress_deny,
+                                   options.egress_deny_all, false};
+  for (const auto& rule : options.firewall) {
+    std::string text = ruleText(rule);
+    if (rule.action == FirewallRule::Action::kDeny) {
+      request.deny.push_back(text);
+    } else if (rule.destination.find('/') != std::string::npos) {
+      request.allow_cidr.push_back(text);
+    } else {
+      request.allow.push_back(text);
+    }
+  }
+  bool any_allow = !request.allow.empty() || !request.allow_cidr.empty();
+  bool any_rule = any_allow || !request.deny.empty();
+  if (options.firewall_default == FirewallRule::Action::kDeny) {
+    request.deny_all = request.deny_all || !any_rule;
+  } else if (options.firewall_default == FirewallRule::Action::kAllow) {
+    request.default_allow = any_rule && !request.deny_all;
+  } else {
+    request.default_allow = !any_allow && !request.deny.empty() && !request.deny_all;
+  }
+  return request;
 }
 
 Result<void> validate(const RunOptions& options) {
@@ -91,13 +189,21 @@ Result<void> validate(const RunOptions& options) {
   if (options.network != "user" && options.network != "none") {
     return invalid("unknown network \"" + options.network + "\" (want user or none)");
   }
-  bool egress = !options.egress_allow.empty() || !options.egress_allow_cidr.empty() || options.egress_deny_all;
+  bool egress = !options.egress_allow.empty() || !options.egress_allow_cidr.empty() || !options.egress_deny.empty() ||
+                options.egress_deny_all || !options.firewall.empty();
   if (options.network == "none" && (!options.publish.empty() || !options.dns.empty() || egress)) {
     return invalid("--network none has no network: it takes no -p, --dns or egress rules");
   }
   for (const auto& text : options.add_hosts) MICROVM_TRY(net::parseHostEntry(text));
   for (const auto& text : options.dns) MICROVM_TRY(net::parseDnsUpstream(text));
-  MICROVM_TRY(net::makeEgressPolicy(options.egress_allow, options.egress_allow_cidr, options.egress_deny_all));
+  for (const auto& rule : options.firewall) {
+    if (rule.destination.empty()) return invalid("firewall rule without a destination");
+    if (rule.port < 0 || rule.port > 65535) return invalid("firewall rule " + rule.destination + ": port out of range");
+    if (rule.protocol != "" && rule.protocol != "tcp" && rule.protocol != "udp") {
+      return invalid("firewall rule " + rule.destination + ": protocol must be tcp, udp or empty");
+    }
+  }
+  MICROVM_TRY(net::makeEgressPolicy(egressRequest(options)));
   std::vector<net::PortMapping> mappings;
   for (const auto& text : options.publish) {
     auto mapping = net::parsePortMapping(text);
@@ -140,9 +246,12 @@ void applyNetwork(const RunOptions& options, VmSpec& spec) {
   for (const auto& text : options.publish) spec.ports.push_back(net::formatPortMapping(*net::parsePortMapping(text)));
   for (const auto& text : options.dns) spec.dns.push_back(net::parseDnsUpstream(text)->toString());
   spec.extra_hosts = options.add_hosts;
-  spec.egress_allow = options.egress_allow;
-  spec.egress_allow_cidr = options.egress_allow_cidr;
-  spec.egress_deny_all = options.egress_deny_all;
+  auto egress = egressRequest(options);
+  spec.egress_allow = egress.allow;
+  spec.egress_allow_cidr = egress.allow_cidr;
+  spec.egress_deny = egress.deny;
+  spec.egress_deny_all = egress.deny_all;
+  spec.egress_default_allow = egress.default_allow;
   spec.egress_log = options.egress_log;
 }
 
@@ -185,21 +294,35 @@ Result<void> applyMountsAndConfinement(const RunOptions& options, VmSpec& spec) 
 
 }  // namespace
 
+VmHandle::VmHandle(std::shared_ptr<Runtime> runtime, std::string id, pid_t runner_pid)
+    : runtime_(std::move(runtime)), id_(std::move(id)), runner_pid_(runner_pid) {}
+
 VmHandle::VmHandle(VmHandle&& other) noexcept
-    : id_(std::move(other.id_)), runner_pid_(std::exchange(other.runner_pid_, -1)) {}
+    : runtime_(std::move(other.runtime_)), id_(std::move(other.id_)), runner_pid_(std::exchange(other.runner_pid_, -1)) {}
 
 VmHandle& VmHandle::operator=(VmHandle&& other) noexcept {
+  runtime_ = std::move(other.runtime_);
   id_ = std::move(other.id_);
   runner_pid_ = std::exchange(other.runner_pid_, -1);
   return *this;
 }
 
+VmHandle::~VmHandle() = default;
+
 void VmHandle::signal(int signal) const {
-  if (runner_pid_ > 0) ::kill(runner_pid_, signal);
+  if (runner_pid_ > 0) {
+    ::kill(runner_pid_, signal);
+  } else if (runtime_) {
+    (void)runtime_->kill(id_, signal);
+  }
 }
 
 Result<int> VmHandle::wait() {
-  if (runner_pid_ <= 0) return Error(ErrorCode::kInvalidArgument, "VM " + id_ + " was already waited for");
+  if (runner_pid_ <= 0) {
+    // Not our child (Runtime::get, or waited for already): the records say.
+    if (!runtime_) return Error(ErrorCode::kInvalidArgument, "VM handle without a runtime");
+    return runtime_->wait(id_);
+  }
   int status = 0;
   while (::waitpid(runner_pid_, &status, 0) < 0) {
     if (errno != EINTR) return Error::fromErrno("wait for the runner of VM " + id_);
@@ -208,6 +331,31 @@ Result<int> VmHandle::wait() {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   return Error(ErrorCode::kInternal, "the runner of VM " + id_ + " was " + describeWaitStatus(status));
 }
+
+Result<VmInfo> VmHandle::inspect() const { return runtime_->inspect(id_); }
+Result<std::string> VmHandle::status() const {
+  auto info = inspect();
+  if (!info) return std::move(info).error();
+  return info->status;
+}
+Result<void> VmHandle::stop(int timeout_seconds) const { return runtime_->stop(id_, timeout_seconds); }
+Result<void> VmHandle::kill(int signal) const { return runtime_->kill(id_, signal); }
+Result<void> VmHandle::pause() const { return runtime_->pause(id_); }
+Result<void> VmHandle::resume() const { return runtime_->resume(id_); }
+Result<void> VmHandle::remove(bool force) const { return runtime_->remove(id_, force); }
+Result<int> VmHandle::exec(const ExecOptions& options) const { return runtime_->exec(id_, options); }
+Result<void> VmHandle::copyTo(const std::string& host_source, const std::string& guest_destination) const {
+  return runtime_->copyTo(id_, host_source, guest_destination);
+}
+Result<void> VmHandle::copyFrom(const std::string& guest_source, const std::string& host_destination) const {
+  return runtime_->copyFrom(id_, guest_source, host_destination);
+}
+Result<std::vector<std::string>> VmHandle::ports() const { return runtime_->ports(id_); }
+Result<std::string> VmHandle::addPort(const std::string& mapping) const { return runtime_->addPort(id_, mapping); }
+Result<void> VmHandle::logs(const LogOptions& options, int out_fd, int err_fd) const {
+  return runtime_->logs(id_, options, out_fd, err_fd);
+}
+Result<void> VmHandle::snapshot(const std::string& name) const { return runtime_->snapshot(id_, name); }
 
 Result<Runtime> Runtime::open(RuntimeOptions options) {
   auto layout = Layout::resolve(options.data_dir);
@@ -225,6 +373,10 @@ Result<Runtime> Runtime::open(RuntimeOptions options) {
   runtime.runner_ = pick("", "MICROVM_RUNNER", (*exe_dir / "microvm-runner").string());
   runtime.qemu_ = pick(options.qemu, "MICROVM_QEMU", "qemu-system-x86_64");
   runtime.accel_request_ = pick(options.accel, "MICROVM_ACCEL", "auto");
+  runtime.images_dir_ = options.image_dir.empty() ? runtime.data_dir_ / "images" : fs::absolute(options.image_dir);
+  if (options.backend != "qemu") {
+    return Error(ErrorCode::kUnsupported, "backend \"" + options.backend + "\" is not available (this build has qemu)");
+  }
   runtime.registry_options_ = options;
   if (options.docker_config.empty()) {
     const char* home = std::getenv("HOME");
@@ -232,7 +384,18 @@ Result<Runtime> Runtime::open(RuntimeOptions options) {
     runtime.registry_options_.docker_config = docker_dir / "config.json";
   }
   if (auto request = parseAccelRequest(runtime.accel_request_); !request) return std::move(request).error();
+  if (options.clean_data_dir) {
+    auto removed = runtime.prune();
+    if (!removed) return std::move(removed).error().withContext("clean data dir");
+    runtime.log(LogLevel::kInfo, "cleaned data dir", {{"removed_vms", std::to_string(removed->size())}});
+  }
   return runtime;
+}
+
+void Runtime::log(LogLevel level, std::string message,
+                  std::initializer_list<std::pair<std::string, std::string>> fields) const {
+  Logger(registry_options_.log_level, registry_options_.log_format, registry_options_.log_sink)
+      .log(level, std::move(message), fields);
 }
 
 Result<void> Runtime::resolveAcceleration() {
@@ -279,8 +442,14 @@ Result<HostInfo> Runtime::info() {
 
 Result<std::string> Runtime::create(const RunOptions& options) {
   MICROVM_TRY(validate(options));
-  MICROVM_TRY(runPreflight({qemu_, kernel_, initramfs_, runner_, data_dir_, {}}));
+  Stopwatch step;
+  std::map<std::string, double> timings;
+  if (!registry_options_.replace_preflight_checks) {
+    MICROVM_TRY(runPreflight({qemu_, kernel_, initramfs_, runner_, data_dir_, {}}));
+  }
+  MICROVM_TRY(runCustomChecks(registry_options_.preflight_checks));
   MICROVM_TRY(resolveAcceleration());
+  timings["preflight"] = step.lap();
 
   auto layout = Layout::resolve(data_dir_);
   if (!layout) return std::move(layout).error();
@@ -298,7 +467,9 @@ Result<std::string> Runtime::create(const RunOptions& options) {
   fs::path base;
   VmSpec spec;
   if (!options.image.empty()) {
-    auto image = findOrPullImage(data_dir_, registry_options_, options.image, options.platform);
+    auto reference = resolveImage(options);
+    if (!reference) return std::move(reference).error();
+    auto image = findOrPullImage(images_dir_, registry_options_, *reference, options.platform);
     if (!image) return std::move(image).error();
     base = image->base_disk;
     defaults = image->defaults;
@@ -309,8 +480,16 @@ Result<std::string> Runtime::create(const RunOptions& options) {
     if (!built) return std::move(built).error().withContext("build root disk");
     base = *built;
   }
+  timings["pull"] = step.lap();
+  log(LogLevel::kInfo, "image ready", {{"image", options.image.empty() ? options.rootfs.string() : options.image},
+                                {"ms", formatMs(timings["pull"])}});
   auto workload = mergeImageDefaults(defaults, overrides);
   if (!workload) return std::move(workload).error();
+  RootfsEditor rootfs;
+  for (size_t i = 0; i < options.rootfs_hooks.size(); ++i) {
+    auto hooked = callHook([&] { return options.rootfs_hooks[i](rootfs); });
+    if (!hooked) return std::move(hooked).error().withContext("rootfs hook " + std::to_string(i + 1));
+  }
 
   spec.id = randomHex(32);
   spec.name = options.name.empty() ? spec.id.substr(0, 12) : options.name;
@@ -343,16 +522,33 @@ Result<std::string> Runtime::create(const RunOptions& options) {
   MICROVM_TRY(checkSocketPath(vsockSocket(spec).string() + "_4294967294"));
   MICROVM_TRY(checkSocketPath(vhostVsockSocket(spec)));
 
-  MICROVM_TRY(store.add(spec, !options.name.empty(),
-                        [&](const fs::path&) { return createOverlay(base, spec.root_disk); }));
+  if (!rootfs.entries().empty()) spec.initramfs = (vm_dir / "initramfs.cpio").string();
+  spec.timings_ms = timings;
+  double prepare_ms = step.lap();
+  auto make_disks = [&](const fs::path&) -> Result<void> {
+    if (!rootfs.entries().empty()) {
+      MICROVM_TRY(writeInjectionInitramfs(fs::absolute(initramfs_), rootfs.entries(), spec.initramfs));
+    }
+    MICROVM_TRY(createOverlay(base, spec.root_disk));
+    // The store saves `spec` (this object) after this returns.
+    spec.timings_ms["prepare"] = prepare_ms + step.lap();
+    return success();
+  };
+  MICROVM_TRY(store.add(spec, !options.name.empty(), make_disks));
+  log(LogLevel::kInfo, "created", {{"vm", spec.id.substr(0, 12)}, {"name", spec.name},
+                                   {"preflight_ms", formatMs(spec.timings_ms["preflight"])},
+                                   {"prepare_ms", formatMs(spec.timings_ms["prepare"])}});
   return spec.id;
 }
 
 std::vector<DoctorCheck> Runtime::doctor(const std::vector<int>& host_ports) {
   std::vector<DoctorCheck> checks;
-  for (auto& check : runPreflightChecks({qemu_, kernel_, initramfs_, runner_, data_dir_, host_ports})) {
-    checks.push_back({check.name, check.ok, check.required, check.detail, check.hint});
+  if (!registry_options_.replace_preflight_checks) {
+    for (auto& check : runPreflightChecks({qemu_, kernel_, initramfs_, runner_, data_dir_, host_ports})) {
+      checks.push_back({check.name, check.ok, check.required, check.detail, check.hint});
+    }
   }
+  for (const auto& check : registry_options_.preflight_checks) checks.push_back(runCustomCheck(check));
   // /dev/kvm opening is not the verdict: say what a VM would actually use.
   for (auto& check : checks) {
     if (check.name != "kvm" || !findOnPath(qemu_) || !fs::exists(kernel_)) continue;
@@ -390,7 +586,7 @@ Result<VmHandle> Runtime::start(const std::string& reference, int stdout_fd, int
   if (stdout_fd >= 0 || stderr_fd >= 0) {
     // Attached: whatever happens next, including a failed boot, the runner
     // reports on the caller's stderr and in its exit status.
-    return VmHandle(record->spec.id, process->release());
+    return VmHandle(share(), record->spec.id, process->release());
   }
 
   // Detached: return once the runner has the VM running, or say why not.
@@ -409,20 +605,63 @@ Result<VmHandle> Runtime::start(const std::string& reference, int stdout_fd, int
     }
     std::this_thread::sleep_for(pause);
   }
-  return VmHandle(record->spec.id, process->release());
+  return VmHandle(share(), record->spec.id, process->release());
 }
 
 Result<VmHandle> Runtime::run(const RunOptions& options) {
   auto id = create(options);
   if (!id) return std::move(id).error();
   auto vm = start(*id, options.stdout_fd, options.stderr_fd, options.stdin_fd);
-  if (!vm || options.wait_for.empty()) return vm;
-  if (auto ready = waitReady(*id, options.wait_for, options.ready_timeout); !ready) {
-    // Not ready is not running: nothing is left half-started.
-    (void)stop(*id, 0);
-    return std::move(ready).error();
+  if (!vm) return vm;
+  if (!options.wait_for.empty()) {
+    Stopwatch ready_time;
+    if (auto ready = waitReady(*id, options.wait_for, options.ready_timeout); !ready) {
+      // Not ready is not running: nothing is left half-started.
+      log(LogLevel::kWarn, "not ready, stopping", {{"vm", id->substr(0, 12)}, {"error", ready.error().message()}});
+      (void)stop(*id, 0);
+      return std::move(ready).error();
+    }
+    double ms = ready_time.lap();
+    (void)requestRunning(data_dir_, *id, TimingRequest{"ready", ms});
+    log(LogLevel::kInfo, "ready", {{"vm", id->substr(0, 12)}, {"ms", formatMs(ms)}});
   }
+  if (auto hooked = runPostBootHooks(*vm, options); !hooked) return std::move(hooked).error();
   return vm;
+}
+
+Result<void> Runtime::runPostBootHooks(VmHandle& vm, const RunOptions& options) {
+  if (options.post_boot_hooks.empty()) return success();
+  // Post-boot means the guest answers: the agent's ping retries while the
+  // guest is still coming up.
+  Result<void> up = ping(vm.id());
+  for (size_t i = 0; up && i < options.post_boot_hooks.size(); ++i) {
+    up = callHook([&] { return options.post_boot_hooks[i](vm); });
+    if (!up) up = std::move(up).error().withContext("post-boot hook " + std::to_string(i + 1));
+  }
+  if (up) return success();
+  log(LogLevel::kWarn, "post-boot hook failed, stopping", {{"vm", vm.id().substr(0, 12)}, {"error", up.error().message()}});
+  (void)stop(vm.id(), 0);
+  (void)vm.wait();
+  return std::move(up).error();
+}
+
+Result<VmHandle> Runtime::get(const std::string& reference) {
+  auto layout = Layout::resolve(data_dir_);
+  if (!layout) return std::move(layout).error();
+  auto record = VmStore(*layout).find(reference);
+  if (!record) return std::move(record).error();
+  return VmHandle(share(), record->spec.id);
+}
+
+Result<std::string> Runtime::resolveImage(const RunOptions& options) {
+  const ImageFetcher& fetcher = registry_options_.image_fetcher;
+  if (!fetcher) return options.image;
+  // A cached image needs no fetch.
+  if (auto local = ImageStore(images_dir_).find(options.image); local && *local) return options.image;
+  auto fetched = callHook([&] { return fetcher(options.image, options.platform); });
+  if (!fetched) return std::move(fetched).error().withContext("image fetcher for " + options.image);
+  log(LogLevel::kInfo, "image fetched", {{"image", options.image}, {"as", *fetched}});
+  return fetched;
 }
 
 namespace {
@@ -459,7 +698,11 @@ VmInfo toInfo(const VmRecord& record) {
   info.dns = record.spec.dns;
   info.egress_allow = record.spec.egress_allow;
   info.egress_allow_cidr = record.spec.egress_allow_cidr;
+  info.egress_deny = record.spec.egress_deny;
   info.egress_deny_all = record.spec.egress_deny_all;
+  info.egress_default_allow = record.spec.egress_default_allow;
+  info.timings_ms = record.spec.timings_ms;
+  for (const auto& [step, ms] : record.state.timings_ms) info.timings_ms[step] = ms;
   info.net_counters = record.state.net_counters;
   info.dir = record.dir;
   if (record.spec.vsock) info.vsock_socket = vsockSocket(record.spec);

@@ -132,47 +132,48 @@ bool EgressRule::matchesPort(uint8_t ip_protocol, uint16_t dst_port) const {
   return port == 0 || port == dst_port;
 }
 
-Result<EgressRule> parseEgressAllow(std::string_view text) {
-  constexpr std::string_view kFlag = "--egress-allow";
+namespace {
+
+Result<EgressRule> parseHostRule(std::string_view text, std::string_view flag) {
   EgressRule rule;
   rule.text = std::string(text);
   std::string_view rest = text;
   takeProtocolSuffix(rest, rule.protocol);
-  if (rest.empty()) return badRule(kFlag, text, "empty rule; expected HOST[:PORT][/tcp|/udp]");
+  if (rest.empty()) return badRule(flag, text, "empty rule; expected HOST[:PORT][/tcp|/udp]");
   if (rest.find('/') != std::string_view::npos) {
-    return badRule(kFlag, text, "'/' may only give /tcp or /udp; for networks use --egress-allow-cidr");
+    return badRule(flag, text, "'/' may only give /tcp or /udp; for networks use --egress-allow-cidr");
   }
   std::string_view host = rest;
   std::string_view port;
   if (rest.front() == '[') {
     size_t close = rest.find(']');
-    if (close == std::string_view::npos) return badRule(kFlag, text, "missing ']' after an IPv6 address");
+    if (close == std::string_view::npos) return badRule(flag, text, "missing ']' after an IPv6 address");
     host = rest.substr(1, close - 1);
     std::string_view after = rest.substr(close + 1);
     if (!after.empty()) {
-      if (after.front() != ':') return badRule(kFlag, text, "expected ':PORT' after ']'");
+      if (after.front() != ':') return badRule(flag, text, "expected ':PORT' after ']'");
       port = after.substr(1);
-      if (port.empty()) return badRule(kFlag, text, "empty port");
+      if (port.empty()) return badRule(flag, text, "empty port");
     }
     auto address = IpAddress::parse(host);
-    if (!address || address->v4) return badRule(kFlag, text, "brackets must hold an IPv6 address");
+    if (!address || address->v4) return badRule(flag, text, "brackets must hold an IPv6 address");
   } else {
     size_t colons = std::count(rest.begin(), rest.end(), ':');
     if (colons == 1) {
       size_t colon = rest.find(':');
       host = rest.substr(0, colon);
       port = rest.substr(colon + 1);
-      if (port.empty()) return badRule(kFlag, text, "empty port");
+      if (port.empty()) return badRule(flag, text, "empty port");
     } else if (colons > 1 && !IpAddress::parse(rest)) {
-      return badRule(kFlag, text, "not an IPv6 address; with a port write [ADDRESS]:PORT");
+      return badRule(flag, text, "not an IPv6 address; with a port write [ADDRESS]:PORT");
     }
   }
   if (!port.empty()) {
     auto number = parsePort(port);
-    if (!number) return badRule(kFlag, text, "port must be a number from 1 to 65535");
+    if (!number) return badRule(flag, text, "port must be a number from 1 to 65535");
     rule.port = *number;
   }
-  if (host.empty()) return badRule(kFlag, text, "empty host");
+  if (host.empty()) return badRule(flag, text, "empty host");
   if (auto address = IpAddress::parse(host)) {
     rule.kind = EgressRule::Kind::kNetwork;
     rule.network = *address;
@@ -185,40 +186,39 @@ Result<EgressRule> parseEgressAllow(std::string_view text) {
     rule.kind = EgressRule::Kind::kWildcard;
     name.erase(0, 2);
   }
-  if (const char* why = checkHostName(name)) return badRule(kFlag, text, why);
+  if (const char* why = checkHostName(name)) return badRule(flag, text, why);
   rule.host = std::move(name);
   return rule;
 }
 
-Result<EgressRule> parseEgressAllowCidr(std::string_view text) {
-  constexpr std::string_view kFlag = "--egress-allow-cidr";
+Result<EgressRule> parseCidrRule(std::string_view text, std::string_view flag) {
   EgressRule rule;
   rule.kind = EgressRule::Kind::kNetwork;
   rule.text = std::string(text);
   std::string_view rest = text;
   takeProtocolSuffix(rest, rule.protocol);
   size_t slash = rest.find('/');
-  if (slash == std::string_view::npos) return badRule(kFlag, text, "expected ADDRESS/PREFIX[:PORT], e.g. 10.0.0.0/8");
+  if (slash == std::string_view::npos) return badRule(flag, text, "expected ADDRESS/PREFIX[:PORT], e.g. 10.0.0.0/8");
   std::string_view address_text = rest.substr(0, slash);
   std::string_view after = rest.substr(slash + 1);
   if (address_text.size() >= 2 && address_text.front() == '[' && address_text.back() == ']') {
     address_text = address_text.substr(1, address_text.size() - 2);
   }
   auto address = IpAddress::parse(address_text);
-  if (!address) return badRule(kFlag, text, "'" + std::string(address_text) + "' is not an IP address");
+  if (!address) return badRule(flag, text, "'" + std::string(address_text) + "' is not an IP address");
   std::string_view prefix_text = after;
   size_t colon = after.find(':');
   if (colon != std::string_view::npos) {
     prefix_text = after.substr(0, colon);
     auto port = parsePort(after.substr(colon + 1));
-    if (!port) return badRule(kFlag, text, "port must be a number from 1 to 65535");
+    if (!port) return badRule(flag, text, "port must be a number from 1 to 65535");
     rule.port = *port;
   }
   unsigned bits = 0;
   unsigned max_bits = address->v4 ? 32 : 128;
   auto [end, ec] = std::from_chars(prefix_text.data(), prefix_text.data() + prefix_text.size(), bits);
   if (prefix_text.empty() || ec != std::errc() || end != prefix_text.data() + prefix_text.size() || bits > max_bits) {
-    return badRule(kFlag, text, "prefix length must be a number from 0 to " + std::to_string(max_bits));
+    return badRule(flag, text, "prefix length must be a number from 0 to " + std::to_string(max_bits));
   }
   // Host bits must be zero: "10.1.2.3/8" is more likely a typo than a wish.
   IpAddress network;
@@ -228,7 +228,7 @@ Result<EgressRule> parseEgressAllowCidr(std::string_view text) {
     network.bytes[bit / 8] |= address->bytes[bit / 8] & mask;
   }
   if (!(network == *address)) {
-    return badRule(kFlag, text,
+    return badRule(flag, text,
                    "host bits are set; did you mean " + network.toString() + "/" + std::to_string(bits) + "?");
   }
   rule.network = network;
@@ -236,19 +236,41 @@ Result<EgressRule> parseEgressAllowCidr(std::string_view text) {
   return rule;
 }
 
-Result<EgressPolicy> makeEgressPolicy(const std::vector<std::string>& allow,
-                                      const std::vector<std::string>& allow_cidr, bool deny_all) {
+}  // namespace
+
+Result<EgressRule> parseEgressAllow(std::string_view text) { return parseHostRule(text, "--egress-allow"); }
+
+Result<EgressRule> parseEgressAllowCidr(std::string_view text) { return parseCidrRule(text, "--egress-allow-cidr"); }
+
+Result<EgressRule> parseEgressDeny(std::string_view text) {
+  // A "/" followed by a digit is a prefix length; "/tcp" and "/udp" are not.
+  for (size_t slash = text.find('/'); slash != std::string_view::npos; slash = text.find('/', slash + 1)) {
+    if (slash + 1 < text.size() && text[slash + 1] >= '0' && text[slash + 1] <= '9') {
+      return parseCidrRule(text, "--egress-deny");
+    }
+  }
+  return parseHostRule(text, "--egress-deny");
+}
+
+Result<EgressPolicy> makeEgressPolicy(const EgressPolicyRequest& request) {
   EgressPolicy policy;
-  policy.active = deny_all || !allow.empty() || !allow_cidr.empty();
-  for (const auto& text : allow) {
+  policy.active = request.deny_all || request.default_allow || !request.allow.empty() ||
+                  !request.allow_cidr.empty() || !request.deny.empty();
+  policy.default_allow = request.default_allow && !request.deny_all;
+  for (const auto& text : request.allow) {
     auto rule = parseEgressAllow(text);
     if (!rule) return rule.error();
     policy.rules.push_back(std::move(*rule));
   }
-  for (const auto& text : allow_cidr) {
+  for (const auto& text : request.allow_cidr) {
     auto rule = parseEgressAllowCidr(text);
     if (!rule) return rule.error();
     policy.rules.push_back(std::move(*rule));
+  }
+  for (const auto& text : request.deny) {
+    auto rule = parseEgressDeny(text);
+    if (!rule) return rule.error();
+    policy.deny_rules.push_back(std::move(*rule));
   }
   return policy;
 }
@@ -294,6 +316,14 @@ bool EgressFilter::isBlockedRange(const IpAddress& address) const {
   return false;
 }
 
+const EgressRule* EgressFilter::denyRuleFor(const IpAddress& dst, uint8_t ip_protocol, uint16_t dst_port) const {
+  for (const EgressRule& rule : policy_.deny_rules) {
+    if (rule.kind != EgressRule::Kind::kNetwork || !dst.inPrefix(rule.network, rule.prefix_bits)) continue;
+    if (ip_protocol == kProtoIcmp || ip_protocol == kProtoIcmpv6 || rule.matchesPort(ip_protocol, dst_port)) return &rule;
+  }
+  return nullptr;
+}
+
 bool EgressFilter::explicitRuleAllows(const IpAddress& dst, uint8_t ip_protocol, uint16_t dst_port,
                                       const EgressRule** matched) const {
   for (const EgressRule& rule : policy_.rules) {
@@ -324,14 +354,16 @@ bool EgressFilter::dynamicAllows(const IpAddress& dst, uint8_t ip_protocol, uint
 
 bool EgressFilter::allowsDestination(const IpAddress& dst, uint8_t ip_protocol, uint16_t dst_port) {
   if (!policy_.active) return true;
-  if (explicitRuleAllows(dst, ip_protocol, dst_port, nullptr)) return true;
+  if (denyRuleFor(dst, ip_protocol, dst_port)) return false;
+  if (policy_.default_allow || explicitRuleAllows(dst, ip_protocol, dst_port, nullptr)) return true;
   return !isBlockedRange(dst) && dynamicAllows(dst, ip_protocol, dst_port, nowMs());
 }
 
 bool EgressFilter::allowsDnsName(std::string_view name) {
   if (!policy_.active) return true;
-  bool allowed = std::any_of(policy_.rules.begin(), policy_.rules.end(),
-                             [&](const EgressRule& rule) { return rule.matchesName(name); });
+  auto names = [&](const EgressRule& rule) { return rule.matchesName(name); };
+  bool allowed = !std::any_of(policy_.deny_rules.begin(), policy_.deny_rules.end(), names) &&
+                 (policy_.default_allow || std::any_of(policy_.rules.begin(), policy_.rules.end(), names));
   if (allowed) {
     ++stats_.dns_allowed;
   } else {
@@ -528,8 +560,12 @@ Verdict EgressFilter::filterTransport(std::span<const uint8_t> frame, const Pars
 
   const EgressRule* rule = nullptr;
   const char* why = nullptr;
-  if (explicitRuleAllows(parsed.dst_ip, parsed.protocol, parsed.dst_port, &rule)) {
+  if (const EgressRule* deny = denyRuleFor(parsed.dst_ip, parsed.protocol, parsed.dst_port)) {
+    return refuse(frame, parsed, to_guest, ("denied by " + deny->text).c_str());
+  } else if (explicitRuleAllows(parsed.dst_ip, parsed.protocol, parsed.dst_port, &rule)) {
     why = rule->text.c_str();
+  } else if (policy_.default_allow) {
+    why = "default allow";
   } else if (isBlockedRange(parsed.dst_ip)) {
     return refuse(frame, parsed, to_guest, "address in a blocked range and no IP rule names it");
   } else if (dynamicAllows(parsed.dst_ip, parsed.protocol, parsed.dst_port, now)) {
@@ -564,8 +600,7 @@ Verdict EgressFilter::filterIcmp(std::span<const uint8_t> frame, const ParsedFra
       dst == addresses_.dns_v6) {
     return pass();
   }
-  bool allowed = explicitRuleAllows(dst, parsed.protocol, 0, nullptr) ||
-                 (!isBlockedRange(dst) && dynamicAllows(dst, parsed.protocol, 0, nowMs()));
+  bool allowed = allowsDestination(dst, parsed.protocol, 0);
   if (!allowed) return refuse(frame, parsed, to_guest, "no rule allows the address");
   return pass();
 }

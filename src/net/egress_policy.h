@@ -78,15 +78,34 @@ Result<EgressRule> parseEgressAllow(std::string_view text);
 Result<EgressRule> parseEgressAllowCidr(std::string_view text);
 
 struct EgressPolicy {
-  // False: no policy, everything passes. True: only what `rules` allow
-  // (--egress-deny-all is an active policy with no rules).
+  // False: no policy, everything passes. True: what `deny_rules` name is
+  // refused, then what `rules` allow passes, then the default: deny (an
+  // active policy with no rules denies everything, --egress-deny-all), or
+  // allow with `default_allow`.
   bool active = false;
   std::vector<EgressRule> rules;
+  std::vector<EgressRule> deny_rules;
+  bool default_allow = false;
 };
 
-// Builds the policy from the CLI's flags: active if any flag is given.
-Result<EgressPolicy> makeEgressPolicy(const std::vector<std::string>& allow,
-                                      const std::vector<std::string>& allow_cidr, bool deny_all);
+// --egress-deny HOST|CIDR[:PORT][/tcp|/udp]: a CIDR when the address part
+// has a "/prefix", else what --egress-allow takes.
+Result<EgressRule> parseEgressDeny(std::string_view text);
+
+// What the CLI's flags and the library's firewall rules ask for.
+struct EgressPolicyRequest {
+  std::vector<std::string> allow;       // --egress-allow
+  std::vector<std::string> allow_cidr;  // --egress-allow-cidr
+  std::vector<std::string> deny;        // --egress-deny
+  bool deny_all = false;
+  bool default_allow = false;
+};
+// Builds the policy: active if anything is asked.
+Result<EgressPolicy> makeEgressPolicy(const EgressPolicyRequest& request);
+inline Result<EgressPolicy> makeEgressPolicy(const std::vector<std::string>& allow,
+                                             const std::vector<std::string>& allow_cidr, bool deny_all) {
+  return makeEgressPolicy(EgressPolicyRequest{allow, allow_cidr, {}, deny_all, false});
+}
 
 enum class Verdict : uint8_t {
   kPass,      // hand the frame to the network stack
@@ -198,6 +217,7 @@ class EgressFilter {
   int64_t nowMs() const;
   bool isDnsService(const ParsedFrame& parsed) const;
   bool isBlockedRange(const IpAddress& address) const;
+  const EgressRule* denyRuleFor(const IpAddress& dst, uint8_t ip_protocol, uint16_t dst_port) const;
   bool explicitRuleAllows(const IpAddress& dst, uint8_t ip_protocol, uint16_t dst_port,
                           const EgressRule** matched) const;
   bool dynamicAllows(const IpAddress& dst, uint8_t ip_protocol, uint16_t dst_port, int64_t now) const;

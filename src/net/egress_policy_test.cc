@@ -202,6 +202,40 @@ class FilterTest : public ::testing::Test {
   std::vector<std::string> log_;
 };
 
+TEST_F(FilterTest, DenyRulesWinAndDefaultAllowPassesTheRest) {
+  auto policy = makeEgressPolicy(EgressPolicyRequest{{}, {}, {"10.0.2.2:22/tcp", "192.0.2.0/24", "bad.example.com"},
+                                                     false, true});
+  ASSERT_TRUE(policy) << policy.error().message();
+  EXPECT_EQ(policy->deny_rules.size(), 3u);
+  EgressFilter filter(GuestAddresses{}, *policy, EgressFilterOptions{});
+  EXPECT_EQ(syn(filter, kGateway, 22), Verdict::kDrop);
+  EXPECT_FALSE(to_guest_.empty());  // refused with a RST, not silently
+  EXPECT_EQ(syn(filter, kGateway, 8080), Verdict::kPass);
+  EXPECT_EQ(syn(filter, ip("192.0.2.9"), 443), Verdict::kDrop);
+  EXPECT_EQ(syn(filter, ip("198.51.100.1"), 443), Verdict::kPass);
+  EXPECT_FALSE(filter.allowsDnsName("bad.example.com"));
+  EXPECT_TRUE(filter.allowsDnsName("good.example.com"));
+
+  // Deny rules also carve holes out of an allowlist.
+  auto carved = makeEgressPolicy(EgressPolicyRequest{{"*.example.com"}, {"192.0.2.0/24"}, {"192.0.2.7"}, false, false});
+  ASSERT_TRUE(carved);
+  EgressFilter allowlist(GuestAddresses{}, *carved, EgressFilterOptions{});
+  EXPECT_EQ(syn(allowlist, ip("192.0.2.8"), 80), Verdict::kPass);
+  EXPECT_EQ(syn(allowlist, ip("192.0.2.7"), 80), Verdict::kDrop);
+  EXPECT_EQ(syn(allowlist, ip("198.51.100.1"), 80), Verdict::kDrop);
+}
+
+TEST(EgressRules, DenyRulesTakeHostsAndCidrs) {
+  EXPECT_EQ(parseEgressDeny("10.0.0.0/8:443/tcp")->kind, EgressRule::Kind::kNetwork);
+  EXPECT_EQ(parseEgressDeny("10.0.0.0/8:443/tcp")->prefix_bits, 8u);
+  EXPECT_EQ(parseEgressDeny("example.com:443/tcp")->kind, EgressRule::Kind::kHost);
+  EXPECT_EQ(parseEgressDeny("*.example.com")->kind, EgressRule::Kind::kWildcard);
+  EXPECT_EQ(parseEgressDeny("[fd00::]/8:443")->prefix_bits, 8u);
+  auto bad = parseEgressDeny("10.1.2.3/8");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().message().rfind("--egress-deny 10.1.2.3/8: ", 0), 0u) << bad.error().message();
+}
+
 TEST_F(FilterTest, NoPolicyPassesEverythingButMalformed) {
   EgressFilter filter = make({}, {}, false);
   EXPECT_FALSE(filter.policyActive());

@@ -42,6 +42,9 @@ std::string encodeRequest(const RunnerRequest& request) {
                                 [](const PortRemoveRequest& remove) {
                                   return json{{"op", "port_rm"}, {"mapping", remove.mapping}};
                                 },
+                                [](const TimingRequest& timing) {
+                                  return json{{"op", "timing"}, {"name", timing.name}, {"ms", timing.ms}};
+                                },
                             },
                             request);
   return message.dump() + "\n";
@@ -88,6 +91,15 @@ Result<RunnerRequest> decodeRequest(std::string_view line) {
     }
     if (op == "port_add") return RunnerRequest(PortAddRequest{mapping.get<std::string>()});
     return RunnerRequest(PortRemoveRequest{mapping.get<std::string>()});
+  }
+  if (op == "timing") {
+    const json& name = message["name"];
+    const json& ms = message["ms"];
+    bool name_ok = name.is_string() && !name.get<std::string>().empty() && name.get<std::string>().size() <= 32 &&
+                   name.get<std::string>().find_first_not_of("abcdefghijklmnopqrstuvwxyz_") == std::string::npos;
+    if (!name_ok) return invalid("timing name must be 1-32 of [a-z_]");
+    if (!ms.is_number() || ms.get<double>() < 0 || ms.get<double>() > 1e9) return invalid("timing ms out of range");
+    return RunnerRequest(TimingRequest{name.get<std::string>(), ms.get<double>()});
   }
   return Error(ErrorCode::kUnsupported, "unsupported runner request \"" + op + "\"");
 }

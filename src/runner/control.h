@@ -55,8 +55,15 @@ struct PortRemoveRequest {
   std::string mapping;
 };
 
+// Record a step's duration (`ready`, measured by the caller) in state.json,
+// which only the runner writes while it runs.
+struct TimingRequest {
+  std::string name;  // [a-z_], at most 32 characters
+  double ms = 0;
+};
+
 using RunnerRequest = std::variant<StopRequest, KillRequest, PauseRequest, ResumeRequest, SnapshotRequest,
-                                   AttachRequest, PortAddRequest, PortRemoveRequest>;
+                                   AttachRequest, PortAddRequest, PortRemoveRequest, TimingRequest>;
 
 std::string encodeRequest(const RunnerRequest& request);
 // Bad JSON, an unknown op or out-of-range values are errors, never crashes.

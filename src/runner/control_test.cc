@@ -8,7 +8,8 @@ namespace {
 TEST(ControlTest, RequestsRoundTrip) {
   for (const RunnerRequest& request : std::vector<RunnerRequest>{
            StopRequest{7}, KillRequest{15}, PauseRequest{}, ResumeRequest{}, SnapshotRequest{"/tmp/snap"},
-           AttachRequest{true}, PortAddRequest{"127.0.0.1:8080:80/tcp"}, PortRemoveRequest{"127.0.0.1:8080:80/tcp"}}) {
+           AttachRequest{true}, PortAddRequest{"127.0.0.1:8080:80/tcp"}, PortRemoveRequest{"127.0.0.1:8080:80/tcp"},
+           TimingRequest{"ready", 812.5}}) {
     std::string line = encodeRequest(request);
     ASSERT_EQ(line.back(), '\n');
     auto decoded = decodeRequest(line.substr(0, line.size() - 1));
@@ -20,6 +21,7 @@ TEST(ControlTest, RequestsRoundTrip) {
   EXPECT_TRUE(std::get<AttachRequest>(*decodeRequest(R"({"op":"attach","stdin":true})")).stdin);
   EXPECT_FALSE(std::get<AttachRequest>(*decodeRequest(R"({"op":"attach"})")).stdin);
   EXPECT_EQ(std::get<PortAddRequest>(*decodeRequest(R"({"op":"port_add","mapping":"8080:80"})")).mapping, "8080:80");
+  EXPECT_EQ(std::get<TimingRequest>(*decodeRequest(R"({"op":"timing","name":"ready","ms":12.5})")).ms, 12.5);
 }
 
 TEST(ControlTest, HostileRequestsAreErrorsNotCrashes) {
@@ -28,6 +30,8 @@ TEST(ControlTest, HostileRequestsAreErrorsNotCrashes) {
                            R"({"op":"kill","signal":0})", R"({"op":"kill","signal":100000})",
                            R"({"op":"snapshot","dir":"relative"})", R"({"op":"snapshot"})",
                            R"({"op":"attach","stdin":"yes"})", R"({"op":"port_add"})", R"({"op":"port_rm","mapping":""})",
+                           R"({"op":"timing","name":"Ready","ms":1})", R"({"op":"timing","name":"ready","ms":-1})",
+                           R"({"op":"timing","name":"ready"})",
                            R"({"op":"port_add","mapping":5})"}) {
     EXPECT_FALSE(decodeRequest(line)) << line;
   }

@@ -30,7 +30,9 @@ Result<std::unique_ptr<GuestNetwork>> GuestNetwork::create(EventLoop& loop, Uniq
                                                            Log log) {
   std::unique_ptr<GuestNetwork> network(new GuestNetwork(loop, std::move(log)));
 
-  auto policy = net::makeEgressPolicy(spec.egress_allow, spec.egress_allow_cidr, spec.egress_deny_all);
+  auto policy = net::makeEgressPolicy(net::EgressPolicyRequest{spec.egress_allow, spec.egress_allow_cidr,
+                                                               spec.egress_deny, spec.egress_deny_all,
+                                                               spec.egress_default_allow});
   if (!policy) return std::move(policy).error();
   bool active = policy->active;
   // Every guest frame passes the filter, with or without a policy: it also

@@ -9,6 +9,8 @@
 
 #include <sys/stat.h>
 
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -137,6 +139,7 @@ class Runner {
   bool stop_requested_ = false;
   bool hard_stopped_ = false;
   std::string failure_;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 
 void Runner::log(const std::string& message) {
@@ -519,7 +522,12 @@ void Runner::handleFrame(const agent::Frame& frame) {
       log("guest init up, protocol version " + (version ? std::to_string(*version) : "?"));
       break;
     }
-    case FrameType::kStarted: log("workload started"); break;
+    case FrameType::kStarted:
+      state_.timings_ms["boot"] =
+          std::round(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_).count());
+      setStatus(state_.status);
+      log("workload started");
+      break;
     case FrameType::kStdout: forwardOutput(out_fd_, "stdout", frame.payload); break;
     case FrameType::kStderr: forwardOutput(err_fd_, "stderr", frame.payload); break;
     case FrameType::kError:
@@ -600,6 +608,11 @@ Result<void> Runner::handleRequest(const RunnerRequest& request) {
     auto mapping = network_->addPort(add->mapping);
     if (!mapping) return std::move(mapping).error();
     state_.ports = network_->ports();
+    setStatus(state_.status);
+    return success();
+  }
+  if (auto* timing = std::get_if<TimingRequest>(&request)) {
+    state_.timings_ms[timing->name] = timing->ms;
     setStatus(state_.status);
     return success();
   }

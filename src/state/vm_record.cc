@@ -102,8 +102,11 @@ Result<void> saveSpec(const fs::path& vm_dir, const VmSpec& spec) {
         {"extra_hosts", spec.extra_hosts},
         {"egress_allow", spec.egress_allow},
         {"egress_allow_cidr", spec.egress_allow_cidr},
+        {"egress_deny", spec.egress_deny},
         {"egress_deny_all", spec.egress_deny_all},
+        {"egress_default_allow", spec.egress_default_allow},
         {"egress_log", spec.egress_log}}},
+      {"timings_ms", spec.timings_ms},
       {"remove_on_exit", spec.remove_on_exit},
       {"stop_timeout_seconds", spec.stop_timeout_seconds},
   };
@@ -159,7 +162,10 @@ Result<VmSpec> loadSpec(const fs::path& vm_dir) {
     spec.extra_hosts = network.value("extra_hosts", std::vector<std::string>());
     spec.egress_allow = network.value("egress_allow", std::vector<std::string>());
     spec.egress_allow_cidr = network.value("egress_allow_cidr", std::vector<std::string>());
+    spec.egress_deny = network.value("egress_deny", std::vector<std::string>());
     spec.egress_deny_all = network.value("egress_deny_all", false);
+    spec.egress_default_allow = network.value("egress_default_allow", false);
+    spec.timings_ms = j.value("timings_ms", std::map<std::string, double>());
     spec.egress_log = network.value("egress_log", false);
     j.at("remove_on_exit").get_to(spec.remove_on_exit);
     j.at("stop_timeout_seconds").get_to(spec.stop_timeout_seconds);
@@ -180,6 +186,7 @@ Result<void> saveState(const fs::path& vm_dir, const VmState& state) {
       {"error", state.error},
       {"ports", state.ports},
       {"net_counters", state.net_counters},
+      {"timings_ms", state.timings_ms},
   };
   return writeFileAtomic(vm_dir / "state.json", j.dump(2) + "\n");
 }
@@ -200,6 +207,7 @@ Result<VmState> loadState(const fs::path& vm_dir) {
     j.at("error").get_to(state.error);
     state.ports = j.value("ports", std::vector<std::string>());
     state.net_counters = j.value("net_counters", std::map<std::string, uint64_t>());
+    state.timings_ms = j.value("timings_ms", std::map<std::string, double>());
     return state;
   });
 }

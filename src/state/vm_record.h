@@ -85,8 +85,13 @@ struct VmSpec {
   std::vector<std::string> extra_hosts;  // "NAME:IP" lines for /etc/hosts
   std::vector<std::string> egress_allow;       // --egress-allow rules, as given
   std::vector<std::string> egress_allow_cidr;  // --egress-allow-cidr rules, as given
+  std::vector<std::string> egress_deny;        // --egress-deny rules, as given
   bool egress_deny_all = false;
+  bool egress_default_allow = false;  // what no rule matches passes (with deny rules)
   bool egress_log = false;
+
+  // Where create()'s time went, in ms: preflight, pull, prepare.
+  std::map<std::string, double> timings_ms;
 
   // Lifecycle.
   bool remove_on_exit = false;
@@ -120,6 +125,9 @@ struct VmState {
   // filter's counters, refreshed by the runner about once a second.
   std::vector<std::string> ports;
   std::map<std::string, uint64_t> net_counters;
+  // The runner's and the caller's steps, in ms: boot (runner start to the
+  // workload's start), ready (readiness probes, recorded by run()).
+  std::map<std::string, double> timings_ms;
 };
 
 const char* toString(VmStatus status);

@@ -271,4 +271,15 @@ std::vector<std::string> listDir(const fs::path& dir) {
   return names;
 }
 
+HostServer::HostServer(const std::string& token) : port_(freePort()) {
+  std::filesystem::path www = home() / ("www-" + std::to_string(port_));
+  std::filesystem::create_directories(www);
+  std::ofstream(www / "index.html") << token << "\n";
+  server_ = std::make_unique<Background>(
+      std::vector<std::string>{"/bin/busybox", "httpd", "-f", "-p", "127.0.0.1:" + std::to_string(port_), "-h",
+                               www.string()},
+      home() / ("httpd-" + std::to_string(port_) + ".log"));
+  EXPECT_TRUE(waitForPort(port_, std::chrono::seconds(10)));
+}
+
 }  // namespace microvm::e2e

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -77,6 +78,19 @@ Outcome microvm(const std::vector<std::string>& args, const std::vector<std::str
 const std::filesystem::path& home();    // MICROVM_HOME for every test
 const std::filesystem::path& rootfs();  // busybox rootfs
 std::filesystem::path binDir();
+
+// A busybox httpd on 127.0.0.1 serving `token` at /, for the suite's length.
+// Guests reach it through their gateway: url().
+class HostServer {
+ public:
+  explicit HostServer(const std::string& token);
+  int port() const { return port_; }
+  std::string url() const { return "http://10.0.2.2:" + std::to_string(port_) + "/"; }
+
+ private:
+  int port_;
+  std::unique_ptr<Background> server_;
+};
 
 // Processes whose command line mentions `needle` (e.g. leftover QEMUs).
 std::vector<pid_t> processesMentioning(const std::string& needle);

@@ -40,26 +40,6 @@ Outcome shellOut(const std::string& script, const fs::path& script_file) {
   return outcome;
 }
 
-class HostServer {
- public:
-  explicit HostServer(const std::string& token) : port_(freePort()) {
-    fs::path www = home() / ("policy-www-" + std::to_string(port_));
-    fs::create_directories(www);
-    std::ofstream(www / "index.html") << token << "\n";
-    server_ = std::make_unique<Background>(
-        std::vector<std::string>{"/bin/busybox", "httpd", "-f", "-p", "127.0.0.1:" + std::to_string(port_), "-h",
-                                 www.string()},
-        home() / ("policy-httpd-" + std::to_string(port_) + ".log"));
-    EXPECT_TRUE(waitForPort(port_, seconds(10)));
-  }
-  int port() const { return port_; }
-  std::string url() const { return "http://10.0.2.2:" + std::to_string(port_) + "/"; }
-
- private:
-  int port_;
-  std::unique_ptr<Background> server_;
-};
-
 TEST(NetPolicyTest, DenyAllRefusesFastAndAnswersNxDomain) {
   HostServer server("must-not-leak");
   // The host server is up, but the gateway is the host's loopback: refused
@@ -88,6 +68,18 @@ TEST(NetPolicyTest, IpRuleOpensOnlyItsPort) {
   EXPECT_NE(result.out.find("allowed-token"), std::string::npos) << result.out;
   EXPECT_EQ(result.out.find("other-token"), std::string::npos) << result.out;
   EXPECT_NE(result.out.find("Connection refused"), std::string::npos) << result.out;
+}
+
+TEST(NetPolicyTest, DenyRuleAloneAllowsEverythingElse) {
+  HostServer denied("denied-token");
+  HostServer open("open-token");
+  auto result = microvm(runArgs(
+      {"--egress-deny", "10.0.2.2:" + std::to_string(denied.port()) + "/tcp"},
+      {"/bin/sh", "-c", "wget -q -O - " + denied.url() + " 2>&1; wget -q -O - " + open.url() + "; true"}));
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(result.out.find("denied-token"), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("Connection refused"), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("open-token"), std::string::npos) << result.out;
 }
 
 TEST(NetPolicyTest, InboundPortForwardWorksUnderDenyAll) {

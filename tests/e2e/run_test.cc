@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -103,6 +104,30 @@ TEST(RunTest, WithoutRmTheVmRecordStaysWithItsExitCode) {
   std::getline(log_file, line);
   EXPECT_EQ(nlohmann::json::parse(line)["log"], "kept\n");
   std::filesystem::remove_all(home() / "vms" / id);
+}
+
+TEST(RunTest, JsonLogsAndStepTimingsInInspect) {
+  auto result = microvm({"--log-level", "info", "--log-format", "json", "run", "--name", "timed", "--rootfs",
+                         rootfs().string(), "--", "echo", "timed-ok"});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(result.out, "timed-ok\n");
+  // Every stderr line is one JSON record; "created" names the VM.
+  bool created = false;
+  std::istringstream lines(result.err);
+  for (std::string line; std::getline(lines, line);) {
+    auto record = nlohmann::json::parse(line, nullptr, false);
+    ASSERT_FALSE(record.is_discarded()) << line;
+    EXPECT_TRUE(record.contains("time") && record.contains("level")) << line;
+    if (record.value("msg", "") == "created") created = record.value("name", "") == "timed";
+  }
+  EXPECT_TRUE(created) << result.err;
+  auto inspected = microvm({"inspect", "timed"});
+  ASSERT_EQ(inspected.exit_code, 0) << inspected.err;
+  auto timings = nlohmann::json::parse(inspected.out)[0]["timings_ms"];
+  for (const char* step : {"preflight", "pull", "prepare", "boot"}) {
+    EXPECT_TRUE(timings.contains(step) && timings[step].get<double>() > 0) << step << ": " << timings.dump();
+  }
+  EXPECT_EQ(microvm({"rm", "timed"}).exit_code, 0);
 }
 
 TEST(RunTest, TwoVmsAtOnceDoNotDisturbEachOther) {

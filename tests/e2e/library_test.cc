@@ -1,0 +1,287 @@
+// The C++ API end to end, in-process: rootfs hooks writing into a VM's own
+// disk (and refusing symlinked paths), post-boot hooks, handles re-attached
+// by name, firewall rules with a default action, per-step timings, custom
+// preflight checks, an image fetcher, the log sink and a clean data dir.
+// Every case boots real VMs from the suite's busybox rootfs.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <mutex>
+
+#include "harness.h"
+#include "microvm/runtime.h"
+
+namespace microvm::e2e {
+namespace {
+
+namespace fs = std::filesystem;
+
+Runtime openRuntime(RuntimeOptions options = {}) {
+  if (options.data_dir.empty()) options.data_dir = home();
+  auto runtime = Runtime::open(std::move(options));
+  if (!runtime) ADD_FAILURE() << runtime.error().message();
+  return std::move(*runtime);
+}
+
+// Reads `fd` to EOF, for at most `limit`.
+std::string drain(int fd, std::chrono::seconds limit) {
+  std::string text;
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  char buffer[4096];
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd ready{fd, POLLIN, 0};
+    if (::poll(&ready, 1, 500) <= 0) continue;
+    ssize_t got = ::read(fd, buffer, sizeof buffer);
+    if (got <= 0) break;
+    text.append(buffer, static_cast<size_t>(got));
+  }
+  return text;
+}
+
+struct Captured {
+  int exit_code = -1;
+  std::string out;    // stdout and stderr, interleaved
+  std::string error;  // run() failed: its message
+};
+
+// run() with the workload's output captured, then wait().
+Captured runCaptured(Runtime& runtime, RunOptions options) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return {-1, "", "pipe failed"};
+  options.stdout_fd = options.stderr_fd = fds[1];
+  auto vm = runtime.run(options);
+  ::close(fds[1]);
+  Captured captured;
+  if (!vm) {
+    captured.error = vm.error().message();
+    ::close(fds[0]);
+    return captured;
+  }
+  captured.out = drain(fds[0], std::chrono::seconds(120));
+  ::close(fds[0]);
+  auto code = vm->wait();
+  captured.exit_code = code ? *code : -2;
+  return captured;
+}
+
+RunOptions rootfsRun(std::vector<std::string> command) {
+  RunOptions options;
+  options.rootfs = rootfs();
+  options.remove = true;
+  options.command = std::move(command);
+  return options;
+}
+
+TEST(LibraryTest, RootfsHooksWriteIntoTheVmsOwnDiskOnly) {
+  Runtime runtime = openRuntime();
+  fs::path tool = home() / "hook-tool.sh";
+  std::ofstream(tool) << "#!/bin/sh\necho tool-ran\n";
+  fs::permissions(tool, fs::perms(0755));
+  RunOptions options = rootfsRun(
+      {"/bin/sh", "-c",
+       "cat /etc/hook.txt; stat -c '%n %a %u %g' /etc/hook.txt /opt/new/dir /root/.ssh /root/.ssh/authorized_keys "
+       "/opt/new/tool.sh; cat /root/.ssh/authorized_keys /etc/hook.env; /opt/new/tool.sh"});
+  options.rootfs_hooks.push_back([](RootfsEditor& disk) -> Result<void> {
+    MICROVM_TRY(disk.writeFile("/etc/hook.txt", "written-by-hook\n", 0640, 1000, 1001));
+    MICROVM_TRY(disk.makeDirectory("/opt/new/dir", 0750, 7, 8));
+    MICROVM_TRY(disk.addAuthorizedKeys("/root", {"ssh-ed25519 AAAAC3TESTKEY test@host"}));
+    return disk.writeEnvFile("/etc/hook.env", {"A=1", "B=two words"});
+  });
+  options.rootfs_hooks.push_back([&](RootfsEditor& disk) { return disk.copyFile(tool, "/opt/new/tool.sh"); });
+  Captured hooked = runCaptured(runtime, options);
+  ASSERT_EQ(hooked.error, "");
+  EXPECT_EQ(hooked.exit_code, 0) << hooked.out;
+  for (const char* expected :
+       {"written-by-hook\n", "/etc/hook.txt 640 1000 1001\n", "/opt/new/dir 750 7 8\n", "/root/.ssh 700 0 0\n",
+        "/root/.ssh/authorized_keys 600 0 0\n", "/opt/new/tool.sh 755 0 0\n", "ssh-ed25519 AAAAC3TESTKEY test@host\n",
+        "A=1\nB=two words\n", "tool-ran\n"}) {
+    EXPECT_NE(hooked.out.find(expected), std::string::npos) << expected << " not in:\n" << hooked.out;
+  }
+  // The next VM from the same (cached) base sees none of it.
+  Captured plain = runCaptured(runtime, rootfsRun({"/bin/sh", "-c", "cat /etc/hook.txt 2>&1; ls /opt/new 2>&1"}));
+  EXPECT_EQ(plain.exit_code, 1) << plain.out;
+  EXPECT_EQ(plain.out.find("written-by-hook"), std::string::npos) << plain.out;
+  EXPECT_NE(plain.out.find("No such file"), std::string::npos) << plain.out;
+}
+
+TEST(LibraryTest, RootfsHookRefusesSymlinkedPathsAndBadInput) {
+  Runtime runtime = openRuntime();
+  // /linuxrc is a symlink in the busybox rootfs: neither through it nor onto it.
+  for (const char* path : {"/linuxrc/evil", "/linuxrc"}) {
+    RunOptions options = rootfsRun({"/bin/true"});
+    options.rootfs_hooks.push_back(
+        [path](RootfsEditor& disk) { return disk.writeFile(path, "must not land\n"); });
+    Captured refused = runCaptured(runtime, options);
+    ASSERT_EQ(refused.error, "");
+    EXPECT_EQ(refused.exit_code, 125) << refused.out;
+    EXPECT_NE(refused.out.find("is a symlink"), std::string::npos) << path << ": " << refused.out;
+  }
+  // Paths the editor rejects before anything is created; a throwing hook.
+  RunOptions relative = rootfsRun({"/bin/true"});
+  relative.rootfs_hooks.push_back([](RootfsEditor& disk) { return disk.writeFile("etc/x", "x"); });
+  Captured rejected = runCaptured(runtime, relative);
+  EXPECT_NE(rejected.error.find("rootfs hook 1: rootfs hook: path \"etc/x\" must be absolute"), std::string::npos)
+      << rejected.error;
+  RunOptions dotdot = rootfsRun({"/bin/true"});
+  dotdot.rootfs_hooks.push_back([](RootfsEditor& disk) { return disk.writeFile("/etc/../x", "x"); });
+  EXPECT_NE(runCaptured(runtime, dotdot).error.find("must be normalized"), std::string::npos);
+  RunOptions throwing = rootfsRun({"/bin/true"});
+  throwing.rootfs_hooks.push_back([](RootfsEditor&) -> Result<void> { throw std::runtime_error("boom"); });
+  EXPECT_NE(runCaptured(runtime, throwing).error.find("threw: boom"), std::string::npos);
+}
+
+TEST(LibraryTest, PostBootHookHandlesAndTimings) {
+  std::vector<LogRecord> records;
+  std::mutex records_lock;
+  RuntimeOptions runtime_options;
+  runtime_options.log_level = LogLevel::kInfo;
+  runtime_options.log_sink = [&](const LogRecord& record) {
+    std::lock_guard<std::mutex> hold(records_lock);
+    records.push_back(record);
+  };
+  Runtime runtime = openRuntime(runtime_options);
+  RunOptions options;
+  options.rootfs = rootfs();
+  options.name = "lib-handle";
+  options.command = {"/bin/sh", "-c", "mkdir -p /www && echo lib-ok > /www/index.html && exec httpd -f -p 8080 -h /www"};
+  options.stdout_fd = options.stderr_fd = -1;
+  options.wait_for.push_back({true, 8080, "/index.html"});
+  options.post_boot_hooks.push_back([](VmHandle& vm) -> Result<void> {
+    ExecOptions exec;
+    exec.command = {"/bin/sh", "-c", "echo booted > /tmp/post-boot"};
+    auto code = vm.exec(exec);
+    if (!code) return std::move(code).error();
+    if (*code != 0) return Error(ErrorCode::kInternal, "exec exited " + std::to_string(*code));
+    return success();
+  });
+  auto started = runtime.run(options);
+  ASSERT_TRUE(started) << started.error().message();
+
+  // Another handle on the same VM, by name.
+  auto vm = runtime.get("lib-handle");
+  ASSERT_TRUE(vm) << vm.error().message();
+  EXPECT_EQ(vm->id(), started->id());
+  EXPECT_EQ(*vm->status(), "running");
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  ExecOptions cat;
+  cat.command = {"cat", "/tmp/post-boot"};
+  cat.stdout_fd = fds[1];
+  auto code = vm->exec(cat);
+  ::close(fds[1]);
+  EXPECT_TRUE(code && *code == 0);
+  EXPECT_EQ(drain(fds[0], std::chrono::seconds(30)), "booted\n");
+  ::close(fds[0]);
+  ASSERT_TRUE(vm->pause());
+  EXPECT_EQ(*vm->status(), "paused");
+  ASSERT_TRUE(vm->resume());
+
+  // Every step has a time: create's in the spec, boot and ready from the runner.
+  auto info = vm->inspect();
+  ASSERT_TRUE(info);
+  for (const char* step : {"preflight", "pull", "prepare", "boot", "ready"}) {
+    EXPECT_TRUE(info->timings_ms.count(step)) << step;
+  }
+  EXPECT_GT(info->timings_ms["boot"], 0);
+  ASSERT_TRUE(vm->stop(0));
+  EXPECT_TRUE(started->wait());
+  EXPECT_EQ(*vm->status(), "exited");
+  ASSERT_TRUE(vm->remove());
+  EXPECT_FALSE(runtime.get("lib-handle"));
+  std::lock_guard<std::mutex> hold(records_lock);
+  bool logged_ready = false;
+  for (const auto& record : records) logged_ready = logged_ready || record.message == "ready";
+  EXPECT_TRUE(logged_ready);
+}
+
+TEST(LibraryTest, FailingPostBootHookStopsTheVm) {
+  Runtime runtime = openRuntime();
+  RunOptions options;
+  options.rootfs = rootfs();
+  options.name = "lib-hook-fails";
+  options.command = {"sleep", "600"};
+  options.stdout_fd = options.stderr_fd = -1;
+  options.post_boot_hooks.push_back([](VmHandle&) -> Result<void> { return success(); });
+  options.post_boot_hooks.push_back(
+      [](VmHandle&) -> Result<void> { return Error(ErrorCode::kInternal, "agent check failed"); });
+  auto vm = runtime.run(options);
+  ASSERT_FALSE(vm);
+  EXPECT_EQ(vm.error().message(), "post-boot hook 2: agent check failed");
+  auto info = runtime.inspect("lib-hook-fails");
+  ASSERT_TRUE(info) << info.error().message();
+  EXPECT_EQ(info->status, "exited");
+  EXPECT_TRUE(runtime.remove("lib-hook-fails", false));
+}
+
+TEST(LibraryTest, FirewallDenyRuleWithDefaultAllow) {
+  HostServer denied("denied-token");
+  HostServer open("open-token");
+  Runtime runtime = openRuntime();
+  RunOptions options = rootfsRun({"/bin/sh", "-c",
+                                  "wget -q -O - " + denied.url() + " 2>&1; wget -q -O - " + open.url() + "; true"});
+  options.firewall.push_back({FirewallRule::Action::kDeny, "10.0.2.2", denied.port(), "tcp"});
+  Captured result = runCaptured(runtime, options);
+  ASSERT_EQ(result.error, "");
+  EXPECT_EQ(result.out.find("denied-token"), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("Connection refused"), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("open-token"), std::string::npos) << result.out;
+
+  // The same rule as an allow rule with the default deny: the opposite.
+  RunOptions allow = rootfsRun(options.command);
+  allow.firewall.push_back({FirewallRule::Action::kAllow, "10.0.2.2", denied.port(), "tcp"});
+  allow.firewall_default = FirewallRule::Action::kDeny;
+  Captured flipped = runCaptured(runtime, allow);
+  EXPECT_NE(flipped.out.find("denied-token"), std::string::npos) << flipped.out;
+  EXPECT_EQ(flipped.out.find("open-token"), std::string::npos) << flipped.out;
+}
+
+TEST(LibraryTest, PreflightChecksFetcherAndCleanDataDir) {
+  // A failing required check of the embedder's stops run() before anything exists.
+  RuntimeOptions checked;
+  checked.preflight_checks.push_back(
+      [] { return DoctorCheck{"license", false, true, "no license file", "put one in /etc/app"}; });
+  Runtime strict = openRuntime(checked);
+  Captured refused = runCaptured(strict, rootfsRun({"/bin/true"}));
+  EXPECT_EQ(refused.error, "license: no license file (put one in /etc/app)");
+  auto checks = strict.doctor();
+  ASSERT_FALSE(checks.empty());
+  EXPECT_EQ(checks.back().name, "license");
+
+  // An image fetcher: the runtime asks it for a reference it does not have.
+  fs::path layout = home() / "fetcher-layout";
+  ASSERT_EQ(shell("python3 " MICROVM_SOURCE_DIR "/tests/e2e/oci_images.py " + layout.string() + " " +
+                  rootfs().string() + " >/dev/null"),
+            0);
+  std::vector<std::string> asked;
+  RuntimeOptions fetching;
+  fetching.data_dir = home() / "fetcher-data";
+  fetching.image_fetcher = [&](const std::string& reference, const std::string& platform) -> Result<std::string> {
+    asked.push_back(reference + " " + platform);
+    return "oci:" + layout.string() + ":busybox";
+  };
+  Runtime fetched_runtime = openRuntime(fetching);
+  RunOptions image_run;
+  image_run.image = "registry.invalid/team/app:1.0";
+  image_run.remove = true;
+  image_run.command = {"echo fetched-and-booted"};  // the image's entrypoint is sh -c
+  Captured fetched = runCaptured(fetched_runtime, image_run);
+  ASSERT_EQ(fetched.error, "");
+  EXPECT_NE(fetched.out.find("fetched-and-booted"), std::string::npos) << fetched.exit_code << ": " << fetched.out;
+  ASSERT_EQ(asked.size(), 1u);
+  EXPECT_EQ(asked[0], "registry.invalid/team/app:1.0 linux/amd64");
+
+  // clean_data_dir: VMs that are not running are gone at open().
+  auto created = fetched_runtime.create(rootfsRun({"/bin/true"}));
+  ASSERT_TRUE(created) << created.error().message();
+  ASSERT_TRUE(fetched_runtime.inspect(*created));
+  fetching.clean_data_dir = true;
+  Runtime cleaned = openRuntime(fetching);
+  EXPECT_FALSE(cleaned.inspect(*created));
+}
+
+}  // namespace
+}  // namespace microvm::e2e
