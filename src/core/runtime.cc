@@ -471,6 +471,11 @@ Result<std::string> Runtime::create(const RunOptions& options) {
     if (!reference) return std::move(reference).error();
     auto image = findOrPullImage(images_dir_, registry_options_, *reference, options.platform);
     if (!image) return std::move(image).error();
+    if (*reference != options.image) {
+      // Fetched: cached under the name it was asked for, so the next run finds it.
+      image = ImageStore(images_dir_).tag(options.image, *image);
+      if (!image) return std::move(image).error();
+    }
     base = image->base_disk;
     defaults = image->defaults;
     spec.image = image->reference;

@@ -197,6 +197,23 @@ Result<void> Puller::buildRootfs(const fs::path& entry, const std::vector<Descri
   return success();
 }
 
+namespace {
+
+// Points `key` in refs.json at `digest`, under the refs lock.
+Result<void> writeRef(const fs::path& dir, const std::string& key, const std::string& digest) {
+  auto refs_lock = lockFile(dir / "refs.lock");
+  if (!refs_lock) return std::move(refs_lock).error();
+  json refs = json::object();
+  if (auto text = readFile(dir / "refs.json"); text) {
+    refs = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+    if (!refs.is_object()) refs = json::object();
+  }
+  refs[key] = digest;
+  return writeFileAtomic(dir / "refs.json", refs.dump(2) + "\n", 0644);
+}
+
+}  // namespace
+
 Result<ImageRecord> Puller::run() {
   MICROVM_TRY(makeDirs(dir_ / "blobs" / "sha256"));
   MICROVM_TRY(makeDirs(dir_ / "rootfs"));
@@ -255,15 +272,7 @@ Result<ImageRecord> Puller::run() {
   }
   record.base_disk = entry / "base.ext4";
 
-  auto refs_lock = lockFile(dir_ / "refs.lock");
-  if (!refs_lock) return std::move(refs_lock).error();
-  json refs = json::object();
-  if (auto text = readFile(dir_ / "refs.json"); text) {
-    refs = json::parse(*text, nullptr, /*allow_exceptions=*/false);
-    if (!refs.is_object()) refs = json::object();
-  }
-  refs[record.reference] = record.manifest_digest;
-  MICROVM_TRY(writeFileAtomic(dir_ / "refs.json", refs.dump(2) + "\n", 0644));
+  MICROVM_TRY(writeRef(dir_, record.reference, record.manifest_digest));
   return record;
 }
 
@@ -330,6 +339,14 @@ Result<std::optional<ImageRecord>> ImageStore::find(const std::string& reference
   auto record = loadRecord(dir_, key, (*refs)[key].get<std::string>());
   if (!record || !fs::exists(record->base_disk)) return std::optional<ImageRecord>();  // half there: pull again
   return std::optional<ImageRecord>(std::move(*record));
+}
+
+Result<ImageRecord> ImageStore::tag(const std::string& reference, const ImageRecord& image) {
+  std::string key = storeKey(reference);
+  MICROVM_TRY(writeRef(dir_, key, image.manifest_digest));
+  ImageRecord tagged = image;
+  tagged.reference = key;
+  return tagged;
 }
 
 Result<std::vector<ImageRecord>> ImageStore::list() const {

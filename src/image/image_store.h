@@ -48,6 +48,9 @@ class ImageStore {
   Result<ImageRecord> pull(const std::string& reference, const PullOptions& options);
   // The local image for `reference`, without any network; nullopt if absent.
   Result<std::optional<ImageRecord>> find(const std::string& reference) const;
+  // Gives a stored image another reference (an image fetcher's result under
+  // the name it was asked for); returns the record under that name.
+  Result<ImageRecord> tag(const std::string& reference, const ImageRecord& image);
   Result<std::vector<ImageRecord>> list() const;
   // Drops the tag; the image's files go when no tag is left.
   Result<void> remove(const std::string& reference);

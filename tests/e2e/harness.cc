@@ -67,13 +67,14 @@ const fs::path& home() { return fixtures().home; }
 const fs::path& rootfs() { return fixtures().rootfs; }
 fs::path binDir() { return MICROVM_BIN_DIR; }
 
-Cli::Cli(const std::vector<std::string>& args, const std::vector<std::string>& extra_env, bool pipe_stdin) {
+Cli::Cli(const std::vector<std::string>& args, const std::vector<std::string>& extra_env, bool pipe_stdin,
+         const std::filesystem::path& program) {
   int out[2];
   int err[2];
   int in[2] = {-1, -1};
   if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) std::abort();
   if (pipe_stdin && ::pipe2(in, O_CLOEXEC) != 0) std::abort();
-  std::string binary = (binDir() / "microvm").string();
+  std::string binary = program.empty() ? (binDir() / "microvm").string() : program.string();
   std::string home_env = "MICROVM_HOME=" + home().string();
   pid_ = ::fork();
   if (pid_ == 0) {

@@ -22,8 +22,9 @@ struct Outcome {
 class Cli {
  public:
   // With `pipe_stdin` its stdin is a pipe fed by writeStdin(); else /dev/null.
+  // `program` other than the CLI: an example or a tool from the build.
   explicit Cli(const std::vector<std::string>& args, const std::vector<std::string>& extra_env = {},
-               bool pipe_stdin = false);
+               bool pipe_stdin = false, const std::filesystem::path& program = {});
   Cli(const Cli&) = delete;
   Cli& operator=(const Cli&) = delete;
   ~Cli();

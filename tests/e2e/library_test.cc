@@ -273,6 +273,15 @@ TEST(LibraryTest, PreflightChecksFetcherAndCleanDataDir) {
   EXPECT_NE(fetched.out.find("fetched-and-booted"), std::string::npos) << fetched.exit_code << ": " << fetched.out;
   ASSERT_EQ(asked.size(), 1u);
   EXPECT_EQ(asked[0], "registry.invalid/team/app:1.0 linux/amd64");
+  // Cached under the name asked for: the next run does not fetch again.
+  Captured again = runCaptured(fetched_runtime, image_run);
+  EXPECT_NE(again.out.find("fetched-and-booted"), std::string::npos) << again.error << again.out;
+  EXPECT_EQ(asked.size(), 1u);
+  auto images = fetched_runtime.images();
+  ASSERT_TRUE(images);
+  bool listed = false;
+  for (const auto& image : *images) listed = listed || image.reference == "registry.invalid/team/app:1.0";
+  EXPECT_TRUE(listed);
 
   // clean_data_dir: VMs that are not running are gone at open().
   auto created = fetched_runtime.create(rootfsRun({"/bin/true"}));
@@ -281,6 +290,19 @@ TEST(LibraryTest, PreflightChecksFetcherAndCleanDataDir) {
   fetching.clean_data_dir = true;
   Runtime cleaned = openRuntime(fetching);
   EXPECT_FALSE(cleaned.inspect(*created));
+}
+
+// The examples docs/LIBRARY.md quotes, built from examples/cpp, run as shown.
+TEST(LibraryTest, DocumentedExamplesRun) {
+  Outcome hello = Cli({rootfs().string()}, {}, false, binDir() / "example_hello").finish();
+  EXPECT_EQ(hello.exit_code, 0) << hello.err;
+  EXPECT_EQ(hello.out, "hello from Linux example\n");
+  Outcome hooks = Cli({rootfs().string()}, {}, false, binDir() / "example_hooks").finish();
+  EXPECT_EQ(hooks.exit_code, 0) << hooks.err;
+  EXPECT_NE(hooks.out.find("mode = \"demo\"\nssh-ed25519 AAAAC3EXAMPLEKEY demo@host\n"), std::string::npos) << hooks.out;
+  EXPECT_NE(hooks.out.find("booted in "), std::string::npos) << hooks.out;
+  EXPECT_NE(hooks.err.find("[info] created"), std::string::npos) << hooks.err;
+  EXPECT_FALSE(openRuntime().inspect("hooks-example"));  // removed
 }
 
 }  // namespace
