@@ -700,7 +700,7 @@ class ExecSession {
       if (::dup2(in, STDIN_FILENO) < 0 || ::dup2(out, STDOUT_FILENO) < 0 || ::dup2(err, STDERR_FILENO) < 0) {
         ::_exit(kExitCannotRun);
       }
-      execConfined(spec, console_fd, options_.confine);
+      execConfined(spec, console_fd, options_.confine, options_.confinement.get());
     } catch (...) {
       ::_exit(kExitCannotRun);
     }
@@ -1059,7 +1059,17 @@ void runAgentProcess(const AgentOptions& options) {
       log("listen on vsock port " + std::to_string(agent::kAgentPort) + ": " + describeErrno(errno));
       ::_exit(kAgentNoTransport);
     }
-    Error stopped = serveAgent(listener.get(), options);
+    AgentOptions serving = options;
+    if (serving.confine && !serving.confinement) {
+      // Once here, instead of in every exec'd command.
+      auto prepared = prepareConfinement(serving.workload, STDERR_FILENO);
+      if (prepared.ok()) {
+        serving.confinement = std::make_shared<const PreparedConfinement>(std::move(*prepared));
+      } else {
+        log("confinement: " + prepared.error().message);  // each exec reports it then
+      }
+    }
+    Error stopped = serveAgent(listener.get(), serving);
     log(stopped.message);
   } catch (...) {
     log("unexpected exception");

@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
+#include <linux/seccomp.h>
+#include <sys/mman.h>
 #include <arpa/inet.h>
 #include <net/if.h>
 #include <net/route.h>
@@ -857,32 +859,18 @@ std::string joined(const std::vector<std::string>& strings, std::string_view sep
 // user switch needs CAP_SETUID/CAP_SETGID, which capset() may then take away;
 // the seccomp filter comes last, so that it does not filter init's own set-up,
 // unless loading it needs a CAP_SYS_ADMIN the workload will not keep.
-Status confineWorkload(const agent::WorkloadSpec& spec, const ExecUser& user, int console_fd) {
-  auto profile = parseSeccompProfile(spec.seccomp_default, spec.seccomp_rules);
-  if (!profile.ok()) return profile.error();
-  std::optional<SeccompFilter> filter;
-  if (*profile) {
-    auto built = buildSeccompFilter(**profile);
-    if (!built.ok()) return built.error();
-    filter.emplace(std::move(*built));
-    if (!filter->skippedSyscalls().empty()) {
-      logTo(console_fd, "seccomp: skipping syscalls unknown to libseccomp " + seccompLibraryVersion() + ": " +
-                            joined(filter->skippedSyscalls(), ", "));
-    }
-  }
-  auto last_capability = readLastCapability();
-  if (!last_capability.ok()) return last_capability.error();
-  CapabilityPlan plan = planCapabilities(spec.capabilities, *last_capability, user.uid);
-
+Status confineWorkload(const agent::WorkloadSpec& spec, const ExecUser& user, const PreparedConfinement& prepared) {
+  CapabilityPlan plan = planCapabilities(spec.capabilities, prepared.last_capability, user.uid);
+  const auto& filter = prepared.seccomp;
   if (auto dropped = dropBoundingCapabilities(plan); !dropped.ok()) return dropped;
   bool load_early = filter && loadSeccompBeforeUserSwitch(plan, spec.no_new_privs);
   if (load_early) {
-    if (auto loaded = filter->load(); !loaded.ok()) return loaded;
+    if (auto loaded = installSeccompProgram(*filter); !loaded.ok()) return loaded;
   }
   if (auto switched = switchUser(user); !switched.ok()) return switched;
   if (auto set = setCapabilitySets(plan); !set.ok()) return set;
   if (spec.no_new_privs && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return systemError("set no_new_privs");
-  if (filter && !load_early) return filter->load();
+  if (filter && !load_early) return installSeccompProgram(*filter);
   return Ok{};
 }
 
@@ -894,7 +882,8 @@ std::vector<char*> cStringArray(std::vector<std::string>& strings) {
   return array;
 }
 
-[[noreturn]] void execWorkload(const agent::WorkloadSpec& spec, int console_fd, bool confine) {
+[[noreturn]] void execWorkload(const agent::WorkloadSpec& spec, int console_fd, bool confine,
+                               const PreparedConfinement* prepared) {
   auto passwd = readFileIfExists("/etc/passwd");
   if (!passwd.ok()) failWorkload(passwd.error().message, kCannotRunCode);
   auto group = readFileIfExists("/etc/group");
@@ -908,8 +897,15 @@ std::vector<char*> cStringArray(std::vector<std::string>& strings) {
   std::vector<std::string> argv = spec.argv;
   std::vector<char*> envp = cStringArray(env);
   std::vector<char*> argp = cStringArray(argv);
+  std::optional<PreparedConfinement> own;
+  if (confine && prepared == nullptr) {
+    auto made = prepareConfinement(spec, console_fd);
+    if (!made.ok()) failWorkload(made.error().message, kCannotRunCode);
+    own = std::move(*made);
+    prepared = &*own;
+  }
   if (confine) {
-    if (auto confined = confineWorkload(spec, *user, console_fd); !confined.ok()) {
+    if (auto confined = confineWorkload(spec, *user, *prepared); !confined.ok()) {
       failWorkload(confined.error().message, kCannotRunCode);
     }
   }
@@ -929,7 +925,7 @@ std::vector<char*> cStringArray(std::vector<std::string>& strings) {
     // The console stays reachable for init's diagnostics; it closes at exec.
     int console_fd = ::fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
     if (!redirectStdio(stdin_fd, stdout_fd, stderr_fd).ok()) ::_exit(kCannotRunCode);
-    execWorkload(spec, console_fd, /*confine=*/true);
+    execWorkload(spec, console_fd, /*confine=*/true, nullptr);
   } catch (...) {
     // Never unwind into a copy of init's own stack frames.
     ::_exit(kCannotRunCode);
@@ -1432,8 +1428,29 @@ void runInit() {
 
 void resetChildSignals() { resetSignals(); }
 
-void execConfined(const agent::WorkloadSpec& spec, int console_fd, bool confine) {
-  execWorkload(spec, console_fd, confine);
+void execConfined(const agent::WorkloadSpec& spec, int console_fd, bool confine, const PreparedConfinement* prepared) {
+  execWorkload(spec, console_fd, confine, prepared);
+}
+
+Result<PreparedConfinement> prepareConfinement(const agent::WorkloadSpec& spec, int console_fd) {
+  PreparedConfinement prepared;
+  auto profile = parseSeccompProfile(spec.seccomp_default, spec.seccomp_rules);
+  if (!profile.ok()) return profile.error();
+  if (*profile) {
+    auto filter = buildSeccompFilter(**profile);
+    if (!filter.ok()) return filter.error();
+    if (!filter->skippedSyscalls().empty()) {
+      logTo(console_fd, "seccomp: skipping syscalls unknown to libseccomp " + seccompLibraryVersion() + ": " +
+                            joined(filter->skippedSyscalls(), ", "));
+    }
+    auto program = filter->program();
+    if (!program.ok()) return program.error();
+    prepared.seccomp = std::move(*program);
+  }
+  auto last_capability = readLastCapability();
+  if (!last_capability.ok()) return last_capability.error();
+  prepared.last_capability = *last_capability;
+  return prepared;
 }
 
 std::string describeErrno(int error_number) { return errnoText(error_number); }
@@ -1729,6 +1746,33 @@ SeccompFilter::~SeccompFilter() {
 
 Status SeccompFilter::load() {
   if (int result = seccomp_load(context_); result != 0) return seccompError("load the filter", result);
+  return Ok{};
+}
+
+Result<std::vector<sock_filter>> SeccompFilter::program() const {
+  // libseccomp exports only to an fd.
+  UniqueFd memory(static_cast<int>(::syscall(SYS_memfd_create, "seccomp-bpf", MFD_CLOEXEC)));
+  if (!memory.valid()) return systemError("seccomp: memfd for the program");
+  if (int result = seccomp_export_bpf(context_, memory.get()); result != 0) {
+    return seccompError("export the program", result);
+  }
+  off_t size = ::lseek(memory.get(), 0, SEEK_END);
+  if (size <= 0 || size % static_cast<off_t>(sizeof(sock_filter)) != 0 || size > (1 << 20)) {
+    return Error{"seccomp: exported program has a bad size"};
+  }
+  std::vector<sock_filter> program(static_cast<size_t>(size) / sizeof(sock_filter));
+  // SAFETY: sock_filter is a plain struct; pread fills exactly the vector's bytes.
+  if (::pread(memory.get(), reinterpret_cast<char*>(program.data()), static_cast<size_t>(size), 0) != size) {
+    return systemError("seccomp: read the program");
+  }
+  return program;
+}
+
+Status installSeccompProgram(const std::vector<sock_filter>& program) {
+  sock_fprog filter{static_cast<unsigned short>(program.size()), const_cast<sock_filter*>(program.data())};
+  // The flags libseccomp uses with its default attributes (no TSYNC, LOG or
+  // SPEC_ALLOW); no_new_privs is the caller's business, as with load().
+  if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &filter) != 0) return systemError("seccomp: install the filter");
   return Ok{};
 }
 

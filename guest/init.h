@@ -19,6 +19,7 @@
 // there is the workload's (its stderr, exit 126).
 #pragma once
 
+#include <linux/filter.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -142,7 +143,22 @@ void resetChildSignals();
 // which are not PID 1's children), and execs spec.argv. On failure it writes
 // "microvm: WHY" to stderr and exits 126 or 127 (describeExecFailure).
 // `console_fd` receives diagnostics (-1: none).
-[[noreturn]] void execConfined(const agent::WorkloadSpec& spec, int console_fd, bool confine);
+// The part of the workload's confinement that does not depend on the command
+// or the user, computed once: the seccomp filter compiled to BPF (building it
+// with libseccomp is most of an exec's set-up time under emulation) and the
+// kernel's last capability. The agent prepares it when it starts; every
+// exec'd command then only installs it.
+struct PreparedConfinement {
+  std::optional<std::vector<sock_filter>> seccomp;  // nullopt: no filter
+  int last_capability = 0;
+};
+// Logs skipped syscalls (see SeccompFilter) to console_fd.
+Result<PreparedConfinement> prepareConfinement(const agent::WorkloadSpec& spec, int console_fd);
+
+// Runs the command with the spec's confinement (unless `confine` is false:
+// host unit tests), from `prepared` if given, else prepared here.
+[[noreturn]] void execConfined(const agent::WorkloadSpec& spec, int console_fd, bool confine,
+                               const PreparedConfinement* prepared = nullptr);
 
 // strerror() in the lower case of microvm's messages.
 std::string describeErrno(int error_number);
@@ -283,6 +299,8 @@ class SeccompFilter {
 
   // Installs the filter on the calling thread (init starts no threads).
   Status load();
+  // The filter as the BPF program load() would install.
+  Result<std::vector<sock_filter>> program() const;
   // Rule syscalls that this libseccomp does not know, skipped; the host may
   // send a profile written for a newer kernel.
   const std::vector<std::string>& skippedSyscalls() const { return skipped_; }
@@ -296,6 +314,8 @@ class SeccompFilter {
 };
 
 Result<SeccompFilter> buildSeccompFilter(const SeccompProfile& profile);
+// Installs a program from SeccompFilter::program() on the calling thread.
+Status installSeccompProgram(const std::vector<sock_filter>& program);
 
 // "2.5.4": the libseccomp linked into init, for the log of skipped syscalls.
 std::string seccompLibraryVersion();
