@@ -400,6 +400,7 @@ Result<void> Runner::start() {
   config.kernel = spec_.kernel;
   config.initramfs = spec_.initramfs;
   config.root_disk = spec_.root_disk;
+  config.base_disk = spec_.base_disk;
   config.console_log = vm_dir_ / "console.log";
   config.qmp_socket = qmp;
   config.control_fd = guest_end.get();
