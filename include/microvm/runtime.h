@@ -177,6 +177,10 @@ struct VmInfo {
   std::string finished_at;
   int runner_pid = 0;
   int qemu_pid = 0;
+  // While it runs: the unprivileged uid/gid QEMU runs as when microvm runs
+  // as root (-1: QEMU runs as the caller's user).
+  int64_t qemu_uid = -1;
+  int64_t qemu_gid = -1;
   std::string accel;
   int cpus = 0;
   int memory_mib = 0;

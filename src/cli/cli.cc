@@ -172,6 +172,8 @@ nlohmann::json toJson(const VmInfo& vm) {
           {"finished_at", vm.finished_at},
           {"runner_pid", vm.runner_pid},
           {"qemu_pid", vm.qemu_pid},
+          {"qemu_user", vm.qemu_uid < 0 ? nlohmann::json(nullptr)
+                                        : nlohmann::json{{"uid", vm.qemu_uid}, {"gid", vm.qemu_gid}}},
           {"config",
            {{"accel", vm.accel},
             {"cpus", vm.cpus},

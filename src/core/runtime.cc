@@ -442,6 +442,8 @@ VmInfo toInfo(const VmRecord& record) {
   bool active = record.state.status == VmStatus::kRunning || record.state.status == VmStatus::kPaused;
   info.runner_pid = active ? record.state.runner_pid : 0;
   info.qemu_pid = active ? record.state.qemu_pid : 0;
+  if (active && record.state.qemu_uid) info.qemu_uid = *record.state.qemu_uid;
+  if (active && record.state.qemu_gid) info.qemu_gid = *record.state.qemu_gid;
   info.accel = record.spec.accel;
   info.cpus = record.spec.cpus;
   info.memory_mib = record.spec.memory_mib;

@@ -25,6 +25,9 @@ enum class Acceleration { kKvm, kTcg };
 const char* toString(Acceleration accel);
 
 struct MachineConfig {
+  // Shows in the VMM's command line (ps): the runner gives the VM's
+  // directory, so that every process of a VM names it. Empty: none.
+  std::string name;
   Acceleration accel = Acceleration::kTcg;
   unsigned tsc_khz = 0;  // host TSC frequency; required under TCG (see PLATFORM_NOTES)
   int cpus = 1;

@@ -22,6 +22,7 @@
 #include "agent/protocol.h"
 #include "runner/control.h"
 #include "runner/guest_network.h"
+#include "runner/vmm_user.h"
 #include "base/event_loop.h"
 #include "base/fs.h"
 #include "base/unique_fd.h"
@@ -107,6 +108,7 @@ class Runner {
   void armTimer(int seconds);
   void onTimer();
   Result<UniqueFd> startNetwork();
+  Result<void> chooseVmmUser(MachineConfig& config);
   void recordNetCounters();
   void log(const std::string& message);
   int finish();
@@ -130,6 +132,8 @@ class Runner {
   std::optional<EventLoop::TimerId> timer_;
   // After loop_: the network's handlers live in it and go first.
   std::unique_ptr<GuestNetwork> network_;
+  // Before vmm_: the id stays taken until QEMU is gone.
+  std::optional<VmmUser> vmm_user_;
   std::unique_ptr<Vmm> vmm_;
   agent::FrameReader reader_;
   std::optional<int> exit_code_;
@@ -393,6 +397,7 @@ Result<void> Runner::start() {
   }
 
   MachineConfig config;
+  config.name = vm_dir_.string();
   config.accel = spec_.accel == "kvm" ? Acceleration::kKvm : Acceleration::kTcg;
   config.tsc_khz = spec_.tsc_khz;
   config.cpus = spec_.cpus;
@@ -430,6 +435,7 @@ Result<void> Runner::start() {
     if (!incoming.valid()) return Error::fromErrno("open snapshot state " + spec_.restore_from);
     config.incoming_fd = incoming.get();
   }
+  if (::geteuid() == 0) MICROVM_TRY(chooseVmmUser(config));
   QemuBackend backend(spec_.qemu);
   auto vmm = backend.launch(config);
   if (!vmm) return std::move(vmm).error();
@@ -474,6 +480,35 @@ Result<void> Runner::start() {
     signalfd_siginfo info{};
     if (::read(signal_fd_.get(), &info, sizeof info) == sizeof info) handleSignal(static_cast<int>(info.ssi_signo));
   }));
+  return success();
+}
+
+// Run as root, QEMU gets a user of its own and keeps only the capabilities
+// its shares need (vmm_user.h); everything it uses is handed over as fds.
+Result<void> Runner::chooseVmmUser(MachineConfig& config) {
+  auto user = VmmUser::allocate();
+  if (!user) return std::move(user).error().withContext("pick a user for QEMU");
+  vmm_user_.emplace(std::move(*user));
+  SpawnOptions::Credentials credentials;
+  credentials.uid = vmm_user_->uid();
+  credentials.gid = vmm_user_->gid();
+  if (config.accel == Acceleration::kKvm) {
+    // /dev/kvm is usually root:kvm 0660: its group is the one QEMU may keep.
+    struct stat st {};
+    if (::stat("/dev/kvm", &st) == 0 && (st.st_mode & 0006) != 0006) credentials.groups.push_back(st.st_gid);
+  }
+  bool writable = false;
+  for (const auto& share : config.shares) writable = writable || !share.readonly;
+  credentials.capabilities = vmmCapabilities(!config.shares.empty(), writable);
+  config.credentials = credentials;
+  state_.qemu_uid = credentials.uid;
+  state_.qemu_gid = credentials.gid;
+  log("QEMU runs as uid/gid " + std::to_string(credentials.uid) + ", capabilities 0x" +
+      [&] {
+        char hex[17];
+        std::snprintf(hex, sizeof hex, "%llx", static_cast<unsigned long long>(credentials.capabilities));
+        return std::string(hex);
+      }());
   return success();
 }
 

@@ -174,6 +174,8 @@ Result<void> saveState(const fs::path& vm_dir, const VmState& state) {
       {"runner_start_time", state.runner_start_time},
       {"qemu_pid", state.qemu_pid},
       {"qemu_start_time", state.qemu_start_time},
+      {"qemu_uid", state.qemu_uid ? json(*state.qemu_uid) : json(nullptr)},
+      {"qemu_gid", state.qemu_gid ? json(*state.qemu_gid) : json(nullptr)},
       {"started_at", state.started_at},
       {"finished_at", state.finished_at},
       {"exit_code", state.exit_code ? json(*state.exit_code) : json(nullptr)},
@@ -194,6 +196,8 @@ Result<VmState> loadState(const fs::path& vm_dir) {
     j.at("runner_start_time").get_to(state.runner_start_time);
     j.at("qemu_pid").get_to(state.qemu_pid);
     state.qemu_start_time = j.value("qemu_start_time", 0ull);
+    if (j.contains("qemu_uid") && j.at("qemu_uid").is_number_unsigned()) state.qemu_uid = j.at("qemu_uid").get<uint32_t>();
+    if (j.contains("qemu_gid") && j.at("qemu_gid").is_number_unsigned()) state.qemu_gid = j.at("qemu_gid").get<uint32_t>();
     j.at("started_at").get_to(state.started_at);
     j.at("finished_at").get_to(state.finished_at);
     if (!j.at("exit_code").is_null()) state.exit_code = j.at("exit_code").get<int>();

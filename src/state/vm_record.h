@@ -111,6 +111,10 @@ struct VmState {
   unsigned long long runner_start_time = 0;  // with the pid, identifies the runner
   pid_t qemu_pid = 0;
   unsigned long long qemu_start_time = 0;
+  // The unprivileged user QEMU runs as (microvm run as root); unset: QEMU
+  // runs as the runner's user.
+  std::optional<uint32_t> qemu_uid;
+  std::optional<uint32_t> qemu_gid;
   std::string started_at;
   std::string finished_at;
   std::optional<int> exit_code;

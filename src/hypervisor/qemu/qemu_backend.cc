@@ -113,6 +113,13 @@ constexpr int kConsoleFdSet = 1;
 constexpr int kDiskFdSet = 2;
 constexpr int kBaseDiskFdSet = 3;
 
+// QEMU's option syntax doubles a comma that is part of a value.
+std::string escapeCommas(const std::string& value) {
+  std::string escaped;
+  for (char c : value) escaped += c == ',' ? std::string(",,") : std::string(1, c);
+  return escaped;
+}
+
 std::string fdSet(int set) { return "/dev/fdset/" + std::to_string(set); }
 std::string addFd(int fd, int set) { return "fd=" + std::to_string(fd) + ",set=" + std::to_string(set); }
 
@@ -199,6 +206,7 @@ std::vector<std::string> QemuBackend::commandLine(const MachineConfig& config) c
     add({"-object", "memory-backend-memfd,id=mem,size=" + std::to_string(config.memory_mib) + "M,share=on"});
     machine += ",memory-backend=mem";
   }
+  if (!config.name.empty()) add({"-name", "guest=" + escapeCommas(config.name)});
   add({"-M", machine});
   if (config.accel == Acceleration::kKvm) {
     add({"-accel", "kvm", "-cpu", "host"});

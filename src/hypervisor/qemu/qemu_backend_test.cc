@@ -77,6 +77,10 @@ TEST(QemuBackendTest, DevicesFollowTheConfig) {
                       "socket,id=qmp,fd=" + std::to_string(kQemuQmpFd) + ",server=on,wait=off"));
   EXPECT_TRUE(hasPair(argv, "-mon", "chardev=qmp,mode=control"));
   EXPECT_TRUE(hasPair(argv, "-chardev", "socket,id=ctl,fd=" + std::to_string(kQemuControlFd)));
+  EXPECT_EQ(std::find(argv.begin(), argv.end(), "-name"), argv.end());
+  MachineConfig named = tcgConfig();
+  named.name = "/data/vms/a,b";
+  EXPECT_TRUE(hasPair(backend.commandLine(named), "-name", "guest=/data/vms/a,,b"));
   for (const auto& arg : argv) {
     EXPECT_EQ(arg.find("/vm/"), std::string::npos) << arg;
     EXPECT_EQ(arg.find("/images/"), std::string::npos) << arg;
