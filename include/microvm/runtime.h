@@ -25,6 +25,7 @@
 #include <chrono>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -83,6 +84,11 @@ struct Volume {
   std::filesystem::path host;
   std::string guest;  // absolute path in the guest
   bool readonly = false;
+  // Present the host directory's owner (group) as this uid (gid) in the
+  // guest, and store what that uid (gid) writes as the host owner (group):
+  // an idmapped mount, which needs root. Unset: owners show as on the host.
+  std::optional<uint32_t> uid;
+  std::optional<uint32_t> gid;
 };
 
 // A vsock port wired to a host unix socket (libkrun's krun_add_vsock_port).

@@ -25,6 +25,7 @@
 #include "runner/vmm_user.h"
 #include "base/event_loop.h"
 #include "base/fs.h"
+#include "base/idmapped_mount.h"
 #include "base/unique_fd.h"
 #include "hypervisor/qemu/qemu_backend.h"
 #include "state/layout.h"
@@ -65,6 +66,20 @@ Result<UniqueFd> listenOn(const fs::path& path) {
   ::chmod(path.c_str(), 0600);
   if (::listen(fd.get(), 16) != 0) return Error::fromErrno("listen " + path.string());
   return fd;
+}
+
+// The host directory with its owner shown as share.uid and its group as
+// share.gid (and those ids stored as the owner and group on disk); every
+// other id stays itself (swapIds).
+Result<UniqueFd> idMappedShare(const VmSpec::Share& share) {
+  auto context = "volume " + share.host + " with uid=/gid=";
+  if (::geteuid() != 0) return Error(ErrorCode::kInvalidArgument, context + ": needs microvm to run as root");
+  struct stat st {};
+  if (::stat(share.host.c_str(), &st) != 0) return Error::fromErrno(context);
+  auto tree = openIdMappedTree(share.host, swapIds(st.st_uid, share.uid.value_or(st.st_uid)),
+                               swapIds(st.st_gid, share.gid.value_or(st.st_gid)), share.readonly);
+  if (!tree) return std::move(tree).error().withContext(context);
+  return tree;
 }
 
 // A client of `attach`: output goes to it as frames, its stdin comes back.
@@ -423,8 +438,19 @@ Result<void> Runner::start() {
     net_qemu_end = std::move(*qemu_end);
     config.net_fd = net_qemu_end.get();
   }
+  // Volumes with uid=/gid= are idmapped mounts that QEMU reaches by fd; our
+  // copies close once QEMU holds its own, and the mounts go with QEMU.
+  std::vector<UniqueFd> share_trees;
   for (size_t i = 0; i < spec_.shares.size(); ++i) {
-    config.shares.push_back({spec_.shares[i].host, "vol" + std::to_string(i), spec_.shares[i].readonly});
+    const auto& share = spec_.shares[i];
+    MachineConfig::Share machine_share{share.host, "vol" + std::to_string(i), share.readonly, -1};
+    if (share.uid || share.gid) {
+      auto tree = idMappedShare(share);
+      if (!tree) return std::move(tree).error();
+      machine_share.fd = tree->get();
+      share_trees.push_back(std::move(*tree));
+    }
+    config.shares.push_back(std::move(machine_share));
   }
   // A VM made from a snapshot resumes it on its first start only; started
   // again after it exits, it boots afresh from its disk.

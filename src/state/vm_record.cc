@@ -47,7 +47,12 @@ Result<T> loadJson(const fs::path& path, Decode decode) {
 
 json sharesJson(const std::vector<VmSpec::Share>& shares) {
   json list = json::array();
-  for (const auto& share : shares) list.push_back({{"host", share.host}, {"guest", share.guest}, {"readonly", share.readonly}});
+  for (const auto& share : shares) {
+    json entry = {{"host", share.host}, {"guest", share.guest}, {"readonly", share.readonly}};
+    if (share.uid) entry["uid"] = *share.uid;
+    if (share.gid) entry["gid"] = *share.gid;
+    list.push_back(std::move(entry));
+  }
   return list;
 }
 
@@ -138,7 +143,10 @@ Result<VmSpec> loadSpec(const fs::path& vm_dir) {
     workload.at("hostname").get_to(spec.hostname);
     spec.open_stdin = workload.value("open_stdin", false);
     for (const auto& share : j.value("shares", json::array())) {
-      spec.shares.push_back({share.at("host"), share.at("guest"), share.at("readonly")});
+      VmSpec::Share entry{share.at("host"), share.at("guest"), share.at("readonly"), {}, {}};
+      if (share.contains("uid")) entry.uid = share.at("uid").get<uint32_t>();
+      if (share.contains("gid")) entry.gid = share.at("gid").get<uint32_t>();
+      spec.shares.push_back(std::move(entry));
     }
     spec.tmpfs = j.value("tmpfs", std::vector<std::pair<std::string, std::string>>());
     spec.vsock = j.value("vsock", true);

@@ -52,6 +52,10 @@ struct VmSpec {
     std::string host;
     std::string guest;
     bool readonly = false;
+    // Present the host directory's owner / group as this uid / gid in the
+    // guest (an idmapped mount; root only). Unset: as on the host.
+    std::optional<uint32_t> uid;
+    std::optional<uint32_t> gid;
   };
   std::vector<Share> shares;
   std::vector<std::pair<std::string, std::string>> tmpfs;  // guest path, mount options
