@@ -188,6 +188,18 @@ TEST_F(Volumes, UidOptionErrorsComeBeforeBoot) {
   EXPECT_NE(unsupported.err.find("does not support idmapped mounts"), std::string::npos) << unsupported.err;
 }
 
+TEST(VmmUser, AKernelOnlyRootMayReadStillBoots) {
+  if (::geteuid() != 0) GTEST_SKIP() << "QEMU changes user only when microvm runs as root";
+  // QEMU's user could not open this file: it is handed over as a sealed copy.
+  fs::path kernel = home().parent_path() / "vmlinux-0600";
+  fs::copy_file(binDir() / ".." / "share" / "microvm" / "vmlinux", kernel, fs::copy_options::overwrite_existing);
+  ::chmod(kernel.c_str(), 0600);
+  auto result = microvm(runArgs({}, {"/bin/echo", "booted"}), {"MICROVM_KERNEL=" + kernel.string()});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(result.out, "booted\n");
+  fs::remove(kernel);
+}
+
 TEST(Confinement, DefaultsMatchDockerAndHardenTheKernel) {
   auto result = microvm(runArgs(
       {}, {"/bin/sh", "-c",
