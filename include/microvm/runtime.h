@@ -112,6 +112,11 @@ struct Volume {
   std::filesystem::path host;
   std::string guest;  // absolute path in the guest
   bool readonly = false;
+  // Present the host directory's owner (group) as this uid (gid) in the
+  // guest, and store what that uid (gid) writes as the host owner (group):
+  // an idmapped mount, which needs root. Unset: owners show as on the host.
+  std::optional<uint32_t> uid;
+  std::optional<uint32_t> gid;
 };
 
 // A vsock port wired to a host unix socket (libkrun's krun_add_vsock_port).
@@ -270,6 +275,10 @@ struct VmInfo {
   std::string finished_at;
   int runner_pid = 0;
   int qemu_pid = 0;
+  // While it runs: the unprivileged uid/gid QEMU runs as when microvm runs
+  // as root (-1: QEMU runs as the caller's user).
+  int64_t qemu_uid = -1;
+  int64_t qemu_gid = -1;
   std::string accel;
   int cpus = 0;
   int memory_mib = 0;

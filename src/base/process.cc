@@ -3,8 +3,11 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <grp.h>
+#include <linux/capability.h>
 #include <linux/close_range.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -71,10 +74,75 @@ void Process::kill(int signal) {
 
 namespace {
 
+// What a child reports on its error pipe when it cannot exec: the step that
+// failed and its errno.
+enum class ChildStep : int { kExec, kGroups, kGid, kUid, kCapabilities, kNoNewPrivs, kParentGone };
+
+const char* describe(ChildStep step) {
+  switch (step) {
+    case ChildStep::kExec: return "execute";
+    case ChildStep::kGroups: return "set supplementary groups for";
+    case ChildStep::kGid: return "set the gid of";
+    case ChildStep::kUid: return "set the uid of";
+    case ChildStep::kCapabilities: return "set the capabilities of";
+    case ChildStep::kNoNewPrivs: return "set no_new_privs for";
+    case ChildStep::kParentGone: return "start (its parent went away)";
+  }
+  return "start";
+}
+
+struct ChildFailure {
+  ChildStep step;
+  int error;
+};
+
+[[noreturn]] void failChild(int error_pipe, ChildStep step) {
+  ChildFailure failure{step, errno};
+  ssize_t ignored = ::write(error_pipe, &failure, sizeof failure);
+  (void)ignored;
+  ::_exit(127);
+}
+
+// Becomes `credentials` for good: root's powers are given up in an order
+// where each step still has the privilege it needs (the bounding set and
+// groups first, the uid last), and only the kept capabilities survive exec.
+// Async-signal-safe.
+void dropPrivileges(const SpawnOptions::Credentials& credentials, int error_pipe) {
+  uint64_t keep = credentials.capabilities;
+  if (keep != 0 && ::prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) failChild(error_pipe, ChildStep::kCapabilities);
+  for (int cap = 0; cap < 64; ++cap) {
+    if (keep & (uint64_t{1} << cap)) continue;
+    if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0) continue;
+    if (errno == EINVAL) break;  // past the kernel's last capability
+    failChild(error_pipe, ChildStep::kCapabilities);
+  }
+  if (::setgroups(credentials.groups.size(), credentials.groups.data()) != 0) failChild(error_pipe, ChildStep::kGroups);
+  if (::setresgid(credentials.gid, credentials.gid, credentials.gid) != 0) failChild(error_pipe, ChildStep::kGid);
+  if (::setresuid(credentials.uid, credentials.uid, credentials.uid) != 0) failChild(error_pipe, ChildStep::kUid);
+  // The uid change cleared the effective set (and, without KEEPCAPS, the
+  // permitted one): what is kept becomes permitted, effective, inheritable
+  // and ambient, the last so that an exec of an ordinary binary keeps it.
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2] = {};
+  for (int i = 0; i < 2; ++i) {
+    auto word = static_cast<uint32_t>(keep >> (32 * i));
+    data[i].effective = data[i].permitted = data[i].inheritable = word;
+  }
+  if (::syscall(SYS_capset, &header, data) != 0) failChild(error_pipe, ChildStep::kCapabilities);
+  if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0) failChild(error_pipe, ChildStep::kCapabilities);
+  for (int cap = 0; cap < 64; ++cap) {
+    if (!(keep & (uint64_t{1} << cap))) continue;
+    if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) != 0) failChild(error_pipe, ChildStep::kCapabilities);
+  }
+  if (keep != 0 && ::prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0) failChild(error_pipe, ChildStep::kCapabilities);
+  // Nothing the child runs may gain privileges again (setuid binaries, file
+  // capabilities).
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) failChild(error_pipe, ChildStep::kNoNewPrivs);
+}
+
 // Runs in the forked child: only async-signal-safe calls until execvp.
-[[noreturn]] void execChild(const SpawnOptions& options, char* const* argv, int error_pipe) {
+[[noreturn]] void execChild(const SpawnOptions& options, char* const* argv, int error_pipe, pid_t parent) {
   if (options.new_session) ::setsid();
-  if (options.die_with_parent) ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   sigset_t all;
   sigemptyset(&all);
   ::sigprocmask(SIG_SETMASK, &all, nullptr);
@@ -100,11 +168,17 @@ namespace {
     if (!mapped && fd != error_pipe) ::close(fd);
   }
   ::close_range(static_cast<unsigned>(max_target) + 1, ~0U, CLOSE_RANGE_CLOEXEC);
+  if (options.credentials) dropPrivileges(*options.credentials, error_pipe);
+  // After the credentials: changing them clears the parent-death signal.
+  if (options.die_with_parent) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) {
+      errno = ESRCH;
+      failChild(error_pipe, ChildStep::kParentGone);
+    }
+  }
   ::execvp(argv[0], argv);
-  int error = errno;
-  ssize_t ignored = ::write(error_pipe, &error, sizeof error);
-  (void)ignored;
-  ::_exit(127);
+  failChild(error_pipe, ChildStep::kExec);
 }
 
 }  // namespace
@@ -121,20 +195,21 @@ Result<Process> spawn(const SpawnOptions& options) {
   UniqueFd read_end(pipe_fds[0]);
   UniqueFd write_end(pipe_fds[1]);
 
+  pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) return Error::fromErrno("fork " + options.argv[0]);
-  if (pid == 0) execChild(options, argv.data(), write_end.get());
+  if (pid == 0) execChild(options, argv.data(), write_end.get(), parent);
   Process child(pid);
   write_end.reset();
 
-  int child_errno = 0;
+  ChildFailure failure{};
   ssize_t n;
   do {
-    n = ::read(read_end.get(), &child_errno, sizeof child_errno);
+    n = ::read(read_end.get(), &failure, sizeof failure);
   } while (n < 0 && errno == EINTR);
-  if (n == sizeof child_errno) {
+  if (n == sizeof failure) {
     (void)child.wait();
-    return Error::fromErrno("execute " + options.argv[0], child_errno);
+    return Error::fromErrno(std::string(describe(failure.step)) + " " + options.argv[0], failure.error);
   }
   return child;
 }

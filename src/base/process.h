@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <utility>
@@ -27,6 +28,19 @@ struct SpawnOptions {
   std::vector<std::pair<int, int>> fds;
   bool new_session = false;      // setsid(): the child outlives our terminal
   bool die_with_parent = false;  // PR_SET_PDEATHSIG(SIGKILL)
+  // Run the child as another user (the parent must be root). Between fork
+  // and exec the child sets exactly `groups` as its supplementary groups,
+  // its real, effective and saved gid and uid, keeps only `capabilities`
+  // (a mask of CAP_* bits, raised as ambient capabilities so that they
+  // survive exec; every other capability leaves the bounding set too) and
+  // sets no_new_privs. Any step that fails fails the spawn.
+  struct Credentials {
+    uid_t uid = 0;
+    gid_t gid = 0;
+    std::vector<gid_t> groups;
+    uint64_t capabilities = 0;
+  };
+  std::optional<Credentials> credentials;
 };
 
 class Process {

@@ -1,8 +1,12 @@
 #include "base/process.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <linux/capability.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "base/fs.h"
 
 namespace microvm {
 namespace {
@@ -73,6 +77,49 @@ TEST(ProcessTest, WaitForTimesOutThenSucceeds) {
   ASSERT_TRUE(late);
   ASSERT_TRUE(late->has_value());
   EXPECT_TRUE(WIFEXITED(**late));
+}
+
+// The child's own view of its credentials, from /proc/self/status.
+std::string statusOfChild(const SpawnOptions::Credentials& credentials) {
+  char path[] = "/tmp/microvm-credentials.XXXXXX";
+  int fd = ::mkstemp(path);
+  ::unlink(path);
+  SpawnOptions options;
+  options.argv = {"grep", "-E", "^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):", "/proc/self/status"};
+  options.fds = {{1, fd}};
+  options.credentials = credentials;
+  auto child = spawn(options);
+  if (!child || !child->wait()) return "spawn failed";
+  std::string text(4096, '\0');
+  ssize_t n = ::pread(fd, text.data(), text.size(), 0);
+  ::close(fd);
+  text.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  return text;
+}
+
+TEST(ProcessTest, CredentialsDropEverythingButTheKeptCapabilities) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+  SpawnOptions::Credentials nobody{65534, 65534, {}, 0};
+  EXPECT_EQ(statusOfChild(nobody),
+            "Uid:\t65534\t65534\t65534\t65534\nGid:\t65534\t65534\t65534\t65534\nGroups:\t \n"
+            "CapInh:\t0000000000000000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\n"
+            "CapBnd:\t0000000000000000\nCapAmb:\t0000000000000000\nNoNewPrivs:\t1\n");
+  uint64_t keep = (uint64_t{1} << CAP_CHOWN) | (uint64_t{1} << CAP_DAC_OVERRIDE);
+  SpawnOptions::Credentials chowner{65534, 65533, {65532}, keep};
+  EXPECT_EQ(statusOfChild(chowner),
+            "Uid:\t65534\t65534\t65534\t65534\nGid:\t65533\t65533\t65533\t65533\nGroups:\t65532 \n"
+            "CapInh:\t0000000000000003\nCapPrm:\t0000000000000003\nCapEff:\t0000000000000003\n"
+            "CapBnd:\t0000000000000003\nCapAmb:\t0000000000000003\nNoNewPrivs:\t1\n");
+}
+
+TEST(ProcessTest, CredentialsThatCannotBeTakenFailTheSpawn) {
+  if (::geteuid() == 0) GTEST_SKIP() << "root may take any credentials";
+  SpawnOptions options;
+  options.argv = {"true"};
+  options.credentials = SpawnOptions::Credentials{0, 0, {}, 0};
+  auto child = spawn(options);
+  ASSERT_FALSE(child);
+  EXPECT_NE(child.error().message().find("true"), std::string::npos) << child.error().message();
 }
 
 TEST(ProcessTest, StartTimeOfSelfIsKnown) {

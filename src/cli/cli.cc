@@ -172,6 +172,8 @@ nlohmann::json toJson(const VmInfo& vm) {
           {"finished_at", vm.finished_at},
           {"runner_pid", vm.runner_pid},
           {"qemu_pid", vm.qemu_pid},
+          {"qemu_user", vm.qemu_uid < 0 ? nlohmann::json(nullptr)
+                                        : nlohmann::json{{"uid", vm.qemu_uid}, {"gid", vm.qemu_gid}}},
           {"config",
            {{"accel", vm.accel},
             {"cpus", vm.cpus},
@@ -260,9 +262,11 @@ struct RunFlags {
   bool egress_log = false;
 };
 
-// -v HOST:GUEST[:ro|rw]
+// -v HOST:GUEST[:OPTIONS], OPTIONS a comma-separated list of ro, rw, uid=N
+// and gid=N (as Docker's and podman's volume options are).
 Result<Volume> parseVolume(const std::string& text) {
-  auto invalid = Error(ErrorCode::kInvalidArgument, "invalid volume \"" + text + "\" (want HOST:GUEST[:ro])");
+  auto invalid = Error(ErrorCode::kInvalidArgument,
+                       "invalid volume \"" + text + "\" (want HOST:GUEST[:OPTIONS], OPTIONS from ro, rw, uid=N, gid=N)");
   size_t first = text.find(':');
   if (first == std::string::npos || first == 0) return invalid;
   Volume volume;
@@ -271,9 +275,30 @@ Result<Volume> parseVolume(const std::string& text) {
   size_t second = rest.find(':');
   volume.guest = rest.substr(0, second);
   if (second != std::string::npos) {
-    std::string mode = rest.substr(second + 1);
-    if (mode != "ro" && mode != "rw") return invalid;
-    volume.readonly = mode == "ro";
+    std::string options = rest.substr(second + 1);
+    bool mode_given = false;
+    for (size_t start = 0; start <= options.size();) {
+      size_t comma = options.find(',', start);
+      std::string option = options.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      start = comma == std::string::npos ? options.size() + 1 : comma + 1;
+      if (option == "ro" || option == "rw") {
+        if (mode_given) return invalid;
+        mode_given = true;
+        volume.readonly = option == "ro";
+      } else if (option.rfind("uid=", 0) == 0 || option.rfind("gid=", 0) == 0) {
+        std::string digits = option.substr(4);
+        if (digits.empty() || digits.size() > 10 || digits.find_first_not_of("0123456789") != std::string::npos) {
+          return invalid;
+        }
+        unsigned long long id = std::stoull(digits);
+        if (id >= 4294967295ull) return invalid;
+        auto& field = option[0] == 'u' ? volume.uid : volume.gid;
+        if (field) return invalid;
+        field = static_cast<uint32_t>(id);
+      } else {
+        return invalid;
+      }
+    }
   }
   if (volume.guest.empty()) return invalid;
   return volume;
@@ -903,7 +928,8 @@ void addRunFlags(CLI::App& command, RunFlags& flags) {
   command.add_option("--entrypoint", flags.entrypoint, "Replace the image's entrypoint (\"\" clears it)")
       ->each([&flags](const std::string&) { flags.has_entrypoint = true; });
   command.add_option("--platform", flags.platform, "Image platform to pull (default linux/amd64)");
-  command.add_option("-v,--volume", flags.volumes, "Share a host directory: HOST:GUEST[:ro] (ro is enforced on the host)");
+  command.add_option("-v,--volume", flags.volumes, "Share a host directory: HOST:GUEST[:OPTIONS], OPTIONS from ro (enforced on the host), rw, uid=N, gid=N "
+                 "(show the directory's owner/group as N in the guest; root only)");
   command.add_option("--vsock", flags.vsock,
                      "Wire guest vsock port PORT to a host unix socket: PORT:HOST_SOCKET_PATH (the guest "
                      "connects to it), or PORT:HOST_SOCKET_PATH:listen (host clients connect there)");

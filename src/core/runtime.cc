@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -179,6 +180,14 @@ Result<void> validate(const RunOptions& options) {
     if (volume.guest.empty() || volume.guest[0] != '/' || volume.guest == "/") {
       return invalid("volume target \"" + volume.guest + "\" must be an absolute path other than /");
     }
+    if ((volume.uid || volume.gid) && ::geteuid() != 0) {
+      return invalid("volume " + volume.host.string() +
+                     ": uid=/gid= present files under another owner through an idmapped mount, which needs "
+                     "microvm to run as root");
+    }
+    if (volume.uid == 4294967295u || volume.gid == 4294967295u) {
+      return invalid("volume " + volume.host.string() + ": 4294967295 is not a valid uid or gid");
+    }
   }
   for (const auto& entry : options.tmpfs) {
     if (entry.empty() || entry[0] != '/') return invalid("tmpfs \"" + entry + "\": the path must be absolute");
@@ -258,7 +267,8 @@ void applyNetwork(const RunOptions& options, VmSpec& spec) {
 // Volumes, tmpfs mounts and the workload's confinement, into the spec.
 Result<void> applyMountsAndConfinement(const RunOptions& options, VmSpec& spec) {
   for (const auto& volume : options.volumes) {
-    spec.shares.push_back({fs::absolute(volume.host).lexically_normal().string(), volume.guest, volume.readonly});
+    spec.shares.push_back(
+        {fs::absolute(volume.host).lexically_normal().string(), volume.guest, volume.readonly, volume.uid, volume.gid});
   }
   spec.vsock = options.vsock;
   for (const auto& mapping : options.vsock_ports) {
@@ -686,6 +696,8 @@ VmInfo toInfo(const VmRecord& record) {
   bool active = record.state.status == VmStatus::kRunning || record.state.status == VmStatus::kPaused;
   info.runner_pid = active ? record.state.runner_pid : 0;
   info.qemu_pid = active ? record.state.qemu_pid : 0;
+  if (active && record.state.qemu_uid) info.qemu_uid = *record.state.qemu_uid;
+  if (active && record.state.qemu_gid) info.qemu_gid = *record.state.qemu_gid;
   info.accel = record.spec.accel;
   info.cpus = record.spec.cpus;
   info.memory_mib = record.spec.memory_mib;

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,9 @@ enum class Acceleration { kKvm, kTcg };
 const char* toString(Acceleration accel);
 
 struct MachineConfig {
+  // Shows in the VMM's command line (ps): the runner gives the VM's
+  // directory, so that every process of a VM names it. Empty: none.
+  std::string name;
   Acceleration accel = Acceleration::kTcg;
   unsigned tsc_khz = 0;  // host TSC frequency; required under TCG (see PLATFORM_NOTES)
   int cpus = 1;
@@ -31,6 +35,7 @@ struct MachineConfig {
   std::filesystem::path kernel;
   std::filesystem::path initramfs;
   std::filesystem::path root_disk;    // empty: no disk
+  std::filesystem::path base_disk;    // root_disk's read-only backing file (raw); empty: none
   std::filesystem::path console_log;  // kernel console (ttyS0); empty: discarded
   std::filesystem::path qmp_socket;   // empty: no QMP
   int control_fd = -1;                // the guest's microvm.ctl port; -1: none
@@ -40,6 +45,9 @@ struct MachineConfig {
     std::filesystem::path host;
     std::string tag;                  // the guest mounts it by this tag
     bool readonly = false;            // enforced by the VMM on the host
+    // The directory as an open fd (a detached, idmapped mount, say) that the
+    // VMM uses instead of opening `host`; -1: the backend opens `host`.
+    int fd = -1;
   };
   std::vector<Share> shares;
   int stderr_fd = -1;                 // where the VMM's own diagnostics go
@@ -55,6 +63,11 @@ struct MachineConfig {
     std::function<void()> service;
   };
   WaitService while_waiting;
+  // The VMM's own user. Unset: the caller's. Set (the caller is root): the
+  // VMM starts under these credentials and opens no path of its own that
+  // they could not open; the backend opens disks, logs, kernel and sockets
+  // and hands them over as file descriptors.
+  std::optional<SpawnOptions::Credentials> credentials;
 };
 
 // A running VMM. Optional operations refuse with kUnsupported unless the

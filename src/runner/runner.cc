@@ -24,8 +24,10 @@
 #include "agent/protocol.h"
 #include "runner/control.h"
 #include "runner/guest_network.h"
+#include "runner/vmm_user.h"
 #include "base/event_loop.h"
 #include "base/fs.h"
+#include "base/idmapped_mount.h"
 #include "base/unique_fd.h"
 #include "hypervisor/qemu/qemu_backend.h"
 #include "state/layout.h"
@@ -66,6 +68,20 @@ Result<UniqueFd> listenOn(const fs::path& path) {
   ::chmod(path.c_str(), 0600);
   if (::listen(fd.get(), 16) != 0) return Error::fromErrno("listen " + path.string());
   return fd;
+}
+
+// The host directory with its owner shown as share.uid and its group as
+// share.gid (and those ids stored as the owner and group on disk); every
+// other id stays itself (swapIds).
+Result<UniqueFd> idMappedShare(const VmSpec::Share& share) {
+  auto context = "volume " + share.host + " with uid=/gid=";
+  if (::geteuid() != 0) return Error(ErrorCode::kInvalidArgument, context + ": needs microvm to run as root");
+  struct stat st {};
+  if (::stat(share.host.c_str(), &st) != 0) return Error::fromErrno(context);
+  auto tree = openIdMappedTree(share.host, swapIds(st.st_uid, share.uid.value_or(st.st_uid)),
+                               swapIds(st.st_gid, share.gid.value_or(st.st_gid)), share.readonly);
+  if (!tree) return std::move(tree).error().withContext(context);
+  return tree;
 }
 
 // A client of `attach`: output goes to it as frames, its stdin comes back.
@@ -109,6 +125,7 @@ class Runner {
   void armTimer(int seconds);
   void onTimer();
   Result<UniqueFd> startNetwork();
+  Result<void> chooseVmmUser(MachineConfig& config);
   void recordNetCounters();
   void log(const std::string& message);
   int finish();
@@ -132,6 +149,8 @@ class Runner {
   std::optional<EventLoop::TimerId> timer_;
   // After loop_: the network's handlers live in it and go first.
   std::unique_ptr<GuestNetwork> network_;
+  // Before vmm_: the id stays taken until QEMU is gone.
+  std::optional<VmmUser> vmm_user_;
   std::unique_ptr<Vmm> vmm_;
   agent::FrameReader reader_;
   std::optional<int> exit_code_;
@@ -396,6 +415,7 @@ Result<void> Runner::start() {
   }
 
   MachineConfig config;
+  config.name = vm_dir_.string();
   config.accel = spec_.accel == "kvm" ? Acceleration::kKvm : Acceleration::kTcg;
   config.tsc_khz = spec_.tsc_khz;
   config.cpus = spec_.cpus;
@@ -403,6 +423,7 @@ Result<void> Runner::start() {
   config.kernel = spec_.kernel;
   config.initramfs = spec_.initramfs;
   config.root_disk = spec_.root_disk;
+  config.base_disk = spec_.base_disk;
   config.console_log = vm_dir_ / "console.log";
   config.qmp_socket = qmp;
   config.control_fd = guest_end.get();
@@ -420,8 +441,19 @@ Result<void> Runner::start() {
     net_qemu_end = std::move(*qemu_end);
     config.net_fd = net_qemu_end.get();
   }
+  // Volumes with uid=/gid= are idmapped mounts that QEMU reaches by fd; our
+  // copies close once QEMU holds its own, and the mounts go with QEMU.
+  std::vector<UniqueFd> share_trees;
   for (size_t i = 0; i < spec_.shares.size(); ++i) {
-    config.shares.push_back({spec_.shares[i].host, "vol" + std::to_string(i), spec_.shares[i].readonly});
+    const auto& share = spec_.shares[i];
+    MachineConfig::Share machine_share{share.host, "vol" + std::to_string(i), share.readonly, -1};
+    if (share.uid || share.gid) {
+      auto tree = idMappedShare(share);
+      if (!tree) return std::move(tree).error();
+      machine_share.fd = tree->get();
+      share_trees.push_back(std::move(*tree));
+    }
+    config.shares.push_back(std::move(machine_share));
   }
   // A VM made from a snapshot resumes it on its first start only; started
   // again after it exits, it boots afresh from its disk.
@@ -432,6 +464,7 @@ Result<void> Runner::start() {
     if (!incoming.valid()) return Error::fromErrno("open snapshot state " + spec_.restore_from);
     config.incoming_fd = incoming.get();
   }
+  if (::geteuid() == 0) MICROVM_TRY(chooseVmmUser(config));
   QemuBackend backend(spec_.qemu);
   auto vmm = backend.launch(config);
   if (!vmm) return std::move(vmm).error();
@@ -476,6 +509,35 @@ Result<void> Runner::start() {
     signalfd_siginfo info{};
     if (::read(signal_fd_.get(), &info, sizeof info) == sizeof info) handleSignal(static_cast<int>(info.ssi_signo));
   }));
+  return success();
+}
+
+// Run as root, QEMU gets a user of its own and keeps only the capabilities
+// its shares need (vmm_user.h); everything it uses is handed over as fds.
+Result<void> Runner::chooseVmmUser(MachineConfig& config) {
+  auto user = VmmUser::allocate();
+  if (!user) return std::move(user).error().withContext("pick a user for QEMU");
+  vmm_user_.emplace(std::move(*user));
+  SpawnOptions::Credentials credentials;
+  credentials.uid = vmm_user_->uid();
+  credentials.gid = vmm_user_->gid();
+  if (config.accel == Acceleration::kKvm) {
+    // /dev/kvm is usually root:kvm 0660: its group is the one QEMU may keep.
+    struct stat st {};
+    if (::stat("/dev/kvm", &st) == 0 && (st.st_mode & 0006) != 0006) credentials.groups.push_back(st.st_gid);
+  }
+  bool writable = false;
+  for (const auto& share : config.shares) writable = writable || !share.readonly;
+  credentials.capabilities = vmmCapabilities(!config.shares.empty(), writable);
+  config.credentials = credentials;
+  state_.qemu_uid = credentials.uid;
+  state_.qemu_gid = credentials.gid;
+  log("QEMU runs as uid/gid " + std::to_string(credentials.uid) + ", capabilities 0x" +
+      [&] {
+        char hex[17];
+        std::snprintf(hex, sizeof hex, "%llx", static_cast<unsigned long long>(credentials.capabilities));
+        return std::string(hex);
+      }());
   return success();
 }
 

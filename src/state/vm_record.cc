@@ -47,7 +47,12 @@ Result<T> loadJson(const fs::path& path, Decode decode) {
 
 json sharesJson(const std::vector<VmSpec::Share>& shares) {
   json list = json::array();
-  for (const auto& share : shares) list.push_back({{"host", share.host}, {"guest", share.guest}, {"readonly", share.readonly}});
+  for (const auto& share : shares) {
+    json entry = {{"host", share.host}, {"guest", share.guest}, {"readonly", share.readonly}};
+    if (share.uid) entry["uid"] = *share.uid;
+    if (share.gid) entry["gid"] = *share.gid;
+    list.push_back(std::move(entry));
+  }
   return list;
 }
 
@@ -141,7 +146,10 @@ Result<VmSpec> loadSpec(const fs::path& vm_dir) {
     workload.at("hostname").get_to(spec.hostname);
     spec.open_stdin = workload.value("open_stdin", false);
     for (const auto& share : j.value("shares", json::array())) {
-      spec.shares.push_back({share.at("host"), share.at("guest"), share.at("readonly")});
+      VmSpec::Share entry{share.at("host"), share.at("guest"), share.at("readonly"), {}, {}};
+      if (share.contains("uid")) entry.uid = share.at("uid").get<uint32_t>();
+      if (share.contains("gid")) entry.gid = share.at("gid").get<uint32_t>();
+      spec.shares.push_back(std::move(entry));
     }
     spec.tmpfs = j.value("tmpfs", std::vector<std::pair<std::string, std::string>>());
     spec.vsock = j.value("vsock", true);
@@ -180,6 +188,8 @@ Result<void> saveState(const fs::path& vm_dir, const VmState& state) {
       {"runner_start_time", state.runner_start_time},
       {"qemu_pid", state.qemu_pid},
       {"qemu_start_time", state.qemu_start_time},
+      {"qemu_uid", state.qemu_uid ? json(*state.qemu_uid) : json(nullptr)},
+      {"qemu_gid", state.qemu_gid ? json(*state.qemu_gid) : json(nullptr)},
       {"started_at", state.started_at},
       {"finished_at", state.finished_at},
       {"exit_code", state.exit_code ? json(*state.exit_code) : json(nullptr)},
@@ -201,6 +211,8 @@ Result<VmState> loadState(const fs::path& vm_dir) {
     j.at("runner_start_time").get_to(state.runner_start_time);
     j.at("qemu_pid").get_to(state.qemu_pid);
     state.qemu_start_time = j.value("qemu_start_time", 0ull);
+    if (j.contains("qemu_uid") && j.at("qemu_uid").is_number_unsigned()) state.qemu_uid = j.at("qemu_uid").get<uint32_t>();
+    if (j.contains("qemu_gid") && j.at("qemu_gid").is_number_unsigned()) state.qemu_gid = j.at("qemu_gid").get<uint32_t>();
     j.at("started_at").get_to(state.started_at);
     j.at("finished_at").get_to(state.finished_at);
     if (!j.at("exit_code").is_null()) state.exit_code = j.at("exit_code").get<int>();

@@ -52,6 +52,10 @@ struct VmSpec {
     std::string host;
     std::string guest;
     bool readonly = false;
+    // Present the host directory's owner / group as this uid / gid in the
+    // guest (an idmapped mount; root only). Unset: as on the host.
+    std::optional<uint32_t> uid;
+    std::optional<uint32_t> gid;
   };
   std::vector<Share> shares;
   std::vector<std::pair<std::string, std::string>> tmpfs;  // guest path, mount options
@@ -116,6 +120,10 @@ struct VmState {
   unsigned long long runner_start_time = 0;  // with the pid, identifies the runner
   pid_t qemu_pid = 0;
   unsigned long long qemu_start_time = 0;
+  // The unprivileged user QEMU runs as (microvm run as root); unset: QEMU
+  // runs as the runner's user.
+  std::optional<uint32_t> qemu_uid;
+  std::optional<uint32_t> qemu_gid;
   std::string started_at;
   std::string finished_at;
   std::optional<int> exit_code;

@@ -1,8 +1,12 @@
 // Volumes and the workload's confinement, end to end in real VMs.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "harness.h"
@@ -59,6 +63,141 @@ TEST_F(Volumes, MissingHostDirectoryStopsTheRunBeforeBoot) {
   auto result = microvm(runArgs({"-v", (dir_ / "nope").string() + ":/data"}, {"/bin/true"}));
   EXPECT_EQ(result.exit_code, 125);
   EXPECT_NE(result.err.find("no such directory"), std::string::npos) << result.err;
+}
+
+std::string runDetached(std::vector<std::string> flags, const std::vector<std::string>& command) {
+  std::vector<std::string> args = {"run", "-d", "--rootfs", rootfs().string()};
+  args.insert(args.end(), flags.begin(), flags.end());
+  args.push_back("--");
+  args.insert(args.end(), command.begin(), command.end());
+  auto result = microvm(args);
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  return result.out.substr(0, result.out.find('\n'));
+}
+
+nlohmann::json inspect(const std::string& ref) {
+  auto list = nlohmann::json::parse(microvm({"inspect", ref}).out, nullptr, false);
+  return list.is_array() && !list.empty() ? list[0] : nlohmann::json();
+}
+
+// "Key" -> "value" from /proc/PID/status.
+std::map<std::string, std::string> processStatus(int pid) {
+  std::map<std::string, std::string> fields;
+  std::ifstream file("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(file, line);) {
+    size_t colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    size_t value = line.find_first_not_of(" \t", colon + 1);
+    fields[line.substr(0, colon)] = value == std::string::npos ? "" : line.substr(value);
+  }
+  return fields;
+}
+
+TEST_F(Volumes, AsRootEachQemuRunsAsItsOwnUnprivilegedUserWithOnlyWhatItsSharesNeed) {
+  if (::geteuid() != 0) GTEST_SKIP() << "QEMU changes user only when microvm runs as root";
+  // No volume: no capability at all; read-only volumes: reading past file
+  // modes; a writable volume: creating files for the guest's owners.
+  struct Case {
+    std::vector<std::string> flags;
+    std::string capabilities;
+  };
+  std::vector<Case> cases = {{{}, "0000000000000000"},
+                             {{"-v", dir_.string() + ":/data:ro"}, "0000000000000004"},
+                             {{"-v", dir_.string() + ":/data"}, "000000000000001b"}};
+  std::vector<std::string> ids;
+  std::set<int> uids;
+  for (const auto& c : cases) {
+    std::string id = runDetached(c.flags, {"/bin/sh", "-c", "echo up; sleep 60"});
+    ids.push_back(id);
+    // The VM works as that user: the guest booted and its output came back.
+    bool up = false;
+    for (int i = 0; i < 600 && !up; ++i) {
+      up = microvm({"logs", id}).out.find("up") != std::string::npos;
+      if (!up) ::usleep(100000);
+    }
+    EXPECT_TRUE(up) << id;
+    auto vm = inspect(id);
+    int pid = vm["qemu_pid"].get<int>();
+    ASSERT_GT(pid, 0) << vm.dump();
+    ASSERT_TRUE(vm["qemu_user"].is_object()) << vm.dump();
+    int uid = vm["qemu_user"]["uid"].get<int>();
+    int gid = vm["qemu_user"]["gid"].get<int>();
+    EXPECT_GE(uid, 2000000000);
+    uids.insert(uid);
+    auto status = processStatus(pid);
+    std::string u = std::to_string(uid);
+    std::string g = std::to_string(gid);
+    EXPECT_EQ(status["Uid"], u + "\t" + u + "\t" + u + "\t" + u);
+    EXPECT_EQ(status["Gid"], g + "\t" + g + "\t" + g + "\t" + g);
+    EXPECT_EQ(status["Groups"], "");
+    EXPECT_EQ(status["CapEff"], c.capabilities);
+    EXPECT_EQ(status["CapPrm"], c.capabilities);
+    EXPECT_EQ(status["CapBnd"], c.capabilities);
+    EXPECT_EQ(status["NoNewPrivs"], "1");
+    EXPECT_EQ(status["Seccomp"], "2");  // QEMU's own -sandbox
+  }
+  EXPECT_EQ(uids.size(), cases.size()) << "two running VMs share a QEMU user";
+  for (const auto& id : ids) EXPECT_EQ(microvm({"rm", "-f", id}).exit_code, 0);
+}
+
+TEST_F(Volumes, UidAndGidOptionsShowTheHostOwnerAsChosenAndWritesKeepTheHostOwner) {
+  if (::geteuid() != 0) GTEST_SKIP() << "idmapped volumes need root";
+  // The directory and its file belong to root on the host.
+  ASSERT_EQ(::chown(dir_.c_str(), 0, 0), 0);
+  ASSERT_EQ(::chown((dir_ / "existing").c_str(), 0, 0), 0);
+  ::chmod(dir_.c_str(), 0755);
+  ::chmod((dir_ / "existing").c_str(), 0644);
+  auto result = microvm(runArgs({"-v", dir_.string() + ":/data:uid=1000,gid=1001", "-u", "1000:1001"},
+                                {"/bin/sh", "-c",
+                                 "stat -c %u:%g /data /data/existing; echo more >> /data/existing; "
+                                 "echo new > /data/new; stat -c %u:%g /data/new"}));
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(result.out, "1000:1001\n1000:1001\n1000:1001\n") << result.err;
+  EXPECT_EQ(contents(dir_ / "existing"), "original\nmore\n");
+  EXPECT_EQ(contents(dir_ / "new"), "new\n");
+  for (const char* name : {"existing", "new"}) {
+    struct stat st {};
+    ASSERT_EQ(::stat((dir_ / name).c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 0u) << name;
+    EXPECT_EQ(st.st_gid, 0u) << name;
+  }
+
+  // Read-only still holds on the host, and the owner shows as chosen.
+  auto readonly = microvm(runArgs({"-v", dir_.string() + ":/data:ro,uid=1000"},
+                                  {"/bin/sh", "-c", "stat -c %u:%g /data/existing; echo x > /data/f"}));
+  EXPECT_NE(readonly.exit_code, 0);
+  EXPECT_EQ(readonly.out, "1000:0\n");
+  EXPECT_NE(readonly.err.find("Read-only file system"), std::string::npos) << readonly.err;
+  EXPECT_FALSE(fs::exists(dir_ / "f"));
+}
+
+TEST_F(Volumes, UidOptionErrorsComeBeforeBoot) {
+  auto malformed = microvm(runArgs({"-v", dir_.string() + ":/data:uid=alice"}, {"/bin/true"}));
+  EXPECT_NE(malformed.exit_code, 0);
+  EXPECT_NE(malformed.err.find("uid=N"), std::string::npos) << malformed.err;
+  if (::geteuid() != 0) {
+    auto refused = microvm(runArgs({"-v", dir_.string() + ":/data:uid=1000"}, {"/bin/true"}));
+    EXPECT_EQ(refused.exit_code, 125);
+    EXPECT_NE(refused.err.find("needs microvm to run as root"), std::string::npos) << refused.err;
+    return;
+  }
+  // procfs cannot be idmapped: the run stops before the guest boots.
+  auto unsupported = microvm(runArgs({"-v", "/proc/sys:/data:uid=1000"}, {"/bin/echo", "booted"}));
+  EXPECT_EQ(unsupported.exit_code, 125);
+  EXPECT_EQ(unsupported.out, "");
+  EXPECT_NE(unsupported.err.find("does not support idmapped mounts"), std::string::npos) << unsupported.err;
+}
+
+TEST(VmmUser, AKernelOnlyRootMayReadStillBoots) {
+  if (::geteuid() != 0) GTEST_SKIP() << "QEMU changes user only when microvm runs as root";
+  // QEMU's user could not open this file: it is handed over as a sealed copy.
+  fs::path kernel = home().parent_path() / "vmlinux-0600";
+  fs::copy_file(binDir() / ".." / "share" / "microvm" / "vmlinux", kernel, fs::copy_options::overwrite_existing);
+  ::chmod(kernel.c_str(), 0600);
+  auto result = microvm(runArgs({}, {"/bin/echo", "booted"}), {"MICROVM_KERNEL=" + kernel.string()});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(result.out, "booted\n");
+  fs::remove(kernel);
 }
 
 TEST(Confinement, DefaultsMatchDockerAndHardenTheKernel) {

@@ -1,11 +1,19 @@
 #include "hypervisor/qemu/qemu_backend.h"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <optional>
 #include <thread>
 
+#include "base/unique_fd.h"
 #include "hypervisor/qemu/qmp_client.h"
 
 namespace microvm {
@@ -97,6 +105,78 @@ class QemuVmm : public Vmm {
   std::optional<QmpClient> qmp_;
 };
 
+std::string procFd(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
+
+// The fd set (-add-fd ... set=N) each handed-over file is in; QEMU opens
+// "/dev/fdset/N" by dup'ing the fd of the matching access mode.
+constexpr int kConsoleFdSet = 1;
+constexpr int kDiskFdSet = 2;
+constexpr int kBaseDiskFdSet = 3;
+
+// QEMU's option syntax doubles a comma that is part of a value.
+std::string escapeCommas(const std::string& value) {
+  std::string escaped;
+  for (char c : value) escaped += c == ',' ? std::string(",,") : std::string(1, c);
+  return escaped;
+}
+
+std::string fdSet(int set) { return "/dev/fdset/" + std::to_string(set); }
+std::string addFd(int fd, int set) { return "fd=" + std::to_string(fd) + ",set=" + std::to_string(set); }
+
+// A file QEMU reads by reopening /proc/self/fd/N, which checks the file's
+// own permissions (not its directories'). A file another user may not read
+// is copied into a sealed memfd, which anyone holding the fd may read.
+Result<UniqueFd> openForReading(const std::filesystem::path& path, bool other_user) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return Error::fromErrno("open " + path.string());
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return Error::fromErrno("stat " + path.string());
+  if (!other_user || (st.st_mode & S_IROTH)) return fd;
+  UniqueFd copy(::memfd_create(path.filename().c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!copy.valid()) return Error::fromErrno("memfd_create");
+  for (off_t offset = 0; offset < st.st_size;) {
+    ssize_t sent = ::sendfile(copy.get(), fd.get(), &offset, static_cast<size_t>(st.st_size - offset));
+    if (sent < 0 && errno == EINTR) continue;
+    if (sent <= 0) return Error::fromErrno("copy " + path.string());
+  }
+  if (::fcntl(copy.get(), F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) != 0) {
+    return Error::fromErrno("seal the copy of " + path.string());
+  }
+  return copy;
+}
+
+// A unix socket for QEMU's QMP server, listening at `path`, owner-only.
+Result<UniqueFd> listenUnix(const std::filesystem::path& path) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return Error::fromErrno("socket");
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+  ::unlink(path.c_str());
+  // SAFETY: sockaddr_un is the sockaddr variant for AF_UNIX; bind reads sizeof(address) bytes.
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    return Error::fromErrno("bind " + path.string());
+  }
+  ::chmod(path.c_str(), 0600);
+  if (::listen(fd.get(), 4) != 0) return Error::fromErrno("listen " + path.string());
+  return fd;
+}
+
+// A connection to the vhost-user back-end listening at `path`; it is
+// accepted once the back-end's loop runs, and the kernel queues it meanwhile.
+Result<UniqueFd> connectUnix(const std::filesystem::path& path) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return Error::fromErrno("socket");
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+  // SAFETY: as in listenUnix.
+  while (::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    if (errno != EINTR) return Error::fromErrno("connect " + path.string());
+  }
+  return fd;
+}
+
 }  // namespace
 
 std::string kernelCommandLine(const MachineConfig& config) {
@@ -126,6 +206,7 @@ std::vector<std::string> QemuBackend::commandLine(const MachineConfig& config) c
     add({"-object", "memory-backend-memfd,id=mem,size=" + std::to_string(config.memory_mib) + "M,share=on"});
     machine += ",memory-backend=mem";
   }
+  if (!config.name.empty()) add({"-name", "guest=" + escapeCommas(config.name)});
   add({"-M", machine});
   if (config.accel == Acceleration::kKvm) {
     add({"-accel", "kvm", "-cpu", "host"});
@@ -136,25 +217,41 @@ std::vector<std::string> QemuBackend::commandLine(const MachineConfig& config) c
   add({"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"});
   // The VMM itself may not spawn, elevate or use obsolete syscalls.
   add({"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"});
-  add({"-kernel", config.kernel.string(), "-initrd", config.initramfs.string()});
+  add({"-kernel", procFd(kQemuKernelFd), "-initrd", procFd(kQemuInitramfsFd)});
   add({"-append", kernelCommandLine(config)});
-  add({"-serial", config.console_log.empty() ? "null" : "file:" + config.console_log.string()});
+  if (config.console_log.empty()) {
+    add({"-serial", "null"});
+  } else {
+    add({"-add-fd", addFd(kQemuConsoleFd, kConsoleFdSet), "-serial", "file:" + fdSet(kConsoleFdSet)});
+  }
   if (!config.root_disk.empty()) {
-    add({"-drive", "id=root,file=" + config.root_disk.string() + ",format=qcow2,if=none,discard=unmap",
+    // The base is a node of its own, named as the overlay's backing: QEMU
+    // does not open the path recorded in the overlay.
+    std::string backing;
+    if (!config.base_disk.empty()) {
+      add({"-add-fd", addFd(kQemuBaseDiskFd, kBaseDiskFdSet), "-blockdev",
+           "driver=raw,node-name=base,read-only=on,file.driver=file,file.filename=" + fdSet(kBaseDiskFdSet) +
+               ",file.read-only=on"});
+      backing = ",backing=base";
+    }
+    add({"-add-fd", addFd(kQemuDiskFd, kDiskFdSet), "-blockdev",
+         "driver=qcow2,node-name=root,discard=unmap" + backing + ",file.driver=file,file.filename=" +
+             fdSet(kDiskFdSet) + ",file.discard=unmap",
          "-device", "virtio-blk-device,drive=root"});
   }
   for (size_t i = 0; i < config.shares.size(); ++i) {
     const auto& share = config.shares[i];
     std::string id = "fs" + std::to_string(i);
     // passthrough keeps the guest's owners on the host when QEMU may chown
-    // (root); otherwise files are simply created as QEMU's user.
+    // (root, or a VMM user given CAP_CHOWN); otherwise files are simply
+    // created as QEMU's user.
     std::string model = ::geteuid() == 0 ? "passthrough" : "none";
-    add({"-fsdev", "local,id=" + id + ",path=" + share.host.string() + ",security_model=" + model +
-                       (share.readonly ? ",readonly=on" : ""),
+    add({"-fsdev", "local,id=" + id + ",path=" + procFd(kQemuFirstShareFd + static_cast<int>(i)) +
+                       ",security_model=" + model + (share.readonly ? ",readonly=on" : ""),
          "-device", "virtio-9p-device,fsdev=" + id + ",mount_tag=" + share.tag});
   }
   if (!config.vhost_vsock_socket.empty()) {
-    add({"-chardev", "socket,id=vsock,path=" + config.vhost_vsock_socket.string(), "-device",
+    add({"-chardev", "socket,id=vsock,fd=" + std::to_string(kQemuVsockFd), "-device",
          "vhost-user-vsock-device,chardev=vsock"});
   }
   if (config.control_fd >= 0) {
@@ -168,7 +265,8 @@ std::vector<std::string> QemuBackend::commandLine(const MachineConfig& config) c
          std::string("virtio-net-device,netdev=net0,mac=") + kGuestMac});
   }
   if (!config.qmp_socket.empty()) {
-    add({"-qmp", "unix:" + config.qmp_socket.string() + ",server=on,wait=off"});
+    add({"-chardev", "socket,id=qmp,fd=" + std::to_string(kQemuQmpFd) + ",server=on,wait=off", "-mon",
+         "chardev=qmp,mode=control"});
   }
   if (config.incoming_fd >= 0) add({"-incoming", "fd:" + std::to_string(kQemuIncomingFd)});
   return argv;
@@ -177,6 +275,56 @@ std::vector<std::string> QemuBackend::commandLine(const MachineConfig& config) c
 Result<std::unique_ptr<Vmm>> QemuBackend::launch(const MachineConfig& config) {
   SpawnOptions options;
   options.argv = commandLine(config);
+  options.credentials = config.credentials;
+  bool other_user = config.credentials.has_value();
+  // Everything QEMU inherits, opened here; our copies close after the spawn.
+  std::vector<UniqueFd> opened;
+  auto hand = [&](int target, UniqueFd fd) {
+    options.fds.push_back({target, fd.get()});
+    opened.push_back(std::move(fd));
+  };
+  auto kernel = openForReading(config.kernel, other_user);
+  if (!kernel) return std::move(kernel).error().withContext("guest kernel");
+  hand(kQemuKernelFd, std::move(*kernel));
+  auto initramfs = openForReading(config.initramfs, other_user);
+  if (!initramfs) return std::move(initramfs).error().withContext("initramfs");
+  hand(kQemuInitramfsFd, std::move(*initramfs));
+  if (!config.console_log.empty()) {
+    UniqueFd console(::open(config.console_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!console.valid()) return Error::fromErrno("open " + config.console_log.string());
+    hand(kQemuConsoleFd, std::move(console));
+  }
+  if (!config.root_disk.empty()) {
+    UniqueFd disk(::open(config.root_disk.c_str(), O_RDWR | O_CLOEXEC));
+    if (!disk.valid()) return Error::fromErrno("open " + config.root_disk.string());
+    hand(kQemuDiskFd, std::move(disk));
+    if (!config.base_disk.empty()) {
+      UniqueFd base(::open(config.base_disk.c_str(), O_RDONLY | O_CLOEXEC));
+      if (!base.valid()) return Error::fromErrno("open " + config.base_disk.string());
+      hand(kQemuBaseDiskFd, std::move(base));
+    }
+  }
+  for (size_t i = 0; i < config.shares.size(); ++i) {
+    int target = kQemuFirstShareFd + static_cast<int>(i);
+    const auto& share = config.shares[i];
+    if (share.fd >= 0) {
+      options.fds.push_back({target, share.fd});
+      continue;
+    }
+    UniqueFd dir(::open(share.host.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!dir.valid()) return Error::fromErrno("volume " + share.host.string());
+    hand(target, std::move(dir));
+  }
+  if (!config.vhost_vsock_socket.empty()) {
+    auto vsock = connectUnix(config.vhost_vsock_socket);
+    if (!vsock) return std::move(vsock).error().withContext("vsock");
+    hand(kQemuVsockFd, std::move(*vsock));
+  }
+  if (!config.qmp_socket.empty()) {
+    auto qmp = listenUnix(config.qmp_socket);
+    if (!qmp) return std::move(qmp).error().withContext("QMP");
+    hand(kQemuQmpFd, std::move(*qmp));
+  }
   if (config.control_fd >= 0) options.fds.push_back({kQemuControlFd, config.control_fd});
   if (config.incoming_fd >= 0) options.fds.push_back({kQemuIncomingFd, config.incoming_fd});
   if (config.net_fd >= 0) options.fds.push_back({kQemuNetFd, config.net_fd});

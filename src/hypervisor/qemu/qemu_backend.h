@@ -6,6 +6,14 @@
 // QMP on a unix socket, and optionally a vhost-user-vsock device (guest RAM
 // in a shared memfd so that the back-end can map it). The guest powers off by resetting (reboot=t) and
 // -no-reboot turns the reset into a QEMU exit.
+//
+// QEMU opens no host path by name: launch() opens every file and socket and
+// QEMU inherits them at fixed fd numbers (disks and the console through
+// -add-fd fd sets and /dev/fdset/N names, the kernel, initramfs and 9p
+// shares through /proc/self/fd/N, the QMP listener and the vsock connection
+// as chardev fds). So a QEMU running as an unprivileged user needs no access
+// to the VM's 0700 directories, and the qcow2 overlay's backing file is an
+// explicit -blockdev node: QEMU never follows the path written in it.
 #pragma once
 
 #include <memory>
@@ -16,11 +24,18 @@
 
 namespace microvm {
 
-// The fd numbers the control socket, a saved state and the network stream
-// have inside QEMU.
+// The fd numbers what QEMU inherits has inside QEMU.
 inline constexpr int kQemuControlFd = 3;
 inline constexpr int kQemuIncomingFd = 4;
 inline constexpr int kQemuNetFd = 5;
+inline constexpr int kQemuQmpFd = 6;         // a listening socket at qmp_socket
+inline constexpr int kQemuVsockFd = 7;       // connected to vhost_vsock_socket
+inline constexpr int kQemuConsoleFd = 8;     // fd set 1
+inline constexpr int kQemuDiskFd = 9;        // fd set 2
+inline constexpr int kQemuBaseDiskFd = 10;   // fd set 3
+inline constexpr int kQemuKernelFd = 11;
+inline constexpr int kQemuInitramfsFd = 12;
+inline constexpr int kQemuFirstShareFd = 13;  // share i at kQemuFirstShareFd + i
 // The guest NIC's MAC address (QEMU's default; one NIC per VM, alone on its link).
 inline constexpr char kGuestMac[] = "52:54:00:12:34:56";
 

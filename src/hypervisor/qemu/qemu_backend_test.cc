@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 
 namespace microvm {
@@ -23,6 +25,7 @@ MachineConfig tcgConfig() {
   config.kernel = "/k/vmlinux";
   config.initramfs = "/k/initramfs.cpio";
   config.root_disk = "/vm/disk.qcow2";
+  config.base_disk = "/images/base.ext4";
   config.console_log = "/vm/console.log";
   config.qmp_socket = "/run/vm/qmp.sock";
   config.control_fd = 7;
@@ -56,19 +59,42 @@ TEST(QemuBackendTest, KvmMachineHasNoTscHint) {
 TEST(QemuBackendTest, DevicesFollowTheConfig) {
   QemuBackend backend("qemu");
   auto argv = backend.commandLine(tcgConfig());
-  EXPECT_TRUE(hasPair(argv, "-drive", "id=root,file=/vm/disk.qcow2,format=qcow2,if=none,discard=unmap"));
-  EXPECT_TRUE(hasPair(argv, "-serial", "file:/vm/console.log"));
-  EXPECT_TRUE(hasPair(argv, "-qmp", "unix:/run/vm/qmp.sock,server=on,wait=off"));
+  // QEMU opens no path by name: files come as inherited fds.
+  EXPECT_TRUE(hasPair(argv, "-kernel", "/proc/self/fd/" + std::to_string(kQemuKernelFd)));
+  EXPECT_TRUE(hasPair(argv, "-initrd", "/proc/self/fd/" + std::to_string(kQemuInitramfsFd)));
+  EXPECT_TRUE(hasPair(argv, "-add-fd", "fd=" + std::to_string(kQemuDiskFd) + ",set=2"));
+  EXPECT_TRUE(hasPair(argv, "-add-fd", "fd=" + std::to_string(kQemuBaseDiskFd) + ",set=3"));
+  EXPECT_TRUE(hasPair(argv, "-blockdev",
+                      "driver=raw,node-name=base,read-only=on,file.driver=file,file.filename=/dev/fdset/3,"
+                      "file.read-only=on"));
+  EXPECT_TRUE(hasPair(argv, "-blockdev",
+                      "driver=qcow2,node-name=root,discard=unmap,backing=base,file.driver=file,"
+                      "file.filename=/dev/fdset/2,file.discard=unmap"));
+  EXPECT_TRUE(hasPair(argv, "-device", "virtio-blk-device,drive=root"));
+  EXPECT_TRUE(hasPair(argv, "-add-fd", "fd=" + std::to_string(kQemuConsoleFd) + ",set=1"));
+  EXPECT_TRUE(hasPair(argv, "-serial", "file:/dev/fdset/1"));
+  EXPECT_TRUE(hasPair(argv, "-chardev",
+                      "socket,id=qmp,fd=" + std::to_string(kQemuQmpFd) + ",server=on,wait=off"));
+  EXPECT_TRUE(hasPair(argv, "-mon", "chardev=qmp,mode=control"));
   EXPECT_TRUE(hasPair(argv, "-chardev", "socket,id=ctl,fd=" + std::to_string(kQemuControlFd)));
+  EXPECT_EQ(std::find(argv.begin(), argv.end(), "-name"), argv.end());
+  MachineConfig named = tcgConfig();
+  named.name = "/data/vms/a,b";
+  EXPECT_TRUE(hasPair(backend.commandLine(named), "-name", "guest=/data/vms/a,,b"));
+  for (const auto& arg : argv) {
+    EXPECT_EQ(arg.find("/vm/"), std::string::npos) << arg;
+    EXPECT_EQ(arg.find("/images/"), std::string::npos) << arg;
+    EXPECT_EQ(arg.find("/run/vm/"), std::string::npos) << arg;
+  }
 
   MachineConfig bare = tcgConfig();
   bare.root_disk.clear();
   bare.control_fd = -1;
   bare.qmp_socket.clear();
   auto bare_argv = backend.commandLine(bare);
-  EXPECT_EQ(std::find(bare_argv.begin(), bare_argv.end(), "-drive"), bare_argv.end());
+  EXPECT_EQ(std::find(bare_argv.begin(), bare_argv.end(), "-blockdev"), bare_argv.end());
   EXPECT_EQ(std::find(bare_argv.begin(), bare_argv.end(), "-chardev"), bare_argv.end());
-  EXPECT_EQ(std::find(bare_argv.begin(), bare_argv.end(), "-qmp"), bare_argv.end());
+  EXPECT_EQ(std::find(bare_argv.begin(), bare_argv.end(), "-mon"), bare_argv.end());
   EXPECT_EQ(std::find(bare_argv.begin(), bare_argv.end(), "-netdev"), bare_argv.end());  // no NIC: only lo
 }
 
@@ -93,9 +119,23 @@ TEST(QemuBackendTest, VhostVsockPutsGuestRamInASharedMemfd) {
   auto machine = std::find(argv.begin(), argv.end(), "-M");
   ASSERT_NE(machine, argv.end());
   EXPECT_NE(machine[1].find(",memory-backend=mem"), std::string::npos);
-  EXPECT_TRUE(hasPair(argv, "-chardev", "socket,id=vsock,path=/run/vm/vhost-vsock.sock"));
+  EXPECT_TRUE(hasPair(argv, "-chardev", "socket,id=vsock,fd=" + std::to_string(kQemuVsockFd)));
   EXPECT_TRUE(hasPair(argv, "-device", "vhost-user-vsock-device,chardev=vsock"));
   EXPECT_TRUE(hasPair(argv, "-m", "256"));
+}
+
+TEST(QemuBackendTest, SharesAreReachedThroughInheritedDirectoryFds) {
+  QemuBackend backend("qemu");
+  MachineConfig config = tcgConfig();
+  config.shares.push_back({"/home/data", "vol0", false, -1});
+  config.shares.push_back({"/home/ro", "vol1", true, 42});
+  auto argv = backend.commandLine(config);
+  std::string model = ::geteuid() == 0 ? "passthrough" : "none";
+  EXPECT_TRUE(hasPair(argv, "-fsdev",
+                      "local,id=fs0,path=/proc/self/fd/" + std::to_string(kQemuFirstShareFd) + ",security_model=" + model));
+  EXPECT_TRUE(hasPair(argv, "-fsdev", "local,id=fs1,path=/proc/self/fd/" + std::to_string(kQemuFirstShareFd + 1) +
+                                          ",security_model=" + model + ",readonly=on"));
+  EXPECT_TRUE(hasPair(argv, "-device", "virtio-9p-device,fsdev=fs1,mount_tag=vol1"));
 }
 
 TEST(QemuBackendTest, VmmIsSandboxed) {
