@@ -140,6 +140,29 @@ void dropPrivileges(const SpawnOptions::Credentials& credentials, int error_pipe
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) failChild(error_pipe, ChildStep::kNoNewPrivs);
 }
 
+}  // namespace
+
+Result<void> keepOnlyCapabilities(uint64_t keep) {
+  if (::geteuid() != 0) return success();
+  for (int cap = 0; cap < 64; ++cap) {
+    if (keep & (uint64_t{1} << cap)) continue;
+    if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0) continue;
+    if (errno == EINVAL) break;  // past the kernel's last capability
+    return Error::fromErrno("drop capability " + std::to_string(cap) + " from the bounding set");
+  }
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2] = {};
+  for (int i = 0; i < 2; ++i) {
+    auto word = static_cast<uint32_t>(keep >> (32 * i));
+    data[i].effective = data[i].permitted = word;
+  }
+  if (::syscall(SYS_capset, &header, data) != 0) return Error::fromErrno("capset");
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return Error::fromErrno("set no_new_privs");
+  return success();
+}
+
+namespace {
+
 // Runs in the forked child: only async-signal-safe calls until execvp.
 [[noreturn]] void execChild(const SpawnOptions& options, char* const* argv, int error_pipe, pid_t parent) {
   if (options.new_session) ::setsid();

@@ -43,6 +43,12 @@ struct SpawnOptions {
   std::optional<Credentials> credentials;
 };
 
+// Gives up, in the calling process, every capability except `keep` (a
+// mask of CAP_* bits), for good: bounding set, permitted and effective sets,
+// and no_new_privs so that nothing it execs regains them. The uid stays:
+// files the process owns stay its own. A no-op for a non-root process.
+Result<void> keepOnlyCapabilities(uint64_t keep);
+
 class Process {
  public:
   Process() = default;

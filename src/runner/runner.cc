@@ -1,6 +1,7 @@
 #include "runner/runner.h"
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -471,6 +472,15 @@ Result<void> Runner::start() {
   vmm_ = std::move(*vmm);
   guest_end.reset();
   net_qemu_end.reset();
+
+  // QEMU is running under its own uid: the runner needs root's powers no
+  // more, only to signal that QEMU (CAP_KILL) and to bind low host ports for
+  // `port add` (CAP_NET_BIND_SERVICE). libslirp and the vsock device run
+  // without the rest.
+  if (auto dropped = keepOnlyCapabilities((uint64_t{1} << CAP_KILL) | (uint64_t{1} << CAP_NET_BIND_SERVICE));
+      !dropped) {
+    return std::move(dropped).error().withContext("runner: drop capabilities");
+  }
 
   pid_t qemu_pid = vmm_->process().pid();
   state_.runner_pid = ::getpid();

@@ -135,6 +135,13 @@ TEST_F(Volumes, AsRootEachQemuRunsAsItsOwnUnprivilegedUserWithOnlyWhatItsSharesN
     EXPECT_EQ(status["CapBnd"], c.capabilities);
     EXPECT_EQ(status["NoNewPrivs"], "1");
     EXPECT_EQ(status["Seccomp"], "2");  // QEMU's own -sandbox
+    // The runner kept root's uid but only CAP_KILL (to stop that QEMU) and
+    // CAP_NET_BIND_SERVICE (for `port add`).
+    auto runner = processStatus(vm["runner_pid"].get<int>());
+    EXPECT_EQ(runner["CapEff"], "0000000000000420");
+    EXPECT_EQ(runner["CapPrm"], "0000000000000420");
+    EXPECT_EQ(runner["CapBnd"], "0000000000000420");
+    EXPECT_EQ(runner["NoNewPrivs"], "1");
   }
   EXPECT_EQ(uids.size(), cases.size()) << "two running VMs share a QEMU user";
   for (const auto& id : ids) EXPECT_EQ(microvm({"rm", "-f", id}).exit_code, 0);
