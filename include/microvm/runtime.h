@@ -306,6 +306,9 @@ struct VmInfo {
   std::vector<VsockPort> vsock_ports;
 };
 
+// `info` as the JSON object `microvm inspect` prints (one line).
+std::string inspectJson(const VmInfo& info);
+
 struct LogOptions {
   bool follow = false;       // keep streaming until the VM exits
   long tail = -1;            // only the last N records (-1: all)

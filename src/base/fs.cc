@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <dlfcn.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -78,6 +79,19 @@ Result<fs::path> executableDir() {
   fs::path exe = fs::read_symlink("/proc/self/exe", ec);
   if (ec) return Error(ErrorCode::kIo, "read /proc/self/exe: " + ec.message(), ec.value());
   return exe.parent_path();
+}
+
+Result<fs::path> moduleDir(const void* address) {
+  Dl_info info{};
+  if (::dladdr(address, &info) != 0 && info.dli_fname != nullptr && info.dli_fname[0] != '\0') {
+    // The main program may be named as it was started (maybe relatively):
+    // only a shared library's name is used; the program is /proc/self/exe.
+    std::error_code ec;
+    fs::path module = fs::canonical(info.dli_fname, ec);
+    fs::path exe = fs::canonical("/proc/self/exe", ec);
+    if (!ec && !module.empty() && module != exe) return module.parent_path();
+  }
+  return executableDir();
 }
 
 Result<fs::path> findOnPath(const std::string& name) {

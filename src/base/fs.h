@@ -32,6 +32,10 @@ Result<void> writeAll(int fd, std::string_view data);
 // Directory of the running executable (/proc/self/exe's parent).
 Result<std::filesystem::path> executableDir();
 
+// Directory of the module (shared library or executable) holding `address`:
+// where libmicrovm.so is, when the code runs from it.
+Result<std::filesystem::path> moduleDir(const void* address);
+
 // Finds `name` on $PATH (or returns it unchanged if it contains a '/').
 Result<std::filesystem::path> findOnPath(const std::string& name);
 

@@ -370,17 +370,30 @@ Result<void> VmHandle::snapshot(const std::string& name) const { return runtime_
 Result<Runtime> Runtime::open(RuntimeOptions options) {
   auto layout = Layout::resolve(options.data_dir);
   if (!layout) return std::move(layout).error();
-  auto exe_dir = executableDir();
-  if (!exe_dir) return std::move(exe_dir).error();
+  // The runner and the guest's files sit beside the code: the CLI's bin/ or
+  // libmicrovm.so's lib/ (or lib/<multiarch>/) in an installed tree.
+  auto module_dir = moduleDir(reinterpret_cast<const void*>(&pick));
+  if (!module_dir) return std::move(module_dir).error();
+  fs::path exe_dir = *module_dir;
+  fs::path share_dir = (exe_dir / ".." / "share" / "microvm").lexically_normal();
+  std::error_code ec;
+  for (const char* up : {"..", "../.."}) {
+    fs::path bin = (exe_dir / up / "bin").lexically_normal();
+    if (!fs::exists(exe_dir / "microvm-runner", ec) && fs::exists(bin / "microvm-runner", ec)) {
+      share_dir = (bin / ".." / "share" / "microvm").lexically_normal();
+      exe_dir = bin;
+      break;
+    }
+  }
 
   Runtime runtime;
   runtime.data_dir_ = layout->dataDir();
   runtime.runtime_dir_ = layout->runtimeDir();
   runtime.cache_dir_ = layout->cacheDir();
-  runtime.share_dir_ = (*exe_dir / ".." / "share" / "microvm").lexically_normal();
+  runtime.share_dir_ = share_dir;
   runtime.kernel_ = pick(options.kernel, "MICROVM_KERNEL", (runtime.share_dir_ / "vmlinux").string());
   runtime.initramfs_ = pick(options.initramfs, "MICROVM_INITRAMFS", (runtime.share_dir_ / "initramfs.cpio").string());
-  runtime.runner_ = pick("", "MICROVM_RUNNER", (*exe_dir / "microvm-runner").string());
+  runtime.runner_ = pick("", "MICROVM_RUNNER", (exe_dir / "microvm-runner").string());
   runtime.qemu_ = pick(options.qemu, "MICROVM_QEMU", "qemu-system-x86_64");
   runtime.accel_request_ = pick(options.accel, "MICROVM_ACCEL", "auto");
   runtime.images_dir_ = options.image_dir.empty() ? runtime.data_dir_ / "images" : fs::absolute(options.image_dir);
