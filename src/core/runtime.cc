@@ -559,7 +559,7 @@ Result<std::string> Runtime::create(const RunOptions& options) {
     }
     MICROVM_TRY(createOverlay(base, spec.root_disk));
     // The store saves `spec` (this object) after this returns.
-    spec.timings_ms["prepare"] = prepare_ms + step.lap();
+    spec.timings_ms["prepare"] = std::round((prepare_ms + step.lap()) * 10) / 10;
     return success();
   };
   MICROVM_TRY(store.add(spec, !options.name.empty(), make_disks));
