@@ -613,7 +613,18 @@ Result<VmHandle> Runtime::start(const std::string& reference, int stdout_fd, int
   pid_t pid = process->pid();
   if (stdout_fd >= 0 || stderr_fd >= 0) {
     // Attached: whatever happens next, including a failed boot, the runner
-    // reports on the caller's stderr and in its exit status.
+    // reports on the caller's stderr and in its exit status. The handle
+    // comes back once the VM runs (so that exec and hooks can follow at
+    // once) or its runner has exited, which is then the handle's to reap.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    for (auto pause = std::chrono::milliseconds(1); std::chrono::steady_clock::now() < deadline;
+         pause = std::min(pause * 2, std::chrono::milliseconds(50))) {
+      siginfo_t info{};
+      if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid) break;
+      auto state = loadState(record->dir);
+      if (state && state->runner_pid == pid && state->status != VmStatus::kCreated) break;
+      std::this_thread::sleep_for(pause);
+    }
     return VmHandle(share(), record->spec.id, process->release());
   }
 

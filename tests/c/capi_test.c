@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
   memset(&attached, 0, sizeof attached);
   microvm_options* options = microvm_options_new();
   CHECK(microvm_options_set_rootfs(options, argv[1]) == MICROVM_OK);
-  const char* command[] = {"/bin/sh", "-c", "echo out-$GREETING; echo err-line >&2; exit 7"};
+  const char* command[] = {"/bin/sh", "-c", "echo out-$GREETING; echo err-line >&2; sleep 3; exit 7"};
   for (size_t i = 0; i < 3; ++i) CHECK(microvm_options_add_arg(options, command[i]) == MICROVM_OK);
   CHECK(microvm_options_add_env(options, "GREETING=from-c") == MICROVM_OK);
   CHECK(microvm_options_set_remove(options, 1) == MICROVM_OK);
@@ -59,6 +59,14 @@ int main(int argc, char** argv) {
   microvm_vm* vm = NULL;
   CHECK(microvm_run(runtime, options, &vm, &error) == MICROVM_OK);
   int exit_code = -1;
+  /* The handle comes back with the VM running: exec works at once. */
+  const char* probe_argv[] = {"true", NULL};
+  int probe_code = -1;
+  CHECK(microvm_vm_exec(vm, probe_argv, NULL, NULL, &probe_code, &error) == MICROVM_OK);
+  CHECK(probe_code == 0);
+  if (error != NULL) fprintf(stderr, "exec: %s\n", error);
+  microvm_free_string(error);
+  error = NULL;
   CHECK(microvm_vm_wait(vm, &exit_code, &error) == MICROVM_OK);
   CHECK(exit_code == 7);
   CHECK(strcmp(attached.out, "out-from-c\n") == 0);
