@@ -30,6 +30,7 @@
 #include "base/fs.h"
 #include "base/idmapped_mount.h"
 #include "base/unique_fd.h"
+#include "base/unix_socket.h"
 #include "hypervisor/qemu/qemu_backend.h"
 #include "state/layout.h"
 #include "state/vm_record.h"
@@ -53,23 +54,6 @@ constexpr size_t kControlBacklog = size_t{1} << 20;
 // detached rather than allowed to hold up the VM or grow without bound.
 constexpr size_t kAttachBacklog = size_t{16} << 20;
 constexpr size_t kChunk = 65536;
-
-// A listening unix socket at `path` (replacing a stale one), owner-only.
-Result<UniqueFd> listenOn(const fs::path& path) {
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!fd.valid()) return Error::fromErrno("socket");
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
-  ::unlink(path.c_str());
-  // SAFETY: sockaddr_un is the sockaddr variant for AF_UNIX; bind reads sizeof(address) bytes.
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-    return Error::fromErrno("bind " + path.string());
-  }
-  ::chmod(path.c_str(), 0600);
-  if (::listen(fd.get(), 16) != 0) return Error::fromErrno("listen " + path.string());
-  return fd;
-}
 
 // The host directory with its owner shown as share.uid and its group as
 // share.gid (and those ids stored as the owner and group on disk); every
@@ -398,7 +382,7 @@ Result<void> Runner::start() {
   fs::path control_socket = runtime_dir / "runner.sock";
   MICROVM_TRY(checkSocketPath(qmp));
   MICROVM_TRY(checkSocketPath(control_socket));
-  auto listener = listenOn(control_socket);
+  auto listener = listenUnix(control_socket, 16, SOCK_NONBLOCK);
   if (!listener) return std::move(listener).error();
   listener_ = std::move(*listener);
 

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "base/unique_fd.h"
+#include "base/unix_socket.h"
 #include "hypervisor/qemu/qmp_client.h"
 
 namespace microvm {
@@ -145,23 +146,6 @@ Result<UniqueFd> openForReading(const std::filesystem::path& path, bool other_us
   return copy;
 }
 
-// A unix socket for QEMU's QMP server, listening at `path`, owner-only.
-Result<UniqueFd> listenUnix(const std::filesystem::path& path) {
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return Error::fromErrno("socket");
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
-  ::unlink(path.c_str());
-  // SAFETY: sockaddr_un is the sockaddr variant for AF_UNIX; bind reads sizeof(address) bytes.
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-    return Error::fromErrno("bind " + path.string());
-  }
-  ::chmod(path.c_str(), 0600);
-  if (::listen(fd.get(), 4) != 0) return Error::fromErrno("listen " + path.string());
-  return fd;
-}
-
 // A connection to the vhost-user back-end listening at `path`; it is
 // accepted once the back-end's loop runs, and the kernel queues it meanwhile.
 Result<UniqueFd> connectUnix(const std::filesystem::path& path) {
@@ -170,7 +154,7 @@ Result<UniqueFd> connectUnix(const std::filesystem::path& path) {
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
   std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
-  // SAFETY: as in listenUnix.
+  // SAFETY: sockaddr_un is the sockaddr variant for AF_UNIX; connect reads sizeof(address) bytes.
   while (::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
     if (errno != EINTR) return Error::fromErrno("connect " + path.string());
   }
@@ -321,7 +305,7 @@ Result<std::unique_ptr<Vmm>> QemuBackend::launch(const MachineConfig& config) {
     hand(kQemuVsockFd, std::move(*vsock));
   }
   if (!config.qmp_socket.empty()) {
-    auto qmp = listenUnix(config.qmp_socket);
+    auto qmp = listenUnix(config.qmp_socket, 4);
     if (!qmp) return std::move(qmp).error().withContext("QMP");
     hand(kQemuQmpFd, std::move(*qmp));
   }
