@@ -19,7 +19,7 @@ accel=$("$bin" info --format json | python3 -c 'import json,sys; print(json.load
 "$bin" run --rm --rootfs "$scratch/rootfs" -- /bin/true   # warm the root disk cache
 
 python3 - "$runs" "$accel" "$bin" "$scratch/rootfs" "$share" <<'PY'
-import json, statistics, subprocess, sys, time
+import json, signal, statistics, subprocess, sys, time
 runs, accel, binary, rootfs, share = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 tsc_khz = 0
 for line in open("/proc/cpuinfo"):
@@ -36,9 +36,14 @@ floor = ["qemu-system-x86_64", "-M", "microvm,x-option-roms=off,isa-serial=on,ac
          "-kernel", f"{share}/vmlinux", "-initrd", f"{share}/poweroff.cpio", "-append", append, "-serial", "null"]
 ours = [binary, "run", "--rm", "--rootfs", rootfs, "--", "/bin/true"]
 
+# No timeout= here: with one, Popen.wait() polls with sleeps that double from
+# 0.5 ms, which rounds every time up to 15.5, 31.5, 63.5 ms and then to 50 ms
+# steps. Without one it blocks in waitpid(); the alarm bounds the whole run.
+signal.alarm(1800)
+
 def timed(cmd):
     start = time.monotonic()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.monotonic() - start
 
 ours_times, floor_times = [], []

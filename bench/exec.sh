@@ -29,12 +29,17 @@ head -c 268435456 /dev/urandom > "$scratch/blob"
 accel=$("$bin" inspect "$vm" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["config"]["accel"])')
 
 python3 - "$runs" "$accel" "$bin" "$vm" "$scratch/blob" <<'PY'
-import json, statistics, subprocess, sys, time
+import json, signal, statistics, subprocess, sys, time
 runs, accel, binary, vm, blob = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+
+# No timeout= here: with one, Popen.wait() polls with sleeps that double from
+# 0.5 ms, which rounds every time up to 15.5, 31.5, 63.5 ms and then to 50 ms
+# steps. Without one it blocks in waitpid(); the alarm bounds the whole run.
+signal.alarm(1800)
 
 def timed(cmd, stdin=None):
     start = time.monotonic()
-    subprocess.run(cmd, check=True, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    subprocess.run(cmd, check=True, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.monotonic() - start
 
 def percentile(values, p):

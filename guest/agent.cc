@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -617,6 +618,34 @@ Result<Terminal> openTerminal(uint16_t rows, uint16_t cols) {
   return Terminal{std::move(master), std::move(slave)};
 }
 
+// Starts `child` in a new process that shares this one's memory until it
+// execs or exits, as posix_spawn does (clone with CLONE_VM | CLONE_VFORK).
+// Nothing is copied: fork() would copy the page tables and turn every page
+// of the agent copy-on-write, which under TCG costs more than the command
+// itself. The caller stays suspended until the exec, so the child may use the
+// heap; it runs on a stack of its own and must end in exec or _exit. What it
+// changes in shared globals (environ) is put back here. -1 and errno if the
+// process could not be made.
+template <typename Child>
+pid_t spawnSharingMemory(Child child) {
+  constexpr size_t kStackSize = size_t{1} << 20;  // only the pages touched are allocated
+  void* stack = ::mmap(nullptr, kStackSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) return -1;
+  char** saved_environ = environ;
+  auto entry = [](void* argument) -> int {
+    (*static_cast<Child*>(argument))();
+    ::_exit(kExitCannotRun);
+  };
+  // SAFETY: the stack grows down from its top, which is 16-byte aligned; the
+  // child's argument lives on this frame, which outlives it (CLONE_VFORK).
+  pid_t pid = ::clone(entry, static_cast<char*>(stack) + kStackSize, CLONE_VM | CLONE_VFORK | SIGCHLD, &child);
+  int saved_errno = errno;
+  environ = saved_environ;
+  ::munmap(stack, kStackSize);
+  errno = saved_errno;
+  return pid;
+}
+
 // The spec the command is exec'd with: the workload's, with the request's
 // command, added environment, working directory and user.
 agent::WorkloadSpec execSpec(const agent::AgentRequest& request, const AgentOptions& options) {
@@ -676,9 +705,8 @@ class ExecSession {
       child_err = std::move(err->write);
     }
     agent::WorkloadSpec spec = execSpec(request_, options_);
-    pid_ = ::fork();
-    if (pid_ < 0) return Error{"fork: " + describeErrno(errno)};
-    if (pid_ == 0) runChild(spec, child_in.get(), child_out.get(), child_err.get());
+    pid_ = spawnSharingMemory([&] { runChild(spec, child_in.get(), child_out.get(), child_err.get()); });
+    if (pid_ < 0) return Error{"clone: " + describeErrno(errno)};
     for (int fd : {stdin_.get(), stdout_.get(), stderr_.get(), terminal_.get()}) {
       if (fd >= 0) {
         if (auto set = setNonBlocking(fd); !set.ok()) return set;
