@@ -4,7 +4,12 @@
 # runner's libslirp + egress filter + an active egress policy that allows
 # the host endpoint) against its peer, QEMU's own `-netdev user` (the same
 # libslirp) booting the same kernel with the same busybox userland. Both
-# directions, MIB each, runs interleaved; the host side times them. Also
+# directions, MIB each, runs interleaved; the host side times them. The
+# guest moves the data with bench/tcp_stream.c (64 KiB reads and writes) in
+# both stacks. Each stack keeps its own link MTU: ours is 65520
+# (net::kGuestMtu), QEMU's user networking has 1500 and no option to change
+# it; at_mtu_1500 runs ours with the guest's link set to 1500 as well, to
+# show the stack's own share. samples_mib_s holds every run. Also
 # the egress filter's cost per frame (build/bin/filter_bench). Prints JSON.
 #   bench/net.sh [RUNS] [MIB]   (default 3 runs of 64 MiB each way; needs scripts/build.sh)
 set -euo pipefail
@@ -19,12 +24,14 @@ scratch=$(mktemp -d /tmp/microvm-netbench.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
 export MICROVM_HOME="$scratch/home"
 ./scripts/make-rootfs.sh "$scratch/rootfs"
+cc -O2 -static -o "$scratch/rootfs/bin/tcp_stream" bench/tcp_stream.c
 # The guest side of one run, the same script for both stacks.
 cat > "$scratch/rootfs/bench.sh" <<'SH'
 #!/bin/sh
-# bench.sh UP_PORT DOWN_PORT DONE_PORT BLOCKS: push BLOCKS*64 KiB to the host, pull as much, then say done.
-dd if=/dev/zero bs=65536 count=$4 2>/dev/null | nc 10.0.2.2 "$1"
-nc 10.0.2.2 "$2" </dev/null >/dev/null
+# bench.sh UP_PORT DOWN_PORT DONE_PORT BLOCKS [MTU]: push BLOCKS*64 KiB to the host, pull as much, then say done.
+[ -z "${5:-}" ] || ip link set eth0 mtu "$5"
+tcp_stream push 10.0.2.2 "$1" $(($4 * 65536))
+tcp_stream pull 10.0.2.2 "$2"
 echo done | nc 10.0.2.2 "$3"
 SH
 chmod 755 "$scratch/rootfs/bench.sh"
@@ -114,6 +121,9 @@ policy = []
 for p in ports:
     policy += ["--egress-allow-cidr", f"10.0.2.2/32:{p}/tcp"]
 ours = [binary, "run", "--rm", "--rootfs", f"{scratch}/rootfs", *policy, "--", "/bench.sh", *map(str, ports + [blocks])]
+# Ours again with the guest's link at QEMU's 1500: the stack alone, like for like.
+ours_1500 = [binary, "run", "--rm", "--cap-add", "NET_ADMIN", "--rootfs", f"{scratch}/rootfs", *policy, "--",
+             "/bench.sh", *map(str, ports + [blocks, 1500])]
 
 def measure(cmd):
     results.clear()
@@ -126,10 +136,12 @@ def measure(cmd):
         raise SystemExit(f"upload moved {up_bytes} bytes, not {SIZE}")
     return up_bytes / up_s / (1 << 20), down_bytes / down_s / (1 << 20)
 
-ours_up, ours_down, peer_up, peer_down = [], [], [], []
+ours_up, ours_down, peer_up, peer_down, mtu1500_up, mtu1500_down = [], [], [], [], [], []
 for _ in range(runs):
     u, d = measure(ours)
     ours_up.append(u); ours_down.append(d)
+    u, d = measure(ours_1500)
+    mtu1500_up.append(u); mtu1500_down.append(d)
     u, d = measure(peer)
     peer_up.append(u); peer_down.append(d)
 
@@ -146,9 +158,18 @@ print(json.dumps({
     "host_to_guest_peer_qemu_user_mib_s": round(med(peer_down), 1),
     "host_to_guest_ratio": round(med(ours_down) / med(peer_down), 3),
     "target_ratio_min": 0.9,
+    "guest_mtu": {"ours": 65520, "peer_qemu_user": 1500},
+    "at_mtu_1500": {
+        "guest_to_host_mib_s": round(med(mtu1500_up), 1),
+        "guest_to_host_ratio": round(med(mtu1500_up) / med(peer_up), 3),
+        "host_to_guest_mib_s": round(med(mtu1500_down), 1),
+        "host_to_guest_ratio": round(med(mtu1500_down) / med(peer_down), 3),
+    },
     "egress_policy": "active: --egress-allow-cidr 10.0.2.2/32:PORT/tcp for the three bench ports",
     "samples_mib_s": {"ours_up": [round(x, 1) for x in ours_up], "peer_up": [round(x, 1) for x in peer_up],
-                      "ours_down": [round(x, 1) for x in ours_down], "peer_down": [round(x, 1) for x in peer_down]},
+                      "ours_down": [round(x, 1) for x in ours_down], "peer_down": [round(x, 1) for x in peer_down],
+                      "ours_mtu1500_up": [round(x, 1) for x in mtu1500_up],
+                      "ours_mtu1500_down": [round(x, 1) for x in mtu1500_down]},
     "egress_filter": json.loads(filter_json),
 }, indent=2))
 PY

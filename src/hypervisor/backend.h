@@ -41,6 +41,7 @@ struct MachineConfig {
   int control_fd = -1;                // the guest's microvm.ctl port; -1: none
   int incoming_fd = -1;               // restore the machine from this saved state; -1: boot
   int net_fd = -1;                    // a virtio-net NIC whose frames go over this stream socket; -1: no NIC
+  int net_mtu = 1500;                 // the MTU the NIC advertises to the guest
   struct Share {
     std::filesystem::path host;
     std::string tag;                  // the guest mounts it by this tag

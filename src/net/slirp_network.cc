@@ -245,6 +245,8 @@ Result<void> SlirpNetwork::start() {
   config.enable_emu = false;
   config.disable_dns = !options_.builtin_dns;
   config.disable_dhcp = true;  // init configures the address statically
+  config.if_mtu = static_cast<size_t>(options_.mtu);
+  config.if_mru = static_cast<size_t>(options_.mtu);
   slirp_ = slirp_new(&config, &SlirpCallbacks::kTable, this);
   if (!slirp_) return Error(ErrorCode::kInternal, "libslirp refused the network configuration");
 

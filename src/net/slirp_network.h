@@ -49,6 +49,8 @@ struct SlirpNetworkOptions {
   // Frames queued for QEMU beyond this are dropped (TCP retransmits them);
   // it bounds memory while the guest does not drain its receive queue.
   size_t max_queued_bytes = 8u << 20;
+  // The link's MTU (and MRU): libslirp sizes its TCP MSS from it.
+  int mtu = 1500;
 };
 
 struct SlirpNetworkStats {

@@ -56,6 +56,7 @@ Result<std::unique_ptr<GuestNetwork>> GuestNetwork::create(EventLoop& loop, Uniq
   options.host_loopback = true;
   // DNS is the forwarder's (upstream of our choice, policy applied).
   options.builtin_dns = false;
+  options.mtu = net::kGuestMtu;
   auto stack = net::SlirpNetwork::create(loop, std::move(stream), options);
   if (!stack) return std::move(stack).error();
   network->stack_ = std::move(*stack);

@@ -32,6 +32,7 @@
 #include "base/unique_fd.h"
 #include "base/unix_socket.h"
 #include "hypervisor/qemu/qemu_backend.h"
+#include "net/network_config.h"
 #include "state/layout.h"
 #include "state/vm_record.h"
 #include "vsock/vsock_device.h"
@@ -425,6 +426,7 @@ Result<void> Runner::start() {
     if (!qemu_end) return std::move(qemu_end).error();
     net_qemu_end = std::move(*qemu_end);
     config.net_fd = net_qemu_end.get();
+    config.net_mtu = net::kGuestMtu;
   }
   // Volumes with uid=/gid= are idmapped mounts that QEMU reaches by fd; our
   // copies close once QEMU holds its own, and the mounts go with QEMU.

@@ -82,14 +82,50 @@ TEST(NetTest, GuestFetchesFromAHostServerThroughTheGateway) {
   fs::path www = home() / "net-www";
   fs::create_directories(www);
   std::ofstream(www / "token.txt") << "host-says-hello\n";
+  // Bulk data crosses the link in 64 KiB frames (the guest's MTU): it must
+  // arrive intact, so the guest checks it against the host's checksum.
+  std::string blob(size_t{4} << 20, '\0');
+  uint32_t state = 12345;
+  for (char& byte : blob) byte = static_cast<char>((state = state * 1664525 + 1013904223) >> 24);
+  std::ofstream(www / "blob.bin", std::ios::binary) << blob;
+  ASSERT_EQ(shell("sha256sum < '" + (www / "blob.bin").string() + "' | cut -d' ' -f1 > '" +
+                  (www / "blob.sha256").string() + "'"),
+            0);
+  std::string blob_sum;
+  std::ifstream(www / "blob.sha256") >> blob_sum;
   int port = freePort();
   Background server({"/bin/busybox", "httpd", "-f", "-p", "127.0.0.1:" + std::to_string(port), "-h", www.string()},
                     home() / "net-httpd.log");
+  // The sink hashes what the first connection that sends anything uploads
+  // (waitForPort's probe sends nothing).
+  int sink_port = freePort();
+  fs::path uploaded = home() / "net-upload.sha256";
+  Background sink({"python3", "-c",
+                   "import hashlib, socket, sys\n"
+                   "s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(1)\n"
+                   "size = 0\n"
+                   "while size == 0:\n"
+                   "    c, _ = s.accept(); h = hashlib.sha256()\n"
+                   "    while chunk := c.recv(1 << 16): h.update(chunk); size += len(chunk)\n"
+                   "open(sys.argv[2], 'w').write(h.hexdigest())\n",
+                   std::to_string(sink_port), uploaded.string()},
+                  home() / "net-sink.log");
   ASSERT_TRUE(waitForPort(port, seconds(10)));
+  ASSERT_TRUE(waitForPort(sink_port, seconds(10)));
+  std::string base = "http://10.0.2.2:" + std::to_string(port);
   auto result = microvm(runArgs(
-      {}, {"/bin/sh", "-c", "wget -q -O - http://10.0.2.2:" + std::to_string(port) + "/token.txt"}));
+      {}, {"/bin/sh", "-c",
+           "wget -q -O - " + base + "/token.txt; wget -q -O /tmp/blob " + base +
+               "/blob.bin && sha256sum < /tmp/blob | cut -d' ' -f1; nc 10.0.2.2 " + std::to_string(sink_port) +
+               " < /tmp/blob; cat /sys/class/net/eth0/mtu"}));
   EXPECT_EQ(result.exit_code, 0) << result.err;
-  EXPECT_EQ(result.out, "host-says-hello\n");
+  EXPECT_EQ(result.out, "host-says-hello\n" + blob_sum + "\n65520\n");
+  std::string upload_sum;
+  for (int i = 0; i < 100 && upload_sum.empty(); ++i) {
+    std::ifstream(uploaded) >> upload_sum;
+    if (upload_sum.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(upload_sum, blob_sum);
 }
 
 TEST(NetTest, GuestAddressingResolvConfHostsAndHostname) {

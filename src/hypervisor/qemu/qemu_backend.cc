@@ -246,7 +246,7 @@ std::vector<std::string> QemuBackend::commandLine(const MachineConfig& config) c
     // Frames go over the inherited stream socket (4-byte length + frame) to
     // the runner's network stack.
     add({"-netdev", "stream,id=net0,server=off,addr.type=fd,addr.str=" + std::to_string(kQemuNetFd), "-device",
-         std::string("virtio-net-device,netdev=net0,mac=") + kGuestMac});
+         "virtio-net-device,netdev=net0,host_mtu=" + std::to_string(config.net_mtu) + ",mac=" + kGuestMac});
   }
   if (!config.qmp_socket.empty()) {
     add({"-chardev", "socket,id=qmp,fd=" + std::to_string(kQemuQmpFd) + ",server=on,wait=off", "-mon",

@@ -104,7 +104,7 @@ TEST(QemuBackendTest, NicUsesTheInheritedStreamSocket) {
   config.net_fd = 9;
   auto argv = backend.commandLine(config);
   EXPECT_TRUE(hasPair(argv, "-netdev", "stream,id=net0,server=off,addr.type=fd,addr.str=" + std::to_string(kQemuNetFd)));
-  EXPECT_TRUE(hasPair(argv, "-device", std::string("virtio-net-device,netdev=net0,mac=") + kGuestMac));
+  EXPECT_TRUE(hasPair(argv, "-device", std::string("virtio-net-device,netdev=net0,host_mtu=1500,mac=") + kGuestMac));
 }
 
 TEST(QemuBackendTest, VhostVsockPutsGuestRamInASharedMemfd) {
