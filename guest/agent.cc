@@ -52,6 +52,8 @@ static_assert(kChunk <= agent::kMaxPayload);
 constexpr size_t kMaxPendingOutput = size_t{256} * 1024;
 constexpr size_t kMaxPendingInput = size_t{1} << 20;
 constexpr size_t kEntriesBatch = size_t{256} * 1024;
+// The most one read round takes from a connection before its frames are handled.
+constexpr size_t kMaxReadRound = 4 * kChunk;
 
 constexpr int kExitCannotRun = 126;
 
@@ -149,20 +151,25 @@ class Connection {
 
   bool sendResult(const agent::AgentResult& result) { return send(agent::FrameType::kResult, agent::encodeResult(result)); }
 
-  // Reads what is available. False once the peer closed or failed.
+  // Reads what is available, up to kMaxReadRound. False once the peer
+  // closed or failed. The bound matters: a client that sends as fast as the
+  // agent reads would otherwise keep this loop going, and everything it
+  // sent would pile up unparsed (a 256 MiB `cp` stalled for seconds).
   bool readSome() {
     char buffer[kChunk];
-    for (;;) {
+    for (size_t total = 0; total < kMaxReadRound;) {
       ssize_t got = retryOnEintr([&] { return ::recv(fd_.get(), buffer, sizeof buffer, MSG_DONTWAIT); });
       if (got > 0) {
         reader_.feed(std::string_view(buffer, static_cast<size_t>(got)));
         if (static_cast<size_t>(got) < sizeof buffer) return true;
+        total += static_cast<size_t>(got);
         continue;
       }
       if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
       broken_ = true;
       return false;
     }
+    return true;
   }
 
   std::optional<agent::Frame> nextFrame() { return reader_.next(); }

@@ -189,7 +189,9 @@ class FrameReader {
     if (offset_ == buffer_.size()) {
       buffer_.clear();
       offset_ = 0;
-    } else if (offset_ > 65536) {
+    } else if (offset_ > 65536 && offset_ * 2 > buffer_.size()) {
+      // Only once the consumed part outweighs the rest, so that draining a
+      // large buffer frame by frame moves each byte a bounded number of times.
       buffer_.erase(0, offset_);
       offset_ = 0;
     }

@@ -25,6 +25,31 @@ TEST(ProtocolTest, FrameRoundTripsAcrossArbitraryChunks) {
   EXPECT_FALSE(reader.failed());
 }
 
+// Many frames fed at once, drained one by one, with more fed midway: the
+// reader compacts its buffer as it goes and must not lose or reorder bytes.
+TEST(ProtocolTest, LargeBacklogsDrainInOrderWhileMoreArrives) {
+  auto payload = [](int i) { return std::string(static_cast<size_t>(1000 + i % 7000), static_cast<char>('a' + i % 26)); };
+  std::string first, second;
+  for (int i = 0; i < 300; ++i) appendFrame(first, FrameType::kStdout, payload(i));
+  for (int i = 300; i < 400; ++i) appendFrame(second, FrameType::kStdout, payload(i));
+  FrameReader reader;
+  reader.feed(first);
+  reader.feed(std::string_view(second).substr(0, 5));  // a split header waits at the end
+  int seen = 0;
+  for (; seen < 150; ++seen) {
+    auto frame = reader.next();
+    ASSERT_TRUE(frame.has_value()) << seen;
+    ASSERT_EQ(frame->payload, payload(seen));
+  }
+  reader.feed(std::string_view(second).substr(5));
+  while (auto frame = reader.next()) {
+    ASSERT_EQ(frame->payload, payload(seen)) << seen;
+    ++seen;
+  }
+  EXPECT_EQ(seen, 400);
+  EXPECT_FALSE(reader.failed());
+}
+
 TEST(ProtocolTest, OversizedLengthFailsTheStreamInsteadOfAllocating) {
   std::string wire;
   putLe16(wire, static_cast<uint16_t>(FrameType::kStdout));
