@@ -8,7 +8,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/ioctl.h>
-#include <sched.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -28,6 +27,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "guest/spawn.h"
 
 namespace microvm::guest {
 namespace {
@@ -623,34 +624,6 @@ Result<Terminal> openTerminal(uint16_t rows, uint16_t cols) {
     (void)::ioctl(master.get(), TIOCSWINSZ, &size);
   }
   return Terminal{std::move(master), std::move(slave)};
-}
-
-// Starts `child` in a new process that shares this one's memory until it
-// execs or exits, as posix_spawn does (clone with CLONE_VM | CLONE_VFORK).
-// Nothing is copied: fork() would copy the page tables and turn every page
-// of the agent copy-on-write, which under TCG costs more than the command
-// itself. The caller stays suspended until the exec, so the child may use the
-// heap; it runs on a stack of its own and must end in exec or _exit. What it
-// changes in shared globals (environ) is put back here. -1 and errno if the
-// process could not be made.
-template <typename Child>
-pid_t spawnSharingMemory(Child child) {
-  constexpr size_t kStackSize = size_t{1} << 20;  // only the pages touched are allocated
-  void* stack = ::mmap(nullptr, kStackSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-  if (stack == MAP_FAILED) return -1;
-  char** saved_environ = environ;
-  auto entry = [](void* argument) -> int {
-    (*static_cast<Child*>(argument))();
-    ::_exit(kExitCannotRun);
-  };
-  // SAFETY: the stack grows down from its top, which is 16-byte aligned; the
-  // child's argument lives on this frame, which outlives it (CLONE_VFORK).
-  pid_t pid = ::clone(entry, static_cast<char*>(stack) + kStackSize, CLONE_VM | CLONE_VFORK | SIGCHLD, &child);
-  int saved_errno = errno;
-  environ = saved_environ;
-  ::munmap(stack, kStackSize);
-  errno = saved_errno;
-  return pid;
 }
 
 // The spec the command is exec'd with: the workload's, with the request's

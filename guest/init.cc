@@ -40,6 +40,7 @@
 #include "agent/protocol.h"
 #include "guest/agent.h"
 #include "guest/fd.h"
+#include "guest/spawn.h"
 
 namespace microvm::guest {
 namespace {
@@ -953,9 +954,8 @@ Result<Workload> startWorkload(const agent::WorkloadSpec& spec) {
     // the loop that forwards its output.
     if (::fcntl(in.write.get(), F_SETFL, O_NONBLOCK) != 0) return systemError("fcntl O_NONBLOCK");
   }
-  pid_t pid = ::fork();
-  if (pid < 0) return systemError("fork");
-  if (pid == 0) runWorkloadChild(spec, in.read.get(), out->write.get(), err->write.get());
+  pid_t pid = spawnSharingMemory([&] { runWorkloadChild(spec, in.read.get(), out->write.get(), err->write.get()); });
+  if (pid < 0) return systemError("clone");
   // The child's ends close here, so that the pipes reach EOF once every
   // process holding them has gone.
   return Workload{pid, std::move(in.write), std::move(out->read), std::move(err->read)};
