@@ -36,6 +36,7 @@ struct MachineConfig {
   std::filesystem::path initramfs;
   std::filesystem::path root_disk;    // empty: no disk
   std::filesystem::path base_disk;    // root_disk's read-only backing file (raw); empty: none
+  bool ephemeral_disk = false;        // root_disk is deleted with the VM: the guest's flushes need not reach the host's storage
   std::filesystem::path console_log;  // kernel console (ttyS0); empty: discarded
   std::filesystem::path qmp_socket;   // empty: no QMP
   int control_fd = -1;                // the guest's microvm.ctl port; -1: none

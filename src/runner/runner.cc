@@ -410,6 +410,7 @@ Result<void> Runner::start() {
   config.initramfs = spec_.initramfs;
   config.root_disk = spec_.root_disk;
   config.base_disk = spec_.base_disk;
+  config.ephemeral_disk = spec_.remove_on_exit;
   config.console_log = vm_dir_ / "console.log";
   config.qmp_socket = qmp;
   config.control_fd = guest_end.get();

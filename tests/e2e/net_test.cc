@@ -140,6 +140,23 @@ TEST(NetTest, GuestAddressingResolvConfHostsAndHostname) {
             "default via 10.0.2.2 dev eth0 \n1\n");
 }
 
+// An image that has /etc/hosts and /etc/resolv.conf gets ours bind-mounted
+// over them (as Docker does); its own files stay as they were on its disk.
+TEST(NetTest, EtcFilesOfTheImageAreCoveredNotRewritten) {
+  fs::path image = home() / "rootfs-with-etc";
+  if (!fs::exists(image)) {
+    fs::copy(rootfs(), image, fs::copy_options::recursive | fs::copy_options::copy_symlinks);
+    std::ofstream(image / "etc" / "hosts") << "10.1.1.1 from-the-image\n";
+    std::ofstream(image / "etc" / "resolv.conf") << "nameserver 10.1.1.53\n";
+  }
+  auto result = microvm({"run", "--rm", "--privileged", "--add-host", "db.test:10.9.8.7", "--rootfs", image.string(),
+                         "--", "/bin/sh", "-c",
+                         "grep -c db.test /etc/hosts; cat /etc/resolv.conf; grep -c ' /etc/hosts ' /proc/mounts; "
+                         "umount /etc/hosts /etc/resolv.conf && cat /etc/hosts /etc/resolv.conf"});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(result.out, "1\nnameserver 10.0.2.3\n1\n10.1.1.1 from-the-image\nnameserver 10.1.1.53\n");
+}
+
 TEST(NetTest, NetworkNoneHasOnlyLoopback) {
   auto result = microvm(runArgs({"--network", "none"},
                                 // sit0 is the kernel's IPv6-in-IPv4 tunnel device, always present and down.

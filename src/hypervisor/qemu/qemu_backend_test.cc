@@ -78,6 +78,11 @@ TEST(QemuBackendTest, DevicesFollowTheConfig) {
   EXPECT_TRUE(hasPair(argv, "-mon", "chardev=qmp,mode=control"));
   EXPECT_TRUE(hasPair(argv, "-chardev", "socket,id=ctl,fd=" + std::to_string(kQemuControlFd)));
   EXPECT_EQ(std::find(argv.begin(), argv.end(), "-name"), argv.end());
+  MachineConfig ephemeral = tcgConfig();
+  ephemeral.ephemeral_disk = true;
+  EXPECT_TRUE(hasPair(backend.commandLine(ephemeral), "-blockdev",
+                      "driver=qcow2,node-name=root,discard=unmap,backing=base,cache.no-flush=on,"
+                      "file.cache.no-flush=on,file.driver=file,file.filename=/dev/fdset/2,file.discard=unmap"));
   MachineConfig named = tcgConfig();
   named.name = "/data/vms/a,b";
   EXPECT_TRUE(hasPair(backend.commandLine(named), "-name", "guest=/data/vms/a,,b"));
