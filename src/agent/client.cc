@@ -6,7 +6,6 @@
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -16,6 +15,7 @@
 #include <thread>
 
 #include "base/eintr.h"
+#include "base/unix_socket.h"
 
 namespace microvm::agent {
 
@@ -150,25 +150,16 @@ Result<UniqueFd> AgentClient::connectRaw() const {
 }
 
 Result<UniqueFd> AgentClient::connectOnce() const {
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::string path = socket_.string();
-  if (path.size() >= sizeof address.sun_path) {
-    return Error(ErrorCode::kInvalidArgument, "socket path too long: " + path);
-  }
-  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return Error::fromErrno("socket");
-  // SAFETY: sockaddr_un is the sockaddr of AF_UNIX, passed with its size.
-  if (retryOnEintr([&] { return ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address); }) !=
-      0) {
-    int saved = errno;
-    auto error = Error::fromErrno("connect " + path, saved);
-    if (saved == ENOENT || saved == ECONNREFUSED) {
-      return Error(ErrorCode::kUnavailable, error.message() + " (is the VM running, with a vsock device?)", saved);
+  auto connected = connectUnix(socket_);
+  if (!connected) {
+    const Error& error = connected.error();
+    if (error.sysErrno() == ENOENT || error.sysErrno() == ECONNREFUSED) {
+      return Error(ErrorCode::kUnavailable, error.message() + " (is the VM running, with a vsock device?)",
+                   error.sysErrno());
     }
     return error;
   }
+  UniqueFd fd = std::move(*connected);
   if (!hybrid_vsock_) return fd;
   MICROVM_TRY(sendFully(fd.get(), "CONNECT " + std::to_string(port_) + "\n"));
   // Byte by byte: what follows the line already belongs to the guest.

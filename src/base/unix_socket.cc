@@ -5,23 +5,48 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 
 namespace microvm {
+namespace {
 
-Result<UniqueFd> listenUnix(const std::filesystem::path& path, int backlog, int extra_type_flags) {
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | extra_type_flags, 0));
-  if (!fd.valid()) return Error::fromErrno("socket");
+Result<sockaddr_un> unixAddress(const std::filesystem::path& path) {
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+  if (path.native().size() >= sizeof address.sun_path) {
+    return Error(ErrorCode::kInvalidArgument, "socket path too long for a unix socket: " + path.string());
+  }
+  std::memcpy(address.sun_path, path.c_str(), path.native().size() + 1);
+  return address;
+}
+
+}  // namespace
+
+Result<UniqueFd> listenUnix(const std::filesystem::path& path, int backlog, int extra_type_flags) {
+  auto address = unixAddress(path);
+  if (!address) return std::move(address).error();
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | extra_type_flags, 0));
+  if (!fd.valid()) return Error::fromErrno("socket");
   ::unlink(path.c_str());
-  // SAFETY: sockaddr_un is the sockaddr variant for AF_UNIX; bind reads sizeof(address) bytes.
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+  // SAFETY: sockaddr_un is the sockaddr variant for AF_UNIX; bind reads sizeof(sockaddr_un) bytes.
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&*address), sizeof(sockaddr_un)) != 0) {
     return Error::fromErrno("bind " + path.string());
   }
   ::chmod(path.c_str(), 0600);
   if (::listen(fd.get(), backlog) != 0) return Error::fromErrno("listen " + path.string());
+  return fd;
+}
+
+Result<UniqueFd> connectUnix(const std::filesystem::path& path, int extra_type_flags) {
+  auto address = unixAddress(path);
+  if (!address) return std::move(address).error();
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | extra_type_flags, 0));
+  if (!fd.valid()) return Error::fromErrno("socket");
+  // SAFETY: sockaddr_un is the sockaddr variant for AF_UNIX; connect reads sizeof(sockaddr_un) bytes.
+  while (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&*address), sizeof(sockaddr_un)) != 0) {
+    if (errno != EINTR) return Error::fromErrno("connect " + path.string());
+  }
   return fd;
 }
 

@@ -1,7 +1,10 @@
-// Listening unix sockets, the one way the runner and the QEMU backend make
-// them: stale socket files replaced, owner-only.
+// Unix stream sockets, the one way the host side makes and reaches them:
+// listeners replace a stale socket file and are owner-only; a path too long
+// for sockaddr_un is an error, never silently cut short.
 //
 //   auto listener = listenUnix(dir / "runner.sock", 16, SOCK_NONBLOCK);
+//   auto stream = connectUnix(dir / "runner.sock");
+//   if (!stream && stream.error().sysErrno() == ECONNREFUSED) ...  // nobody listens
 #pragma once
 
 #include <filesystem>
@@ -14,5 +17,11 @@ namespace microvm {
 // A SOCK_STREAM listener at `path` (mode 0600), close-on-exec, with
 // `extra_type_flags` (e.g. SOCK_NONBLOCK) added to the socket type.
 Result<UniqueFd> listenUnix(const std::filesystem::path& path, int backlog, int extra_type_flags = 0);
+
+// A close-on-exec SOCK_STREAM connection to the listener at `path`, with
+// `extra_type_flags` added to the socket type. A failed connect is an
+// Error whose sysErrno() is connect's errno (ENOENT, ECONNREFUSED, EAGAIN
+// for a full backlog).
+Result<UniqueFd> connectUnix(const std::filesystem::path& path, int extra_type_flags = 0);
 
 }  // namespace microvm

@@ -3,7 +3,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -11,6 +10,7 @@
 
 #include "base/fs.h"
 #include "base/unique_fd.h"
+#include "base/unix_socket.h"
 
 namespace microvm {
 
@@ -117,18 +117,9 @@ Result<void> decodeReply(std::string_view line) {
 }
 
 Result<UniqueFd> openRunnerStream(const std::filesystem::path& socket_path, const RunnerRequest& request) {
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  if (socket_path.native().size() >= sizeof address.sun_path) {
-    return Error(ErrorCode::kInvalidArgument, "runner socket path too long: " + socket_path.string());
-  }
-  std::strcpy(address.sun_path, socket_path.c_str());
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return Error::fromErrno("socket");
-  // SAFETY: sockaddr_un is the sockaddr variant for AF_UNIX; connect reads sizeof(address) bytes.
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-    return Error::fromErrno("connect to the VM's runner at " + socket_path.string());
-  }
+  auto connected = connectUnix(socket_path);
+  if (!connected) return std::move(connected).error().withContext("the VM's runner");
+  UniqueFd fd = std::move(*connected);
   MICROVM_TRY(writeAll(fd.get(), encodeRequest(request)));
   // Byte by byte: what follows the reply line belongs to the caller. Replies
   // are one short line.

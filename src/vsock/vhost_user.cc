@@ -4,11 +4,12 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+
+#include "base/unix_socket.h"
 
 namespace microvm::vsock {
 
@@ -147,21 +148,9 @@ Result<std::unique_ptr<VhostUserServer>> VhostUserServer::create(EventLoop& loop
     return Error(ErrorCode::kInvalidArgument, "vhost-user: bad queue count");
   }
   std::unique_ptr<VhostUserServer> server(new VhostUserServer(loop, std::move(device), std::move(callbacks)));
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  if (socket.native().size() >= sizeof address.sun_path) {
-    return Error(ErrorCode::kInvalidArgument, "vhost-user socket path too long: " + socket.string());
-  }
-  std::memcpy(address.sun_path, socket.c_str(), socket.native().size() + 1);
-  server->listener_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!server->listener_.valid()) return Error::fromErrno("socket");
-  ::unlink(socket.c_str());
-  // SAFETY: sockaddr_un is the sockaddr variant for AF_UNIX; bind reads sizeof(address) bytes.
-  if (::bind(server->listener_.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-    return Error::fromErrno("bind " + socket.string());
-  }
-  ::chmod(socket.c_str(), 0600);
-  if (::listen(server->listener_.get(), 1) != 0) return Error::fromErrno("listen " + socket.string());
+  auto listener = listenUnix(socket, 1, SOCK_NONBLOCK);
+  if (!listener) return std::move(listener).error().withContext("vhost-user");
+  server->listener_ = std::move(*listener);
   server->path_ = socket;
 
   // The control plane is its own epoll set, so that one fd stands for it in

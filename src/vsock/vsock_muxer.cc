@@ -1,13 +1,13 @@
 #include "vsock/vsock_muxer.h"
 
+#include "base/unix_socket.h"
+
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <charconv>
-#include <cstring>
 
 namespace microvm::vsock {
 
@@ -19,14 +19,6 @@ namespace {
 // for the guest beyond what its credit allows.
 constexpr size_t kReadChunk = 64 * 1024;
 constexpr size_t kMaxConnectLine = 64;
-
-bool fillAddress(const fs::path& path, sockaddr_un& address) {
-  address = {};
-  address.sun_family = AF_UNIX;
-  if (path.native().size() >= sizeof address.sun_path) return false;
-  std::memcpy(address.sun_path, path.c_str(), path.native().size() + 1);
-  return true;
-}
 
 // "CONNECT <port>" (the newline stripped); nullopt if malformed.
 std::optional<uint32_t> parseConnectLine(std::string_view line) {
@@ -73,20 +65,9 @@ VsockMuxer::~VsockMuxer() {
 }
 
 Result<int> VsockMuxer::listen(const fs::path& path) {
-  sockaddr_un address;
-  if (!fillAddress(path, address)) {
-    return Error(ErrorCode::kInvalidArgument, "vsock socket path too long for a unix socket: " + path.string());
-  }
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!fd.valid()) return Error::fromErrno("socket");
-  ::unlink(path.c_str());
-  // SAFETY: sockaddr_un is the sockaddr variant for AF_UNIX; bind reads sizeof(address) bytes.
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-    return Error::fromErrno("bind " + path.string());
-  }
-  ::chmod(path.c_str(), 0600);
-  if (::listen(fd.get(), 64) != 0) return Error::fromErrno("listen " + path.string());
-  listeners_.push_back(std::move(fd));
+  auto fd = listenUnix(path, 64, SOCK_NONBLOCK);
+  if (!fd) return std::move(fd).error().withContext("vsock");
+  listeners_.push_back(std::move(*fd));
   return listeners_.back().get();
 }
 
@@ -495,23 +476,14 @@ void VsockMuxer::guestRequest(const PacketHeader& header) {
     return destroy(key, true);
   }
   fs::path target = targetFor(key.host_port);
-  sockaddr_un address;
-  if (target.empty() || connections_.size() >= config_.max_connections || !fillAddress(target, address)) {
-    return queueControl(key, Op::kRst);
-  }
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!fd.valid()) return queueControl(key, Op::kRst);
-  int connected;
-  do {
-    // SAFETY: sockaddr_un is the sockaddr variant for AF_UNIX; connect reads sizeof(address) bytes.
-    connected = ::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address);
-  } while (connected != 0 && errno == EINTR);
+  if (target.empty() || connections_.size() >= config_.max_connections) return queueControl(key, Op::kRst);
   // A unix stream connect completes at once or fails (EAGAIN: the server's
   // backlog is full, which refuses like a missing server).
-  if (connected != 0) return queueControl(key, Op::kRst);
+  auto fd = connectUnix(target, SOCK_NONBLOCK);
+  if (!fd) return queueControl(key, Op::kRst);
   Connection& connection = connections_[key];
   connection.key = key;
-  connection.fd = std::move(fd);
+  connection.fd = std::move(*fd);
   connection.state = State::kEstablished;
   connection.peer_buf_alloc = header.buf_alloc;
   connection.peer_fwd_cnt = header.fwd_cnt;

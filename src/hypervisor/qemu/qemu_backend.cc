@@ -6,7 +6,6 @@
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -144,21 +143,6 @@ Result<UniqueFd> openForReading(const std::filesystem::path& path, bool other_us
     return Error::fromErrno("seal the copy of " + path.string());
   }
   return copy;
-}
-
-// A connection to the vhost-user back-end listening at `path`; it is
-// accepted once the back-end's loop runs, and the kernel queues it meanwhile.
-Result<UniqueFd> connectUnix(const std::filesystem::path& path) {
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return Error::fromErrno("socket");
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
-  // SAFETY: sockaddr_un is the sockaddr variant for AF_UNIX; connect reads sizeof(address) bytes.
-  while (::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-    if (errno != EINTR) return Error::fromErrno("connect " + path.string());
-  }
-  return fd;
 }
 
 }  // namespace

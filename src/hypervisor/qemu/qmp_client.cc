@@ -1,8 +1,9 @@
 #include "hypervisor/qemu/qmp_client.h"
 
+#include "base/unix_socket.h"
+
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -23,19 +24,11 @@ constexpr size_t kMaxMessage = 16 * 1024 * 1024;
 
 Result<QmpClient> QmpClient::connect(const fs::path& socket_path, std::chrono::milliseconds timeout,
                                      MachineConfig::WaitService while_waiting) {
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  if (socket_path.native().size() >= sizeof address.sun_path) {
-    return Error(ErrorCode::kInvalidArgument, "QMP socket path too long: " + socket_path.string());
-  }
-  std::strcpy(address.sun_path, socket_path.c_str());
   auto deadline = Clock::now() + timeout;
   for (;;) {
-    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!fd.valid()) return Error::fromErrno("socket");
-    // SAFETY: sockaddr_un is the sockaddr variant for AF_UNIX; connect reads sizeof(address) bytes.
-    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
-      QmpClient client(std::move(fd), while_waiting);
+    auto fd = connectUnix(socket_path);
+    if (fd) {
+      QmpClient client(std::move(*fd), while_waiting);
       auto greeting = client.receive(deadline);
       if (!greeting) return std::move(greeting).error().withContext("QMP greeting");
       auto negotiated = client.execute("qmp_capabilities");
@@ -43,8 +36,9 @@ Result<QmpClient> QmpClient::connect(const fs::path& socket_path, std::chrono::m
       return client;
     }
     // QEMU creates the socket during start-up; until then, retry.
-    if ((errno != ENOENT && errno != ECONNREFUSED) || Clock::now() >= deadline) {
-      return Error::fromErrno("connect to QMP at " + socket_path.string());
+    int failed = fd.error().sysErrno();
+    if ((failed != ENOENT && failed != ECONNREFUSED) || Clock::now() >= deadline) {
+      return std::move(fd).error().withContext("QMP");
     }
     if (while_waiting.fd >= 0) {
       pollfd pfd{while_waiting.fd, POLLIN, 0};
