@@ -637,17 +637,16 @@ Status configureIpv6(const agent::WorkloadSpec& spec) {
   return Ok{};
 }
 
-// Writes `content` to `path` in the new root (replacing a symlink, as
-// Docker's bind mounts effectively do).
-// Where the image has the file, ours is staged on /dev (init's tmpfs) and
-// bind-mounted over it, as Docker bind-mounts its own: the root disk is not
-// written, so nothing is left to flush at power-off, and a read-only root
-// gets the file too. Where it lacks the file (or has a symlink), the file is
-// created on the root disk, if it is writable.
+// Puts `content` at `path` in the new root. Where the image has the file,
+// ours is staged on /dev (init's tmpfs) and bind-mounted over it, as Docker
+// bind-mounts its own: the root disk is not written, so nothing is left to
+// flush at power-off, and even a read-only root gets the file. Where the
+// image lacks it or has a symlink there, the file is written on the root
+// disk instead (replacing the symlink), if the root is writable.
 Status writeEtcFile(const std::string& path, const std::string& content) {
   struct stat info {};
   if (::lstat(path.c_str(), &info) == 0 && S_ISREG(info.st_mode)) {
-    std::string staged = "/dev/.microvm" + path.substr(path.rfind('/')).replace(0, 1, "-");
+    std::string staged = "/dev/.microvm-" + path.substr(path.rfind('/') + 1);
     UniqueFd fd(retryOnEintr(
         [&] { return ::open(staged.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644); }));
     if (fd.valid() && ::fchmod(fd.get(), 0644) == 0) {
