@@ -1069,7 +1069,7 @@ void runAgentProcess(const AgentOptions& options) {
     }
     AgentOptions serving = options;
     if (serving.confine && !serving.confinement) {
-      // Once here, instead of in every exec'd command.
+      // Once here (unless init did it), instead of in every exec'd command.
       auto prepared = prepareConfinement(serving.workload, STDERR_FILENO);
       if (prepared.ok()) {
         serving.confinement = std::make_shared<const PreparedConfinement>(std::move(*prepared));

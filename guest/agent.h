@@ -86,8 +86,8 @@ struct AgentOptions {
   // Apply the confinement to exec'd commands. Only the host unit tests, which
   // are not root in a VM, turn it off.
   bool confine = true;
-  // The workload's confinement, prepared once by runAgentProcess; without it
-  // each exec'd command prepares its own.
+  // The workload's confinement, prepared once by init (else by
+  // runAgentProcess); without it each exec'd command prepares its own.
   std::shared_ptr<const PreparedConfinement> confinement;
   // Where kWait learns the exit code; nullptr: kWait answers kUnsupported.
   WorkloadExitChannel* exit_channel = nullptr;

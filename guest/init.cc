@@ -937,7 +937,8 @@ std::vector<char*> cStringArray(std::vector<std::string>& strings) {
   failWorkload(failure.message, failure.exit_code);
 }
 
-[[noreturn]] void runWorkloadChild(const agent::WorkloadSpec& spec, int stdin_fd, int stdout_fd, int stderr_fd) {
+[[noreturn]] void runWorkloadChild(const agent::WorkloadSpec& spec, const PreparedConfinement* prepared, int stdin_fd,
+                                   int stdout_fd, int stderr_fd) {
   try {
     resetSignals();
     // Its own session and process group, like a container's first process.
@@ -945,7 +946,7 @@ std::vector<char*> cStringArray(std::vector<std::string>& strings) {
     // The console stays reachable for init's diagnostics; it closes at exec.
     int console_fd = ::fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
     if (!redirectStdio(stdin_fd, stdout_fd, stderr_fd).ok()) ::_exit(kCannotRunCode);
-    execWorkload(spec, console_fd, /*confine=*/true, nullptr);
+    execWorkload(spec, console_fd, /*confine=*/true, prepared);
   } catch (...) {
     // Never unwind into a copy of init's own stack frames.
     ::_exit(kCannotRunCode);
@@ -959,7 +960,8 @@ struct Workload {
   UniqueFd stderr_read;
 };
 
-Result<Workload> startWorkload(const agent::WorkloadSpec& spec) {
+// `prepared`: the confinement, compiled already; nullptr: the child compiles it.
+Result<Workload> startWorkload(const agent::WorkloadSpec& spec, const PreparedConfinement* prepared) {
   auto out = makeOutputPipe();
   if (!out.ok()) return out.error();
   auto err = makeOutputPipe();
@@ -973,7 +975,8 @@ Result<Workload> startWorkload(const agent::WorkloadSpec& spec) {
     // the loop that forwards its output.
     if (::fcntl(in.write.get(), F_SETFL, O_NONBLOCK) != 0) return systemError("fcntl O_NONBLOCK");
   }
-  pid_t pid = spawnSharingMemory([&] { runWorkloadChild(spec, in.read.get(), out->write.get(), err->write.get()); });
+  pid_t pid = spawnSharingMemory(
+      [&] { runWorkloadChild(spec, prepared, in.read.get(), out->write.get(), err->write.get()); });
   if (pid < 0) return systemError("clone");
   // The child's ends close here, so that the pipes reach EOF once every
   // process holding them has gone.
@@ -987,9 +990,11 @@ Result<Workload> startWorkload(const agent::WorkloadSpec& spec) {
 // it the workload's exit code.
 class AgentProcess {
  public:
-  AgentProcess(const agent::WorkloadSpec& spec, int control_fd) : control_fd_(control_fd) {
+  AgentProcess(const agent::WorkloadSpec& spec, int control_fd, std::shared_ptr<const PreparedConfinement> confinement)
+      : control_fd_(control_fd) {
     options_.workload = spec;
     options_.confine = true;
+    options_.confinement = std::move(confinement);
   }
 
   // A failure here costs exec and cp, not the workload: it is logged.
@@ -1261,11 +1266,18 @@ class Init {
 
     auto child_signals = blockChildSignals();
     if (!child_signals.ok()) fail(child_signals.error());
+    // The seccomp filter and the rest of the confinement are compiled once,
+    // here: the workload and the agent (for every exec) only install them.
+    // Should that fail, each compiles its own and reports the error.
+    std::shared_ptr<const PreparedConfinement> confinement;
+    if (auto prepared = prepareConfinement(*spec, STDERR_FILENO); prepared.ok()) {
+      confinement = std::make_shared<const PreparedConfinement>(std::move(*prepared));
+    }
     // Before the workload, so that the agent holds none of its pipes, and so
     // that a workload's readiness can be probed from its first moment.
-    AgentProcess agent(*spec, port_->fd());
+    AgentProcess agent(*spec, port_->fd(), confinement);
     agent.start();
-    auto workload = startWorkload(*spec);
+    auto workload = startWorkload(*spec, confinement.get());
     if (!workload.ok()) fail(workload.error());
     pid_t pid = workload->pid;
     if (auto started = port_->send(agent::FrameType::kStarted, agent::encodeU32(static_cast<uint32_t>(pid)));

@@ -106,6 +106,9 @@ TEST_F(ExecTest, RunsWithTheWorkloadsEnvironmentAndTheGivenOptions) {
   // The workload's confinement: the default capability set has no SYS_ADMIN.
   auto mount = exec({kVm, "/bin/sh", "-c", "mount -t tmpfs none /mnt 2>/dev/null; echo $?"});
   EXPECT_NE(trimmed(mount.out), "0") << mount.out;
+  // And its seccomp filter (compiled once by init, installed by each exec).
+  auto filtered = exec({kVm, "/bin/sh", "-c", "grep '^Seccomp:' /proc/self/status; unshare -U true 2>/dev/null; echo $?"});
+  EXPECT_EQ(filtered.out, "Seccomp:\t2\n1\n") << filtered.err;
 }
 
 TEST_F(ExecTest, SigtermToTheCliEndsTheCommandWith143) {
