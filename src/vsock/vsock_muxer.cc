@@ -1,13 +1,13 @@
 #include "vsock/vsock_muxer.h"
 
-#include "base/unix_socket.h"
-
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <charconv>
+
+#include "base/unix_socket.h"
 
 namespace microvm::vsock {
 

@@ -1,13 +1,13 @@
 #include "hypervisor/qemu/qmp_client.h"
 
-#include "base/unix_socket.h"
-
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <thread>
+
+#include "base/unix_socket.h"
 
 namespace microvm {
 
