@@ -333,6 +333,27 @@ std::string temporaryName(const std::string& path) {
          "-" + path.substr(slash + 1, 32);
 }
 
+// Copies `source` over the regular file `target`, truncating it first; the
+// target keeps its own mode and owner. False (errno set) if that could not
+// be done.
+bool rewriteInPlace(const std::string& source, const std::string& target) {
+  UniqueFd in(retryOnEintr([&] { return ::open(source.c_str(), O_RDONLY | O_CLOEXEC); }));
+  if (!in.valid()) return false;
+  UniqueFd out(retryOnEintr([&] { return ::open(target.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW); }));
+  if (!out.valid()) return false;
+  char buffer[kChunk];
+  for (;;) {
+    ssize_t got = retryOnEintr([&] { return ::read(in.get(), buffer, sizeof buffer); });
+    if (got < 0) return false;
+    if (got == 0) return true;
+    for (ssize_t done = 0; done < got;) {
+      ssize_t wrote = retryOnEintr([&] { return ::write(out.get(), buffer + done, static_cast<size_t>(got - done)); });
+      if (wrote <= 0) return false;
+      done += wrote;
+    }
+  }
+}
+
 // Writes the data to a temporary file beside the target and renames it over
 // the target, so that a reader sees the old file or the whole new one. The
 // data is read to its end even after a failure, so that the answer comes
@@ -392,7 +413,13 @@ void handlePutFile(Connection& connection, const agent::AgentRequest& request) {
   }
   if (!failed && file.valid() && ::close(file.release()) != 0) failed = systemFailure(request.id, "close " + temporary);
   if (!failed && ::rename(temporary.c_str(), request.path.c_str()) != 0) {
-    failed = systemFailure(request.id, "rename onto " + request.path);
+    // A file mounted over (/etc/hosts, /etc/resolv.conf) cannot be replaced,
+    // only rewritten in place.
+    if (errno != EBUSY || is_link || !rewriteInPlace(temporary, request.path)) {
+      failed = systemFailure(request.id, "rename onto " + request.path);
+    } else {
+      ::unlink(temporary.c_str());
+    }
   }
   if (failed) {
     if (created) ::unlink(temporary.c_str());

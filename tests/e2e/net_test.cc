@@ -155,6 +155,18 @@ TEST(NetTest, EtcFilesOfTheImageAreCoveredNotRewritten) {
                          "umount /etc/hosts /etc/resolv.conf && cat /etc/hosts /etc/resolv.conf"});
   EXPECT_EQ(result.exit_code, 0) << result.err;
   EXPECT_EQ(result.out, "1\nnameserver 10.0.2.3\n1\n10.1.1.1 from-the-image\nnameserver 10.1.1.53\n");
+
+  // `cp` onto a covered file rewrites it in place (it cannot be renamed over).
+  auto started = microvm({"run", "-d", "--rootfs", image.string(), "--", "sleep", "600"});
+  ASSERT_EQ(started.exit_code, 0) << started.err;
+  std::string id = started.out.substr(0, started.out.find('\n'));
+  fs::path hosts = home() / "hosts-to-copy";
+  std::ofstream(hosts) << "10.2.2.2 copied-in\n";
+  auto copied = microvm({"cp", hosts.string(), id + ":/etc/hosts"});
+  EXPECT_EQ(copied.exit_code, 0) << copied.err;
+  auto shown = microvm({"exec", id, "cat", "/etc/hosts"});
+  EXPECT_EQ(shown.out, "10.2.2.2 copied-in\n") << shown.err;
+  microvm({"rm", "-f", id});
 }
 
 TEST(NetTest, NetworkNoneHasOnlyLoopback) {
