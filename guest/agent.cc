@@ -340,18 +340,7 @@ bool rewriteInPlace(const std::string& source, const std::string& target) {
   UniqueFd in(retryOnEintr([&] { return ::open(source.c_str(), O_RDONLY | O_CLOEXEC); }));
   if (!in.valid()) return false;
   UniqueFd out(retryOnEintr([&] { return ::open(target.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW); }));
-  if (!out.valid()) return false;
-  char buffer[kChunk];
-  for (;;) {
-    ssize_t got = retryOnEintr([&] { return ::read(in.get(), buffer, sizeof buffer); });
-    if (got < 0) return false;
-    if (got == 0) return true;
-    for (ssize_t done = 0; done < got;) {
-      ssize_t wrote = retryOnEintr([&] { return ::write(out.get(), buffer + done, static_cast<size_t>(got - done)); });
-      if (wrote <= 0) return false;
-      done += wrote;
-    }
-  }
+  return out.valid() && copyToEnd(in.get(), out.get()) == CopyResult::kDone;
 }
 
 // Writes the data to a temporary file beside the target and renames it over

@@ -1,5 +1,5 @@
 // Small OS helpers shared by the guest's programs (init and its agent): an
-// owning file descriptor and EINTR retries. The guest links no host code, so
+// owning file descriptor, EINTR retries and a copy between fds. The guest links no host code, so
 // these mirror src/base/unique_fd.h and src/base/eintr.h.
 //
 //   UniqueFd fd(retryOnEintr([&] { return ::open(path, O_RDONLY | O_CLOEXEC); }));
@@ -46,6 +46,26 @@ auto retryOnEintr(Call call) {
     result = call();
   } while (result == -1 && errno == EINTR);
   return result;
+}
+
+enum class CopyResult { kDone, kReadFailed, kWriteFailed };
+
+// Copies what `from` reads, to its end, into `to`; errno says why on failure.
+inline CopyResult copyToEnd(int from, int to) {
+  char buffer[65536];
+  for (;;) {
+    ssize_t got = retryOnEintr([&] { return ::read(from, buffer, sizeof buffer); });
+    if (got < 0) return CopyResult::kReadFailed;
+    if (got == 0) return CopyResult::kDone;
+    for (ssize_t done = 0; done < got;) {
+      ssize_t wrote = retryOnEintr([&] { return ::write(to, buffer + done, static_cast<size_t>(got - done)); });
+      if (wrote <= 0) {
+        if (wrote == 0) errno = EIO;
+        return CopyResult::kWriteFailed;
+      }
+      done += wrote;
+    }
+  }
 }
 
 }  // namespace microvm::guest

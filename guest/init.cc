@@ -417,16 +417,10 @@ Status copyInjectedFile(int parent, const std::string& name, const InjectEntry& 
   }
   UniqueFd target(::openat(parent, name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!target.valid()) return systemError("create " + entry.path);
-  char buffer[65536];
-  for (;;) {
-    ssize_t got = retryOnEintr([&] { return ::read(source.get(), buffer, sizeof buffer); });
-    if (got < 0) return systemError("read " + data_path);
-    if (got == 0) break;
-    for (ssize_t done = 0; done < got;) {
-      ssize_t wrote = retryOnEintr([&] { return ::write(target.get(), buffer + done, static_cast<size_t>(got - done)); });
-      if (wrote < 0) return systemError("write " + entry.path);
-      done += wrote;
-    }
+  switch (copyToEnd(source.get(), target.get())) {
+    case CopyResult::kReadFailed: return systemError("read " + data_path);
+    case CopyResult::kWriteFailed: return systemError("write " + entry.path);
+    case CopyResult::kDone: break;
   }
   // Owner before mode: chown clears set-id bits.
   if (::fchown(target.get(), entry.uid, entry.gid) != 0) return systemError("chown " + entry.path);
