@@ -434,10 +434,15 @@ void handleGetFile(Connection& connection, const agent::AgentRequest& request) {
   header.id = request.id;
   header.info = fileInfo(st);
   if (!connection.sendResult(header)) return;
+  // The size just declared is all the host takes: a file that grows while it
+  // is read (a log) is cut there, as tar cuts it at its header's size.
+  uint64_t left = header.info->size;
   std::string buffer(kChunk, '\0');
   for (;;) {
-    ssize_t got = retryOnEintr([&] { return ::read(file.get(), buffer.data(), buffer.size()); });
+    size_t want = static_cast<size_t>(std::min<uint64_t>(left, buffer.size()));
+    ssize_t got = want == 0 ? 0 : retryOnEintr([&] { return ::read(file.get(), buffer.data(), want); });
     if (got < 0) return (void)connection.sendResult(systemFailure(request.id, "read " + request.path));
+    left -= static_cast<uint64_t>(got);
     if (!connection.send(agent::FrameType::kData, std::string_view(buffer.data(), static_cast<size_t>(got)))) return;
     if (got == 0) return;  // The empty chunk just sent ends the file.
   }

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstring>
 #include <thread>
+#include <unordered_set>
 
 #include "base/eintr.h"
 #include "base/unix_socket.h"
@@ -29,7 +30,33 @@ constexpr size_t kMaxConnectReply = 64;
 // How long a refused CONNECT is retried: a VM just started is still booting.
 constexpr std::chrono::seconds kAgentStartPatience{20};
 
+using Clock = std::chrono::steady_clock;
+
 Error protocolError(const std::string& what) { return Error(ErrorCode::kProtocol, "agent: " + what); }
+
+// "30 s", or "250 ms" below a second (the tests' timeouts).
+std::string describeDuration(std::chrono::milliseconds duration) {
+  if (duration.count() % 1000 == 0) return std::to_string(duration.count() / 1000) + " s";
+  return std::to_string(duration.count()) + " ms";
+}
+
+// Milliseconds for poll(): -1 without a deadline, 0 once it has passed.
+int pollTimeout(std::optional<Clock::time_point> deadline) {
+  if (!deadline) return -1;
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - Clock::now()).count();
+  return static_cast<int>(std::clamp<long long>(left, 0, 1'000'000));
+}
+
+// "agent on VM web did not answer within 30 s (WHAT)".
+Error silenceError(const std::string& peer_name, std::chrono::milliseconds patience, const std::string& what) {
+  return Error(ErrorCode::kTimeout, "agent on " + peer_name + " did not answer within " + describeDuration(patience) +
+                                        (what.empty() ? "" : " (" + what + ")"));
+}
+
+std::optional<Clock::time_point> deadlineAfter(std::optional<std::chrono::milliseconds> patience) {
+  if (!patience) return std::nullopt;
+  return Clock::now() + *patience;
+}
 
 Error lostConnection() {
   return Error(ErrorCode::kProtocol, "agent: the connection ended in the middle of the operation");
@@ -51,13 +78,22 @@ Result<void> writeFully(int fd, std::string_view data) {
   return success();
 }
 
-Result<void> sendFully(int fd, std::string_view data) {
+// Sends everything, waiting for room until `deadline`; false (and no error)
+// if the deadline passed first.
+Result<bool> sendFully(int fd, std::string_view data, std::optional<Clock::time_point> deadline) {
   while (!data.empty()) {
-    ssize_t sent = retryOnEintr([&] { return ::send(fd, data.data(), data.size(), MSG_NOSIGNAL); });
-    if (sent <= 0) return Error::fromErrno("agent: send");
-    data.remove_prefix(static_cast<size_t>(sent));
+    ssize_t sent = retryOnEintr([&] { return ::send(fd, data.data(), data.size(), MSG_NOSIGNAL | MSG_DONTWAIT); });
+    if (sent > 0) {
+      data.remove_prefix(static_cast<size_t>(sent));
+      continue;
+    }
+    if (sent == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return Error::fromErrno("agent: send");
+    pollfd watch{fd, POLLOUT, 0};
+    int ready = retryOnEintr([&] { return ::poll(&watch, 1, pollTimeout(deadline)); });
+    if (ready < 0) return Error::fromErrno("agent: poll");
+    if (ready == 0) return false;
   }
-  return success();
+  return true;
 }
 
 }  // namespace
@@ -80,10 +116,24 @@ Error resultError(const AgentResult& result, const std::string& what) {
 // ---------------------------------------------------------------------------
 // Session.
 
+Error AgentClient::Session::silence(std::chrono::milliseconds patience, const std::string& what) const {
+  return silenceError(peer_name_, patience, what);
+}
+
 Result<void> AgentClient::Session::send(FrameType type, std::string_view payload) {
+  return send(type, payload, timeouts_.transfer);
+}
+
+Result<void> AgentClient::Session::send(FrameType type, std::string_view payload, Patience patience) {
   std::string wire;
   appendFrame(wire, type, payload);
-  return sendFully(fd_.get(), wire);
+  auto sent = sendFully(fd_.get(), wire, deadlineAfter(patience));
+  if (!sent) return std::move(sent).error();
+  if (!*sent) {
+    return Error(ErrorCode::kTimeout,
+                 "agent on " + peer_name_ + " took no data for " + describeDuration(*patience) + " (send)");
+  }
+  return success();
 }
 
 Result<bool> AgentClient::Session::readAvailable() {
@@ -101,21 +151,35 @@ Result<bool> AgentClient::Session::readAvailable() {
 
 std::optional<Frame> AgentClient::Session::nextBuffered() { return reader_.next(); }
 
-Result<Frame> AgentClient::Session::receive() {
+Result<Frame> AgentClient::Session::receive() { return receive(timeouts_.reply); }
+
+Result<Frame> AgentClient::Session::receive(Patience patience) {
+  return receiveUntil(deadlineAfter(patience), patience, "");
+}
+
+Result<Frame> AgentClient::Session::receiveUntil(Deadline deadline, Patience patience, const std::string& what) {
   for (;;) {
     if (auto frame = reader_.next()) return std::move(*frame);
     if (reader_.failed()) return protocolError("malformed frame (length above the limit)");
     if (eof_) return lostConnection();
     pollfd watch{fd_.get(), POLLIN, 0};
-    if (retryOnEintr([&] { return ::poll(&watch, 1, -1); }) < 0) return Error::fromErrno("agent: poll");
+    int ready = retryOnEintr([&] { return ::poll(&watch, 1, pollTimeout(deadline)); });
+    if (ready < 0) return Error::fromErrno("agent: poll");
+    // A frame trickled in byte by byte still has to be whole by the deadline.
+    if (ready == 0) return silence(*patience, what);
     auto more = readAvailable();
     if (!more) return std::move(more).error();
   }
 }
 
-Result<AgentResult> AgentClient::Session::result(const std::string& what) {
+Result<AgentResult> AgentClient::Session::result(const std::string& what) { return result(what, timeouts_.reply); }
+
+Result<AgentResult> AgentClient::Session::result(const std::string& what, Patience patience) {
+  // One deadline for the whole wait: frames the result is not in (skipped)
+  // do not extend it.
+  Deadline deadline = deadlineAfter(patience);
   for (;;) {
-    auto frame = receive();
+    auto frame = receiveUntil(deadline, patience, what);
     if (!frame) return std::move(frame).error();
     if (frame->type != FrameType::kResult) continue;
     auto result = decodeResult(frame->payload);
@@ -161,10 +225,19 @@ Result<UniqueFd> AgentClient::connectOnce() const {
   }
   UniqueFd fd = std::move(*connected);
   if (!hybrid_vsock_) return fd;
-  MICROVM_TRY(sendFully(fd.get(), "CONNECT " + std::to_string(port_) + "\n"));
+  // The runner answers once the guest has accepted (or refused) the
+  // connection: a guest that does neither is cut off here.
+  auto deadline = Clock::now() + timeouts_.reply;
+  auto sent = sendFully(fd.get(), "CONNECT " + std::to_string(port_) + "\n", deadline);
+  if (!sent) return std::move(sent).error();
+  if (!*sent) return silenceError(peer_name_, timeouts_.reply, "CONNECT");
   // Byte by byte: what follows the line already belongs to the guest.
   std::string reply;
   while (reply.size() < kMaxConnectReply) {
+    pollfd watch{fd.get(), POLLIN, 0};
+    int ready = retryOnEintr([&] { return ::poll(&watch, 1, pollTimeout(deadline)); });
+    if (ready < 0) return Error::fromErrno("poll for the vsock reply");
+    if (ready == 0) return silenceError(peer_name_, timeouts_.reply, "CONNECT");
     char byte = 0;
     ssize_t got = retryOnEintr([&] { return ::read(fd.get(), &byte, 1); });
     if (got < 0) return Error::fromErrno("read the vsock reply");
@@ -183,14 +256,17 @@ Result<UniqueFd> AgentClient::connectOnce() const {
 Result<AgentClient::Session> AgentClient::begin(const AgentRequest& request) const {
   auto fd = connectRaw();
   if (!fd) return std::move(fd).error();
-  Session session(std::move(*fd));
+  Session session(std::move(*fd), peer_name_, timeouts_);
   // Hello and request in one write: one round trip for the whole operation.
   std::string wire;
   appendFrame(wire, FrameType::kAgentHello, encodeU32(kAgentProtocolVersion));
   appendFrame(wire, FrameType::kRequest, encodeRequest(request));
-  MICROVM_TRY(sendFully(session.fd(), wire));
+  auto deadline = Clock::now() + timeouts_.reply;
+  auto sent = sendFully(session.fd(), wire, deadline);
+  if (!sent) return std::move(sent).error();
+  if (!*sent) return session.silence(timeouts_.reply, "hello");
   for (;;) {
-    auto frame = session.receive();
+    auto frame = session.receiveUntil(deadline, timeouts_.reply, "hello");
     if (!frame) return std::move(frame).error();
     if (frame->type == FrameType::kAgentHello) break;
     if (frame->type == FrameType::kResult) {
@@ -238,9 +314,17 @@ Result<std::vector<FileInfo>> AgentClient::list(const std::string& path) const {
   auto session = begin(requestFor(AgentOp::kList, path));
   if (!session) return std::move(session).error();
   std::vector<FileInfo> entries;
+  // A listing has no declared length: these bounds stop a guest that sends
+  // without end (frames of any type count towards the bytes).
+  std::unordered_set<std::string> names;
+  size_t received = 0;
   for (;;) {
     auto frame = session->receive();
     if (!frame) return std::move(frame).error();
+    received += kHeaderSize + frame->payload.size();
+    if (received > kMaxListBytes) {
+      return protocolError("the listing of " + path + " exceeds " + std::to_string(kMaxListBytes >> 20) + " MiB");
+    }
     if (frame->type == FrameType::kEntries) {
       auto batch = decodeEntries(frame->payload);
       if (!batch) return protocolError("malformed directory entries");
@@ -248,8 +332,21 @@ Result<std::vector<FileInfo>> AgentClient::list(const std::string& path) const {
         // A guest name with a '/' or a "." would make the caller write
         // somewhere other than inside the directory.
         if (entry.name.empty() || entry.name == "." || entry.name == ".." ||
-            entry.name.find('/') != std::string::npos || entry.name.find('\0') != std::string::npos) {
+            entry.name.find('/') != std::string::npos || entry.name.find('\0') != std::string::npos ||
+            entry.name.size() > kMaxNameLength) {
           return protocolError("invalid name in the listing of " + path);
+        }
+        if (entry.link_target.size() > kMaxLinkTargetLength || entry.link_target.find('\0') != std::string::npos) {
+          return protocolError("invalid link target for " + entry.name + " in the listing of " + path);
+        }
+        // A directory has each name once; a second one (a symlink, then a
+        // directory of the same name) is a guest trying something.
+        if (!names.insert(entry.name).second) {
+          return protocolError("the listing of " + path + " names " + entry.name + " twice");
+        }
+        if (entries.size() == kMaxListEntries) {
+          return protocolError("the listing of " + path + " has more than " + std::to_string(kMaxListEntries) +
+                               " entries");
         }
         entries.push_back(std::move(entry));
       }
@@ -290,13 +387,14 @@ Result<void> AgentClient::putFile(const std::string& path, int fd, const PutOpti
     auto sent = session->send(FrameType::kData, std::string_view(buffer.data(), static_cast<size_t>(got)));
     if (!sent) {
       // The agent may have answered and closed: its answer says more.
+      if (sent.error().code() == ErrorCode::kTimeout) return std::move(sent).error();
       auto result = session->result("put " + path);
       if (!result) return std::move(result).error();
       return std::move(sent).error();
     }
     if (got == 0) break;
   }
-  auto result = session->result("put " + path);
+  auto result = session->result("put " + path, session->timeouts().transfer);
   if (!result) return std::move(result).error();
   return success();
 }
@@ -317,12 +415,26 @@ Result<FileInfo> AgentClient::getFile(const std::string& path, int fd) const {
   auto header = session->result("get " + path);
   if (!header) return std::move(header).error();
   if (!header->info) return protocolError("file answer without file information");
+  // The agent declared the size: a file that grew since is cut there by the
+  // agent, so more than that is a guest overrunning its word. Other frames
+  // are skipped, within a budget.
+  const uint64_t declared = header->info->size;
+  uint64_t written = 0;
+  size_t skipped = 0;
   for (;;) {
-    auto frame = session->receive();
+    auto frame = session->receive(session->timeouts().transfer);
     if (!frame) return std::move(frame).error();
     if (frame->type == FrameType::kData) {
       if (frame->payload.empty()) return std::move(*header->info);
+      if (frame->payload.size() > declared - written) {
+        return protocolError("get " + path + ": the agent sent more than the " + std::to_string(declared) +
+                             " bytes it declared");
+      }
       MICROVM_TRY(writeFully(fd, frame->payload));
+      written += frame->payload.size();
+    } else if (frame->type != FrameType::kResult) {
+      skipped += kHeaderSize + frame->payload.size();
+      if (skipped > kMaxPayload) return protocolError("get " + path + ": too many frames that are not data");
     } else if (frame->type == FrameType::kResult) {
       auto result = decodeResult(frame->payload);
       if (!result) return protocolError("malformed result for get");
@@ -335,7 +447,8 @@ Result<FileInfo> AgentClient::getFile(const std::string& path, int fd) const {
 Result<int> AgentClient::waitWorkload() const {
   auto session = begin(requestFor(AgentOp::kWait));
   if (!session) return std::move(session).error();
-  auto result = session->result("wait");
+  // As long as the workload runs: no limit.
+  auto result = session->result("wait", std::nullopt);
   if (!result) return std::move(result).error();
   return static_cast<int>(result->exit_code);
 }
@@ -346,7 +459,8 @@ Result<void> AgentClient::probeTcp(uint16_t port, std::chrono::milliseconds time
   request.timeout_ms = static_cast<uint32_t>(timeout.count());
   auto session = begin(request);
   if (!session) return std::move(session).error();
-  auto result = session->result("probe tcp port " + std::to_string(port));
+  // The agent answers once its own probe has ended, `timeout` at most.
+  auto result = session->result("probe tcp port " + std::to_string(port), timeout + timeouts_.reply);
   if (!result) return std::move(result).error();
   return success();
 }
@@ -357,7 +471,7 @@ Result<int> AgentClient::probeHttp(uint16_t port, const std::string& path, std::
   request.timeout_ms = static_cast<uint32_t>(timeout.count());
   auto session = begin(request);
   if (!session) return std::move(session).error();
-  auto result = session->result("probe http port " + std::to_string(port));
+  auto result = session->result("probe http port " + std::to_string(port), timeout + timeouts_.reply);
   if (!result) return std::move(result).error();
   return static_cast<int>(result->http_status);
 }

@@ -12,7 +12,13 @@
 //
 // Everything the guest sends is untrusted: frames are bounds-checked by the
 // shared FrameReader, results by decodeResult(); anything malformed is an
-// ErrorCode::kProtocol error, never an assert.
+// ErrorCode::kProtocol error, never an assert. A listing is bounded (entries,
+// bytes, name lengths, no duplicate names) and a file never grows past the
+// size the agent declared for it. Every reply the host waits for has a
+// deadline (AgentTimeouts), so a silent guest is an ErrorCode::kTimeout error
+// ("agent on VM web did not answer within 30 s"), never a hang; only a
+// command's own run time (exec) and the workload's (waitWorkload) are not
+// bounded.
 #pragma once
 
 #include <chrono>
@@ -49,6 +55,25 @@ struct ExecStreams {
   int terminal_fd = -1;
 };
 
+// How long the host waits for the agent. The defaults leave room for a guest
+// under TCG on a loaded host; the unit tests shorten them.
+struct AgentTimeouts {
+  // The runner's CONNECT answer, the agent's hello, and each answer to a
+  // request (a stat, a mkdir, a batch of a listing, the start of an exec, the
+  // header of a file, a probe's result beyond the probe's own timeout).
+  std::chrono::milliseconds reply{30'000};
+  // Each step of a file transfer: the next chunk of a file coming in, room
+  // for the next chunk going out, and the answer once it is all sent. The
+  // agent gives the client 60 s per step too.
+  std::chrono::milliseconds transfer{60'000};
+};
+
+// Bounds on one listing, whatever the guest sends: beyond them list() fails.
+inline constexpr size_t kMaxListEntries = size_t{1} << 20;
+inline constexpr size_t kMaxListBytes = size_t{256} << 20;  // all frames of the answer
+inline constexpr size_t kMaxNameLength = 255;               // NAME_MAX
+inline constexpr size_t kMaxLinkTargetLength = 4095;        // PATH_MAX - 1
+
 struct PutOptions {
   uint32_t mode = 0644;
   std::optional<uint32_t> uid;
@@ -63,6 +88,12 @@ class AgentClient {
   // Straight to a unix socket an agent listens on (the agent's unit tests).
   static AgentClient direct(std::filesystem::path socket);
 
+  // Names the peer in errors: "VM web" gives "agent on VM web did not answer
+  // within 30 s". Default: the socket's path.
+  void setPeerName(std::string name) { peer_name_ = std::move(name); }
+  void setTimeouts(const AgentTimeouts& timeouts) { timeouts_ = timeouts; }
+  const AgentTimeouts& timeouts() const { return timeouts_; }
+
   // One round trip through the agent: the latency floor.
   Result<void> ping() const;
 
@@ -75,7 +106,8 @@ class AgentClient {
   // Streams `fd` (read to EOF) into `path`, replaced atomically.
   Result<void> putFile(const std::string& path, int fd, const PutOptions& options) const;
   Result<void> putSymlink(const std::string& path, const std::string& target) const;
-  // Streams `path` into `fd`; returns what it was.
+  // Streams `path` into `fd`; returns what it was. Writes at most the size
+  // the agent declared in its answer: more is a kProtocol error.
   Result<FileInfo> getFile(const std::string& path, int fd) const;
 
   // Blocks until the workload exits; returns its exit code.
@@ -95,31 +127,55 @@ class AgentClient {
 
  private:
   AgentClient(std::filesystem::path socket, bool hybrid_vsock, uint32_t port)
-      : socket_(std::move(socket)), hybrid_vsock_(hybrid_vsock), port_(port) {}
+      : socket_(std::move(socket)), hybrid_vsock_(hybrid_vsock), port_(port), peer_name_(socket_.string()) {}
 
   std::filesystem::path socket_;
   bool hybrid_vsock_;
   uint32_t port_;
+  std::string peer_name_;
+  AgentTimeouts timeouts_;
 };
 
 class AgentClient::Session {
  public:
-  explicit Session(UniqueFd fd) : fd_(std::move(fd)) {}
+  using Patience = std::optional<std::chrono::milliseconds>;  // nullopt: no limit
+
+  explicit Session(UniqueFd fd, std::string peer_name = "agent", AgentTimeouts timeouts = {})
+      : fd_(std::move(fd)), peer_name_(std::move(peer_name)), timeouts_(timeouts) {}
 
   int fd() const { return fd_.get(); }
+  const AgentTimeouts& timeouts() const { return timeouts_; }
+  // Sends one frame; kTimeout if the agent takes none of it for `patience`
+  // (default: timeouts().transfer).
   Result<void> send(FrameType type, std::string_view payload);
-  // The next frame; kProtocol if the stream is corrupt or ends first.
+  Result<void> send(FrameType type, std::string_view payload, Patience patience);
+  // The next frame; kProtocol if the stream is corrupt or ends first,
+  // kTimeout if it is not complete within `patience` (default:
+  // timeouts().reply).
   Result<Frame> receive();
+  Result<Frame> receive(Patience patience);
   // Reads what is there without blocking into the frame reader; false at EOF.
   Result<bool> readAvailable();
   std::optional<Frame> nextBuffered();
-  // Waits for kResult (other frames are skipped) and turns failures into Errors.
+  // Waits for kResult (other frames are skipped) and turns failures into
+  // Errors; the whole wait is bounded by `patience` (default:
+  // timeouts().reply).
   Result<AgentResult> result(const std::string& what);
+  Result<AgentResult> result(const std::string& what, Patience patience);
+
+  // "agent on VM web did not answer within 30 s (WHAT)".
+  Error silence(std::chrono::milliseconds patience, const std::string& what) const;
 
  private:
+  friend class AgentClient;  // begin() waits for the hello within its own deadline
+  using Deadline = std::optional<std::chrono::steady_clock::time_point>;
+  Result<Frame> receiveUntil(Deadline deadline, Patience patience, const std::string& what);
+
   UniqueFd fd_;
   FrameReader reader_;
   bool eof_ = false;
+  std::string peer_name_;
+  AgentTimeouts timeouts_;
 };
 
 // The Error for a failed AgentResult: "WHAT: MESSAGE", with the guest's errno

@@ -15,6 +15,8 @@ std::string stripTrailingSlashes(std::string path) {
 
 }  // namespace
 
+uint32_t hostModeFor(uint32_t guest_mode, uint32_t umask) { return guest_mode & 0777 & ~umask; }
+
 std::string baseName(const std::string& path) {
   std::string stripped = stripTrailingSlashes(path);
   if (stripped == "/") return "";

@@ -46,6 +46,24 @@ TEST(CopyPlan, DirectoryCannotReplaceAFile) {
             "error: cannot copy directory dir onto file /etc/hosts");
 }
 
+TEST(CopyPlan, HostModesDropSpecialBitsAndFollowTheUmask) {
+  // What a hostile guest reports: setuid root, setgid, sticky, world-writable.
+  EXPECT_EQ(hostModeFor(04755, 022), 0755u);
+  EXPECT_EQ(hostModeFor(02755, 022), 0755u);
+  EXPECT_EQ(hostModeFor(06777, 022), 0755u);
+  EXPECT_EQ(hostModeFor(01777, 022), 0755u);
+  EXPECT_EQ(hostModeFor(0777, 022), 0755u);
+  EXPECT_EQ(hostModeFor(0666, 022), 0644u);
+  EXPECT_EQ(hostModeFor(0777, 077), 0700u);
+  EXPECT_EQ(hostModeFor(0777, 002), 0775u);
+  // Bits above 07777 (file type bits, garbage) never get through either.
+  EXPECT_EQ(hostModeFor(0xffffffffu, 022), 0755u);
+  // What the guest takes away stays away.
+  EXPECT_EQ(hostModeFor(0640, 022), 0640u);
+  EXPECT_EQ(hostModeFor(0500, 0), 0500u);
+  EXPECT_EQ(hostModeFor(0, 0), 0u);
+}
+
 TEST(CopyPlan, BaseNameAndJoin) {
   EXPECT_EQ(baseName("/a/b//"), "b");
   EXPECT_EQ(baseName("/"), "");

@@ -5,13 +5,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <random>
 
 #include "agent/client.h"
 #include "base/eintr.h"
+#include "base/fs.h"
 #include "base/unique_fd.h"
 #include "core/copy_plan.h"
+#include "core/guest_copy.h"
 #include "microvm/runtime.h"
 #include "state/layout.h"
 #include "state/vm_record.h"
@@ -37,7 +40,9 @@ Result<agent::AgentClient> agentOf(const fs::path& data_dir, const std::string& 
   if (record->state.status != VmStatus::kRunning) {
     return Error(ErrorCode::kInvalidArgument, "VM " + record->spec.name + " is not running");
   }
-  return agent::AgentClient::viaVsock(vsockSocket(record->spec));
+  auto client = agent::AgentClient::viaVsock(vsockSocket(record->spec));
+  client.setPeerName("VM " + record->spec.name);
+  return client;
 }
 
 // Guest paths are absolute; Docker reads "VM:relative" from the root.
@@ -113,24 +118,61 @@ Result<void> putTree(const agent::AgentClient& client, const std::string& source
 }
 
 // --- guest -> host.
+//
+// Below the destination, every name comes from the guest. Each is created and
+// opened relative to its directory's fd with O_NOFOLLOW, so that a symlink
+// (written by this copy, an earlier one, or anyone else meanwhile) never
+// redirects a write out of the destination.
 
-Result<void> writeHostFile(const agent::AgentClient& client, const std::string& source, const std::string& target) {
+// Guest paths longer than this cannot exist in the guest; stops a guest whose
+// directories would nest without end.
+constexpr size_t kMaxGuestPath = 4095;
+
+// The process's umask, read without changing it: umask(2) only sets it, and
+// setting and restoring it would race with other threads creating files.
+mode_t currentUmask() {
+  if (auto status = readFile("/proc/self/status")) {
+    size_t at = status->find("\nUmask:");
+    if (at != std::string::npos) {
+      unsigned long mask = std::strtoul(status->c_str() + at + 7, nullptr, 8);
+      return static_cast<mode_t>(mask & 0777);
+    }
+  }
+  mode_t mask = ::umask(022);
+  ::umask(mask);
+  return mask;
+}
+
+std::string temporaryName() {
   static std::mt19937 random{std::random_device{}()};
-  std::string temporary = joinPath(fs::path(target).parent_path().string(), ".microvm-cp-" + std::to_string(random()));
-  if (fs::path(target).parent_path().empty()) temporary = ".microvm-cp-" + std::to_string(random());
-  UniqueFd fd(retryOnEintr(
-      [&] { return ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600); }));
-  if (!fd.valid()) return Error::fromErrno("create " + temporary);
+  return ".microvm-cp-" + std::to_string(random());
+}
+
+// Where one guest entry goes: `name` in the directory `dir_fd`, shown in
+// messages as `shown`.
+struct HostSlot {
+  int dir_fd;
+  std::string name;
+  std::string shown;
+};
+
+Result<void> writeHostFile(const agent::AgentClient& client, const std::string& source, const HostSlot& slot,
+                           mode_t umask) {
+  std::string temporary = temporaryName();
+  UniqueFd fd(retryOnEintr([&] {
+    return ::openat(slot.dir_fd, temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  }));
+  if (!fd.valid()) return Error::fromErrno("create a temporary file for " + slot.shown);
+  auto remove_temporary = [&] { ::unlinkat(slot.dir_fd, temporary.c_str(), 0); };
   auto info = client.getFile(source, fd.get());
-  auto remove_temporary = [&] { ::unlink(temporary.c_str()); };
   if (!info) {
     remove_temporary();
     return std::move(info).error();
   }
   timespec times[2] = {{0, UTIME_OMIT}, {static_cast<time_t>(info->mtime), 0}};
-  if (::fchmod(fd.get(), info->mode) != 0 || ::futimens(fd.get(), times) != 0 || ::close(fd.release()) != 0 ||
-      ::rename(temporary.c_str(), target.c_str()) != 0) {
-    auto error = Error::fromErrno("write " + target);
+  if (::fchmod(fd.get(), hostModeFor(info->mode, umask)) != 0 || ::futimens(fd.get(), times) != 0 ||
+      ::close(fd.release()) != 0 || ::renameat(slot.dir_fd, temporary.c_str(), slot.dir_fd, slot.name.c_str()) != 0) {
+    auto error = Error::fromErrno("write " + slot.shown);
     remove_temporary();
     return error;
   }
@@ -138,41 +180,70 @@ Result<void> writeHostFile(const agent::AgentClient& client, const std::string& 
 }
 
 Result<void> getTree(const agent::AgentClient& client, const std::string& source, const FileInfo& info,
-                     const std::string& target) {
+                     const HostSlot& slot, mode_t umask);
+
+// Copies the entries of the guest directory `source` into the open host
+// directory `dir_fd`.
+Result<void> getEntries(const agent::AgentClient& client, const std::string& source, int dir_fd,
+                        const std::string& shown, mode_t umask) {
+  auto entries = client.list(source);
+  if (!entries) return std::move(entries).error();
+  for (const auto& entry : *entries) {
+    // list() has checked that the name is one path component, and that no
+    // name comes twice.
+    std::string child = joinPath(source, entry.name);
+    if (child.size() > kMaxGuestPath) {
+      return Error(ErrorCode::kProtocol, "agent: guest path longer than " + std::to_string(kMaxGuestPath) +
+                                             " bytes under " + source);
+    }
+    MICROVM_TRY(getTree(client, child, entry, HostSlot{dir_fd, entry.name, joinPath(shown, entry.name)}, umask));
+  }
+  return success();
+}
+
+Result<void> getTree(const agent::AgentClient& client, const std::string& source, const FileInfo& info,
+                     const HostSlot& slot, mode_t umask) {
   switch (info.type) {
-    case FileType::kRegular: return writeHostFile(client, source, target);
+    case FileType::kRegular: return writeHostFile(client, source, slot, umask);
     case FileType::kSymlink: {
-      // The guest's link target is only text here; it is not followed.
-      std::string temporary = target + ".microvm-cp-link";
-      ::unlink(temporary.c_str());
-      if (::symlink(info.link_target.c_str(), temporary.c_str()) != 0 ||
-          ::rename(temporary.c_str(), target.c_str()) != 0) {
-        auto error = Error::fromErrno("symlink " + target);
-        ::unlink(temporary.c_str());
+      // The guest's link target is only text here; it is not followed, now
+      // or later (nothing below is opened through a symlink).
+      std::string temporary = temporaryName();
+      if (::symlinkat(info.link_target.c_str(), slot.dir_fd, temporary.c_str()) != 0) {
+        return Error::fromErrno("symlink " + slot.shown);
+      }
+      if (::renameat(slot.dir_fd, temporary.c_str(), slot.dir_fd, slot.name.c_str()) != 0) {
+        auto error = Error::fromErrno("symlink " + slot.shown);
+        ::unlinkat(slot.dir_fd, temporary.c_str(), 0);
         return error;
       }
       return success();
     }
     case FileType::kDirectory: {
-      if (::mkdir(target.c_str(), 0700) != 0 && errno != EEXIST) return Error::fromErrno("mkdir " + target);
-      auto existing = hostStat(target, false);
-      if (!existing) return std::move(existing).error();
-      if (!*existing || (*existing)->type != FileType::kDirectory) {
-        return Error(ErrorCode::kAlreadyExists, target + " exists and is not a directory");
+      bool created = ::mkdirat(slot.dir_fd, slot.name.c_str(), 0700) == 0;
+      if (!created && errno != EEXIST) return Error::fromErrno("mkdir " + slot.shown);
+      UniqueFd dir(retryOnEintr([&] {
+        return ::openat(slot.dir_fd, slot.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      }));
+      if (!dir.valid() && (errno == ENOTDIR || errno == ELOOP)) {
+        return Error(ErrorCode::kAlreadyExists, slot.shown + " exists and is not a directory");
       }
-      ::chmod(target.c_str(), 0700 | info.mode);
-      auto entries = client.list(source);
-      if (!entries) return std::move(entries).error();
-      for (const auto& entry : *entries) {
-        // list() has checked that the name is one path component.
-        MICROVM_TRY(getTree(client, joinPath(source, entry.name), entry, joinPath(target, entry.name)));
+      if (!dir.valid()) return Error::fromErrno("open " + slot.shown);
+      MICROVM_TRY(getEntries(client, source, dir.get(), slot.shown, umask));
+      // Owner-only while it was filled; an existing directory keeps its own.
+      if (created && ::fchmod(dir.get(), hostModeFor(info.mode, umask)) != 0) {
+        return Error::fromErrno("chmod " + slot.shown);
       }
-      if (::chmod(target.c_str(), info.mode) != 0) return Error::fromErrno("chmod " + target);
       return success();
     }
     case FileType::kOther: break;
   }
   return Error(ErrorCode::kInvalidArgument, source + " in the guest: not a regular file, directory or symlink");
+}
+
+std::string withoutTrailingSlashes(std::string path) {
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  return path;
 }
 
 }  // namespace
@@ -237,12 +308,17 @@ Result<void> Runtime::copyFrom(const std::string& reference, const std::string& 
                                const std::string& host_destination) {
   auto client = agentOf(data_dir_, reference);
   if (!client) return std::move(client).error();
+  return copyFromGuest(*client, guest_source, host_destination);
+}
+
+Result<void> copyFromGuest(const agent::AgentClient& client, const std::string& guest_source,
+                           const std::string& host_destination) {
   std::string source_path = guestPath(guest_source);
-  auto source = guestStat(*client, source_path);
+  auto source = guestStat(client, source_path);
   if (!source) return std::move(source).error();
   if (!*source) return Error(ErrorCode::kNotFound, source_path + " in the guest: no such file or directory");
   if ((*source)->type == FileType::kSymlink && (source_path.ends_with("/") || source_path.ends_with("/."))) {
-    auto through = client->stat(source_path + (source_path.ends_with("/") ? "." : ""));
+    auto through = client.stat(source_path + (source_path.ends_with("/") ? "." : ""));
     if (through) (*source)->type = through->type;
   }
   auto existing = hostStat(host_destination, true);
@@ -251,7 +327,25 @@ Result<void> Runtime::copyFrom(const std::string& reference, const std::string& 
   if (*existing) destination_type = (*existing)->type;
   auto target = planCopy(source_path, (*source)->type, host_destination, destination_type);
   if (!target) return std::move(target).error();
-  return getTree(*client, source_path, **source, *target);
+  mode_t umask = currentUmask();
+  // The destination the user named may be reached through symlinks of
+  // theirs; only what lies below it is the guest's to name.
+  if (destination_type == FileType::kDirectory && *target == withoutTrailingSlashes(host_destination)) {
+    // "DIR/." into an existing directory: its entries, the directory as it is.
+    UniqueFd dir(retryOnEintr([&] { return ::open(target->c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); }));
+    if (!dir.valid()) return Error::fromErrno("open " + *target);
+    return getEntries(client, source_path, dir.get(), *target, umask);
+  }
+  fs::path target_path(*target);
+  std::string name = target_path.filename().string();
+  if (name.empty() || name == "." || name == "..") {
+    return Error(ErrorCode::kInvalidArgument, *target + ": not a name to create");
+  }
+  std::string parent = target_path.parent_path().string();
+  if (parent.empty()) parent = ".";
+  UniqueFd parent_fd(retryOnEintr([&] { return ::open(parent.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC); }));
+  if (!parent_fd.valid()) return Error::fromErrno("open " + parent);
+  return getTree(client, source_path, **source, HostSlot{parent_fd.get(), name, *target}, umask);
 }
 
 Result<void> Runtime::probeTcp(const std::string& reference, int port, int timeout_ms) {

@@ -338,5 +338,66 @@ TEST_F(ExecTest, CopyADirectoryTreeInAndOut) {
   EXPECT_EQ(exec({kVm, "ls", "/tmp/contents"}).out, "deeper\nlink\nrun.sh\n");
 }
 
+// What a guest writes must not become a privilege on the host: a setuid-root
+// binary arrives without its setuid bit, a world-writable directory without
+// its write bits for others, an existing host directory keeps its mode, and
+// a symlink to / (then a directory of that name, in a second copy into the
+// same place) never leads the copy out of DEST.
+TEST_F(ExecTest, CopyOutPlantsNoSetuidOrWritableFilesAndStaysInDest) {
+  mode_t saved_umask = ::umask(022);
+  std::string marker = "microvm-e2e-escape-" + std::to_string(::getpid());
+  auto made = exec({kVm, "/bin/sh", "-c",
+                    "set -e; rm -rf /tmp/hostile; mkdir -p /tmp/hostile/open; "
+                    "cp /bin/busybox /tmp/hostile/suid; chmod 4755 /tmp/hostile/suid; "
+                    "chmod 0777 /tmp/hostile/open; echo shared > /tmp/hostile/open/file; "
+                    "chmod 6666 /tmp/hostile/open/file; ln -s / /tmp/hostile/a; "
+                    "stat -c '%a %u' /tmp/hostile/suid /tmp/hostile/open /tmp/hostile/open/file; "
+                    "sha256sum /bin/busybox"});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  // The guest really has them: setuid root, world-writable.
+  ASSERT_EQ(made.out.substr(0, 20), "4755 0\n777 0\n6666 0\n") << made.out;
+  std::string guest_sum = made.out.substr(made.out.rfind('\n', made.out.size() - 2) + 1, 64);
+
+  fs::path dest = dir_ / "dest";
+  fs::create_directories(dest / "hostile");
+  ASSERT_EQ(::chmod((dest / "hostile").c_str(), 0700), 0);
+  auto copied = microvm({"cp", std::string(kVm) + ":/tmp/hostile", dest.string()});
+  ASSERT_EQ(copied.exit_code, 0) << copied.err;
+
+  auto mode_of = [](const fs::path& path) {
+    struct stat st {};
+    EXPECT_EQ(::lstat(path.c_str(), &st), 0) << path;
+    return st.st_mode & 07777;
+  };
+  fs::path hostile = dest / "hostile";
+  EXPECT_EQ(mode_of(hostile), 0700u);  // existed: kept
+  EXPECT_EQ(mode_of(hostile / "suid"), 0755u);
+  EXPECT_EQ(mode_of(hostile / "open"), 0755u);
+  EXPECT_EQ(mode_of(hostile / "open" / "file"), 0644u);
+  EXPECT_EQ(readAll(hostile / "open" / "file"), "shared\n");
+  fs::path host_sum = dir_ / "sum";
+  ASSERT_EQ(shell("sha256sum < '" + (hostile / "suid").string() + "' > '" + host_sum.string() + "'"), 0);
+  EXPECT_EQ(readAll(host_sum).substr(0, 64), guest_sum);
+  for (const auto& entry : fs::recursive_directory_iterator(hostile)) {
+    struct stat st {};
+    ASSERT_EQ(::lstat(entry.path().c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, ::getuid()) << entry.path();
+  }
+  EXPECT_EQ(fs::read_symlink(hostile / "a"), "/");
+
+  // The guest turns `a` into a directory holding a file and the same tree is
+  // copied into the same DEST: the host's `a` is still the symlink to /.
+  made = exec({kVm, "/bin/sh", "-c",
+               "set -e; rm /tmp/hostile/a; mkdir /tmp/hostile/a; echo escaped > /tmp/hostile/a/" + marker});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  copied = microvm({"cp", std::string(kVm) + ":/tmp/hostile", dest.string()});
+  EXPECT_NE(copied.exit_code, 0);
+  EXPECT_NE(copied.err.find("exists and is not a directory"), std::string::npos) << copied.err;
+  EXPECT_FALSE(fs::exists(fs::path("/") / marker));
+  EXPECT_EQ(fs::read_symlink(hostile / "a"), "/");
+  ::unlink((fs::path("/") / marker).c_str());
+  ::umask(saved_umask);
+}
+
 }  // namespace
 }  // namespace microvm::e2e
