@@ -432,14 +432,14 @@ Result<FileInfo> AgentClient::getFile(const std::string& path, int fd) const {
       }
       MICROVM_TRY(writeFully(fd, frame->payload));
       written += frame->payload.size();
-    } else if (frame->type != FrameType::kResult) {
-      skipped += kHeaderSize + frame->payload.size();
-      if (skipped > kMaxPayload) return protocolError("get " + path + ": too many frames that are not data");
     } else if (frame->type == FrameType::kResult) {
       auto result = decodeResult(frame->payload);
       if (!result) return protocolError("malformed result for get");
       if (result->ok()) return protocolError("get " + path + ": the file ended without its end marker");
       return resultError(*result, "get " + path);
+    } else {
+      skipped += kHeaderSize + frame->payload.size();
+      if (skipped > kMaxPayload) return protocolError("get " + path + ": too many frames that are not data");
     }
   }
 }

@@ -23,6 +23,7 @@
 #include <functional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "agent/client.h"
 #include "agent/protocol.h"
@@ -87,6 +88,7 @@ class FakeAgent {
   ~FakeAgent() {
     stop_write_.reset();  // EOF on the pipe stops the loop
     if (thread_.joinable()) thread_.join();
+    for (auto& connection : connection_threads_) connection.join();
     ::unlink(socket_.c_str());
   }
 
@@ -107,21 +109,24 @@ class FakeAgent {
     for (;;) {
       pollfd watch[2] = {{listener_.get(), POLLIN, 0}, {stop_read_.get(), POLLIN, 0}};
       if (::poll(watch, 2, -1) < 0 || watch[1].revents != 0) return;
-      UniqueFd connection(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-      if (!connection.valid()) continue;
+      int accepted = ::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+      if (accepted < 0) continue;
       ++connections_;
-      if (mode_ == Mode::kRaw) {
-        script_(AgentRequest{}, connection.get());
-        continue;
-      }
-      auto request = readRequest(connection.get());
-      if (!request) continue;
-      if (mode_ == Mode::kGreeted &&
-          !fakeAgentSend(connection.get(), FrameType::kAgentHello, encodeU32(kAgentProtocolVersion))) {
-        continue;
-      }
-      script_(*request, connection.get());
+      // Each connection in a thread of its own: a script that holds one
+      // (silence) does not delay the client's next one.
+      connection_threads_.emplace_back([this, accepted] { serveOne(UniqueFd(accepted)); });
     }
+  }
+
+  void serveOne(UniqueFd connection) {
+    if (mode_ == Mode::kRaw) return script_(AgentRequest{}, connection.get());
+    auto request = readRequest(connection.get());
+    if (!request) return;
+    if (mode_ == Mode::kGreeted &&
+        !fakeAgentSend(connection.get(), FrameType::kAgentHello, encodeU32(kAgentProtocolVersion))) {
+      return;
+    }
+    script_(*request, connection.get());
   }
 
   // The client's hello and request, within 5 s.
@@ -151,6 +156,7 @@ class FakeAgent {
   UniqueFd stop_write_;
   std::atomic<int> connections_{0};
   std::thread thread_;
+  std::vector<std::thread> connection_threads_;
 };
 
 }  // namespace microvm::agent

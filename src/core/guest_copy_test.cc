@@ -55,8 +55,11 @@ struct FakeGuest {
     agent::fakeAgentHoldUntilClosed(fd);
   }
 
-  void respond(const agent::AgentRequest& request, int fd) {
+  void respond(agent::AgentRequest request, int fd) {
     std::lock_guard<std::mutex> lock(mutex);
+    // "/t/." and "/t/./f" name what "/t" and "/t/f" do, as in a real guest.
+    for (size_t dot; (dot = request.path.find("/./")) != std::string::npos;) request.path.erase(dot, 2);
+    if (request.path.size() > 2 && request.path.ends_with("/.")) request.path.resize(request.path.size() - 2);
     auto op = static_cast<AgentOp>(request.op);
     AgentResult missing;
     missing.status = agent::AgentStatus::kFailed;
