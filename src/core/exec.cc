@@ -124,8 +124,8 @@ Result<void> putTree(const agent::AgentClient& client, const std::string& source
 // (written by this copy, an earlier one, or anyone else meanwhile) never
 // redirects a write out of the destination.
 
-// Guest paths longer than this cannot exist in the guest; stops a guest whose
-// directories would nest without end.
+// The agent opens absolute paths, which the guest kernel caps at PATH_MAX:
+// a longer one is a guest whose directories would nest without end.
 constexpr size_t kMaxGuestPath = 4095;
 
 // The process's umask, read without changing it: umask(2) only sets it, and
