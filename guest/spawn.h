@@ -13,6 +13,18 @@
 #include <cerrno>
 #include <cstddef>
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MICROVM_GUEST_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define MICROVM_GUEST_ASAN 1
+#endif
+#ifdef MICROVM_GUEST_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
 namespace microvm::guest {
 
 // Runs `child` in a new process that shares the caller's memory until it
@@ -28,6 +40,13 @@ pid_t spawnSharingMemory(Child child) {
   constexpr size_t kStackSize = size_t{1} << 20;  // only the pages touched are allocated
   void* stack = ::mmap(nullptr, kStackSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
   if (stack == MAP_FAILED) return -1;
+#ifdef MICROVM_GUEST_ASAN
+  // AddressSanitizer builds (the fuzz targets): a previous child that ran at
+  // this address ended in exec or _exit with its frames still poisoned in
+  // ASan's shadow, which munmap does not clear; the next child would trip on
+  // that stale poison.
+  __asan_unpoison_memory_region(stack, kStackSize);
+#endif
   char** saved_environ = environ;
   auto entry = [](void* argument) -> int {
     (*static_cast<Child*>(argument))();
