@@ -221,7 +221,7 @@ void VsockMuxer::reset() {
   overflowed_ = false;
 }
 
-void VsockMuxer::destroy(const Key& key, bool reset_guest) {
+void VsockMuxer::destroy(Key key, bool reset_guest) {
   auto it = connections_.find(key);
   if (it == connections_.end()) return;
   if (it->second.registered) loop_.remove(it->second.fd.get());

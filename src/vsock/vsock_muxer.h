@@ -180,7 +180,8 @@ class VsockMuxer {
   // After a public entry point: the reset queueControl asked for, if any.
   void resetIfOverflowed();
   void maybeFinish(Connection& connection);
-  void destroy(const Key& key, bool reset_guest);
+  // `key` by value: callers pass connection.key, which erasing frees.
+  void destroy(Key key, bool reset_guest);
   uint32_t peerCredit(const Connection& connection) const;
   std::filesystem::path targetFor(uint32_t port) const;
   uint32_t allocateHostPort(uint32_t guest_port);
