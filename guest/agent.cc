@@ -1021,11 +1021,21 @@ void serveAgentConnection(UniqueFd fd, const AgentOptions& options) {
   dispatch(connection, *request, options);
 }
 
+bool agentPeerAllowed(const sockaddr* peer, socklen_t length) {
+  if (length < static_cast<socklen_t>(sizeof(sa_family_t))) return false;
+  if (peer->sa_family == AF_UNIX) return true;
+  if (peer->sa_family != AF_VSOCK || length < static_cast<socklen_t>(sizeof(sockaddr_vm))) return false;
+  sockaddr_vm address;
+  std::memcpy(&address, peer, sizeof address);
+  return address.svm_cid == VMADDR_CID_HOST;
+}
+
 Error serveAgent(int listen_fd, const AgentOptions& options) {
   // Broken connections show up as EPIPE from send(), not as a fatal signal.
   ::signal(SIGPIPE, SIG_IGN);
   auto child_signals = childSignalFd();
   if (!child_signals.ok()) return child_signals.error();
+  uint64_t refused_peers = 0;
   for (;;) {
     pollfd watch[2] = {{listen_fd, POLLIN, 0}, {child_signals->get(), POLLIN, 0}};
     if (retryOnEintr([&] { return ::poll(watch, 2, -1); }) < 0) return Error{"poll: " + describeErrno(errno)};
@@ -1046,6 +1056,17 @@ Error serveAgent(int listen_fd, const AgentOptions& options) {
         continue;
       }
       return Error{"accept: " + describeErrno(errno)};
+    }
+    sockaddr_storage peer{};
+    socklen_t peer_length = sizeof peer;
+    // SAFETY: sockaddr_storage is large and aligned enough for any family's
+    // address; getpeername writes at most peer_length bytes.
+    auto* peer_address = reinterpret_cast<sockaddr*>(&peer);
+    if (::getpeername(connection.get(), peer_address, &peer_length) != 0 ||
+        !agentPeerAllowed(peer_address, peer_length)) {
+      // Logged a few times only: the guest could otherwise fill the console.
+      if (refused_peers++ < 8) log("refused a connection that is not from the host");
+      continue;
     }
     pid_t pid = ::fork();
     if (pid < 0) {

@@ -25,6 +25,7 @@
 //   serveAgent(listen_fd, options);
 #pragma once
 
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include <atomic>
@@ -97,6 +98,14 @@ struct AgentOptions {
 // until accept fails for good; each in a forked process, reaped here.
 // Returns the error that stopped it.
 Error serveAgent(int listen_fd, const AgentOptions& options);
+
+// Whether the agent serves a peer (getpeername of an accepted connection).
+// Over vsock only the host, CID 2, is served: a process in the guest that
+// reached the agent (through vsock loopback, CID 1, or the VM's own CID)
+// would get exec and file writes as root, whatever its own user,
+// capabilities and seccomp filter. A unix peer is the host unit tests'; in
+// the guest the agent listens on vsock alone. Anything else is refused.
+bool agentPeerAllowed(const sockaddr* peer, socklen_t length);
 
 // Serves one accepted connection in the calling process (the agent's
 // per-connection child); returns when the operation is done.

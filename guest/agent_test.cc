@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <linux/vm_sockets.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -170,6 +171,69 @@ class AgentTest : public ::testing::Test {
 };
 
 TEST_F(AgentTest, PingAnswers) { ASSERT_TRUE(client().ping().ok()); }
+
+TEST(AgentPeerTest, OverVsockOnlyTheHostIsServed) {
+  sockaddr_vm vsock{};
+  vsock.svm_family = AF_VSOCK;
+  vsock.svm_port = 1234;
+  auto allowed = [&](uint32_t cid) {
+    vsock.svm_cid = cid;
+    // SAFETY: sockaddr_vm is the sockaddr of AF_VSOCK, passed with its size.
+    return agentPeerAllowed(reinterpret_cast<const sockaddr*>(&vsock), sizeof vsock);
+  };
+  EXPECT_TRUE(allowed(VMADDR_CID_HOST));
+  EXPECT_FALSE(allowed(VMADDR_CID_LOCAL)) << "vsock loopback: a process in the guest";
+  EXPECT_FALSE(allowed(3)) << "the VM's own CID: a process in the guest";
+  EXPECT_FALSE(allowed(VMADDR_CID_HYPERVISOR));
+  EXPECT_FALSE(allowed(VMADDR_CID_ANY));
+  vsock.svm_cid = VMADDR_CID_HOST;
+  // SAFETY: as above, with a length too short for a sockaddr_vm.
+  EXPECT_FALSE(agentPeerAllowed(reinterpret_cast<const sockaddr*>(&vsock), sizeof(sa_family_t) + 2));
+  sockaddr_in inet{};
+  inet.sin_family = AF_INET;
+  // SAFETY: sockaddr_in is the sockaddr of AF_INET, passed with its size.
+  EXPECT_FALSE(agentPeerAllowed(reinterpret_cast<const sockaddr*>(&inet), sizeof inet));
+}
+
+// The accept loop asks every connection who it is from: a TCP peer (neither
+// the host over vsock nor the unit tests' unix socket) is closed unanswered.
+TEST(AgentPeerTest, TheServerLoopClosesAPeerItDoesNotServe) {
+  int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  // SAFETY: sockaddr_in is the sockaddr of AF_INET, passed with its size.
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  ASSERT_EQ(::listen(listener, 4), 0);
+  pid_t server = ::fork();
+  ASSERT_GE(server, 0);
+  if (server == 0) {
+    AgentOptions options;
+    options.confine = false;
+    (void)serveAgent(listener, options);
+    ::_exit(1);
+  }
+  ::close(listener);
+  int client = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(::connect(client, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  std::string hello;
+  agent::appendFrame(hello, agent::FrameType::kAgentHello, agent::encodeU32(agent::kAgentProtocolVersion));
+  EXPECT_EQ(::write(client, hello.data(), hello.size()), static_cast<ssize_t>(hello.size()));
+  timeval limit{5, 0};
+  ::setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+  char answer[64];
+  ssize_t got = ::read(client, answer, sizeof answer);
+  // Closed with the hello unread, the connection may end in a reset; a
+  // timeout (EAGAIN) or an answer means it was served.
+  bool closed = got == 0 || (got < 0 && errno == ECONNRESET);
+  EXPECT_TRUE(closed) << "read: " << got << " (" << std::strerror(errno) << "): the agent served a peer it must not";
+  ::close(client);
+  ::kill(server, SIGKILL);
+  ::waitpid(server, nullptr, 0);
+}
 
 TEST_F(AgentTest, ExecReturnsExitCodesAndOutputStreams) {
   auto output = run({"/bin/sh", "-c", "echo out; echo err >&2; exit 7"});

@@ -1701,16 +1701,37 @@ Result<std::optional<SeccompProfile>> parseSeccompProfile(std::string_view defau
     size_t colon = text.rfind(':');
     if (colon == std::string::npos) return refuse("want ACTION:SYSCALL");
     std::string_view syscall = std::string_view(text).substr(colon + 1);
+    int arg = -1;
+    uint32_t value = 0;
+    if (size_t bracket = syscall.find('['); bracket != std::string_view::npos) {
+      // "socket[0]=40": one digit, "]=", a decimal value.
+      std::string_view condition = syscall.substr(bracket);
+      syscall = syscall.substr(0, bracket);
+      std::string_view digits = condition.size() > 4 ? condition.substr(4) : std::string_view();
+      auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+      if (condition.size() <= 4 || condition[1] < '0' || condition[1] > '5' || condition.substr(2, 2) != "]=" ||
+          digits.empty() || !std::isdigit(static_cast<unsigned char>(digits.front())) || error != std::errc() ||
+          end != digits.data() + digits.size()) {
+        return refuse("want SYSCALL[ARG]=VALUE with ARG 0 to 5 and a 32-bit VALUE");
+      }
+      arg = condition[1] - '0';
+    }
     bool valid_name = !syscall.empty() && std::all_of(syscall.begin(), syscall.end(), [](char c) {
       return std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '_';
     });
     if (!valid_name) return refuse("not a syscall name: \"" + std::string(syscall) + "\"");
     auto action = parseSeccompAction(std::string_view(text).substr(0, colon));
     if (!action.ok()) return refuse(action.error().message);
-    auto same_syscall = std::find_if(profile.rules.begin(), profile.rules.end(),
-                                     [&](const SeccompRule& rule) { return rule.syscall == syscall; });
+    auto same_syscall = std::find_if(profile.rules.begin(), profile.rules.end(), [&](const SeccompRule& rule) {
+      return rule.syscall == syscall && rule.arg == arg && rule.value == value;
+    });
+    bool mixed = std::any_of(profile.rules.begin(), profile.rules.end(), [&](const SeccompRule& rule) {
+      return rule.syscall == syscall && (rule.arg < 0) != (arg < 0);
+    });
+    // Which one libseccomp would apply is not worth guessing.
+    if (mixed) return refuse(std::string(syscall) + " has rules both with and without a condition");
     if (same_syscall == profile.rules.end()) {
-      profile.rules.push_back(SeccompRule{*action, std::string(syscall)});
+      profile.rules.push_back(SeccompRule{*action, std::string(syscall), arg, value});
     } else if (same_syscall->action != *action) {
       // libseccomp would silently keep the first; the host meant one of them.
       return refuse(std::string(syscall) + " already has a rule with another action");
@@ -1718,8 +1739,12 @@ Result<std::optional<SeccompProfile>> parseSeccompProfile(std::string_view defau
   }
   // Without execve the workload could never start, and since even the write
   // of the error and exit_group() would likely be filtered, the child would
-  // die of a signal without a word. Rules have no argument conditions, so
+  // die of a signal without a word. A condition on execve is refused, so
   // this is known now.
+  if (std::any_of(profile.rules.begin(), profile.rules.end(),
+                  [](const SeccompRule& rule) { return rule.syscall == "execve" && rule.arg >= 0; })) {
+    return Error{"seccomp: a rule for execve with a condition could keep the workload from starting"};
+  }
   auto execve_rule = std::find_if(profile.rules.begin(), profile.rules.end(),
                                   [](const SeccompRule& rule) { return rule.syscall == "execve"; });
   const SeccompAction& execve_action =
@@ -1821,7 +1846,12 @@ Result<SeccompFilter> buildSeccompFilter(const SeccompProfile& profile) {
     }
     // Syscalls of other architectures only (socketcall, _llseek) resolve to
     // negative pseudo-numbers, which libseccomp leaves out of the filter.
-    if (int result = seccomp_rule_add(context, libseccompAction(rule.action), number, 0); result != 0) {
+    // The low 32 bits only: the kernel reads an int argument from the low
+    // half of its register, whatever the upper half holds.
+    scmp_arg_cmp condition{static_cast<unsigned int>(rule.arg), SCMP_CMP_MASKED_EQ, 0xffffffffu, rule.value};
+    unsigned int conditions = rule.arg >= 0 ? 1 : 0;
+    if (int result = seccomp_rule_add_array(context, libseccompAction(rule.action), number, conditions, &condition);
+        result != 0) {
       return seccompError("add the rule for " + rule.syscall, result);
     }
   }

@@ -264,6 +264,11 @@ struct SeccompAction {
 struct SeccompRule {
   SeccompAction action;
   std::string syscall;
+  // "SYSCALL[N]=V": the rule applies only when argument N (0-5), taken as
+  // the 32-bit int the kernel reads, is V. -1: always. Compare the low 32
+  // bits alone, or socket(0x100000028, ...) would pass for AF_VSOCK's 40.
+  int arg = -1;
+  uint32_t value = 0;
 
   bool operator==(const SeccompRule&) const = default;
 };
@@ -277,7 +282,8 @@ Result<SeccompAction> parseSeccompAction(std::string_view text);
 
 // Parses the spec's seccomp fields: nullopt (no filter) when both are empty.
 // Rules whose action is the default are dropped, as are exact repeats; one
-// syscall with two different actions, or rules without a default action, are
+// syscall with two different actions (for one condition), with rules both
+// with and without a condition, or rules without a default action, are
 // errors (the host meant something init cannot guess). So is a profile that
 // does not allow execve, which would keep the workload from ever starting.
 Result<std::optional<SeccompProfile>> parseSeccompProfile(std::string_view default_action,

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -388,6 +389,25 @@ TEST(ParseSeccompProfile, RefusesMalformedAndConflictingRules) {
             "seccomp default action: unknown seccomp action \"deny\" (want allow, kill or errno:N with N <= 4095)");
 }
 
+TEST(ParseSeccompProfile, ParsesOneArgumentCondition) {
+  auto profile = parseSeccompProfile("allow", {"errno:1:socket[0]=40", "errno:13:socket[0]=17", "errno:1:unshare"});
+  ASSERT_TRUE(profile.ok()) << profile.error().message;
+  EXPECT_EQ((*profile)->rules, (std::vector<SeccompRule>{{{Kind::kErrno, 1}, "socket", 0, 40},
+                                                         {{Kind::kErrno, 13}, "socket", 0, 17},
+                                                         {{Kind::kErrno, 1}, "unshare", -1, 0}}));
+  for (const char* bad : {"errno:1:socket[6]=40", "errno:1:socket[0]=", "errno:1:socket[0]=-1", "errno:1:socket[0]40",
+                          "errno:1:socket[0]=4294967296", "errno:1:socket[x]=1", "errno:1:socket[0]=1x",
+                          "errno:1:[0]=1", "errno:1:socket["}) {
+    EXPECT_FALSE(parseSeccompProfile("allow", {bad}).ok()) << bad;
+  }
+  auto mixed = parseSeccompProfile("allow", {"errno:1:socket[0]=40", "kill:socket"});
+  ASSERT_FALSE(mixed.ok());
+  EXPECT_EQ(mixed.error().message,
+            "seccomp rule \"kill:socket\": socket has rules both with and without a condition");
+  EXPECT_FALSE(parseSeccompProfile("allow", {"errno:1:socket[0]=40", "kill:socket[0]=40"}).ok());
+  EXPECT_FALSE(parseSeccompProfile("allow", {"errno:1:execve[0]=0"}).ok());
+}
+
 SeccompProfile profileOf(std::string_view default_action, const std::vector<std::string>& rules) {
   auto profile = parseSeccompProfile(default_action, rules);
   EXPECT_TRUE(profile.ok()) << profile.error().message;
@@ -418,6 +438,22 @@ int statusOfFilteredChild(const SeccompProfile& profile, Probe probe) {
   int status = 0;
   EXPECT_EQ(::waitpid(pid, &status, 0), pid);
   return status;
+}
+
+// The default profile's vsock rule: socket(AF_VSOCK, ...) fails with EPERM,
+// also with garbage in the upper half of the register (the kernel reads an
+// int); other families are untouched.
+TEST(BuildSeccompFilter, ConditionMatchesTheLow32BitsOfTheArgument) {
+  int status = statusOfFilteredChild(profileOf("allow", {"errno:1:socket[0]=40"}), [] {
+    if (::syscall(SYS_socket, AF_VSOCK, SOCK_STREAM, 0) != -1 || errno != EPERM) return 1;
+    if (::syscall(SYS_socket, (1L << 32) | AF_VSOCK, SOCK_STREAM, 0) != -1 || errno != EPERM) return 2;
+    long unix_socket = ::syscall(SYS_socket, AF_UNIX, SOCK_STREAM, 0);
+    if (unix_socket < 0) return 3;
+    ::close(static_cast<int>(unix_socket));
+    return 0;
+  });
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
 TEST(BuildSeccompFilter, ErrnoRuleFailsTheCallWithThatErrno) {

@@ -285,6 +285,7 @@ Result<void> applyMountsAndConfinement(const RunOptions& options, VmSpec& spec) 
   hardening.privileged = options.privileged;
   hardening.no_new_privs = options.no_new_privs;
   hardening.sysctl_hardening = options.sysctl_hardening;
+  hardening.workload_vsock = !options.vsock_ports.empty();
   if (!options.seccomp.empty() && options.seccomp != "unconfined") {
     auto profile = readFile(options.seccomp);
     if (!profile) return std::move(profile).error().withContext("seccomp profile");

@@ -1,5 +1,7 @@
 #include "security/hardening.h"
 
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -41,7 +43,10 @@ constexpr const char* kDeniedSyscalls[] = {
     "quotactl",      "quotactl_fd",      "reboot",           "request_key",    "set_mempolicy",   "setns",
     "settimeofday",  "stime",            "swapoff",          "swapon",         "sysfs",           "_sysctl",
     "umount",        "umount2",          "unshare",          "uselib",         "userfaultfd",     "ustat",
-    "vm86",          "vm86old"};
+    "vm86",          "vm86old",
+    // As in Docker's profile since 25.0; io_uring's IORING_OP_SOCKET would
+    // also make sockets that the socket() rule below never sees.
+    "io_uring_enter", "io_uring_register", "io_uring_setup"};
 
 std::string upper(std::string text) {
   for (auto& c : text) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
@@ -162,6 +167,12 @@ Result<HardeningPlan> planHardening(const HardeningOptions& options) {
                          syscall == "move_mount" || syscall == "open_tree" || syscall == "mount_setattr";
       if (sys_admin && admin_gated) continue;
       plan.seccomp_rules.push_back("errno:" + std::to_string(EPERM) + ":" + syscall);
+    }
+    // The guest agent serves only the host, and the kernel has no vsock
+    // loopback; without vsock sockets the workload cannot even try to
+    // reach either (Docker's profile refuses AF_VSOCK too).
+    if (!options.workload_vsock) {
+      plan.seccomp_rules.push_back("errno:" + std::to_string(EPERM) + ":socket[0]=" + std::to_string(AF_VSOCK));
     }
   } else {
     auto converted = convertDockerSeccomp(options.seccomp);

@@ -25,6 +25,10 @@ struct HardeningOptions {
   std::string seccomp;                // "" (default profile), "unconfined", or the text of a Docker JSON profile
   bool no_new_privs = true;
   bool sysctl_hardening = true;       // kptr_restrict, dmesg_restrict, bpf, perf, sysrq
+  // The user wired --vsock ports, for the workload to use: the default
+  // profile then lets it make AF_VSOCK sockets, which it otherwise refuses
+  // (as Docker's does).
+  bool workload_vsock = false;
 };
 
 struct HardeningPlan {

@@ -23,6 +23,24 @@ TEST(HardeningTest, DefaultsMatchDocker) {
   EXPECT_EQ(plan->sysctls.size(), 5u);
 }
 
+// The workload may not make vsock sockets (the guest agent listens on
+// vsock) unless the user wired --vsock ports for it; io_uring, which could
+// make sockets past the socket() rule, is refused as in Docker.
+TEST(HardeningTest, DefaultProfileRefusesVsockSocketsUnlessPortsWereWired) {
+  auto plan = planHardening({});
+  ASSERT_TRUE(plan);
+  EXPECT_TRUE(hasRule(*plan, "errno:1:socket[0]=40"));
+  EXPECT_TRUE(hasRule(*plan, "errno:1:io_uring_setup"));
+  HardeningOptions options;
+  options.workload_vsock = true;
+  plan = planHardening(options);
+  EXPECT_FALSE(hasRule(*plan, "errno:1:socket[0]=40"));
+  EXPECT_TRUE(hasRule(*plan, "errno:1:io_uring_setup"));
+  options = {};
+  options.cap_add = {"ALL"};
+  EXPECT_TRUE(hasRule(*planHardening(options), "errno:1:socket[0]=40")) << "no capability re-allows it";
+}
+
 TEST(HardeningTest, CapAddAndDrop) {
   HardeningOptions options;
   options.cap_add = {"net_admin", "CAP_SYS_ADMIN"};

@@ -1,5 +1,6 @@
 #include "vsock/vhost_user.h"
 
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -76,6 +77,20 @@ Error protocolError(const std::string& what) { return Error(ErrorCode::kProtocol
 
 Result<Mapping> Mapping::map(int fd, uint64_t size, uint64_t offset) {
   if (size == 0 || size > (1ull << 46)) return protocolError("bad mapping size " + std::to_string(size));
+  // A page of a shared file beyond its end faults with SIGBUS when touched,
+  // which would take the runner down: the file must hold the whole range,
+  // now and later. QEMU's memfds (guest RAM and the dirty log) are sealed
+  // against shrinking, so both are checked once here.
+  struct stat status {};
+  if (::fstat(fd, &status) != 0) return Error::fromErrno("fstat shared memory");
+  int seals = ::fcntl(fd, F_GET_SEALS);
+  if (!S_ISREG(status.st_mode) || seals < 0 || (seals & F_SEAL_SHRINK) == 0) {
+    return protocolError("shared memory is not a memfd sealed against shrinking");
+  }
+  if (offset > static_cast<uint64_t>(status.st_size) || size > static_cast<uint64_t>(status.st_size) - offset) {
+    return protocolError("mapping of " + std::to_string(size) + " bytes at " + std::to_string(offset) +
+                         " lies beyond the end of its " + std::to_string(status.st_size) + "-byte file");
+  }
   void* data = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd,
                       static_cast<off_t>(offset));
   if (data == MAP_FAILED) return Error::fromErrno("mmap guest memory");

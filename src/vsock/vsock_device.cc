@@ -124,6 +124,7 @@ void VsockDevice::pumpTx() {
   Virtqueue* tx = server_->queue(kTxQueue);
   if (tx == nullptr || in_tx_) return;
   in_tx_ = true;
+  uint64_t overflows = muxer_->stats().control_overflows;
   for (int round = 0; round < 4; ++round) {
     uint64_t before = tx->malformed();
     size_t used = processTx(*tx, *muxer_, malformed_packets_);
@@ -132,6 +133,9 @@ void VsockDevice::pumpTx() {
     if (used < kBatch) break;
   }
   in_tx_ = false;
+  if (muxer_->stats().control_overflows != overflows && config_.log) {
+    config_.log("the guest sends but takes no packets: its vsock connections were closed");
+  }
   // A queue left non-empty after the batch is served on the next loop turn.
   if (tx->hasAvailable() && tx_timer_ == 0) {
     tx_timer_ = loop_.addTimer(std::chrono::milliseconds(0), [this] {
@@ -165,6 +169,7 @@ VsockStats VsockDevice::stats() const {
   stats.credit_violations = muxer.credit_violations;
   stats.resets_sent = muxer.resets_sent;
   stats.connections_opened = muxer.connections_opened;
+  stats.control_overflows = muxer.control_overflows;
   return stats;
 }
 

@@ -41,6 +41,7 @@ struct VsockStats {
   uint64_t credit_violations = 0;
   uint64_t resets_sent = 0;
   uint64_t connections_opened = 0;
+  uint64_t control_overflows = 0;   // the guest took nothing for too long: its connections were closed
 };
 
 // The TX and RX halves of the device over any guest memory; VsockDevice

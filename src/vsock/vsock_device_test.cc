@@ -110,5 +110,59 @@ TEST(VsockDataPath, RequestOverTxIsAnsweredOverRx) {
   EXPECT_STREQ(payload, "reply");
 }
 
+// A guest that floods TX and never offers an RX buffer: every packet is for
+// no connection and wants an RST back. The runner's memory stays bounded
+// however long it goes on, and the device keeps serving.
+TEST(VsockDataPath, TxFloodWithoutRxBuffersStaysBounded) {
+  auto loop = EventLoop::create();
+  ASSERT_TRUE(loop);
+  MuxerConfig config;
+  auto muxer = VsockMuxer::create(*loop, config, [] {});
+  ASSERT_TRUE(muxer);
+
+  constexpr uint16_t kRing = 256;
+  FakeGuestMemory memory({{0, 0x20000}});
+  FakeRing tx(memory, kRing, 0x1000, 0x3000, 0x4000);
+  FakeRing rx(memory, 16, 0x6000, 0x7000, 0x8000);
+  Virtqueue tx_queue, rx_queue;
+  tx_queue.configure(tx.layout(), &memory);
+  rx_queue.configure(rx.layout(), &memory);
+  for (uint16_t i = 0; i < kRing; ++i) tx.setDesc(i, 0x10000 + 64ull * i, kHeaderSize, 0, 0);
+
+  uint64_t malformed = 0;
+  uint32_t port = 0;
+  for (int round = 0; round < 400; ++round) {
+    for (uint16_t i = 0; i < kRing; ++i) {
+      PacketHeader header;
+      header.src_cid = 3;
+      header.dst_cid = kHostCid;
+      header.src_port = ++port;
+      header.dst_port = 9999;
+      header.op = static_cast<uint16_t>(Op::kCreditRequest);
+      uint8_t raw[kHeaderSize];
+      encodeHeader(header, raw);
+      memory.write(0x10000 + 64ull * i, raw, sizeof raw);
+      tx.publish(i);
+    }
+    ASSERT_EQ(processTx(tx_queue, **muxer, malformed), kRing);
+    EXPECT_EQ(processRx(rx_queue, memory, **muxer), 0u) << "no RX buffer was offered";
+  }
+  EXPECT_EQ(malformed, 0u);
+  EXPECT_EQ((*muxer)->stats().unknown_connection, 400u * kRing);
+  EXPECT_LE((*muxer)->bufferedBytes(), config.max_control / 2 * sizeof(PacketHeader));
+  EXPECT_GT((*muxer)->stats().control_dropped, 0u);
+
+  // The guest offers RX buffers at last: the answers that were kept arrive.
+  size_t answers = 0;
+  for (int round = 0; round < 1000 && (*muxer)->hasRx(); ++round) {
+    for (uint16_t i = 0; i < 16; ++i) {
+      rx.setDesc(i, 0x9000 + 0x100ull * i, kHeaderSize, kWrite, 0);
+      rx.publish(i);
+    }
+    answers += processRx(rx_queue, memory, **muxer);
+  }
+  EXPECT_EQ(answers, config.max_control / 2);
+}
+
 }  // namespace
 }  // namespace microvm::vsock

@@ -15,8 +15,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Bytes read from a host socket at once; also the most a connection stages
-// for the guest beyond what its credit allows.
+// Bytes read from a host socket at once.
 constexpr size_t kReadChunk = 64 * 1024;
 constexpr size_t kMaxConnectLine = 64;
 
@@ -72,7 +71,23 @@ Result<int> VsockMuxer::listen(const fs::path& path) {
 }
 
 void VsockMuxer::notify() {
+  // Every entry point from the loop ends here, done with its connections.
+  resetIfOverflowed();
   if (hasRx() && rx_ready_) rx_ready_();
+}
+
+void VsockMuxer::resetIfOverflowed() {
+  if (!overflowed_) return;
+  overflowed_ = false;
+  ++stats_.control_overflows;
+  reset();
+}
+
+size_t VsockMuxer::bufferedBytes() const {
+  size_t total = control_.size() * sizeof(PacketHeader);
+  for (const auto& [key, connection] : connections_) total += connection.to_host.size() + connection.to_guest.size();
+  for (const auto& [id, client] : line_clients_) total += client.line.size();
+  return total;
 }
 
 fs::path VsockMuxer::targetFor(uint32_t port) const {
@@ -100,6 +115,21 @@ uint32_t VsockMuxer::peerCredit(const Connection& connection) const {
 }
 
 void VsockMuxer::queueControl(const Key& key, Op op, uint32_t flags) {
+  // An RST for no connection (an answer to a stray packet, a refused or an
+  // ended connection) goes first when the guest does not take its packets,
+  // so that live connections keep room; losing one costs the guest a
+  // connect timeout at worst.
+  if (op == Op::kRst && !connections_.contains(key) && control_.size() >= config_.max_control / 2) {
+    ++stats_.control_dropped;
+    return;
+  }
+  if (control_.size() >= config_.max_control) {
+    // The guest keeps sending but takes nothing: resetting its connections
+    // is the only way to stop growing (resetIfOverflowed, once the caller is
+    // done with them).
+    overflowed_ = true;
+    return;
+  }
   PacketHeader header;
   header.src_cid = kHostCid;
   header.dst_cid = config_.guest_cid;
@@ -169,6 +199,7 @@ bool VsockMuxer::takeRx(uint32_t max_payload, PacketHeader& header, std::string&
       queueControl(key, Op::kShutdown, kShutdownSend);
     }
     updateInterest(connection);
+    resetIfOverflowed();
     return true;
   }
   return false;
@@ -187,9 +218,10 @@ void VsockMuxer::reset() {
   line_clients_.clear();
   control_.clear();
   data_ready_.clear();
+  overflowed_ = false;
 }
 
-void VsockMuxer::destroy(const Key& key, bool reset_guest) {
+void VsockMuxer::destroy(Key key, bool reset_guest) {
   auto it = connections_.find(key);
   if (it == connections_.end()) return;
   if (it->second.registered) loop_.remove(it->second.fd.get());
@@ -307,9 +339,11 @@ void VsockMuxer::onHostEvents(Key key, uint32_t events) {
 }
 
 void VsockMuxer::readHost(Connection& connection) {
-  uint32_t credit = peerCredit(connection);
-  if (connection.to_guest.size() >= credit) return;
-  size_t want = std::min<size_t>(kReadChunk, credit - connection.to_guest.size());
+  // The guest's credit says how much it can take, not how much the runner
+  // should hold for it.
+  size_t room = std::min<size_t>(peerCredit(connection), kMaxStagedForGuest);
+  if (connection.to_guest.size() >= room) return;
+  size_t want = std::min<size_t>(kReadChunk, room - connection.to_guest.size());
   size_t old_size = connection.to_guest.size();
   connection.to_guest.resize(old_size + want);
   ssize_t got;
@@ -361,7 +395,8 @@ void VsockMuxer::flushToHost(Connection& connection) {
 void VsockMuxer::updateInterest(Connection& connection) {
   uint32_t interest = 0;
   if (connection.state == State::kEstablished) {
-    if (!connection.host_eof && !connection.guest_rcv_done && connection.to_guest.size() < peerCredit(connection)) {
+    if (!connection.host_eof && !connection.guest_rcv_done &&
+        connection.to_guest.size() < std::min<size_t>(peerCredit(connection), kMaxStagedForGuest)) {
       interest |= EPOLLIN;
     }
     if (!connection.to_host.empty()) interest |= EPOLLOUT;
@@ -401,6 +436,11 @@ void VsockMuxer::maybeFinish(Connection& connection) {
 // --- guest side ----------------------------------------------------------
 
 void VsockMuxer::onGuestPacket(const PacketHeader& header, std::string_view payload) {
+  handleGuestPacket(header, payload);
+  resetIfOverflowed();
+}
+
+void VsockMuxer::handleGuestPacket(const PacketHeader& header, std::string_view payload) {
   if (header.src_cid != config_.guest_cid || header.dst_cid != kHostCid || header.len != payload.size() ||
       header.len > kMaxPayload) {
     ++stats_.malformed_packets;

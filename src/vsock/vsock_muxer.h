@@ -15,6 +15,15 @@
 // overruns the credit the muxer advertised. Shutdown flags map to
 // shutdown(2) and back; RST closes at once.
 //
+// Memory is bounded whatever the guest does: a connection holds at most the
+// credit the muxer advertised (guest → host) plus kMaxStagedForGuest (host →
+// guest; the rest waits in the host socket, however much buffer the guest
+// advertises), and at most max_control header-only packets wait for the
+// guest. A guest that stops taking RX packets while it keeps sending first
+// loses the RSTs that answer packets for no connection (past half the
+// queue), then, at max_control, all its connections: they are closed on the
+// host side and the guest hears of them as unknown (stats.control_overflows).
+//
 // Packets are device-agnostic: the device feeds what the guest sent with
 // onGuestPacket and pulls what the guest should receive with takeRx whenever
 // it has an RX buffer. Everything runs on the owner's EventLoop.
@@ -60,7 +69,15 @@ struct MuxerConfig {
   uint32_t buf_alloc = 256 * 1024;
   std::chrono::milliseconds connect_timeout = std::chrono::seconds(5);
   size_t max_connections = 1024;
+  // Header-only packets waiting for the guest (about 50 bytes each). Each
+  // connection has a few at most, so only a guest that does not take what
+  // it is sent fills the queue.
+  size_t max_control = 8192;
 };
+
+// Bytes read from a host socket for the guest and not yet taken, per
+// connection, whatever credit the guest advertises (up to 4 GiB).
+constexpr size_t kMaxStagedForGuest = 128 * 1024;
 
 // Guest input that was refused, by kind. Nothing here stops the device.
 struct MuxerStats {
@@ -69,6 +86,8 @@ struct MuxerStats {
   uint64_t unknown_connection = 0;  // packets for no connection (answered with RST)
   uint64_t resets_sent = 0;
   uint64_t connections_opened = 0;
+  uint64_t control_dropped = 0;     // RSTs for no connection not sent: the queue was half full
+  uint64_t control_overflows = 0;   // the queue filled up: every connection was closed
 };
 
 class VsockMuxer {
@@ -95,6 +114,9 @@ class VsockMuxer {
   void reset();
 
   size_t connectionCount() const { return connections_.size(); }
+  // What the muxer holds for both directions: buffered bytes plus queued
+  // control packets, for tests and the bound above.
+  size_t bufferedBytes() const;
   const MuxerStats& stats() const { return stats_; }
 
  private:
@@ -145,6 +167,7 @@ class VsockMuxer {
   void acceptListenClient(uint32_t guest_port, int listener);
   void readConnectLine(uint64_t id);
   void connectToGuest(UniqueFd fd, uint32_t guest_port, bool send_ok_line);
+  void handleGuestPacket(const PacketHeader& header, std::string_view payload);
   void guestRequest(const PacketHeader& header);
   void guestData(Connection& connection, std::string_view payload);
   void guestShutdown(Connection& connection, uint32_t flags);
@@ -154,8 +177,11 @@ class VsockMuxer {
   void updateInterest(Connection& connection);
   void queueData(Connection& connection);
   void queueControl(const Key& key, Op op, uint32_t flags = 0);
+  // After a public entry point: the reset queueControl asked for, if any.
+  void resetIfOverflowed();
   void maybeFinish(Connection& connection);
-  void destroy(const Key& key, bool reset_guest);
+  // `key` by value: callers pass connection.key, which erasing frees.
+  void destroy(Key key, bool reset_guest);
   uint32_t peerCredit(const Connection& connection) const;
   std::filesystem::path targetFor(uint32_t port) const;
   uint32_t allocateHostPort(uint32_t guest_port);
@@ -171,6 +197,9 @@ class VsockMuxer {
   // Header-only packets for the guest, in order; credit fields are filled in
   // when taken.
   std::deque<PacketHeader> control_;
+  // The control queue overflowed: every connection is dropped once the
+  // current entry point is done with them.
+  bool overflowed_ = false;
   // Connections with bytes for the guest, served round-robin.
   std::deque<Key> data_ready_;
   uint32_t next_host_port_ = 1u << 30;

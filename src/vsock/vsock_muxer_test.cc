@@ -1,6 +1,7 @@
 #include "vsock/vsock_muxer.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -63,13 +64,14 @@ class MuxerTest : public ::testing::Test {
     loop_.emplace(std::move(*loop));
   }
 
-  void start(std::vector<PortMapping> ports = {}, uint32_t buf_alloc = 64 * 1024) {
+  void start(std::vector<PortMapping> ports = {}, uint32_t buf_alloc = 64 * 1024, size_t max_control = 8192) {
     MuxerConfig config;
     config.guest_cid = kGuestCid;
     config.base = dir_->path() / "v.sock";
     config.ports = std::move(ports);
     config.buf_alloc = buf_alloc;
     config.connect_timeout = milliseconds(300);
+    config.max_control = max_control;
     auto muxer = VsockMuxer::create(*loop_, config, [] {});
     ASSERT_TRUE(muxer) << muxer.error().message();
     muxer_ = std::move(*muxer);
@@ -329,6 +331,89 @@ TEST_F(MuxerTest, MalformedPacketsAreCountedNotFatal) {
   EXPECT_EQ(muxer_->stats().malformed_packets, 4u);
   auto packets = pump();
   EXPECT_EQ(count(packets, Op::kRst), 2u);
+}
+
+// A guest may advertise 4 GiB of buffer and then take nothing: the runner
+// must not read the host side into memory on its behalf.
+TEST_F(MuxerTest, HostDataForAGuestThatTakesNothingStaysInTheHostSocket) {
+  start();
+  UniqueFd server = listenAt(dir_->path() / "v.sock_7004");
+  guest_buf_alloc_ = 0xffffffff;
+  send(Op::kRequest, 7004, 60);
+  ASSERT_EQ(count(pump(), Op::kResponse), 1u);
+  UniqueFd host(::accept4(server.get(), nullptr, nullptr, SOCK_NONBLOCK));
+  ASSERT_TRUE(host.valid());
+
+  // The host writes as fast as it can for up to 64 MiB; the muxer runs but
+  // the guest takes no packet.
+  std::string chunk(64 * 1024, '\0');
+  for (size_t i = 0; i < chunk.size(); ++i) chunk[i] = static_cast<char>(i * 7);
+  size_t written = 0;
+  int stalled = 0;  // turns in a row in which the socket took nothing
+  for (int i = 0; i < 4000 && stalled < 50 && written < (64u << 20); ++i) {
+    ssize_t n = ::send(host.get(), chunk.data(), chunk.size(), MSG_NOSIGNAL);
+    stalled = n > 0 ? 0 : stalled + 1;
+    if (n > 0) written += static_cast<size_t>(n);
+    (void)loop_->runOnce(milliseconds(0));
+  }
+  EXPECT_LE(muxer_->bufferedBytes(), kMaxStagedForGuest);
+  // What is not staged waits in the socket buffers (a few hundred KiB).
+  EXPECT_LT(written, 4u << 20) << "the muxer read the host socket into memory";
+
+  // Nothing is lost: once the guest takes packets, everything arrives in order.
+  std::string received;
+  for (int round = 0; round < 2000 && received.size() < written; ++round) {
+    for (const auto& packet : pump(milliseconds(1))) received += packet.payload;
+  }
+  ASSERT_EQ(received.size(), written);
+  for (size_t i = 0; i < received.size(); ++i) {
+    ASSERT_EQ(received[i], chunk[i % chunk.size()]) << "at byte " << i;
+  }
+}
+
+// Every packet for no connection is answered with an RST; a guest that
+// sends them without taking the answers gets only half the queue's worth.
+TEST_F(MuxerTest, RstsForAGuestThatTakesNothingAreBounded) {
+  start({}, 64 * 1024, /*max_control=*/64);
+  for (uint32_t i = 0; i < 10000; ++i) send(Op::kRw, 7100, i, "x");
+  EXPECT_EQ(muxer_->stats().unknown_connection, 10000u);
+  EXPECT_EQ(muxer_->stats().control_dropped, 10000u - 32u);
+  EXPECT_LE(muxer_->bufferedBytes(), 64 * sizeof(PacketHeader));
+  EXPECT_EQ(pump().size(), 32u);
+  // With the queue drained, answers flow again.
+  send(Op::kRw, 7100, 1, "x");
+  EXPECT_EQ(count(pump(), Op::kRst), 1u);
+}
+
+// Connections that come and go (REQUEST, then RST) each leave a RESPONSE
+// behind: a guest that never takes them fills the queue, and then loses
+// every connection, while the runner carries on.
+TEST_F(MuxerTest, ControlQueueOverflowClosesTheGuestsConnectionsAndTheMuxerCarriesOn) {
+  start({}, 64 * 1024, /*max_control=*/64);
+  UniqueFd server = listenAt(dir_->path() / "v.sock_7005");
+  send(Op::kRequest, 7005, 1);
+  ASSERT_EQ(count(pump(), Op::kResponse), 1u);
+  UniqueFd established(::accept(server.get(), nullptr, nullptr));
+  ASSERT_TRUE(established.valid());
+
+  ASSERT_EQ(::fcntl(server.get(), F_SETFL, O_NONBLOCK), 0);
+  for (uint32_t port = 2; port < 2000 && muxer_->stats().control_overflows == 0; ++port) {
+    send(Op::kRequest, 7005, port);
+    send(Op::kRst, 7005, port);
+    while (UniqueFd(::accept(server.get(), nullptr, nullptr)).valid()) {
+    }
+  }
+  EXPECT_EQ(muxer_->stats().control_overflows, 1u);
+  EXPECT_EQ(muxer_->connectionCount(), 0u);
+  EXPECT_LE(muxer_->bufferedBytes(), 64 * sizeof(PacketHeader));
+  EXPECT_EQ(readSome(established.get()), "") << "the host side sees the connection end";
+
+  // The guest that takes its packets again can connect again.
+  send(Op::kRequest, 7005, 5000);
+  auto packets = pump();
+  ASSERT_EQ(packets.size(), 1u);
+  EXPECT_EQ(packets[0].header.op, static_cast<uint16_t>(Op::kResponse));
+  EXPECT_EQ(packets[0].header.dst_port, 5000u);
 }
 
 }  // namespace

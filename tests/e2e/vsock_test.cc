@@ -211,7 +211,10 @@ TEST_F(VsockTest, GuestConnectsToMappedSocketAndToBaseUnderscorePort) {
 }
 
 TEST_F(VsockTest, HostConnectsWithConnectLineAndHalfClosesAndSixteenStreamsRunAtOnce) {
-  fs::path base = start({}, "vsock-probe listen 6000 echo & vsock-probe listen 6001 sink");
+  // Without a --vsock mapping the default seccomp profile refuses the
+  // workload vsock sockets; this one is never connected to.
+  fs::path base = start({"--vsock", "6002:" + (dir_ / "unused.sock").string()},
+                        "vsock-probe listen 6000 echo & vsock-probe listen 6001 sink");
 
   // (b) CONNECT + OK, then an echo.
   Fd echo = connectToGuest(base, 6000);
@@ -330,6 +333,66 @@ TEST_F(VsockTest, ListenMappingForwardsHostConnectionsToTheGuestPort) {
     if (echoed.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   EXPECT_EQ(echoed, "straight through") << logs();
+}
+
+// The guest agent runs as root and serves exec and file writes to whoever
+// reaches vsock port 1024: a workload must not reach it from inside the
+// guest, whatever user it runs as. Three things stop it: the default seccomp
+// profile refuses AF_VSOCK sockets (without --vsock mappings), the kernel
+// has no vsock loopback (CID 1, or the VM's own CID, would loop back), and
+// the agent serves only CID 2 (guest/agent_test.cc, AgentPeerTest). In each
+// VM the agent is shown to be up, by an exec from the host, before the
+// workload tries; the exec'd probes must fare no better than the workload.
+class VsockAgentIsolationTest : public VsockTest {
+ protected:
+  static constexpr const char* kProbes = "vsock-probe try 1 1024 self 1024 2 1024";
+
+  // Boots with `flags`, waits for the agent, lets the workload run the
+  // probes, and returns what the workload and an exec'd command printed.
+  std::pair<std::string, std::string> probe(std::vector<std::string> flags) {
+    start(std::move(flags), std::string("while [ ! -e /tmp/go ]; do sleep 0.2; done; ") + kProbes +
+                                "; echo probes-done; exec sleep 600");
+    auto deadline = Clock::now() + seconds(90);
+    bool agent_up = false;
+    while (!agent_up && Clock::now() < deadline) {
+      agent_up = microvm({"exec", "--ping", id_}).exit_code == 0;
+      if (!agent_up) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    EXPECT_TRUE(agent_up) << logs();
+    auto exec = microvm({"exec", id_, "/bin/sh", "-c", std::string(kProbes) + " && touch /tmp/go"});
+    EXPECT_EQ(exec.exit_code, 0) << exec.err;
+    std::string workload;
+    deadline = Clock::now() + seconds(60);
+    while (workload.find("probes-done") == std::string::npos && Clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      workload = logs();
+    }
+    EXPECT_NE(workload.find("probes-done"), std::string::npos) << workload;
+    return {workload, exec.out};
+  }
+};
+
+TEST_F(VsockAgentIsolationTest, UnprivilegedWorkloadGetsNoVsockSocket) {
+  auto [workload, exec] = probe({"-u", "1000"});
+  for (const std::string& out : {workload, exec}) {
+    EXPECT_NE(out.find("socket(high bits): Operation not permitted"), std::string::npos) << out;
+    for (const char* target : {"1:1024", "self:1024", "2:1024"}) {
+      EXPECT_NE(out.find(std::string("try ") + target + " socket: Operation not permitted"), std::string::npos)
+          << target << "\n" << out;
+    }
+    EXPECT_EQ(out.find("connected"), std::string::npos) << out;
+  }
+}
+
+TEST_F(VsockAgentIsolationTest, PrivilegedRootWorkloadStillCannotConnectToTheAgent) {
+  auto [workload, exec] = probe({"--privileged"});
+  for (const std::string& out : {workload, exec}) {
+    // No seccomp filter here: the socket is made, and the connects fail.
+    for (const char* target : {"1:1024", "self:1024", "2:1024"}) {
+      EXPECT_NE(out.find(std::string("try ") + target + " connect: "), std::string::npos) << target << "\n" << out;
+    }
+    EXPECT_EQ(out.find("connected"), std::string::npos) << out;
+  }
 }
 
 TEST(VsockCliTest, BadMappingsAreRefusedBeforeBoot) {
