@@ -113,6 +113,20 @@ std::vector<DnsUpstream> upstreamsFromResolvConf(std::string_view contents) {
   return upstreams;
 }
 
+bool relayUpstreamReply(std::span<const uint8_t> message, const DnsQuery& query, uint16_t upstream_id,
+                        const UdpEndpoints& reply_to, uint32_t ip_id, EgressFilter& filter,
+                        const std::function<void(std::string frame)>& to_guest) {
+  auto answer = parseDnsAnswer(message);
+  if (!answer || answer->id != upstream_id || !(answer->question == query.question)) return false;
+  filter.learnDnsAnswer(*answer);
+  std::string relayed(message.begin(), message.end());
+  setId(relayed, query.id);
+  for (auto& frame : buildUdpFrames(reply_to, bytesOf(relayed), filter.addresses().mtu, ip_id)) {
+    to_guest(std::move(frame));
+  }
+  return true;
+}
+
 std::vector<DnsUpstream> hostDnsUpstreams(const std::string& path) {
   auto contents = readFile(path);
   return upstreamsFromResolvConf(contents ? std::string_view(*contents) : std::string_view());
@@ -176,7 +190,6 @@ void DnsForwarder::handleQuery(const ParsedFrame& parsed, std::span<const uint8_
   auto pending = std::make_unique<Pending>();
   pending->reply_to = reply_to;
   pending->query.assign(parsed.payload.begin(), parsed.payload.end());
-  pending->guest_id = query->id;
   pending->parsed = std::move(*query);
   uint64_t key = next_key_++;
   Pending& entry = *pending;
@@ -242,16 +255,15 @@ void DnsForwarder::onReadable(uint64_t key) {
       }
       return;
     }
-    std::string message(buffer.data(), static_cast<size_t>(got));
-    auto answer = parseDnsAnswer(bytesOf(message));
-    if (!answer || answer->id != pending.upstream_id || !(answer->question == pending.parsed.question)) {
+    // SAFETY: viewing the received chars as bytes; uint8_t may alias them.
+    std::span<const uint8_t> message(reinterpret_cast<const uint8_t*>(buffer.data()), static_cast<size_t>(got));
+    if (!relayUpstreamReply(message, pending.parsed, pending.upstream_id, pending.reply_to, next_ip_id_, filter_,
+                            to_guest_)) {
       ++stats_.ignored;
       continue;
     }
-    filter_.learnDnsAnswer(*answer);
-    setId(message, pending.guest_id);
+    ++next_ip_id_;
     ++stats_.answered;
-    reply(pending.reply_to, bytesOf(message));
     finish(key);
     return;
   }

@@ -50,6 +50,16 @@ std::vector<DnsUpstream> upstreamsFromResolvConf(std::string_view contents);
 // upstreamsFromResolvConf of `path`; 127.0.0.1 if it cannot be read.
 std::vector<DnsUpstream> hostDnsUpstreams(const std::string& path = "/etc/resolv.conf");
 
+// What the forwarder does with one datagram from the upstream that `query`
+// (the guest's, as parsed) went to with the id `upstream_id`. A datagram
+// that is not the answer to it (another id or question, or one that does not
+// parse) is ignored: false. Otherwise `filter` learns the answer's addresses
+// and the message, with the guest's id back in it, goes to `to_guest` as UDP
+// frames along `reply_to`, fragmented past the guest's MTU.
+bool relayUpstreamReply(std::span<const uint8_t> message, const DnsQuery& query, uint16_t upstream_id,
+                        const UdpEndpoints& reply_to, uint32_t ip_id, EgressFilter& filter,
+                        const std::function<void(std::string frame)>& to_guest);
+
 struct DnsForwarderOptions {
   std::vector<DnsUpstream> upstreams;  // tried in order; empty means 127.0.0.1:53
   std::chrono::milliseconds timeout{2000};  // per attempt
@@ -90,7 +100,6 @@ class DnsForwarder {
     UdpEndpoints reply_to;  // from the DNS address back to the guest
     std::string query;      // the guest's message, id rewritten per attempt
     DnsQuery parsed;
-    uint16_t guest_id = 0;
     uint16_t upstream_id = 0;
     size_t upstream_index = 0;
     UniqueFd socket;

@@ -87,10 +87,11 @@ std::string endpoint(const IpAddress& address, uint16_t port) {
   return "[" + address.toString() + "]:" + std::to_string(port);
 }
 
-// Ranges that no DNS answer can open: the host (the gateway reaches its
-// loopback), link-local and cloud metadata, private and shared networks,
-// multicast, and IPv6 forms that embed IPv4 addresses. Only a rule that names
-// an address inside them (an IP or CIDR rule) reaches them.
+// Ranges that neither a DNS answer nor a default-allow policy can open: the
+// host (the gateway reaches its loopback), link-local and cloud metadata
+// (Azure's is 168.63.129.16, a public address), private and shared
+// networks, multicast, and IPv6 forms that embed IPv4 addresses. Only a rule
+// that names an address inside them (an IP or CIDR rule) reaches them.
 std::vector<std::pair<IpAddress, unsigned>> defaultBlockedRanges() {
   static constexpr std::pair<const char*, unsigned> kRanges[] = {
       {"0.0.0.0", 8},       {"10.0.0.0", 8},     {"100.64.0.0", 10},  {"127.0.0.0", 8},
@@ -98,7 +99,7 @@ std::vector<std::pair<IpAddress, unsigned>> defaultBlockedRanges() {
       {"198.18.0.0", 15},   {"224.0.0.0", 4},    {"240.0.0.0", 4},    {"::", 96},
       {"::ffff:0:0", 96},   {"64:ff9b::", 96},   {"64:ff9b:1::", 48}, {"100::", 64},
       {"2001:db8::", 32},   {"2002::", 16},      {"fc00::", 7},       {"fe80::", 10},
-      {"fec0::", 10},       {"ff00::", 8},
+      {"fec0::", 10},       {"ff00::", 8},       {"168.63.129.16", 32},
   };
   std::vector<std::pair<IpAddress, unsigned>> ranges;
   for (const auto& [text, bits] : kRanges) ranges.emplace_back(*IpAddress::parse(text), bits);
@@ -313,7 +314,28 @@ bool EgressFilter::isBlockedRange(const IpAddress& address) const {
   for (const auto& [network, bits] : blocked_ranges_) {
     if (address.inPrefix(network, bits)) return true;
   }
-  return false;
+  return std::find(addresses_.host.begin(), addresses_.host.end(), address) != addresses_.host.end();
+}
+
+void EgressFilter::setHostAddresses(std::vector<IpAddress> host) { addresses_.host = std::move(host); }
+
+bool EgressFilter::reachesHostLoopback(const IpAddress& address) const {
+  // libslirp 4.7, sotranslate_out: the gateway and the limited broadcast
+  // address become 127.0.0.1; every address of the prefix and the all-nodes
+  // multicast group become ::1.
+  static const IpAddress kBroadcast = IpAddress::fromV4(0xffffffff);
+  static const IpAddress kAllNodes = *IpAddress::parse("ff02::1");
+  if (address.v4) return address == addresses_.gateway_v4 || address == kBroadcast;
+  return address.inPrefix(addresses_.prefix_v6, addresses_.prefix_v6_bits) || address == kAllNodes;
+}
+
+// What rules are matched against: every address that libslirp connects to
+// the host's loopback is the gateway, so that a rule naming (or denying) the
+// gateway covers all of them and a rule naming another of them (a CIDR over
+// fd00::/64, say) does not open the host by another name.
+const IpAddress& EgressFilter::ruleAddress(const IpAddress& dst) const {
+  if (!reachesHostLoopback(dst)) return dst;
+  return dst.v4 ? addresses_.gateway_v4 : addresses_.gateway_v6;
 }
 
 const EgressRule* EgressFilter::denyRuleFor(const IpAddress& dst, uint8_t ip_protocol, uint16_t dst_port) const {
@@ -352,11 +374,13 @@ bool EgressFilter::dynamicAllows(const IpAddress& dst, uint8_t ip_protocol, uint
   return false;
 }
 
-bool EgressFilter::allowsDestination(const IpAddress& dst, uint8_t ip_protocol, uint16_t dst_port) {
+bool EgressFilter::allowsDestination(const IpAddress& destination, uint8_t ip_protocol, uint16_t dst_port) {
   if (!policy_.active) return true;
+  const IpAddress& dst = ruleAddress(destination);
   if (denyRuleFor(dst, ip_protocol, dst_port)) return false;
-  if (policy_.default_allow || explicitRuleAllows(dst, ip_protocol, dst_port, nullptr)) return true;
-  return !isBlockedRange(dst) && dynamicAllows(dst, ip_protocol, dst_port, nowMs());
+  if (explicitRuleAllows(dst, ip_protocol, dst_port, nullptr)) return true;
+  if (isBlockedRange(dst)) return false;
+  return policy_.default_allow || dynamicAllows(dst, ip_protocol, dst_port, nowMs());
 }
 
 bool EgressFilter::allowsDnsName(std::string_view name) {
@@ -560,15 +584,17 @@ Verdict EgressFilter::filterTransport(std::span<const uint8_t> frame, const Pars
 
   const EgressRule* rule = nullptr;
   const char* why = nullptr;
-  if (const EgressRule* deny = denyRuleFor(parsed.dst_ip, parsed.protocol, parsed.dst_port)) {
+  const IpAddress& dst = ruleAddress(parsed.dst_ip);
+  if (const EgressRule* deny = denyRuleFor(dst, parsed.protocol, parsed.dst_port)) {
     return refuse(frame, parsed, to_guest, ("denied by " + deny->text).c_str());
-  } else if (explicitRuleAllows(parsed.dst_ip, parsed.protocol, parsed.dst_port, &rule)) {
+  } else if (explicitRuleAllows(dst, parsed.protocol, parsed.dst_port, &rule)) {
     why = rule->text.c_str();
+  } else if (isBlockedRange(dst)) {
+    // Before the default: a denylist does not open the host or private networks either.
+    return refuse(frame, parsed, to_guest, "address in a blocked range and no IP rule names it");
   } else if (policy_.default_allow) {
     why = "default allow";
-  } else if (isBlockedRange(parsed.dst_ip)) {
-    return refuse(frame, parsed, to_guest, "address in a blocked range and no IP rule names it");
-  } else if (dynamicAllows(parsed.dst_ip, parsed.protocol, parsed.dst_port, now)) {
+  } else if (dynamicAllows(dst, parsed.protocol, parsed.dst_port, now)) {
     why = "dns";
   } else {
     return refuse(frame, parsed, to_guest, "no rule allows it");

@@ -46,6 +46,13 @@ struct GuestAddresses {
   IpAddress guest_v6 = *IpAddress::parse("fd00::15");
   IpAddress gateway_v6 = *IpAddress::parse("fd00::2");
   IpAddress dns_v6 = *IpAddress::parse("fd00::3");
+  // libslirp's IPv6 prefix: it connects every address in it (not only the
+  // gateway: the DNS address too while its own DNS is off) to the host's ::1.
+  IpAddress prefix_v6 = *IpAddress::parse("fd00::");
+  unsigned prefix_v6_bits = 64;
+  // The host's own interface addresses (the runner fills them in): a
+  // connection to one reaches the host's services much as the gateway does.
+  std::vector<IpAddress> host;
   size_t mtu = 1500;  // the guest's IP MTU: DNS replies larger than this are fragmented
 };
 
@@ -79,9 +86,10 @@ Result<EgressRule> parseEgressAllowCidr(std::string_view text);
 
 struct EgressPolicy {
   // False: no policy, everything passes. True: what `deny_rules` name is
-  // refused, then what `rules` allow passes, then the default: deny (an
-  // active policy with no rules denies everything, --egress-deny-all), or
-  // allow with `default_allow`.
+  // refused, then what IP/CIDR `rules` allow passes, then the blocked ranges
+  // (the host, private networks, cloud metadata) are refused, then the
+  // default: deny (an active policy with no rules denies everything,
+  // --egress-deny-all), or allow with `default_allow`.
   bool active = false;
   std::vector<EgressRule> rules;
   std::vector<EgressRule> deny_rules;
@@ -186,6 +194,14 @@ class EgressFilter {
   // now (true without a policy). For tests, the log and ICMP echo.
   bool allowsDestination(const IpAddress& dst, uint8_t ip_protocol, uint16_t dst_port);
 
+  // Replaces GuestAddresses::host (the runner refreshes it as the host's
+  // interfaces change).
+  void setHostAddresses(std::vector<IpAddress> host);
+  // True for the addresses libslirp connects to the host's loopback: the
+  // gateway, 255.255.255.255, every address of the IPv6 prefix, ff02::1.
+  // Rules see all of them as the gateway of their family.
+  bool reachesHostLoopback(const IpAddress& address) const;
+
   bool policyActive() const { return policy_.active; }
   const GuestAddresses& addresses() const { return addresses_; }
   const EgressStats& stats() const { return stats_; }
@@ -217,6 +233,7 @@ class EgressFilter {
   int64_t nowMs() const;
   bool isDnsService(const ParsedFrame& parsed) const;
   bool isBlockedRange(const IpAddress& address) const;
+  const IpAddress& ruleAddress(const IpAddress& dst) const;
   const EgressRule* denyRuleFor(const IpAddress& dst, uint8_t ip_protocol, uint16_t dst_port) const;
   bool explicitRuleAllows(const IpAddress& dst, uint8_t ip_protocol, uint16_t dst_port,
                           const EgressRule** matched) const;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "net/net_test_util.h"
+#include "net/network_config.h"
 
 namespace microvm::net {
 namespace {
@@ -210,7 +211,8 @@ TEST_F(FilterTest, DenyRulesWinAndDefaultAllowPassesTheRest) {
   EgressFilter filter(GuestAddresses{}, *policy, EgressFilterOptions{});
   EXPECT_EQ(syn(filter, kGateway, 22), Verdict::kDrop);
   EXPECT_FALSE(to_guest_.empty());  // refused with a RST, not silently
-  EXPECT_EQ(syn(filter, kGateway, 8080), Verdict::kPass);
+  // The gateway is a blocked range: only a rule naming it opens it.
+  EXPECT_EQ(syn(filter, kGateway, 8080), Verdict::kDrop);
   EXPECT_EQ(syn(filter, ip("192.0.2.9"), 443), Verdict::kDrop);
   EXPECT_EQ(syn(filter, ip("198.51.100.1"), 443), Verdict::kPass);
   EXPECT_FALSE(filter.allowsDnsName("bad.example.com"));
@@ -223,6 +225,115 @@ TEST_F(FilterTest, DenyRulesWinAndDefaultAllowPassesTheRest) {
   EXPECT_EQ(syn(allowlist, ip("192.0.2.8"), 80), Verdict::kPass);
   EXPECT_EQ(syn(allowlist, ip("192.0.2.7"), 80), Verdict::kDrop);
   EXPECT_EQ(syn(allowlist, ip("198.51.100.1"), 80), Verdict::kDrop);
+}
+
+TEST_F(FilterTest, DefaultAllowKeepsBlockedRangesBlocked) {
+  auto policy = makeEgressPolicy(EgressPolicyRequest{{}, {}, {"bad.example.com"}, false, true});
+  ASSERT_TRUE(policy);
+  EgressFilter filter(GuestAddresses{}, *policy, EgressFilterOptions{});
+  // The host's loopback through the gateway, metadata, private networks.
+  for (const char* address : {"10.0.2.2", "169.254.169.254", "168.63.129.16", "192.168.1.1", "10.1.2.3", "127.0.0.1",
+                              "100.100.100.200", "fd00::2", "fd00:ec2::254", "fe80::1"}) {
+    EXPECT_EQ(syn(filter, ip(address), 8080), Verdict::kDrop) << address;
+    EXPECT_EQ(udp(filter, ip(address), 8080), Verdict::kDrop) << address;
+    EXPECT_FALSE(filter.allowsDestination(ip(address), kProtoTcp, 8080)) << address;
+  }
+  EXPECT_EQ(syn(filter, ip("198.51.100.1"), 443), Verdict::kPass);
+  EXPECT_EQ(syn(filter, ip("2606:2800:220:1::248"), 443), Verdict::kPass);
+  EXPECT_TRUE(filter.allowsDnsName("good.example.com"));
+
+  // A rule that names the gateway (here with the library's explicit default
+  // allow) opens it, on its port only.
+  auto named = makeEgressPolicy(EgressPolicyRequest{{"10.0.2.2:8080/tcp"}, {}, {"bad.example.com"}, false, true});
+  ASSERT_TRUE(named);
+  EgressFilter opened(GuestAddresses{}, *named, EgressFilterOptions{});
+  EXPECT_EQ(syn(opened, kGateway, 8080), Verdict::kPass);
+  EXPECT_EQ(syn(opened, kGateway, 22), Verdict::kDrop);
+  EXPECT_EQ(syn(opened, ip("198.51.100.1"), 22), Verdict::kPass);
+}
+
+TEST_F(FilterTest, EveryAddressTheStackSendsToTheHostIsTheGateway) {
+  EgressFilter probe = make({});
+  for (const char* address : {"10.0.2.2", "255.255.255.255", "fd00::2", "fd00::3", "fd00::99", "fd00::ffff:1",
+                              "ff02::1"}) {
+    EXPECT_TRUE(probe.reachesHostLoopback(ip(address))) << address;
+  }
+  for (const char* address : {"10.0.2.3", "10.0.2.99", "127.0.0.1", "fd00:0:0:1::2", "fd01::2", "ff02::2", "::1"}) {
+    EXPECT_FALSE(probe.reachesHostLoopback(ip(address))) << address;
+  }
+
+  // A deny rule on the gateway covers the other names of the host's loopback,
+  // even where a broad allow rule covers them.
+  auto carved = makeEgressPolicy(
+      EgressPolicyRequest{{}, {"fd00::/64", "ff00::/8", "240.0.0.0/4"}, {"10.0.2.2", "fd00::2"}, false, false});
+  ASSERT_TRUE(carved);
+  EgressFilter filter(GuestAddresses{}, *carved, EgressFilterOptions{});
+  EXPECT_EQ(syn(filter, ip("fd00::3"), 8080), Verdict::kDrop);
+  EXPECT_EQ(syn(filter, ip("fd00::99"), 8080), Verdict::kDrop);
+  EXPECT_EQ(udp(filter, ip("ff02::1"), 8080), Verdict::kDrop);
+  EXPECT_EQ(udp(filter, ip("255.255.255.255"), 8080), Verdict::kDrop);
+  EXPECT_EQ(udp(filter, ip("ff02::2"), 8080), Verdict::kPass);  // not the host: the rule applies
+  EXPECT_FALSE(filter.allowsDestination(ip("fd00::99"), kProtoTcp, 8080));
+
+  // Under a denylist too.
+  auto denylist = makeEgressPolicy(EgressPolicyRequest{{}, {"fd00::/64"}, {"[fd00::2]:22"}, false, true});
+  ASSERT_TRUE(denylist);
+  EgressFilter default_allow(GuestAddresses{}, *denylist, EgressFilterOptions{});
+  EXPECT_EQ(syn(default_allow, ip("fd00::3"), 22), Verdict::kDrop);
+  EXPECT_EQ(syn(default_allow, ip("fd00::3"), 80), Verdict::kPass);
+
+  // A rule naming the gateway opens its other names on that port; a rule
+  // naming another of them opens nothing (it is the host, by another name).
+  EgressFilter named = make({"[fd00::2]:8080/tcp", "[fd00::99]:9090", "10.0.2.2:7070"});
+  EXPECT_EQ(syn(named, ip("fd00::3"), 8080), Verdict::kPass);
+  EXPECT_EQ(syn(named, ip("fd00::3"), 22), Verdict::kDrop);
+  EXPECT_EQ(syn(named, ip("fd00::99"), 9090), Verdict::kDrop);
+  EXPECT_EQ(udp(named, ip("255.255.255.255"), 7070), Verdict::kPass);
+  EXPECT_EQ(udp(named, ip("255.255.255.255"), 22), Verdict::kDrop);
+}
+
+TEST_F(FilterTest, AzureAndTheHostsOwnAddressesAreNotLearned) {
+  GuestAddresses addresses;
+  addresses.host = {ip("203.0.113.7"), ip("2a01:4f8::7")};
+  auto policy = makeEgressPolicy({"*.example.com"}, {}, true);
+  ASSERT_TRUE(policy);
+  EgressFilterOptions options;
+  options.clock_ms = clock_.fn();
+  EgressFilter filter(addresses, *policy, options);
+  for (const char* address : {"168.63.129.16", "203.0.113.7"}) {
+    learn(filter, "rebind.example.com", address, 300);
+    EXPECT_EQ(syn(filter, ip(address), 80), Verdict::kDrop) << address;
+  }
+  EXPECT_FALSE(filter.allowsDestination(ip("2a01:4f8::7"), kProtoTcp, 80));
+  EXPECT_EQ(filter.stats().dns_addresses_blocked, 2u);
+  EXPECT_EQ(filter.stats().dns_addresses_learned, 0u);
+  // The list follows the host's interfaces.
+  filter.setHostAddresses({ip("203.0.113.8")});
+  learn(filter, "a.example.com", "203.0.113.7", 300);
+  EXPECT_EQ(syn(filter, ip("203.0.113.7"), 80), Verdict::kPass);
+  learn(filter, "b.example.com", "203.0.113.8", 300);
+  EXPECT_EQ(syn(filter, ip("203.0.113.8"), 80), Verdict::kDrop);
+  // Under a denylist as well.
+  auto denylist = makeEgressPolicy(EgressPolicyRequest{{}, {}, {"bad.example.com"}, false, true});
+  ASSERT_TRUE(denylist);
+  EgressFilter default_allow(addresses, *denylist, options);
+  EXPECT_EQ(syn(default_allow, ip("203.0.113.7"), 80), Verdict::kDrop);
+  EXPECT_EQ(syn(default_allow, ip("2a01:4f8::7"), 80), Verdict::kDrop);
+  EXPECT_EQ(syn(default_allow, ip("203.0.113.9"), 80), Verdict::kPass);
+}
+
+TEST(EgressAddresses, DefaultsAreTheStacksAddressing) {
+  // The runner configures libslirp from network_config.h and the filter
+  // with GuestAddresses' defaults: they must be the same network.
+  GuestAddresses addresses;
+  EXPECT_EQ(addresses.guest_v4, ip(kGuestAddress4));
+  EXPECT_EQ(addresses.gateway_v4, ip(kGateway4));
+  EXPECT_EQ(addresses.dns_v4, ip(kNameserver4));
+  EXPECT_EQ(addresses.guest_v6, ip(kGuestAddress6));
+  EXPECT_EQ(addresses.gateway_v6, ip(kGateway6));
+  EXPECT_EQ(addresses.dns_v6, ip(kNameserver6));
+  EXPECT_EQ(addresses.prefix_v6, ip(kPrefix6));
+  EXPECT_EQ(addresses.prefix_v6_bits, static_cast<unsigned>(kPrefixLength6));
 }
 
 TEST(EgressRules, DenyRulesTakeHostsAndCidrs) {

@@ -1,9 +1,11 @@
 #include "net/network_config.h"
 
 #include <arpa/inet.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -214,6 +216,30 @@ Result<HostEntry> parseHostEntry(std::string_view text) {
   if (!validHostname(entry.name)) return invalid("--add-host: \"" + entry.name + "\" is not a valid host name");
   if (entry.ip != "host-gateway" && !isIpv4(entry.ip) && !isIpv6(entry.ip)) return invalid("--add-host: \"" + entry.ip + "\" is not an IP address");
   return entry;
+}
+
+std::vector<IpAddress> hostInterfaceAddresses() {
+  std::vector<IpAddress> addresses;
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return addresses;
+  for (const ifaddrs* entry = list; entry != nullptr; entry = entry->ifa_next) {
+    if (entry->ifa_addr == nullptr) continue;
+    IpAddress address;
+    if (entry->ifa_addr->sa_family == AF_INET) {
+      // SAFETY: the family says ifa_addr points to a sockaddr_in.
+      const auto* in = reinterpret_cast<const sockaddr_in*>(entry->ifa_addr);
+      address = IpAddress::fromV4Bytes(reinterpret_cast<const uint8_t*>(&in->sin_addr));
+    } else if (entry->ifa_addr->sa_family == AF_INET6) {
+      // SAFETY: the family says ifa_addr points to a sockaddr_in6.
+      const auto* in6 = reinterpret_cast<const sockaddr_in6*>(entry->ifa_addr);
+      address = IpAddress::fromV6Bytes(reinterpret_cast<const uint8_t*>(&in6->sin6_addr));
+    } else {
+      continue;
+    }
+    if (std::find(addresses.begin(), addresses.end(), address) == addresses.end()) addresses.push_back(address);
+  }
+  ::freeifaddrs(list);
+  return addresses;
 }
 
 bool validHostname(std::string_view name) {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "microvm/result.h"
+#include "net/packet.h"
 
 namespace microvm::net {
 
@@ -76,6 +77,12 @@ struct HostEntry {
   std::string ip;
 };
 Result<HostEntry> parseHostEntry(std::string_view text);
+
+// The addresses of the host's own interfaces (getifaddrs), IPv4 and IPv6,
+// without duplicates; empty if they cannot be listed. A guest connection to
+// one of them reaches the host's services, so the egress policy blocks them
+// like the gateway.
+std::vector<IpAddress> hostInterfaceAddresses();
 
 // A hostname the guest kernel and /etc/hosts accept (RFC 1123 label rules,
 // at most 64 bytes).

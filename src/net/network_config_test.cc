@@ -4,6 +4,8 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
+
 #include "base/unique_fd.h"
 
 namespace microvm::net {
@@ -108,6 +110,12 @@ TEST(Hostname, FollowsLabelRules) {
   EXPECT_FALSE(validHostname("a..b"));
   EXPECT_FALSE(validHostname("a b"));
   EXPECT_FALSE(validHostname(std::string(65, 'a')));
+}
+
+TEST(HostInterfaces, ListsTheLoopbackOnce) {
+  auto addresses = hostInterfaceAddresses();
+  auto loopback = *IpAddress::parse("127.0.0.1");
+  EXPECT_EQ(std::count(addresses.begin(), addresses.end(), loopback), 1) << addresses.size() << " addresses";
 }
 
 }  // namespace

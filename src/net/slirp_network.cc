@@ -17,9 +17,6 @@ namespace microvm::net {
 
 namespace {
 
-// The largest frame the stream may carry: a 64 KiB IP packet plus its
-// Ethernet header. A longer length means the stream is corrupt.
-constexpr size_t kMaxStreamFrame = 65536 + 14;
 constexpr size_t kReadChunk = 256 * 1024;
 // Queued output beyond this is written at once rather than at the end of the round.
 constexpr size_t kFlushThreshold = 256 * 1024;
@@ -102,6 +99,57 @@ Result<ForwardAddresses> forwardAddresses(const PortMapping& mapping) {
 }
 
 }  // namespace
+
+std::span<uint8_t> StreamFrameReader::prepare(size_t bytes) {
+  // Drop what was handed out: at once when nothing is left (the common
+  // case, no copy), else once it outweighs the room asked for, so that the
+  // copies cost O(1) per byte read.
+  if (offset_ == buffer_.size() || offset_ > bytes) {
+    buffer_.erase(0, offset_);
+    offset_ = 0;
+  }
+  size_t old_size = buffer_.size();
+  buffer_.resize(old_size + bytes);
+  prepared_ = bytes;
+  // SAFETY: viewing the string's new bytes as uint8_t, which may alias them.
+  return {reinterpret_cast<uint8_t*>(buffer_.data() + old_size), bytes};
+}
+
+void StreamFrameReader::commit(size_t bytes) {
+  bytes = std::min(bytes, prepared_);
+  buffer_.resize(buffer_.size() - prepared_ + bytes);
+  prepared_ = 0;
+}
+
+std::optional<std::span<const uint8_t>> StreamFrameReader::next() {
+  if (corrupt_ || buffered() < 4) return std::nullopt;
+  // SAFETY: viewing the buffered chars as bytes; offset_ + 4 <= size checked above.
+  const auto* header = reinterpret_cast<const uint8_t*>(buffer_.data() + offset_);
+  size_t length = size_t{header[0]} << 24 | size_t{header[1]} << 16 | size_t{header[2]} << 8 | header[3];
+  if (length > kMaxFrame) {
+    corrupt_ = true;
+    return std::nullopt;
+  }
+  if (buffered() - 4 < length) return std::nullopt;
+  offset_ += 4 + length;
+  return std::span<const uint8_t>(header + 4, length);
+}
+
+void StreamFrameReader::reset() {
+  buffer_.clear();
+  offset_ = 0;
+  prepared_ = 0;
+  corrupt_ = false;
+}
+
+void appendStreamFrame(std::string& out, std::span<const uint8_t> frame) {
+  uint32_t length = static_cast<uint32_t>(frame.size());
+  char header[4] = {static_cast<char>(length >> 24), static_cast<char>(length >> 16), static_cast<char>(length >> 8),
+                    static_cast<char>(length)};
+  out.append(header, 4);
+  // SAFETY: bytes viewed as chars to append them.
+  out.append(reinterpret_cast<const char*>(frame.data()), frame.size());
+}
 
 // A libslirp timer, run as a one-shot EventLoop timer.
 struct SlirpNetwork::Timer {
@@ -330,10 +378,9 @@ void SlirpNetwork::onStreamEvents(uint32_t events) {
 void SlirpNetwork::readStream() {
   // Bounded per event, so that a busy guest does not starve the rest of the loop.
   for (int round = 0; round < 4 && stream_.valid(); ++round) {
-    size_t old_size = in_.size();
-    in_.resize(old_size + kReadChunk);
-    ssize_t got = ::read(stream_.get(), in_.data() + old_size, kReadChunk);
-    in_.resize(old_size + static_cast<size_t>(got > 0 ? got : 0));
+    std::span<uint8_t> space = in_.prepare(kReadChunk);
+    ssize_t got = ::read(stream_.get(), space.data(), space.size());
+    in_.commit(static_cast<size_t>(got > 0 ? got : 0));
     if (got == 0) {
       closeStream("QEMU closed the network stream");
       return;
@@ -343,25 +390,17 @@ void SlirpNetwork::readStream() {
       if (errno != EAGAIN && errno != EWOULDBLOCK) closeStream("network stream read failed");
       return;
     }
-    while (in_.size() - in_offset_ >= 4) {
-      const auto* header = reinterpret_cast<const uint8_t*>(in_.data() + in_offset_);
-      size_t length = size_t{header[0]} << 24 | size_t{header[1]} << 16 | size_t{header[2]} << 8 | header[3];
-      if (length > kMaxStreamFrame) {
-        ++stats_.frames_oversized;
-        closeStream("the guest's network stream is corrupt");
-        return;
-      }
-      if (in_.size() - in_offset_ - 4 < length) break;
-      // SAFETY: the bytes are the frame just length-checked above, inside in_.
-      handleGuestFrame({header + 4, length});
-      in_offset_ += 4 + length;
+    // A frame's handling may close the stream (a failed write to QEMU):
+    // then the rest is not read.
+    while (stream_.valid()) {
+      auto frame = in_.next();
+      if (!frame) break;
+      handleGuestFrame(*frame);
     }
-    if (in_offset_ == in_.size()) {
-      in_.clear();
-      in_offset_ = 0;
-    } else if (in_offset_ > kReadChunk) {
-      in_.erase(0, in_offset_);
-      in_offset_ = 0;
+    if (in_.corrupt()) {
+      ++stats_.frames_oversized;
+      closeStream("the guest's network stream is corrupt");
+      return;
     }
     if (static_cast<size_t>(got) < kReadChunk) return;  // drained
   }
@@ -376,6 +415,8 @@ void SlirpNetwork::handleGuestFrame(std::span<const uint8_t> frame) {
     replies_.clear();
     pass = guest_hook_(frame, replies_);
     for (const auto& reply : replies_) sendToGuest(reply);
+    // Sending may have closed the stream, and with it the buffer `frame` is in.
+    if (!stream_.valid()) return;
   }
   if (!pass) {
     ++stats_.frames_filtered;
@@ -397,12 +438,7 @@ void SlirpNetwork::queueForGuest(std::span<const uint8_t> frame) {
   }
   ++stats_.frames_to_guest;
   stats_.bytes_to_guest += frame.size();
-  uint32_t length = static_cast<uint32_t>(frame.size());
-  char header[4] = {static_cast<char>(length >> 24), static_cast<char>(length >> 16), static_cast<char>(length >> 8),
-                    static_cast<char>(length)};
-  out_.append(header, 4);
-  // SAFETY: bytes viewed as chars to append them.
-  out_.append(reinterpret_cast<const char*>(frame.data()), frame.size());
+  appendStreamFrame(out_, frame);
   if (out_.size() - out_offset_ >= kFlushThreshold) flush();
 }
 
@@ -436,8 +472,7 @@ void SlirpNetwork::closeStream(const char*) {
   stream_.reset();
   out_.clear();
   out_offset_ = 0;
-  in_.clear();
-  in_offset_ = 0;
+  in_.reset();
 }
 
 Result<void> SlirpNetwork::addPortForward(const PortMapping& mapping) {

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -37,6 +38,41 @@
 struct Slirp;
 
 namespace microvm::net {
+
+// The framing of QEMU's `-netdev stream`, as the runner reads it: each
+// Ethernet frame is a 4-byte big-endian length and then the frame. Bytes go
+// in as they are read, whole frames come out; a length beyond any Ethernet
+// frame makes the stream corrupt, for good. What QEMU writes here is what
+// the guest's driver made: every length is untrusted.
+//
+//   std::span<uint8_t> space = reader.prepare(256 * 1024);
+//   reader.commit(read(fd, space.data(), space.size()));   // bytes actually read
+//   while (auto frame = reader.next()) handle(*frame);      // valid until the next prepare()
+//   if (reader.corrupt()) close(fd);
+class StreamFrameReader {
+ public:
+  // A 64 KiB IP packet plus its Ethernet header.
+  static constexpr size_t kMaxFrame = 65536 + 14;
+
+  // Room for up to `bytes` more bytes at the end of the buffer.
+  std::span<uint8_t> prepare(size_t bytes);
+  // `bytes` (at most what prepare() offered) of that room now hold data.
+  void commit(size_t bytes);
+  // The next whole frame, if one is buffered and the stream is not corrupt.
+  std::optional<std::span<const uint8_t>> next();
+  bool corrupt() const { return corrupt_; }
+  size_t buffered() const { return buffer_.size() - offset_; }  // bytes not yet handed out
+  void reset();
+
+ private:
+  std::string buffer_;
+  size_t offset_ = 0;    // start of the first frame not handed out
+  size_t prepared_ = 0;  // room offered by the last prepare(), not yet committed
+  bool corrupt_ = false;
+};
+
+// Appends `frame` to `out` in the stream's framing.
+void appendStreamFrame(std::string& out, std::span<const uint8_t> frame);
 
 struct SlirpNetworkOptions {
   bool ipv6 = true;
@@ -119,8 +155,7 @@ class SlirpNetwork {
   HostFrameHook host_hook_;
   SlirpNetworkStats stats_;
 
-  std::string in_;     // bytes read from QEMU, not yet whole frames
-  size_t in_offset_ = 0;
+  StreamFrameReader in_;  // bytes read from QEMU, not yet whole frames
   std::string out_;    // length-prefixed frames for QEMU, not yet written
   size_t out_offset_ = 0;
   bool want_write_ = false;

@@ -37,7 +37,11 @@ Result<std::unique_ptr<GuestNetwork>> GuestNetwork::create(EventLoop& loop, Uniq
   bool active = policy->active;
   // Every guest frame passes the filter, with or without a policy: it also
   // drops malformed frames before libslirp parses them.
-  network->filter_ = std::make_unique<net::EgressFilter>(net::GuestAddresses{}, std::move(*policy));
+  // GuestAddresses' defaults are network_config.h's addressing, which the
+  // stack is configured with; the host's own addresses are this host's.
+  net::GuestAddresses addresses;
+  addresses.host = net::hostInterfaceAddresses();
+  network->filter_ = std::make_unique<net::EgressFilter>(std::move(addresses), std::move(*policy));
   if (spec.egress_log) {
     network->filter_->setLog([log = network->log_](std::string_view line) { log("egress: " + std::string(line)); });
   }
@@ -87,6 +91,9 @@ void GuestNetwork::scheduleSweep() {
   sweep_timer_ = loop_.addTimer(std::chrono::duration_cast<std::chrono::milliseconds>(kSweepInterval), [this] {
     sweeping_ = false;
     filter_->sweep();
+    // The host's addresses change (DHCP, VPNs); a stale list would let a
+    // name resolving to a new one reach the host.
+    filter_->setHostAddresses(net::hostInterfaceAddresses());
     scheduleSweep();
   });
 }

@@ -224,11 +224,20 @@ TEST(LibraryTest, FirewallDenyRuleWithDefaultAllow) {
   RunOptions options = rootfsRun({"/bin/sh", "-c",
                                   "wget -q -O - " + denied.url() + " 2>&1; wget -q -O - " + open.url() + "; true"});
   options.firewall.push_back({FirewallRule::Action::kDeny, "10.0.2.2", denied.port(), "tcp"});
+  // The default allow does not open the host's loopback (a blocked range);
+  // a rule naming the gateway's port does.
+  options.firewall.push_back({FirewallRule::Action::kAllow, "10.0.2.2", open.port(), "tcp"});
+  options.firewall_default = FirewallRule::Action::kAllow;
   Captured result = runCaptured(runtime, options);
   ASSERT_EQ(result.error, "");
   EXPECT_EQ(result.out.find("denied-token"), std::string::npos) << result.out;
   EXPECT_NE(result.out.find("Connection refused"), std::string::npos) << result.out;
   EXPECT_NE(result.out.find("open-token"), std::string::npos) << result.out;
+  RunOptions unnamed = rootfsRun(options.command);
+  unnamed.firewall.push_back({FirewallRule::Action::kDeny, "10.0.2.2", denied.port(), "tcp"});
+  Captured closed = runCaptured(runtime, unnamed);
+  EXPECT_EQ(closed.out.find("denied-token"), std::string::npos) << closed.out;
+  EXPECT_EQ(closed.out.find("open-token"), std::string::npos) << closed.out;
 
   // The same rule as an allow rule with the default deny: the opposite.
   RunOptions allow = rootfsRun(options.command);
