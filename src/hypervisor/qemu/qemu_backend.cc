@@ -39,23 +39,11 @@ class QemuVmm : public Vmm {
     if (!passed) return std::move(passed).error();
     auto started = qmp_->execute("migrate", {{"uri", "fd:snapshot"}});
     if (!started) return std::move(started).error();
-    return waitFor("query-migrate", [](const nlohmann::json& reply) -> std::optional<Result<void>> {
-      std::string status = reply.value("status", "");
-      if (status == "completed") return success();
-      if (status == "failed" || status == "cancelled") {
-        return Error(ErrorCode::kIo, "saving the VM state " + status + ": " + reply.value("error-desc", ""));
-      }
-      return std::nullopt;
-    });
+    return waitFor("query-migrate", qmpMigrationOutcome);
   }
 
   Result<void> finishRestore() override {
-    MICROVM_TRY(waitFor("query-status", [](const nlohmann::json& reply) -> std::optional<Result<void>> {
-      std::string status = reply.value("status", "");
-      if (status == "inmigrate" || status == "prelaunch") return std::nullopt;
-      if (status == "paused" || status == "running") return success();
-      return Error(ErrorCode::kIo, "restoring the VM state ended in state \"" + status + "\"");
-    }));
+    MICROVM_TRY(waitFor("query-status", qmpRestoreOutcome));
     return run("cont");
   }
 
