@@ -60,6 +60,9 @@ struct MuxerConfig {
   uint32_t buf_alloc = 256 * 1024;
   std::chrono::milliseconds connect_timeout = std::chrono::seconds(5);
   size_t max_connections = 1024;
+  // Opens a non-blocking connection to a host socket for a guest; empty:
+  // connectUnix. The runner, once it has given up root, asks its keeper.
+  std::function<Result<UniqueFd>(const std::filesystem::path&)> connect_host;
 };
 
 // Guest input that was refused, by kind. Nothing here stops the device.

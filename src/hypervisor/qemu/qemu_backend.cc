@@ -42,6 +42,8 @@ class QemuVmm : public Vmm {
     return waitFor("query-migrate", qmpMigrationOutcome);
   }
 
+  Result<void> connectControl() override { return connectQmp(); }
+
   Result<void> finishRestore() override {
     MICROVM_TRY(waitFor("query-status", qmpRestoreOutcome));
     return run("cont");
