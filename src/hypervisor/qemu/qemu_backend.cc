@@ -251,7 +251,8 @@ Result<std::unique_ptr<Vmm>> QemuBackend::launch(const MachineConfig& config) {
   if (!initramfs) return std::move(initramfs).error().withContext("initramfs");
   hand(kQemuInitramfsFd, std::move(*initramfs));
   if (!config.console_log.empty()) {
-    UniqueFd console(::open(config.console_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    // O_NOFOLLOW: the directory may be writable by the VM's runner id.
+    UniqueFd console(::open(config.console_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (!console.valid()) return Error::fromErrno("open " + config.console_log.string());
     hand(kQemuConsoleFd, std::move(console));
   }
