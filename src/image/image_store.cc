@@ -393,6 +393,7 @@ Result<void> ImageStore::remove(const std::string& reference) {
 
 Result<uint64_t> ImageStore::prune(const std::function<std::set<std::string>()>& in_use) {
   // Exclusive: no pull, build or create is under way while prune decides.
+  MICROVM_TRY(makeDirs(dir_));
   auto store_lock = lockFile(dir_ / "store.lock");
   if (!store_lock) return std::move(store_lock).error();
   auto refs_lock = lockFile(dir_ / "refs.lock");
