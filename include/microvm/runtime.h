@@ -279,6 +279,9 @@ struct VmInfo {
   // as root (-1: QEMU runs as the caller's user).
   int64_t qemu_uid = -1;
   int64_t qemu_gid = -1;
+  // While it runs: the uid (= gid) the runner gave up root for once QEMU
+  // ran (-1: the runner runs as the caller's user).
+  int64_t runner_uid = -1;
   std::string accel;
   int cpus = 0;
   int memory_mib = 0;

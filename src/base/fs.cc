@@ -5,6 +5,7 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <system_error>
 
@@ -27,6 +28,42 @@ Result<std::string> readFile(const fs::path& path) {
     contents.append(buffer, static_cast<size_t>(n));
   }
   return contents;
+}
+
+Result<std::string> readUntrustedFile(const fs::path& path, size_t max_bytes) {
+  // O_NONBLOCK: a fifo put in the file's place must not hang the reader.
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+  if (!fd.valid()) return Error::fromErrno("open " + path.string());
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return Error::fromErrno("stat " + path.string());
+  if (!S_ISREG(st.st_mode)) return Error(ErrorCode::kProtocol, path.string() + " is not a regular file");
+  std::string contents;
+  char buffer[65536];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Error::fromErrno("read " + path.string());
+    if (n == 0) break;
+    contents.append(buffer, static_cast<size_t>(n));
+    if (contents.size() > max_bytes) {
+      return Error(ErrorCode::kProtocol, path.string() + " is longer than " + std::to_string(max_bytes) + " bytes");
+    }
+  }
+  return contents;
+}
+
+namespace {
+void (*directory_sync_observer)(const fs::path&) = nullptr;
+}  // namespace
+
+void setDirectorySyncObserverForTesting(void (*observer)(const fs::path& dir)) { directory_sync_observer = observer; }
+
+Result<void> syncDirectory(const fs::path& dir) {
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) return Error::fromErrno("open directory " + dir.string());
+  if (::fsync(fd.get()) != 0) return Error::fromErrno("fsync directory " + dir.string());
+  if (directory_sync_observer != nullptr) directory_sync_observer(dir);
+  return success();
 }
 
 Result<void> writeAll(int fd, std::string_view data) {
@@ -52,7 +89,10 @@ Result<void> writeFileAtomic(const fs::path& path, std::string_view contents, mo
   if (auto written = writeAll(fd.get(), contents); !written) return fail("write");
   if (::fsync(fd.get()) != 0) return fail("fsync");
   if (::rename(temp.c_str(), path.c_str()) != 0) return fail("rename to " + path.string() + " from");
-  return success();
+  // The new name is durable only once the directory is: without this a
+  // crash may bring the old file back, or lose a new one.
+  fs::path dir = path.parent_path();
+  return syncDirectory(dir.empty() ? fs::path(".") : dir);
 }
 
 Result<void> makeDirs(const fs::path& path, mode_t mode) {
@@ -113,9 +153,26 @@ Result<fs::path> findOnPath(const std::string& name) {
 }
 
 std::string tailLines(const std::filesystem::path& path, size_t lines) {
-  auto text = readFile(path);
-  if (!text) return "";
-  std::string_view s = *text;
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  if (!fd.valid()) return "";
+  return tailLines(fd.get(), lines);
+}
+
+std::string tailLines(int fd, size_t lines) {
+  constexpr off_t kTail = 65536;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return "";
+  std::string text(static_cast<size_t>(std::min<off_t>(st.st_size, kTail)), '\0');
+  off_t start_offset = st.st_size - static_cast<off_t>(text.size());
+  size_t have = 0;
+  while (have < text.size()) {
+    ssize_t n = ::pread(fd, text.data() + have, text.size() - have, start_offset + static_cast<off_t>(have));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    have += static_cast<size_t>(n);
+  }
+  text.resize(have);
+  std::string_view s = text;
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.remove_suffix(1);
   // `start` walks back from newline to newline, `lines` times at most.
   size_t start = s.size();

@@ -12,13 +12,26 @@
 namespace microvm {
 
 Result<std::string> readFile(const std::filesystem::path& path);
+// Reads a file that a less trusted process may have written (state.json,
+// which the runner writes under its own uid): a symlink or anything but a
+// regular file is refused, and so is a file longer than `max_bytes`.
+Result<std::string> readUntrustedFile(const std::filesystem::path& path, size_t max_bytes);
 // The last `lines` lines of a text file, without the final newline; "" if it
-// cannot be read. For error messages that quote a log.
+// cannot be read. For error messages that quote a log; only the file's last
+// 64 KiB are read, however long it is (a guest writes the console log).
 std::string tailLines(const std::filesystem::path& path, size_t lines);
+std::string tailLines(int fd, size_t lines);
 
-// Writes `contents` to `path` atomically with the given mode.
+// Writes `contents` to `path` atomically with the given mode: a temp file in
+// the same directory, fsync, rename, then an fsync of the directory so that
+// the rename itself survives a crash.
 Result<void> writeFileAtomic(const std::filesystem::path& path, std::string_view contents,
                              mode_t mode = 0600);
+
+// fsync of a directory: makes the entries renamed or created in it durable.
+Result<void> syncDirectory(const std::filesystem::path& dir);
+// Tests only: called with each directory syncDirectory has synced.
+void setDirectorySyncObserverForTesting(void (*observer)(const std::filesystem::path& dir));
 
 // mkdir -p with the given mode for directories it creates.
 Result<void> makeDirs(const std::filesystem::path& path, mode_t mode = 0700);

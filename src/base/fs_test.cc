@@ -1,6 +1,11 @@
 #include "base/fs.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
 
 #include "base/temp_dir.h"
 
@@ -18,6 +23,55 @@ TEST(TailLines, KeepsTheLastLinesWithoutTheFinalNewline) {
   EXPECT_EQ(tailLines(path, 10), "a\nb\nc");
   EXPECT_EQ(tailLines(path, 0), "");
   EXPECT_EQ(tailLines(dir->path() / "missing", 3), "");
+}
+
+TEST(TailLines, ReadsOnlyTheEndOfALongFile) {
+  auto dir = TempDir::create("fs-test");
+  ASSERT_TRUE(dir);
+  auto path = dir->path() / "console.log";
+  // 1 MiB without a newline, then two short lines: only the end is read.
+  ASSERT_TRUE(writeFileAtomic(path, std::string(1 << 20, 'x') + "\nlast but one\nlast\n"));
+  EXPECT_EQ(tailLines(path, 2), "last but one\nlast");
+  std::string tail = tailLines(path, 3);
+  EXPECT_LE(tail.size(), 65536u);
+  EXPECT_EQ(tail.substr(tail.size() - 18), "\nlast but one\nlast");
+}
+
+std::vector<std::filesystem::path>* synced_directories = nullptr;
+
+TEST(WriteFileAtomic, FsyncsTheDirectoryAfterTheRename) {
+  auto dir = TempDir::create("fs-test");
+  ASSERT_TRUE(dir);
+  std::vector<std::filesystem::path> synced;
+  synced_directories = &synced;
+  setDirectorySyncObserverForTesting([](const std::filesystem::path& path) { synced_directories->push_back(path); });
+  auto written = writeFileAtomic(dir->path() / "state.json", "{}\n");
+  setDirectorySyncObserverForTesting(nullptr);
+  ASSERT_TRUE(written) << written.error().message();
+  EXPECT_EQ(synced, std::vector<std::filesystem::path>{dir->path()});
+  // And the rename happened before: the directory holds the new file only.
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir->path()), {}), 1);
+}
+
+TEST(SyncDirectory, FailsWithTheReasonOnAMissingDirectory) {
+  auto synced = syncDirectory("/nonexistent-microvm-dir");
+  ASSERT_FALSE(synced);
+  EXPECT_NE(synced.error().message().find("/nonexistent-microvm-dir"), std::string::npos);
+}
+
+TEST(ReadUntrustedFile, RefusesLinksOtherFilesAndTooLongOnes) {
+  auto dir = TempDir::create("fs-test");
+  ASSERT_TRUE(dir);
+  auto path = dir->path() / "state.json";
+  ASSERT_TRUE(writeFileAtomic(path, "{\"a\": 1}"));
+  EXPECT_EQ(*readUntrustedFile(path, 100), "{\"a\": 1}");
+  EXPECT_FALSE(readUntrustedFile(path, 4));  // longer than allowed
+  auto link = dir->path() / "link.json";
+  ASSERT_EQ(::symlink(path.c_str(), link.c_str()), 0);
+  EXPECT_FALSE(readUntrustedFile(link, 100));  // a symlink is not followed
+  auto fifo = dir->path() / "fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_FALSE(readUntrustedFile(fifo, 100));  // neither blocks nor reads a fifo
 }
 
 }  // namespace

@@ -80,7 +80,24 @@ Result<void> Runtime::removeImage(const std::string& reference, bool force) {
   return store.remove(reference);
 }
 
-Result<uint64_t> Runtime::pruneImages() { return ImageStore(images_dir_).prune(); }
+Result<uint64_t> Runtime::pruneImages() {
+  auto layout = Layout::resolve(data_dir_);
+  if (!layout) return std::move(layout).error();
+  // Root disks that this data dir's VMs are made from stay, tagged or not
+  // (a --rootfs VM's, an image's removed with rmi -f).
+  return ImageStore(images_dir_).prune([&] {
+    std::set<std::string> used;
+    if (auto records = VmStore(*layout).list(); records) {
+      for (const auto& record : *records) {
+        fs::path base = fs::path(record.spec.base_disk).lexically_normal();
+        if (base.parent_path().parent_path() == (images_dir_ / "rootfs").lexically_normal()) {
+          used.insert(base.parent_path().filename());
+        }
+      }
+    }
+    return used;
+  });
+}
 
 Result<void> Runtime::login(const std::string& registry, const std::string& username, const std::string& password) {
   if (registry.empty() || username.empty()) {

@@ -23,6 +23,8 @@ std::string inspectJson(const VmInfo& vm) {
           {"qemu_pid", vm.qemu_pid},
           {"qemu_user", vm.qemu_uid < 0 ? nlohmann::json(nullptr)
                                         : nlohmann::json{{"uid", vm.qemu_uid}, {"gid", vm.qemu_gid}}},
+          {"runner_user", vm.runner_uid < 0 ? nlohmann::json(nullptr)
+                                            : nlohmann::json{{"uid", vm.runner_uid}, {"gid", vm.runner_uid}}},
           {"config",
            {{"accel", vm.accel},
             {"cpus", vm.cpus},

@@ -490,6 +490,14 @@ Result<std::string> Runtime::create(const RunOptions& options) {
   ImageDefaults defaults;
   fs::path base;
   VmSpec spec;
+  // From before the base disk is pulled or built until the VM's spec names
+  // it: `image prune` keeps what a VM uses, but cannot see this VM before.
+  std::vector<UniqueFd> image_holds;
+  for (const fs::path& images : {images_dir_, layout->rootfsCacheDir().parent_path()}) {
+    auto held = ImageStore::hold(images);
+    if (!held) return std::move(held).error();
+    image_holds.push_back(std::move(*held));
+  }
   if (!options.image.empty()) {
     auto reference = resolveImage(options);
     if (!reference) return std::move(reference).error();
@@ -723,6 +731,7 @@ VmInfo toInfo(const VmRecord& record) {
   info.qemu_pid = active ? record.state.qemu_pid : 0;
   if (active && record.state.qemu_uid) info.qemu_uid = *record.state.qemu_uid;
   if (active && record.state.qemu_gid) info.qemu_gid = *record.state.qemu_gid;
+  if (active && record.state.runner_uid) info.runner_uid = *record.state.runner_uid;
   info.accel = record.spec.accel;
   info.cpus = record.spec.cpus;
   info.memory_mib = record.spec.memory_mib;

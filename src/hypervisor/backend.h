@@ -88,6 +88,10 @@ class Vmm {
   // For a machine launched with incoming_fd: waits until the state is
   // loaded, then lets the guest run on from where it was saved.
   virtual Result<void> finishRestore();
+  // Opens the VMM's control channel now rather than when first needed: a
+  // caller that is about to lose access to the channel's path (the runner
+  // giving up root) calls it first.
+  virtual Result<void> connectControl();
 };
 
 class Backend {

@@ -276,7 +276,22 @@ Result<ImageRecord> Puller::run() {
   return record;
 }
 
+Result<UniqueFd> ImageStore::hold(const fs::path& images_dir) {
+  MICROVM_TRY(makeDirs(images_dir));
+  fs::path path = images_dir / "store.lock";
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd.valid()) return Error::fromErrno("open " + path.string());
+  while (::flock(fd.get(), LOCK_SH) != 0) {
+    if (errno != EINTR) return Error::fromErrno("lock " + path.string());
+  }
+  return fd;
+}
+
 Result<ImageRecord> ImageStore::pull(const std::string& reference, const PullOptions& options) {
+  // Until its ref is written, nothing tells prune that the blobs, the
+  // build in tmp/ and the rootfs entry are this pull's.
+  auto held = hold(dir_);
+  if (!held) return std::move(held).error();
   fs::path scratch = dir_ / "tmp" / ("source-" + randomHex(6));
   ScopeGuard remove_scratch([&] { (void)removeTree(scratch); });
   auto source = openSource(reference, options.registry, scratch);
@@ -376,7 +391,11 @@ Result<void> ImageStore::remove(const std::string& reference) {
   return removeTree(dir_ / "rootfs" / digest.substr(7));
 }
 
-Result<uint64_t> ImageStore::prune() {
+Result<uint64_t> ImageStore::prune(const std::function<std::set<std::string>()>& in_use) {
+  // Exclusive: no pull, build or create is under way while prune decides.
+  MICROVM_TRY(makeDirs(dir_));
+  auto store_lock = lockFile(dir_ / "store.lock");
+  if (!store_lock) return std::move(store_lock).error();
   auto refs_lock = lockFile(dir_ / "refs.lock");
   if (!refs_lock) return std::move(refs_lock).error();
   auto refs = loadRefs(dir_);
@@ -385,6 +404,7 @@ Result<uint64_t> ImageStore::prune() {
   for (const auto& [reference, digest] : refs->items()) {
     if (digest.is_string()) keep_rootfs.insert(digest.get<std::string>().substr(7));
   }
+  std::set<std::string> used = in_use ? in_use() : std::set<std::string>();
   uint64_t freed = 0;
   std::error_code ec;
   auto sizeOf = [&](const fs::path& path) {
@@ -396,7 +416,7 @@ Result<uint64_t> ImageStore::prune() {
     return total;
   };
   for (fs::directory_iterator it(dir_ / "rootfs", ec), end; !ec && it != end; it.increment(ec)) {
-    if (keep_rootfs.count(it->path().filename())) continue;
+    if (keep_rootfs.count(it->path().filename()) || used.count(it->path().filename())) continue;
     freed += sizeOf(it->path());
     MICROVM_TRY(removeTree(it->path()));
   }

@@ -4,7 +4,9 @@
 //   rootfs/<manifest hex>/image.json   reference, digests, config, size
 //   refs.json                          reference -> manifest digest
 // Every write is temp + rename; per-blob and per-image locks make two
-// concurrent pulls of one image download and build it once.
+// concurrent pulls of one image download and build it once. store.lock keeps
+// prune from what is being made: pulls, root-disk builds and creates hold it
+// shared (hold()), prune exclusive, so prune waits for them and they for it.
 //
 //   ImageStore store(layout.dataDir() / "images");
 //   auto image = store.pull("127.0.0.1:5000/test/busybox", {});
@@ -13,9 +15,13 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
+
+#include "base/unique_fd.h"
 
 #include "image/blob_source.h"
 #include "image/workload_config.h"
@@ -54,8 +60,14 @@ class ImageStore {
   Result<std::vector<ImageRecord>> list() const;
   // Drops the tag; the image's files go when no tag is left.
   Result<void> remove(const std::string& reference);
-  // Removes blobs and root disks no tag refers to; returns the bytes freed.
-  Result<uint64_t> prune();
+  // Removes blobs and root disks no tag refers to, nor `in_use` (names of
+  // rootfs/ entries; called once prune holds the store, so that what it
+  // names is current); returns the bytes freed. Waits for every hold.
+  Result<uint64_t> prune(const std::function<std::set<std::string>()>& in_use = {});
+
+  // A shared hold on the store at `images_dir` for as long as the fd is
+  // open: prune waits until it is closed. Blocks while a prune runs.
+  static Result<UniqueFd> hold(const std::filesystem::path& images_dir);
 
  private:
   std::filesystem::path dir_;

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -25,6 +26,8 @@
 #include "agent/protocol.h"
 #include "runner/control.h"
 #include "runner/guest_network.h"
+#include "runner/keeper.h"
+#include "runner/runner_confinement.h"
 #include "runner/vmm_user.h"
 #include "base/event_loop.h"
 #include "base/fs.h"
@@ -80,8 +83,9 @@ struct AttachedClient {
 
 class Runner {
  public:
-  Runner(fs::path vm_dir, int in_fd, int out_fd, int err_fd)
-      : vm_dir_(std::move(vm_dir)), in_fd_(in_fd), out_fd_(out_fd), err_fd_(err_fd) {}
+  Runner(fs::path vm_dir, int in_fd, int out_fd, int err_fd, RunnerSeccomp seccomp)
+      : vm_dir_(std::move(vm_dir)), state_dir_(vm_dir_), in_fd_(in_fd), out_fd_(out_fd), err_fd_(err_fd),
+        seccomp_(seccomp) {}
 
   int run();
 
@@ -112,16 +116,32 @@ class Runner {
   void onTimer();
   Result<UniqueFd> startNetwork();
   Result<void> chooseVmmUser(MachineConfig& config);
+  Result<void> confine();
+  Result<void> giveUpRoot();
+  Result<void> copyDisk(int to);
   void recordNetCounters();
   void log(const std::string& message);
   int finish();
 
   fs::path vm_dir_;
+  // Where state.json and state.lock are reached: vm_dir_, or "." once the
+  // runner has given up root (its id cannot search the data dir; it works
+  // from inside the VM's directory).
+  fs::path state_dir_;
   int in_fd_;
   bool in_fd_pollable_ = true;
   int out_fd_;
   int err_fd_;
+  RunnerSeccomp seccomp_;
   VmSpec spec_;
+  // As root: does what the runner's own id may not (keeper.h). Declared
+  // before everything that may ask it.
+  std::optional<Keeper> keeper_;
+  // Opened while root, read after: the logs quoted when the VM fails, and
+  // the disk a snapshot copies.
+  UniqueFd console_read_;
+  UniqueFd runner_log_read_;
+  UniqueFd disk_read_;
   VmState state_;
   UniqueFd log_fd_;
   UniqueFd workload_log_fd_;
@@ -353,10 +373,20 @@ Result<void> Runner::start() {
   auto spec = loadSpec(vm_dir_);
   if (!spec) return std::move(spec).error();
   spec_ = std::move(*spec);
+  // First, while the runner has nothing open it should not share.
+  if (::geteuid() == 0) {
+    auto keeper = Keeper::start(spec_, vm_dir_);
+    if (!keeper) return std::move(keeper).error();
+    keeper_.emplace(std::move(*keeper));
+  }
 
-  log_fd_.reset(::open((vm_dir_ / "runner.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+  // O_NOFOLLOW: the VM's directory is writable by its runner's id, which
+  // must not point root's writes elsewhere (it cannot replace these files,
+  // which are root's, but may leave a link where one is missing).
+  log_fd_.reset(
+      ::open((vm_dir_ / "runner.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600));
   workload_log_fd_.reset(
-      ::open((vm_dir_ / "workload.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+      ::open((vm_dir_ / "workload.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!log_fd_.valid() || !workload_log_fd_.valid()) return Error::fromErrno("open logs in " + vm_dir_.string());
 
   // Signals arrive through the signalfd only; SIGPIPE never kills us.
@@ -395,6 +425,10 @@ Result<void> Runner::start() {
     vsock_config.base = vsockSocket(spec_);
     for (const auto& port : spec_.vsock_ports) vsock_config.ports.push_back({port.port, port.path, port.listen});
     vsock_config.log = [this](const std::string& message) { log("vsock: " + message); };
+    if (keeper_) {
+      // Host sockets may be where the runner's own id cannot reach them.
+      vsock_config.connect_host = [this](const fs::path& target) { return keeper_->connect(target); };
+    }
     auto vsock = vsock::VsockDevice::create(*loop_, std::move(vsock_config));
     if (!vsock) return std::move(vsock).error().withContext("vsock");
     vsock_ = std::move(*vsock);
@@ -460,14 +494,7 @@ Result<void> Runner::start() {
   guest_end.reset();
   net_qemu_end.reset();
 
-  // QEMU is running under its own uid: the runner needs root's powers no
-  // more, only to signal that QEMU (CAP_KILL) and to bind low host ports for
-  // `port add` (CAP_NET_BIND_SERVICE). libslirp and the vsock device run
-  // without the rest.
-  if (auto dropped = keepOnlyCapabilities((uint64_t{1} << CAP_KILL) | (uint64_t{1} << CAP_NET_BIND_SERVICE));
-      !dropped) {
-    return std::move(dropped).error().withContext("runner: drop capabilities");
-  }
+  MICROVM_TRY(confine());
 
   pid_t qemu_pid = vmm_->process().pid();
   state_.runner_pid = ::getpid();
@@ -535,6 +562,69 @@ Result<void> Runner::chooseVmmUser(MachineConfig& config) {
         std::snprintf(hex, sizeof hex, "%llx", static_cast<unsigned long long>(credentials.capabilities));
         return std::string(hex);
       }());
+  return success();
+}
+
+// QEMU runs: from here on the runner parses guest input (libslirp, vsock,
+// the control port) and needs root no more. As root it becomes the VM's
+// runner id (giveUpRoot); as anyone, it installs its seccomp filter.
+Result<void> Runner::confine() {
+  if (keeper_) {
+    if (auto given_up = giveUpRoot(); !given_up) return std::move(given_up).error().withContext("runner: give up root");
+  }
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return Error::fromErrno("runner: set no_new_privs");
+  if (seccomp_ == nullptr) return success();
+  if (auto filtered = seccomp_(); !filtered) return std::move(filtered).error().withContext("runner: seccomp filter");
+  return success();
+}
+
+// The VM's directory becomes root:<runner gid> 01770: the runner may create
+// files in it (state.json's temp file) and replace its own (state.json), but
+// sticky, not root's (spec.json, the disk, the logs, state.lock), which root
+// reads and acts on later. Root opens nothing there that the runner can
+// replace, and reads state.json bounded and without following links.
+Result<void> Runner::giveUpRoot() {
+  uid_t uid = vmm_user_->runnerUid();
+  gid_t gid = vmm_user_->runnerGid();
+  // QMP's socket is in the runtime dir, which stays root's: connect now.
+  if (auto connected = vmm_->connectControl(); !connected && connected.error().code() != ErrorCode::kUnsupported) {
+    return std::move(connected).error().withContext("QMP");
+  }
+  auto open_read = [&](const char* name, UniqueFd& fd) -> Result<void> {
+    fd.reset(::open((vm_dir_ / name).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+    if (!fd.valid()) return Error::fromErrno("open " + (vm_dir_ / name).string());
+    return success();
+  };
+  MICROVM_TRY(open_read("console.log", console_read_));
+  MICROVM_TRY(open_read("runner.log", runner_log_read_));
+  disk_read_.reset(::open(spec_.root_disk.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!disk_read_.valid()) return Error::fromErrno("open " + spec_.root_disk);
+
+  UniqueFd lock(::open((vm_dir_ / "state.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!lock.valid()) return Error::fromErrno("open " + (vm_dir_ / "state.lock").string());
+  if (::fchown(lock.get(), 0, gid) != 0 || ::fchmod(lock.get(), 0660) != 0) {
+    return Error::fromErrno("give " + (vm_dir_ / "state.lock").string() + " to the runner's group");
+  }
+  // state.json becomes the runner's, unless it is not a plain file of its
+  // own (left by an earlier runner): then it goes, and the runner writes a
+  // new one.
+  fs::path state = vm_dir_ / "state.json";
+  UniqueFd state_fd(::open(state.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+  struct stat st {};
+  if (state_fd.valid() && ::fstat(state_fd.get(), &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1) {
+    if (::fchown(state_fd.get(), uid, gid) != 0) return Error::fromErrno("give " + state.string() + " to the runner");
+  } else if (::unlink(state.c_str()) != 0 && errno != ENOENT) {
+    return Error::fromErrno("remove " + state.string());
+  }
+  if (::chown(vm_dir_.c_str(), 0, gid) != 0 || ::chmod(vm_dir_.c_str(), 01770) != 0) {
+    return Error::fromErrno("give " + vm_dir_.string() + " to the runner's group");
+  }
+  // The runner's id cannot search the data dir: it works from inside.
+  if (::chdir(vm_dir_.c_str()) != 0) return Error::fromErrno("chdir " + vm_dir_.string());
+  state_dir_ = ".";
+  MICROVM_TRY(becomeRunnerUser(uid, gid, runnerCapabilities()));
+  state_.runner_uid = uid;
+  log("runner runs as uid/gid " + std::to_string(uid));
   return success();
 }
 
@@ -609,12 +699,12 @@ void Runner::handleFrame(const agent::Frame& frame) {
 
 void Runner::setStatus(VmStatus status) {
   state_.status = status;
-  auto lock = StateLock::acquire(vm_dir_);
+  auto lock = StateLock::acquire(state_dir_);
   if (!lock) {
     log("state: " + lock.error().message());
     return;
   }
-  if (auto saved = saveState(vm_dir_, state_); !saved) log("state: " + saved.error().message());
+  if (auto saved = saveState(state_dir_, state_); !saved) log("state: " + saved.error().message());
 }
 
 void Runner::handleSignal(int signal) {
@@ -700,22 +790,55 @@ Result<void> Runner::handleRequest(const RunnerRequest& request) {
   return success();
 }
 
+// Copies the VM's disk, through the fd opened while root, to `to`.
+Result<void> Runner::copyDisk(int to) {
+  off_t offset = 0;
+  for (;;) {
+    char buffer[1 << 16];
+    ssize_t got = ::pread(disk_read_.get(), buffer, sizeof buffer, offset);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) return Error::fromErrno("read " + spec_.root_disk);
+    if (got == 0) break;
+    MICROVM_TRY(writeAll(to, std::string_view(buffer, static_cast<size_t>(got))));
+    offset += got;
+  }
+  if (::fsync(to) != 0) return Error::fromErrno("fsync the snapshot's disk");
+  return success();
+}
+
 Result<void> Runner::snapshot(const fs::path& dir) {
   bool was_running = state_.status == VmStatus::kRunning;
-  UniqueFd memory(::open((dir / "memory.bin").c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-  if (!memory.valid()) return Error::fromErrno("create " + (dir / "memory.bin").string());
+  // Run as root, the runner's id cannot reach the snapshot directory: its
+  // keeper creates the files there.
+  UniqueFd memory;
+  UniqueFd disk;
+  if (keeper_) {
+    auto files = keeper_->snapshotFiles(dir);
+    if (!files) return std::move(files).error();
+    memory = std::move(files->first);
+    disk = std::move(files->second);
+  } else {
+    memory.reset(::open((dir / "memory.bin").c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!memory.valid()) return Error::fromErrno("create " + (dir / "memory.bin").string());
+  }
   log("snapshot: saving to " + dir.string());
   auto saved = vmm_->saveState(memory.get());
   // The disk is consistent once the state is saved (QEMU flushed it); copy
   // it before the guest runs again.
   std::error_code ec;
-  if (saved) fs::copy_file(spec_.root_disk, dir / "disk.qcow2", ec);
+  Result<void> copied = success();
+  if (saved && disk.valid()) {
+    copied = copyDisk(disk.get());
+  } else if (saved) {
+    fs::copy_file(spec_.root_disk, dir / "disk.qcow2", ec);
+  }
   if (was_running) {
     if (auto resumed = vmm_->resume(); !resumed) log("snapshot: resume failed: " + resumed.error().message());
   } else {
     setStatus(VmStatus::kPaused);
   }
   if (!saved) return saved;
+  if (!copied) return copied;
   if (ec) return Error(ErrorCode::kIo, "copy disk to " + dir.string() + ": " + ec.message(), ec.value());
   log("snapshot: done");
   return success();
@@ -781,8 +904,10 @@ int Runner::finish() {
     std::string why = failure_.empty() ? "the VM stopped before the workload reported an exit code" : failure_;
     if (vmm_status_) why += " (QEMU " + describeWaitStatus(*vmm_status_) + ")";
     state_.error = why;
-    std::string console = tailLines(vm_dir_ / "console.log", 5);
-    std::string vmm_log = tailLines(vm_dir_ / "runner.log", 3);
+    std::string console =
+        console_read_.valid() ? tailLines(console_read_.get(), 5) : tailLines(vm_dir_ / "console.log", 5);
+    std::string vmm_log =
+        runner_log_read_.valid() ? tailLines(runner_log_read_.get(), 3) : tailLines(vm_dir_ / "runner.log", 3);
     if (err_fd_ >= 0 && failure_.empty()) {
       std::string message = "microvm: " + why + "\n";
       if (!vmm_log.empty()) message += "runner log:\n" + vmm_log + "\n";
@@ -803,7 +928,13 @@ int Runner::finish() {
   attached_.clear();
   listener_.reset();
   vsock_.reset();
-  if (!spec_.runtime_dir.empty()) (void)removeTree(spec_.runtime_dir);
+  // The runtime dir (and for --rm the VM's directory) are root's: once the
+  // runner has given up root its keeper removes them.
+  if (keeper_) {
+    if (auto finished = keeper_->finish(); !finished) log(finished.error().message());
+  } else if (!spec_.runtime_dir.empty()) {
+    (void)removeTree(spec_.runtime_dir);
+  }
   state_.exit_code = code;
   state_.finished_at = nowRfc3339();
   if (network_) state_.net_counters = network_->counters();
@@ -811,7 +942,7 @@ int Runner::finish() {
   network_.reset();
   if (spec_.remove_on_exit) {
     log_fd_.reset();
-    (void)removeTree(vm_dir_);
+    if (!keeper_) (void)removeTree(vm_dir_);
   } else {
     setStatus(VmStatus::kExited);
   }
@@ -833,17 +964,17 @@ int Runner::run() {
 
 }  // namespace
 
-int runVm(const fs::path& vm_dir, int in_fd, int out_fd, int err_fd) {
-  return Runner(vm_dir, in_fd, out_fd, err_fd).run();
+int runVm(const fs::path& vm_dir, int in_fd, int out_fd, int err_fd, RunnerSeccomp seccomp) {
+  return Runner(vm_dir, in_fd, out_fd, err_fd, seccomp).run();
 }
 
-int runnerMain(int argc, char** argv) {
+int runnerMain(int argc, char** argv, RunnerSeccomp seccomp) {
   bool with_stdin = argc == 3 && std::string_view(argv[2]) == "--stdin";
   if (argc != 2 && !with_stdin) {
     std::fprintf(stderr, "usage: microvm-runner VM_DIR [--stdin]\n(started by microvm; not meant to be run by hand)\n");
     return 2;
   }
-  return runVm(argv[1], with_stdin ? STDIN_FILENO : -1, STDOUT_FILENO, STDERR_FILENO);
+  return runVm(argv[1], with_stdin ? STDIN_FILENO : -1, STDOUT_FILENO, STDERR_FILENO, seccomp);
 }
 
 }  // namespace microvm

@@ -14,14 +14,18 @@
 
 #include <filesystem>
 
+#include "runner/runner_confinement.h"
+
 namespace microvm {
 
 // Runs the VM described by vm_dir/spec.json. Workload stdout/stderr are
 // forwarded to out_fd/err_fd (a closed reader there is not an error); with an
 // open stdin in the spec, in_fd (if not -1) feeds the workload's stdin.
-int runVm(const std::filesystem::path& vm_dir, int in_fd, int out_fd, int err_fd);
+// Once QEMU runs, a runner started as root becomes the VM's runner id
+// (runner_confinement.h); any runner then installs `seccomp` if given.
+int runVm(const std::filesystem::path& vm_dir, int in_fd, int out_fd, int err_fd, RunnerSeccomp seccomp = nullptr);
 
 // `microvm-runner VM_DIR [--stdin]`: the runner binary's whole main.
-int runnerMain(int argc, char** argv);
+int runnerMain(int argc, char** argv, RunnerSeccomp seccomp = nullptr);
 
 }  // namespace microvm

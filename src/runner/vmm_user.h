@@ -22,9 +22,10 @@
 
 namespace microvm {
 
-// 2000000000 + [0, 65536): inside the range systemd leaves unused
-// (1879048192-2147352575, docs/UIDS-GIDS.md), clear of regular users, of
-// systemd's dynamic users and of the usual subordinate id ranges.
+// 2000000000 + [0, 65536) for QEMU and the next 65536 for runners: inside
+// the range systemd leaves unused (1879048192-2147352575,
+// docs/UIDS-GIDS.md), clear of regular users, of systemd's dynamic users and
+// of the usual subordinate id ranges.
 inline constexpr uint32_t kVmmIdBase = 2000000000;
 inline constexpr uint32_t kVmmIdCount = 65536;
 inline constexpr char kVmmIdLockDir[] = "/run/microvm-vmm-ids";
@@ -36,6 +37,11 @@ class VmmUser {
 
   uid_t uid() const { return id_; }
   gid_t gid() const { return id_; }
+  // The same VM's runner, once it has given up root: the same slot in the
+  // next range, so that QEMU (which parses guest input too) cannot signal,
+  // ptrace or write as the runner, nor the runner as QEMU.
+  uid_t runnerUid() const { return id_ + kVmmIdCount; }
+  gid_t runnerGid() const { return id_ + kVmmIdCount; }
 
  private:
   VmmUser(uint32_t id, UniqueFd lock) : id_(id), lock_(std::move(lock)) {}

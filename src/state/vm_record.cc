@@ -34,9 +34,11 @@ Result<VmStatus> statusFromString(const std::string& text) {
 }
 
 // Parses a JSON record, turning a malformed file into an Error (never a throw).
+// With max_bytes, the file is one a less trusted process writes (see
+// readUntrustedFile).
 template <typename T, typename Decode>
-Result<T> loadJson(const fs::path& path, Decode decode) {
-  auto text = readFile(path);
+Result<T> loadJson(const fs::path& path, Decode decode, size_t max_bytes = 0) {
+  auto text = max_bytes != 0 ? readUntrustedFile(path, max_bytes) : readFile(path);
   if (!text) return std::move(text).error();
   try {
     return decode(json::parse(*text));
@@ -190,6 +192,7 @@ Result<void> saveState(const fs::path& vm_dir, const VmState& state) {
       {"qemu_start_time", state.qemu_start_time},
       {"qemu_uid", state.qemu_uid ? json(*state.qemu_uid) : json(nullptr)},
       {"qemu_gid", state.qemu_gid ? json(*state.qemu_gid) : json(nullptr)},
+      {"runner_uid", state.runner_uid ? json(*state.runner_uid) : json(nullptr)},
       {"started_at", state.started_at},
       {"finished_at", state.finished_at},
       {"exit_code", state.exit_code ? json(*state.exit_code) : json(nullptr)},
@@ -200,6 +203,11 @@ Result<void> saveState(const fs::path& vm_dir, const VmState& state) {
   };
   return writeFileAtomic(vm_dir / "state.json", j.dump(2) + "\n");
 }
+
+// The runner writes state.json under its own uid when microvm runs as root,
+// and root reads it: a bounded read of a regular file. What the runner
+// writes stays far below this.
+constexpr size_t kMaxStateBytes = 1 << 20;
 
 Result<VmState> loadState(const fs::path& vm_dir) {
   return loadJson<VmState>(vm_dir / "state.json", [](const json& j) -> Result<VmState> {
@@ -220,13 +228,17 @@ Result<VmState> loadState(const fs::path& vm_dir) {
     state.ports = j.value("ports", std::vector<std::string>());
     state.net_counters = j.value("net_counters", std::map<std::string, uint64_t>());
     state.timings_ms = j.value("timings_ms", std::map<std::string, double>());
+    if (j.contains("runner_uid") && j.at("runner_uid").is_number_unsigned()) {
+      state.runner_uid = j.at("runner_uid").get<uint32_t>();
+    }
     return state;
-  });
+  }, kMaxStateBytes);
 }
 
 Result<StateLock> StateLock::acquire(const fs::path& vm_dir) {
   fs::path path = vm_dir / "state.lock";
-  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  // O_NOFOLLOW: the VM's directory may be writable by its runner's id.
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!fd.valid()) return Error::fromErrno("open " + path.string());
   while (::flock(fd.get(), LOCK_EX) != 0) {
     if (errno != EINTR) return Error::fromErrno("lock " + path.string());

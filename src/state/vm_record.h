@@ -124,6 +124,9 @@ struct VmState {
   // runs as the runner's user.
   std::optional<uint32_t> qemu_uid;
   std::optional<uint32_t> qemu_gid;
+  // The uid (and gid, the same number) the runner gave up root for, once
+  // QEMU ran (microvm run as root); unset: the runner kept its user.
+  std::optional<uint32_t> runner_uid;
   std::string started_at;
   std::string finished_at;
   std::optional<int> exit_code;

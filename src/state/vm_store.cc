@@ -28,10 +28,17 @@ Result<VmRecord> VmStore::load(const std::string& id) const {
   record.spec = std::move(*spec);
   if (!fs::exists(record.dir / "state.json")) return record;  // created, or a run cut short before boot
 
+  // Nothing here may hide a VM from `ps -a` or keep `rm` from it: not a
+  // full disk (the lock file cannot be made, the corrected state cannot be
+  // saved), not an unreadable state.json. state.json is replaced by rename,
+  // so reading it without the lock still sees a whole file.
   auto lock = StateLock::acquire(record.dir);
-  if (!lock) return std::move(lock).error();
   auto state = loadState(record.dir);
-  if (!state) return std::move(state).error();
+  if (!state) {
+    record.state.status = VmStatus::kExited;
+    record.state.error = "its state cannot be read: " + state.error().message();
+    return record;
+  }
   record.state = std::move(*state);
   bool active = record.state.status == VmStatus::kRunning || record.state.status == VmStatus::kPaused;
   if (active && !runnerAlive(record.state)) {
@@ -41,7 +48,8 @@ Result<VmRecord> VmStore::load(const std::string& id) const {
     record.state.exit_code = 137;
     record.state.error = "the VM's runner (pid " + std::to_string(record.state.runner_pid) + ") died unexpectedly";
     record.state.finished_at = nowRfc3339();
-    MICROVM_TRY(saveState(record.dir, record.state));
+    // Said once if it can be saved; if not (a full disk), said each time.
+    if (lock) (void)saveState(record.dir, record.state);
   }
   return record;
 }

@@ -87,6 +87,7 @@ Result<std::unique_ptr<VsockDevice>> VsockDevice::create(EventLoop& loop, VsockC
   muxer_config.guest_cid = self->config_.guest_cid;
   muxer_config.base = self->config_.base;
   muxer_config.ports = self->config_.ports;
+  muxer_config.connect_host = self->config_.connect_host;
   auto muxer = VsockMuxer::create(loop, std::move(muxer_config), [self] { self->pumpRx(); });
   if (!muxer) return std::move(muxer).error();
   self->muxer_ = std::move(*muxer);

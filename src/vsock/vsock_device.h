@@ -33,6 +33,7 @@ struct VsockConfig {
   uint64_t guest_cid = 3;
   std::vector<PortMapping> ports;
   std::function<void(const std::string&)> log;
+  std::function<Result<UniqueFd>(const std::filesystem::path&)> connect_host;  // see MuxerConfig
 };
 
 struct VsockStats {

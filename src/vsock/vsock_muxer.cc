@@ -519,7 +519,7 @@ void VsockMuxer::guestRequest(const PacketHeader& header) {
   if (target.empty() || connections_.size() >= config_.max_connections) return queueControl(key, Op::kRst);
   // A unix stream connect completes at once or fails (EAGAIN: the server's
   // backlog is full, which refuses like a missing server).
-  auto fd = connectUnix(target, SOCK_NONBLOCK);
+  auto fd = config_.connect_host ? config_.connect_host(target) : connectUnix(target, SOCK_NONBLOCK);
   if (!fd) return queueControl(key, Op::kRst);
   Connection& connection = connections_[key];
   connection.key = key;

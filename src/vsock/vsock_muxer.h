@@ -73,6 +73,9 @@ struct MuxerConfig {
   // connection has a few at most, so only a guest that does not take what
   // it is sent fills the queue.
   size_t max_control = 8192;
+  // Opens a non-blocking connection to a host socket for a guest; empty:
+  // connectUnix. The runner, once it has given up root, asks its keeper.
+  std::function<Result<UniqueFd>(const std::filesystem::path&)> connect_host;
 };
 
 // Bytes read from a host socket for the guest and not yet taken, per

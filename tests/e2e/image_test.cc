@@ -2,6 +2,7 @@
 // images built by tests/e2e/oci_images.py and pushed with skopeo, pulled and
 // booted by the real CLI.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -240,6 +241,37 @@ TEST_F(Registries, ConcurrentPullsDownloadOnce) {
   }
   EXPECT_FALSE(gets.empty()) << requests;
   for (const auto& [blob, count] : gets) EXPECT_EQ(count, 1) << blob;
+}
+
+TEST_F(Registries, ImagePruneNeverDeletesWhatAConcurrentPullIsMaking) {
+  // Each round: a pull into an empty store while `image prune` runs again
+  // and again. Until its ref is written, nothing but the store's lock tells
+  // prune that the blobs and the build are the pull's.
+  int prunes = 0;
+  for (int round = 0; round < 3; ++round) {
+    std::string fresh = "MICROVM_HOME=" + (home().parent_path() / ("prune-race-" + std::to_string(round))).string();
+    Cli pull({"pull", "oci:" + layout_->string() + ":busybox"}, {fresh});
+    auto exited = [&] {
+      siginfo_t info{};
+      return ::waitid(P_PID, static_cast<id_t>(pull.pid()), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+             info.si_pid == pull.pid();
+    };
+    for (int i = 0; i < 300 && !exited(); ++i) {
+      auto pruned = microvm({"image", "prune"}, {fresh});
+      EXPECT_EQ(pruned.exit_code, 0) << pruned.err;
+      ++prunes;
+    }
+    auto pulled = pull.finish();
+    EXPECT_EQ(pulled.exit_code, 0) << "round " << round << ": " << pulled.err;
+    // Pulled and tagged: prune keeps it, and it boots.
+    EXPECT_EQ(microvm({"image", "prune"}, {fresh}).exit_code, 0);
+    if (round == 2) {
+      auto ran = microvm({"run", "--rm", "oci:" + layout_->string() + ":busybox", "echo booted"}, {fresh});
+      EXPECT_EQ(ran.exit_code, 0) << ran.err;
+      EXPECT_EQ(ran.out, "booted\n");
+    }
+  }
+  EXPECT_GT(prunes, 3) << "prune never ran while a pull did";
 }
 
 }  // namespace

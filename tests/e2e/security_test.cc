@@ -1,5 +1,8 @@
 // Volumes and the workload's confinement, end to end in real VMs.
 #include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -135,8 +138,8 @@ TEST_F(Volumes, AsRootEachQemuRunsAsItsOwnUnprivilegedUserWithOnlyWhatItsSharesN
     EXPECT_EQ(status["CapBnd"], c.capabilities);
     EXPECT_EQ(status["NoNewPrivs"], "1");
     EXPECT_EQ(status["Seccomp"], "2");  // QEMU's own -sandbox
-    // The runner kept root's uid but only CAP_KILL (to stop that QEMU) and
-    // CAP_NET_BIND_SERVICE (for `port add`).
+    // The runner gave up root (RunnerTest below) and kept only CAP_KILL (to
+    // stop that QEMU) and CAP_NET_BIND_SERVICE (for `port add`).
     auto runner = processStatus(vm["runner_pid"].get<int>());
     EXPECT_EQ(runner["CapEff"], "0000000000000420");
     EXPECT_EQ(runner["CapPrm"], "0000000000000420");
@@ -145,6 +148,114 @@ TEST_F(Volumes, AsRootEachQemuRunsAsItsOwnUnprivilegedUserWithOnlyWhatItsSharesN
   }
   EXPECT_EQ(uids.size(), cases.size()) << "two running VMs share a QEMU user";
   for (const auto& id : ids) EXPECT_EQ(microvm({"rm", "-f", id}).exit_code, 0);
+}
+
+// One HTTP/1.0 GET to 127.0.0.1:port; the whole response, "" on failure.
+std::string httpGet(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return "";
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval limit{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+  // SAFETY: sockaddr_in is the sockaddr of AF_INET.
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    ::close(fd);
+    return "";
+  }
+  std::string request = "GET / HTTP/1.0\r\n\r\n";
+  (void)!::write(fd, request.data(), request.size());
+  std::string response;
+  char buffer[4096];
+  for (ssize_t got; (got = ::read(fd, buffer, sizeof buffer)) > 0;) response.append(buffer, static_cast<size_t>(got));
+  ::close(fd);
+  return response;
+}
+
+// A port below 1024 that nothing on 127.0.0.1 uses now; 0 if none is found.
+int freeLowPort() {
+  for (int port = 700; port < 1000; ++port) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    // SAFETY: sockaddr_in is the sockaddr of AF_INET.
+    bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
+    ::close(fd);
+    if (free) return port;
+  }
+  return 0;
+}
+
+TEST(RunnerTest, AsRootTheRunnerGivesUpRootForItsOwnIdWithSeccompAndTheVmStillWorks) {
+  if (::geteuid() != 0) GTEST_SKIP() << "the runner changes user only when microvm runs as root";
+  int host_port = freePort();
+  std::string id = runDetached({"--rm", "-p", std::to_string(host_port) + ":8080"},
+                               {"/bin/sh", "-c", "mkdir -p /www && echo runner-token > /www/index.html && exec httpd -f -p 8080 -h /www"});
+  ASSERT_FALSE(id.empty());
+  bool served = false;
+  for (int i = 0; i < 900 && !served; ++i) {
+    served = httpGet(host_port).find("runner-token") != std::string::npos;
+    if (!served) ::usleep(100000);
+  }
+  EXPECT_TRUE(served) << "the published port does not reach the guest";
+
+  auto vm = inspect(id);
+  ASSERT_TRUE(vm["runner_user"].is_object()) << vm.dump();
+  ASSERT_TRUE(vm["qemu_user"].is_object()) << vm.dump();
+  int uid = vm["runner_user"]["uid"].get<int>();
+  int qemu_uid = vm["qemu_user"]["uid"].get<int>();
+  // Its own id, from the same slot as QEMU's, and never QEMU's.
+  EXPECT_EQ(uid, qemu_uid + 65536);
+  auto status = processStatus(vm["runner_pid"].get<int>());
+  std::string u = std::to_string(uid);
+  EXPECT_EQ(status["Uid"], u + "\t" + u + "\t" + u + "\t" + u);
+  EXPECT_EQ(status["Gid"], u + "\t" + u + "\t" + u + "\t" + u);
+  EXPECT_EQ(status["Groups"], "");
+  EXPECT_EQ(status["CapEff"], "0000000000000420");  // CAP_KILL, CAP_NET_BIND_SERVICE
+  EXPECT_EQ(status["CapPrm"], "0000000000000420");
+  EXPECT_EQ(status["CapBnd"], "0000000000000420");
+  EXPECT_EQ(status["CapInh"], "0000000000000000");
+  EXPECT_EQ(status["CapAmb"], "0000000000000000");
+  EXPECT_EQ(status["NoNewPrivs"], "1");
+  EXPECT_EQ(status["Seccomp"], "2");
+
+  // It writes its state as itself; root's files stay root's.
+  fs::path vm_dir = home() / "vms" / vm["id"].get<std::string>();
+  struct stat st {};
+  ASSERT_EQ(::stat((vm_dir / "state.json").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, static_cast<uid_t>(uid));
+  ASSERT_EQ(::stat((vm_dir / "spec.json").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0u);
+  ASSERT_EQ(::stat(vm_dir.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0u);
+  EXPECT_EQ(st.st_mode & 07777, 01770u);
+
+  // exec (the agent over vsock), and `port add` of a port below 1024.
+  auto exec = microvm({"exec", id, "cat", "/www/index.html"});
+  EXPECT_EQ(exec.exit_code, 0) << exec.err;
+  EXPECT_EQ(exec.out, "runner-token\n");
+  int low_port = freeLowPort();
+  ASSERT_NE(low_port, 0);
+  auto added = microvm({"port", id, "add", "127.0.0.1:" + std::to_string(low_port) + ":8080"});
+  EXPECT_EQ(added.exit_code, 0) << added.err;
+  EXPECT_NE(httpGet(low_port).find("runner-token"), std::string::npos) << "port add of " << low_port;
+  EXPECT_EQ(inspect(id)["network"]["ports"].size(), 2u) << inspect(id).dump();
+
+  // stop, and --rm: its directory and runtime directory are gone.
+  auto stopped = microvm({"stop", id});
+  EXPECT_EQ(stopped.exit_code, 0) << stopped.err;
+  fs::path runtime_dir = home() / "run" / vm["id"].get<std::string>().substr(0, 12);
+  bool gone = false;
+  for (int i = 0; i < 300 && !gone; ++i) {
+    gone = !fs::exists(vm_dir) && !fs::exists(runtime_dir);
+    if (!gone) ::usleep(100000);
+  }
+  EXPECT_TRUE(gone) << vm_dir << " or " << runtime_dir << " is still there";
+  EXPECT_EQ(microvm({"ps", "-a", "-q"}).out.find(id.substr(0, 12)), std::string::npos);
 }
 
 TEST_F(Volumes, UidAndGidOptionsShowTheHostOwnerAsChosenAndWritesKeepTheHostOwner) {

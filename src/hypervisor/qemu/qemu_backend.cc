@@ -39,23 +39,13 @@ class QemuVmm : public Vmm {
     if (!passed) return std::move(passed).error();
     auto started = qmp_->execute("migrate", {{"uri", "fd:snapshot"}});
     if (!started) return std::move(started).error();
-    return waitFor("query-migrate", [](const nlohmann::json& reply) -> std::optional<Result<void>> {
-      std::string status = reply.value("status", "");
-      if (status == "completed") return success();
-      if (status == "failed" || status == "cancelled") {
-        return Error(ErrorCode::kIo, "saving the VM state " + status + ": " + reply.value("error-desc", ""));
-      }
-      return std::nullopt;
-    });
+    return waitFor("query-migrate", qmpMigrationOutcome);
   }
 
+  Result<void> connectControl() override { return connectQmp(); }
+
   Result<void> finishRestore() override {
-    MICROVM_TRY(waitFor("query-status", [](const nlohmann::json& reply) -> std::optional<Result<void>> {
-      std::string status = reply.value("status", "");
-      if (status == "inmigrate" || status == "prelaunch") return std::nullopt;
-      if (status == "paused" || status == "running") return success();
-      return Error(ErrorCode::kIo, "restoring the VM state ended in state \"" + status + "\"");
-    }));
+    MICROVM_TRY(waitFor("query-status", qmpRestoreOutcome));
     return run("cont");
   }
 
@@ -261,7 +251,8 @@ Result<std::unique_ptr<Vmm>> QemuBackend::launch(const MachineConfig& config) {
   if (!initramfs) return std::move(initramfs).error().withContext("initramfs");
   hand(kQemuInitramfsFd, std::move(*initramfs));
   if (!config.console_log.empty()) {
-    UniqueFd console(::open(config.console_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    // O_NOFOLLOW: the directory may be writable by the VM's runner id.
+    UniqueFd console(::open(config.console_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (!console.valid()) return Error::fromErrno("open " + config.console_log.string());
     hand(kQemuConsoleFd, std::move(console));
   }

@@ -29,10 +29,7 @@ Result<QmpClient> QmpClient::connect(const fs::path& socket_path, std::chrono::m
     auto fd = connectUnix(socket_path);
     if (fd) {
       QmpClient client(std::move(*fd), while_waiting);
-      auto greeting = client.receive(deadline);
-      if (!greeting) return std::move(greeting).error().withContext("QMP greeting");
-      auto negotiated = client.execute("qmp_capabilities");
-      if (!negotiated) return std::move(negotiated).error();
+      MICROVM_TRY(client.negotiate(deadline));
       return client;
     }
     // QEMU creates the socket during start-up; until then, retry.
@@ -47,6 +44,20 @@ Result<QmpClient> QmpClient::connect(const fs::path& socket_path, std::chrono::m
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   }
+}
+
+Result<QmpClient> QmpClient::adopt(UniqueFd fd, std::chrono::milliseconds timeout) {
+  QmpClient client(std::move(fd), {});
+  MICROVM_TRY(client.negotiate(Clock::now() + timeout));
+  return client;
+}
+
+Result<void> QmpClient::negotiate(Clock::time_point deadline) {
+  auto greeting = receive(deadline);
+  if (!greeting) return std::move(greeting).error().withContext("QMP greeting");
+  auto negotiated = execute("qmp_capabilities");
+  if (!negotiated) return std::move(negotiated).error();
+  return success();
 }
 
 Result<void> QmpClient::send(const json& message, int fd) {
@@ -110,8 +121,12 @@ Result<json> QmpClient::awaitReturn(const std::string& command, Clock::time_poin
     if (!message) return std::move(message).error();
     if (message->contains("event")) continue;  // asynchronous; not our answer
     if (message->contains("error")) {
+      // QEMU's errors are {"class", "desc"}; anything else is shown as sent,
+      // cut short (the JSON parser has already rejected invalid UTF-8).
       const json& error = (*message)["error"];
-      return Error(ErrorCode::kIo, "QMP " + command + ": " + error.value("desc", error.dump()));
+      std::string desc = qmpString(error, "desc");
+      if (desc.empty()) desc = error.dump().substr(0, 512);
+      return Error(ErrorCode::kIo, "QMP " + command + ": " + desc.substr(0, 4096));
     }
     if (message->contains("return")) return (*message)["return"];
   }
@@ -129,6 +144,30 @@ Result<json> QmpClient::executeWithFd(const std::string& command, const json& ar
   json request = {{"execute", command}, {"arguments", arguments}};
   MICROVM_TRY(send(request, fd));
   return awaitReturn(command, Clock::now() + std::chrono::seconds(10));
+}
+
+std::string qmpString(const json& reply, const char* key) {
+  if (!reply.is_object()) return "";
+  auto member = reply.find(key);
+  if (member == reply.end() || !member->is_string()) return "";
+  return member->get<std::string>();
+}
+
+std::optional<Result<void>> qmpMigrationOutcome(const json& reply) {
+  std::string status = qmpString(reply, "status");
+  if (status == "completed") return success();
+  if (status == "failed" || status == "cancelled") {
+    return Error(ErrorCode::kIo,
+                 "saving the VM state " + status + ": " + qmpString(reply, "error-desc").substr(0, 4096));
+  }
+  return std::nullopt;
+}
+
+std::optional<Result<void>> qmpRestoreOutcome(const json& reply) {
+  std::string status = qmpString(reply, "status");
+  if (status == "inmigrate" || status == "prelaunch") return std::nullopt;
+  if (status == "paused" || status == "running") return success();
+  return Error(ErrorCode::kIo, "restoring the VM state ended in state \"" + status.substr(0, 256) + "\"");
 }
 
 }  // namespace microvm
