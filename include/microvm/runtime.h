@@ -226,6 +226,11 @@ struct RunOptions {
   bool no_new_privs = true;
   bool sysctl_hardening = true;
   int stop_timeout_seconds = 10;      // grace between forwarding SIGTERM and a hard stop
+  // workload.log and console.log rotate as Docker's json-file logs do
+  // (--log-opt max-size, max-file): each keeps at most log_max_files files
+  // of log_max_size bytes.
+  uint64_t log_max_size = uint64_t{20} << 20;  // at least 1 KiB
+  int log_max_files = 5;                       // 1 to 100
   // Network (docs/NETWORKING.md): "user" (the default: NAT through the
   // runner, static 10.0.2.15) or "none" (the guest has only lo).
   std::string network = "user";
@@ -361,8 +366,9 @@ class VmHandle {
 
   const std::string& id() const { return id_; }
 
-  // Forwards SIGTERM/SIGINT/SIGHUP to the workload; a second one, or the
-  // stop timeout passing, stops the VM hard (exit code 137).
+  // Delivers `signal` to the workload as itself. For a VM this handle
+  // started, SIGTERM, SIGINT, SIGHUP and SIGQUIT also start a stop: a second
+  // one, or the stop timeout passing, stops the VM hard (exit code 137).
   void signal(int signal) const;
 
   // Blocks until the VM ends; returns the workload's exit code (125 if the

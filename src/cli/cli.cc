@@ -209,6 +209,7 @@ struct RunFlags {
   bool privileged = false;
   std::vector<std::string> security_opts;
   int stop_timeout = 10;
+  std::vector<std::string> log_opts;
   std::string network = "user";
   std::vector<std::string> publish;
   std::vector<std::string> dns;
@@ -305,6 +306,41 @@ Result<void> applySecurityOpts(const std::vector<std::string>& opts, RunOptions&
   return success();
 }
 
+// Docker's json-file --log-opt: max-size=SIZE (bytes, or with k, m, g:
+// 1024-based, as Docker's) and max-file=N; one KEY=VALUE per flag, or
+// several separated by commas.
+Result<void> applyLogOpts(const std::vector<std::string>& opts, RunOptions& options) {
+  for (const auto& text : opts) {
+    for (size_t start = 0; start <= text.size();) {
+      size_t comma = text.find(',', start);
+      std::string opt = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      start = comma == std::string::npos ? text.size() + 1 : comma + 1;
+      size_t equals = opt.find('=');
+      std::string key = opt.substr(0, equals);
+      std::string value = equals == std::string::npos ? "" : opt.substr(equals + 1);
+      size_t digits = 0;
+      while (digits < value.size() && std::isdigit(static_cast<unsigned char>(value[digits]))) ++digits;
+      if (key == "max-size") {
+        char unit = digits < value.size() ? static_cast<char>(std::tolower(value[digits])) : 'b';
+        int shift = unit == 'b' ? 0 : unit == 'k' ? 10 : unit == 'm' ? 20 : unit == 'g' ? 30 : -1;
+        if (digits == 0 || digits > 10 || value.size() - digits > 1 || shift < 0) {
+          return Error(ErrorCode::kInvalidArgument,
+                       "invalid --log-opt max-size \"" + value + "\" (want bytes, or a number with k, m or g)");
+        }
+        options.log_max_size = std::stoull(value.substr(0, digits)) << shift;
+      } else if (key == "max-file") {
+        if (digits == 0 || digits != value.size() || digits > 6) {
+          return Error(ErrorCode::kInvalidArgument, "invalid --log-opt max-file \"" + value + "\" (want a number)");
+        }
+        options.log_max_files = std::stoi(value);
+      } else {
+        return Error(ErrorCode::kInvalidArgument, "unknown --log-opt \"" + opt + "\" (want max-size=SIZE or max-file=N)");
+      }
+    }
+  }
+  return success();
+}
+
 // Docker's --env-file: KEY=VALUE lines, KEY alone takes our value, '#' comments.
 Result<std::vector<std::string>> readEnvFiles(const std::vector<std::string>& paths) {
   std::vector<std::string> env;
@@ -361,6 +397,7 @@ Result<RunOptions> toRunOptions(const RunFlags& flags, std::vector<std::string> 
   }
   options.ready_timeout = std::chrono::seconds(flags.wait_timeout);
   options.stop_timeout_seconds = flags.stop_timeout;
+  MICROVM_TRY(applyLogOpts(flags.log_opts, options));
   for (const auto& text : flags.volumes) {
     auto volume = parseVolume(text);
     if (!volume) return std::move(volume).error();
@@ -391,12 +428,14 @@ Result<RunOptions> toRunOptions(const RunFlags& flags, std::vector<std::string> 
   return options;
 }
 
-// Stop signals are blocked before the VM exists, so none is lost, and a
-// helper thread forwards each one to it (Docker's sig-proxy).
+// Docker's sig-proxy set is blocked before the VM exists, so none is lost,
+// and a helper thread forwards each one, as itself, to the runner (which
+// also starts a stop for the terminating ones). Ctrl-C on our terminal
+// reaches only us: the runner has a session of its own.
 sigset_t blockStopSignals() {
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
-  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&stop_signals, sig);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) sigaddset(&stop_signals, sig);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   return stop_signals;
 }
@@ -924,6 +963,8 @@ void addRunFlags(CLI::App& command, RunFlags& flags) {
   command.add_option("--stop-timeout", flags.stop_timeout,
                      "Seconds between forwarding SIGTERM and stopping the VM hard")
       ->check(CLI::NonNegativeNumber);
+  command.add_option("--log-opt", flags.log_opts,
+                     "Log rotation, as Docker's json-file: max-size=SIZE (default 20m), max-file=N (default 5)");
 }
 
 }  // namespace

@@ -1,15 +1,12 @@
 // Runtime::logs: replays a VM's workload.log (JSON lines, one record per
-// output chunk: {"time", "stream", "log"}) or its console.log, optionally
-// following it until the VM exits.
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <deque>
+// output chunk: {"time", "stream", "log"}) or its console.log, with their
+// rotated files (base/rotating_file.h), optionally following them until the
+// VM exits.
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "base/fs.h"
-#include "base/unique_fd.h"
+#include "base/rotating_file.h"
 #include "microvm/runtime.h"
 #include "state/vm_store.h"
 
@@ -19,26 +16,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Reads what has been appended to a file since the last call.
-class FileFollower {
- public:
-  explicit FileFollower(const fs::path& path) : fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)) {}
-  bool valid() const { return fd_.valid(); }
-  std::string readMore() {
-    std::string data;
-    char buffer[65536];
-    for (;;) {
-      ssize_t n = ::read(fd_.get(), buffer, sizeof buffer);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      data.append(buffer, static_cast<size_t>(n));
-    }
-    return data;
-  }
-
- private:
-  UniqueFd fd_;
-};
+// A line longer than any record the runner writes (at most 16 KiB of
+// output, JSON-escaped: kLogRecordBytes in runner.cc) is not one of its
+// records: it is dropped rather than buffered without end.
+constexpr size_t kMaxLine = size_t{1} << 20;
 
 // Splits complete lines off `pending`, leaving a partial last line there.
 std::vector<std::string> takeLines(std::string& pending) {
@@ -52,10 +33,6 @@ std::vector<std::string> takeLines(std::string& pending) {
 }
 
 void emitRecord(const std::string& line, const LogOptions& options, int out_fd, int err_fd) {
-  if (options.console) {
-    (void)writeAll(out_fd, line + "\n");
-    return;
-  }
   auto record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (!record.is_object() || !record["log"].is_string()) return;  // a torn or foreign line
   int fd = record.value("stream", "") == "stderr" ? err_fd : out_fd;
@@ -74,30 +51,23 @@ Result<void> Runtime::logs(const std::string& reference, const LogOptions& optio
   if (!record) return std::move(record).error();
   fs::path path = record->dir / (options.console ? "console.log" : "workload.log");
 
-  // The file may not exist yet if the VM has not booted.
-  std::optional<FileFollower> follower;
+  // The log and its rotated files, oldest first, a chunk at a time; the
+  // reader follows rotations (and a log that does not exist yet).
+  RotatedLogReader reader(path);
+  reader.seekToLastLines(options.tail);
   std::string pending;
-  std::deque<std::string> first;  // the initial lines, trimmed to the tail
-  auto drain = [&](bool initial) {
-    if (!follower) {
-      follower.emplace(path);
-      if (!follower->valid()) {
-        follower.reset();
-        return;
-      }
-    }
-    pending += follower->readMore();
-    for (auto& line : takeLines(pending)) {
-      if (!initial) {
-        emitRecord(line, options, out_fd, err_fd);
+  auto drain = [&] {
+    for (auto chunk = reader.read(); !chunk.empty(); chunk = reader.read()) {
+      if (options.console) {
+        (void)writeAll(out_fd, chunk);  // a byte stream, partial lines included
         continue;
       }
-      first.push_back(std::move(line));
-      if (options.tail >= 0 && first.size() > static_cast<size_t>(options.tail)) first.pop_front();
+      pending += chunk;
+      for (const auto& line : takeLines(pending)) emitRecord(line, options, out_fd, err_fd);
+      if (pending.size() > kMaxLine) pending.clear();
     }
   };
-  drain(/*initial=*/true);
-  for (const auto& line : first) emitRecord(line, options, out_fd, err_fd);
+  drain();
   if (!options.follow) return success();
 
   std::string id = record->spec.id;
@@ -105,9 +75,9 @@ Result<void> Runtime::logs(const std::string& reference, const LogOptions& optio
     auto current = store.load(id);
     bool active = current && (current->state.status == VmStatus::kRunning ||
                               current->state.status == VmStatus::kPaused);
-    drain(/*initial=*/false);
+    drain();
     if (!active) {
-      drain(/*initial=*/false);  // whatever the runner wrote before it finished
+      drain();  // whatever the runner wrote before it finished
       return success();
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));

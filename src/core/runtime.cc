@@ -172,6 +172,8 @@ Result<void> validate(const RunOptions& options) {
     }
   }
   if (options.stop_timeout_seconds < 0) return invalid("stop timeout must not be negative");
+  if (options.log_max_size < 1024) return invalid("log max-size must be at least 1 KiB");
+  if (options.log_max_files < 1 || options.log_max_files > 100) return invalid("log max-file must be between 1 and 100");
   for (const auto& volume : options.volumes) {
     std::error_code ec;
     if (!fs::is_directory(volume.host, ec)) {
@@ -547,6 +549,8 @@ Result<std::string> Runtime::create(const RunOptions& options) {
   spec.remove_on_exit = options.remove;
   spec.open_stdin = options.interactive;
   spec.stop_timeout_seconds = options.stop_timeout_seconds;
+  spec.log_max_size = options.log_max_size;
+  spec.log_max_files = options.log_max_files;
   MICROVM_TRY(applyMountsAndConfinement(options, spec));
   applyNetwork(options, spec);
 

@@ -38,6 +38,9 @@ struct MachineConfig {
   std::filesystem::path base_disk;    // root_disk's read-only backing file (raw); empty: none
   bool ephemeral_disk = false;        // root_disk is deleted with the VM: the guest's flushes need not reach the host's storage
   std::filesystem::path console_log;  // kernel console (ttyS0); empty: discarded
+  // The kernel console as a stream socket whose other end the caller reads
+  // (and bounds what it keeps); wins over console_log. -1: none.
+  int console_fd = -1;
   std::filesystem::path qmp_socket;   // empty: no QMP
   int control_fd = -1;                // the guest's microvm.ctl port; -1: none
   int incoming_fd = -1;               // restore the machine from this saved state; -1: boot

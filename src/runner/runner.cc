@@ -32,6 +32,7 @@
 #include "base/event_loop.h"
 #include "base/fs.h"
 #include "base/idmapped_mount.h"
+#include "base/rotating_file.h"
 #include "base/unique_fd.h"
 #include "base/unix_socket.h"
 #include "hypervisor/qemu/qemu_backend.h"
@@ -58,6 +59,10 @@ constexpr size_t kControlBacklog = size_t{1} << 20;
 // detached rather than allowed to hold up the VM or grow without bound.
 constexpr size_t kAttachBacklog = size_t{16} << 20;
 constexpr size_t kChunk = 65536;
+// Output goes to workload.log in records of at most this much, as Docker
+// splits long lines at 16 KiB: a record (JSON-escaped, at most 6 bytes a
+// byte) stays far below any max-size worth having.
+constexpr size_t kLogRecordBytes = 16384;
 
 // The host directory with its owner shown as share.uid and its group as
 // share.gid (and those ids stored as the owner and group on disk); every
@@ -106,12 +111,14 @@ class Runner {
   void handleSignal(int signal);
   void acceptRequest();
   Result<void> handleRequest(const RunnerRequest& request);
-  void requestStop(int timeout_seconds);
+  void requestStop(int timeout_seconds, int signal = SIGTERM);
   void setStatus(VmStatus status);
   void sendSpec();
   Result<void> snapshot(const fs::path& dir);
   void sendFrame(agent::FrameType type, std::string_view payload);
   void forwardOutput(int& fd, const char* stream, std::string_view bytes);
+  void readConsole();
+  void writeLog(RotatingFile& file, std::string_view bytes, bool stream);
   void armTimer(int seconds);
   void onTimer();
   Result<UniqueFd> startNetwork();
@@ -144,7 +151,10 @@ class Runner {
   UniqueFd disk_read_;
   VmState state_;
   UniqueFd log_fd_;
-  UniqueFd workload_log_fd_;
+  std::optional<RotatingFile> workload_log_;
+  std::optional<RotatingFile> console_log_;
+  UniqueFd console_;  // the runner's end of the guest's serial console
+  bool log_write_failed_ = false;
   UniqueFd control_;
   std::string control_backlog_;  // frames for the guest the socket did not take yet
   std::map<int, AttachedClient> attached_;
@@ -322,9 +332,49 @@ void Runner::forwardOutput(int& fd, const char* stream, std::string_view bytes) 
     if (attached_.contains(client)) sendToAttached(attached_.at(client), type, bytes);
   }
   if (fd >= 0 && !writeAll(fd, bytes)) fd = -1;  // the reader went away; keep logging
-  nlohmann::json record = {{"time", nowRfc3339()}, {"stream", stream}, {"log", std::string(bytes)}};
-  (void)writeAll(workload_log_fd_.get(),
-                 record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
+  std::string time = nowRfc3339();
+  while (!bytes.empty()) {
+    size_t take = std::min(bytes.size(), kLogRecordBytes);
+    // A cut inside a UTF-8 sequence would garble that character: back up
+    // over its continuation bytes (10xxxxxx), at most three.
+    for (size_t back = 0; take < bytes.size() && back < 3 && take > 1 &&
+                          (static_cast<unsigned char>(bytes[take]) & 0xC0) == 0x80;
+         ++back) {
+      --take;
+    }
+    nlohmann::json record = {{"time", time}, {"stream", stream}, {"log", std::string(bytes.substr(0, take))}};
+    writeLog(*workload_log_, record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+             /*stream=*/false);
+    bytes.remove_prefix(take);
+  }
+}
+
+// A log that cannot be written (a full disk) loses what does not fit, and
+// says so once; the VM runs on.
+void Runner::writeLog(RotatingFile& file, std::string_view bytes, bool stream) {
+  auto written = stream ? file.writeStream(bytes) : file.write(bytes);
+  if (!written && !log_write_failed_) {
+    log(written.error().message() + "; output is being lost from the logs");
+    log_write_failed_ = true;
+  }
+}
+
+// QEMU writes the serial console into a socket rather than a file, so that
+// console.log is the runner's to bound: QEMU cannot be trusted to, and a
+// guest may print without end.
+void Runner::readConsole() {
+  char buffer[kChunk];
+  for (int turn = 0; turn < 16; ++turn) {  // a bounded share of the loop
+    ssize_t got = ::read(console_.get(), buffer, sizeof buffer);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0 && errno == EAGAIN) return;
+    if (got <= 0) {
+      if (loop_ && loop_->watching(console_.get())) loop_->remove(console_.get());
+      console_.reset();
+      return;
+    }
+    writeLog(*console_log_, std::string_view(buffer, static_cast<size_t>(got)), /*stream=*/true);
+  }
 }
 
 // One deadline at a time: the stop timeout, or the power-off grace period.
@@ -381,18 +431,24 @@ Result<void> Runner::start() {
   }
 
   // O_NOFOLLOW: the VM's directory is writable by its runner's id, which
-  // must not point root's writes elsewhere (it cannot replace these files,
-  // which are root's, but may leave a link where one is missing).
+  // must not point root's writes elsewhere.
   log_fd_.reset(
       ::open((vm_dir_ / "runner.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600));
-  workload_log_fd_.reset(
-      ::open((vm_dir_ / "workload.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!log_fd_.valid() || !workload_log_fd_.valid()) return Error::fromErrno("open logs in " + vm_dir_.string());
+  if (!log_fd_.valid()) return Error::fromErrno("open " + (vm_dir_ / "runner.log").string());
+  // workload.log goes on across starts; console.log starts afresh with each boot.
+  RotationPolicy rotation{spec_.log_max_size, spec_.log_max_files};
+  auto workload_log = RotatingFile::open(vm_dir_ / "workload.log", rotation);
+  if (!workload_log) return std::move(workload_log).error();
+  workload_log_.emplace(std::move(*workload_log));
+  auto console_log = RotatingFile::open(vm_dir_ / "console.log", rotation, /*truncate=*/true);
+  if (!console_log) return std::move(console_log).error();
+  console_log_.emplace(std::move(*console_log));
 
-  // Signals arrive through the signalfd only; SIGPIPE never kills us.
+  // Signals arrive through the signalfd only; SIGPIPE never kills us. The
+  // forwarded ones are Docker's sig-proxy set (handleSignal).
   sigset_t signals;
   sigemptyset(&signals);
-  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGCHLD}) sigaddset(&signals, sig);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCHLD}) sigaddset(&signals, sig);
   ::sigprocmask(SIG_BLOCK, &signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
   signal_fd_.reset(::signalfd(-1, &signals, SFD_CLOEXEC));
@@ -406,6 +462,10 @@ Result<void> Runner::start() {
   control_.reset(pair[0]);
   if (::fcntl(control_.get(), F_SETFL, O_NONBLOCK) != 0) return Error::fromErrno("fcntl O_NONBLOCK");
   UniqueFd guest_end(pair[1]);
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return Error::fromErrno("socketpair");
+  console_.reset(pair[0]);
+  if (::fcntl(console_.get(), F_SETFL, O_NONBLOCK) != 0) return Error::fromErrno("fcntl O_NONBLOCK");
+  UniqueFd console_qemu_end(pair[1]);
 
   fs::path runtime_dir = spec_.runtime_dir;
   MICROVM_TRY(makeDirs(runtime_dir));
@@ -445,7 +505,7 @@ Result<void> Runner::start() {
   config.root_disk = spec_.root_disk;
   config.base_disk = spec_.base_disk;
   config.ephemeral_disk = spec_.remove_on_exit;
-  config.console_log = vm_dir_ / "console.log";
+  config.console_fd = console_qemu_end.get();
   config.qmp_socket = qmp;
   config.control_fd = guest_end.get();
   config.stderr_fd = log_fd_.get();
@@ -492,6 +552,7 @@ Result<void> Runner::start() {
   if (!vmm) return std::move(vmm).error();
   vmm_ = std::move(*vmm);
   guest_end.reset();
+  console_qemu_end.reset();
   net_qemu_end.reset();
 
   MICROVM_TRY(confine());
@@ -513,6 +574,7 @@ Result<void> Runner::start() {
     sendSpec();
   }
 
+  MICROVM_TRY(loop_->add(console_.get(), EPOLLIN, [this](uint32_t) { readConsole(); }));
   MICROVM_TRY(loop_->add(control_.get(), EPOLLIN, [this](uint32_t events) {
     if (events & EPOLLOUT) flushControl();
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) readControl();
@@ -621,6 +683,20 @@ Result<void> Runner::giveUpRoot() {
   }
   // The runner's id cannot search the data dir: it works from inside.
   if (::chdir(vm_dir_.c_str()) != 0) return Error::fromErrno("chdir " + vm_dir_.string());
+  // The rotated logs become the runner's, so that it can rename them in the
+  // sticky directory and start new ones; root reads them without following
+  // links (RotatedLogReader), as it does state.json.
+  for (const auto* rotating : {&workload_log_, &console_log_}) {
+    if (!rotating->has_value()) continue;
+    for (const auto& path : rotatedLogFiles((*rotating)->path())) {
+      UniqueFd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+      struct stat log_st {};
+      if (!file.valid() || ::fstat(file.get(), &log_st) != 0 || !S_ISREG(log_st.st_mode) || log_st.st_nlink != 1) {
+        continue;  // not a plain file of its own: rotation will replace it
+      }
+      if (::fchown(file.get(), uid, gid) != 0) return Error::fromErrno("give " + path.string() + " to the runner");
+    }
+  }
   state_dir_ = ".";
   MICROVM_TRY(becomeRunnerUser(uid, gid, runnerCapabilities()));
   state_.runner_uid = uid;
@@ -714,12 +790,22 @@ void Runner::handleSignal(int signal) {
     return;
   }
   log("signal " + std::to_string(signal));
-  requestStop(spec_.stop_timeout_seconds);
+  // Each signal reaches the workload as itself, as with Docker's sig-proxy:
+  // a shell's `trap ... INT` runs on Ctrl-C. Those whose default is to end
+  // a program also start a stop, so that a workload that ignores them is
+  // still stopped hard after the stop timeout (or on a second one).
+  if (signal == SIGUSR1 || signal == SIGUSR2) {
+    if (exit_code_) return;
+    log("forwarding signal " + std::to_string(signal) + " to the workload");
+    sendFrame(agent::FrameType::kSignal, agent::encodeU32(static_cast<uint32_t>(signal)));
+    return;
+  }
+  requestStop(spec_.stop_timeout_seconds, signal);
 }
 
-// The one path to a stop: forward SIGTERM and arm the hard-stop timer; asked
-// again while stopping, stop hard at once.
-void Runner::requestStop(int timeout_seconds) {
+// The one path to a stop: forward `signal` (SIGTERM for `stop`) and arm the
+// hard-stop timer; asked again while stopping, stop hard at once.
+void Runner::requestStop(int timeout_seconds, int signal) {
   if (exit_code_) return;  // already finishing
   if (stop_requested_ || timeout_seconds == 0) {
     log("stopping the VM now");
@@ -732,8 +818,9 @@ void Runner::requestStop(int timeout_seconds) {
     // A frozen guest cannot act on SIGTERM; thaw it first.
     if (auto resumed = vmm_->resume(); resumed) setStatus(VmStatus::kRunning);
   }
-  log("forwarding SIGTERM to the workload, hard stop in " + std::to_string(timeout_seconds) + " s");
-  sendFrame(agent::FrameType::kSignal, agent::encodeU32(SIGTERM));
+  log("forwarding signal " + std::to_string(signal) + " to the workload, hard stop in " +
+      std::to_string(timeout_seconds) + " s");
+  sendFrame(agent::FrameType::kSignal, agent::encodeU32(static_cast<uint32_t>(signal)));
   armTimer(timeout_seconds);
 }
 
@@ -895,6 +982,8 @@ Result<void> Runner::loop() {
 }
 
 int Runner::finish() {
+  // What QEMU wrote to the console before it went, into console.log.
+  for (int turn = 0; turn < 64 && console_.valid() && console_log_; ++turn) readConsole();
   int code = kExitVmFailed;
   if (exit_code_) {
     code = *exit_code_;

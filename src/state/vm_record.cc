@@ -116,6 +116,7 @@ Result<void> saveSpec(const fs::path& vm_dir, const VmSpec& spec) {
       {"timings_ms", spec.timings_ms},
       {"remove_on_exit", spec.remove_on_exit},
       {"stop_timeout_seconds", spec.stop_timeout_seconds},
+      {"logging", {{"max_size", spec.log_max_size}, {"max_files", spec.log_max_files}}},
   };
   return writeFileAtomic(vm_dir / "spec.json", j.dump(2) + "\n");
 }
@@ -179,6 +180,10 @@ Result<VmSpec> loadSpec(const fs::path& vm_dir) {
     spec.egress_log = network.value("egress_log", false);
     j.at("remove_on_exit").get_to(spec.remove_on_exit);
     j.at("stop_timeout_seconds").get_to(spec.stop_timeout_seconds);
+    // Absent in records made before logs rotated: the defaults.
+    const json logging = j.value("logging", json::object());
+    spec.log_max_size = logging.value("max_size", VmSpec{}.log_max_size);
+    spec.log_max_files = logging.value("max_files", VmSpec{}.log_max_files);
     return spec;
   });
 }

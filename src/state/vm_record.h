@@ -100,6 +100,9 @@ struct VmSpec {
   // Lifecycle.
   bool remove_on_exit = false;
   int stop_timeout_seconds = 10;
+  // Rotation of workload.log and console.log (base/rotating_file.h).
+  uint64_t log_max_size = uint64_t{20} << 20;
+  int log_max_files = 5;
 };
 
 // The hybrid-vsock base socket: host clients connect here and send

@@ -177,7 +177,9 @@ std::vector<std::string> QemuBackend::commandLine(const MachineConfig& config) c
   add({"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"});
   add({"-kernel", procFd(kQemuKernelFd), "-initrd", procFd(kQemuInitramfsFd)});
   add({"-append", kernelCommandLine(config)});
-  if (config.console_log.empty()) {
+  if (config.console_fd >= 0) {
+    add({"-chardev", "socket,id=con,fd=" + std::to_string(kQemuConsoleFd), "-serial", "chardev:con"});
+  } else if (config.console_log.empty()) {
     add({"-serial", "null"});
   } else {
     add({"-add-fd", addFd(kQemuConsoleFd, kConsoleFdSet), "-serial", "file:" + fdSet(kConsoleFdSet)});
@@ -250,7 +252,9 @@ Result<std::unique_ptr<Vmm>> QemuBackend::launch(const MachineConfig& config) {
   auto initramfs = openForReading(config.initramfs, other_user);
   if (!initramfs) return std::move(initramfs).error().withContext("initramfs");
   hand(kQemuInitramfsFd, std::move(*initramfs));
-  if (!config.console_log.empty()) {
+  if (config.console_fd >= 0) {
+    options.fds.push_back({kQemuConsoleFd, config.console_fd});
+  } else if (!config.console_log.empty()) {
     // O_NOFOLLOW: the directory may be writable by the VM's runner id.
     UniqueFd console(::open(config.console_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (!console.valid()) return Error::fromErrno("open " + config.console_log.string());

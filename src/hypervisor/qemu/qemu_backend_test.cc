@@ -47,6 +47,15 @@ TEST(QemuBackendTest, TcgMachineHasTscHintAndMicrovmDefaults) {
   EXPECT_NE(std::find(argv.begin(), argv.end(), "-no-reboot"), argv.end());
 }
 
+TEST(QemuBackendTest, ConsoleToASocketReplacesTheFile) {
+  MachineConfig config = tcgConfig();
+  config.console_fd = 9;
+  auto argv = QemuBackend("qemu").commandLine(config);
+  EXPECT_TRUE(hasPair(argv, "-chardev", "socket,id=con,fd=" + std::to_string(kQemuConsoleFd)));
+  EXPECT_TRUE(hasPair(argv, "-serial", "chardev:con"));
+  EXPECT_FALSE(hasPair(argv, "-add-fd", "fd=" + std::to_string(kQemuConsoleFd) + ",set=1"));
+}
+
 TEST(QemuBackendTest, KvmMachineHasNoTscHint) {
   MachineConfig config = tcgConfig();
   config.accel = Acceleration::kKvm;
