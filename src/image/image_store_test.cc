@@ -119,7 +119,8 @@ class ImageLimitsTest : public ::testing::Test {
     return ImageStore(store_).pull("oci:" + layout_.string() + ":latest", options);
   }
 
-  // The blobs the store fetched: a refused image fetched none of its layers.
+  // The blobs the store kept: a refused image keeps none, not even its
+  // manifest, and fetched none of its layers.
   size_t storedBlobs() const {
     size_t count = 0;
     std::error_code ec;
@@ -142,7 +143,7 @@ TEST_F(ImageLimitsTest, TooManyLayersAreRefusedBeforeAnyDownload) {
   ASSERT_FALSE(pulled);
   EXPECT_NE(pulled.error().message().find("3 layers, more than the limit of 2"), std::string::npos)
       << pulled.error().message();
-  EXPECT_EQ(storedBlobs(), 1u);  // the manifest only
+  EXPECT_EQ(storedBlobs(), 0u);
   limits.max_layers = 3;
   EXPECT_TRUE(pull(limits)) << "three layers are within a limit of three";
 }
@@ -170,7 +171,7 @@ TEST_F(ImageLimitsTest, DeclaredLayerSizesAreCappedInAll) {
   ASSERT_FALSE(pulled);
   EXPECT_NE(pulled.error().message().find("layers declare more than the limit"), std::string::npos)
       << pulled.error().message();
-  EXPECT_EQ(storedBlobs(), 1u);
+  EXPECT_EQ(storedBlobs(), 0u);
 }
 
 TEST_F(ImageLimitsTest, ExtractedBytesAreCappedForTheWholeImage) {
@@ -267,7 +268,8 @@ TEST(DockerArchiveManifest, ParsesAndRefusesWrongShapes) {
   EXPECT_EQ(image->layers, (std::vector<std::string>{"a/layer.tar", "b.tar"}));
   EXPECT_TRUE(parseDockerArchiveManifest(R"([{"Config":"c.json"}])", ""));
   // Each of these threw (or read a missing key of a const object) before.
-  for (const char* bad : {R"([{"Config":"c.json","RepoTags":"busybox:latest"}])", R"([{"RepoTags":["x"]}])",
+  EXPECT_FALSE(parseDockerArchiveManifest(R"([{"Config":"c.json","RepoTags":"busybox:latest"}])", "busybox:latest"));
+  for (const char* bad : {R"([{"RepoTags":["x"]}])",
                           R"([{"Config":1}])", R"([{"Config":"c","Layers":{"a":1}}])", R"([{"Config":"c","Layers":[1]}])",
                           R"({})", R"([])", "[1,2]", "nonsense"}) {
     EXPECT_FALSE(parseDockerArchiveManifest(bad, "")) << bad;

@@ -89,6 +89,41 @@ long millisecondsUntil(std::chrono::steady_clock::time_point deadline) {
   return std::max<long>(1, static_cast<long>(left.count()));
 }
 
+// Drops a request that receives nothing for `stall`. libcurl's own
+// low-speed check averages over several seconds, so a few early bytes would
+// hide a stall from it for that long.
+struct StallWatch {
+  std::chrono::steady_clock::duration stall;
+  std::chrono::steady_clock::time_point last_change = std::chrono::steady_clock::now();
+  curl_off_t last_bytes = 0;
+  bool stalled = false;
+};
+
+// libcurl's progress callback: called about once a second, and on data.
+int watchStall(void* user, curl_off_t /*download_total*/, curl_off_t downloaded, curl_off_t /*upload_total*/,
+               curl_off_t uploaded) {
+  auto* watch = static_cast<StallWatch*>(user);
+  auto now = std::chrono::steady_clock::now();
+  if (downloaded + uploaded != watch->last_bytes) {
+    watch->last_bytes = downloaded + uploaded;
+    watch->last_change = now;
+    return 0;
+  }
+  if (now - watch->last_change < watch->stall) return 0;
+  watch->stalled = true;
+  return 1;  // aborts the transfer
+}
+
+// The pull's deadline (what is left of it) and the stall watch, on `curl`.
+void applyTimeouts(CURL* curl, std::chrono::steady_clock::time_point deadline, StallWatch& watch) {
+  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, kConnectTimeoutSeconds);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, millisecondsUntil(deadline));
+  curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, watchStall);
+  curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &watch);
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+}
+
 struct CurlHandle {
   CURL* curl = curl_easy_init();
   curl_slist* headers = nullptr;
@@ -288,23 +323,16 @@ Result<void> RegistryClient::checkDeadline(const std::string& what) const {
                                         std::to_string(options_.pull_timeout.count()) + " s");
 }
 
-void RegistryClient::setTimeouts(void* curl) const {
-  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, kConnectTimeoutSeconds);
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, millisecondsUntil(deadline_));
-  // "Stalled": less than one byte a second over the whole stall window.
-  curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, static_cast<long>(options_.stall_timeout.count()));
-  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-}
-
-Error RegistryClient::transferError(const std::string& what, int code) const {
+Error RegistryClient::transferError(const std::string& what, int code, bool stalled) const {
+  if (stalled) {
+    return Error(ErrorCode::kIo, what + ": stalled, no data for " + std::to_string(options_.stall_timeout.count()) + " s");
+  }
   if (code == CURLE_OPERATION_TIMEDOUT) {
     // curl's whole-request timeout is the deadline, rounded to milliseconds.
     if (std::chrono::steady_clock::now() + std::chrono::milliseconds(50) >= deadline_) {
       return Error(ErrorCode::kTimeout, what + ": the pull from " + registry_ + " took longer than its limit of " +
                                             std::to_string(options_.pull_timeout.count()) + " s");
     }
-    return Error(ErrorCode::kIo, what + ": stalled, no data for " + std::to_string(options_.stall_timeout.count()) + " s");
   }
   return Error(ErrorCode::kIo, what + ": " + curl_easy_strerror(static_cast<CURLcode>(code)));
 }
@@ -351,7 +379,8 @@ Result<void> RegistryClient::authenticate(const std::string& header) {
   curl_easy_setopt(handle.curl, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(handle.curl, CURLOPT_FOLLOWLOCATION, with_credentials ? 0L : 1L);
   curl_easy_setopt(handle.curl, CURLOPT_REDIR_PROTOCOLS_STR, "https");
-  setTimeouts(handle.curl);
+  StallWatch watch{options_.stall_timeout};
+  applyTimeouts(handle.curl, deadline_, watch);
   if (with_credentials) {
     curl_easy_setopt(handle.curl, CURLOPT_USERNAME, username_.c_str());
     curl_easy_setopt(handle.curl, CURLOPT_PASSWORD, password_.c_str());
@@ -364,7 +393,7 @@ Result<void> RegistryClient::authenticate(const std::string& header) {
     return Error(ErrorCode::kProtocol, "get token from " + params["realm"] + ": reply larger than " +
                                            std::to_string(kMaxTokenReplyBytes) + " bytes");
   }
-  if (code != CURLE_OK) return transferError("get token from " + params["realm"], code);
+  if (code != CURLE_OK) return transferError("get token from " + params["realm"], code, watch.stalled);
   if (status == 401 || status == 403) {
     return Error(ErrorCode::kUnavailable, "authentication to " + registry_ + " failed (HTTP " + std::to_string(status) +
                                               "): check the credentials from `microvm login " + registry_ + "`");
@@ -404,7 +433,8 @@ Result<RegistryClient::Response> RegistryClient::getOnce(const std::string& url,
   curl_easy_setopt(handle.curl, CURLOPT_FOLLOWLOCATION, 1L);
   curl_easy_setopt(handle.curl, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(handle.curl, CURLOPT_REDIR_PROTOCOLS_STR, insecure_ ? "http,https" : "https");
-  setTimeouts(handle.curl);
+  StallWatch watch{options_.stall_timeout};
+  applyTimeouts(handle.curl, deadline_, watch);
   CURLcode code = curl_easy_perform(handle.curl);
   if (sink.failed) return Error::fromErrno("write " + sink_path.string());
   curl_easy_getinfo(handle.curl, CURLINFO_RESPONSE_CODE, &response.status);
@@ -415,7 +445,7 @@ Result<RegistryClient::Response> RegistryClient::getOnce(const std::string& url,
     return Error(ErrorCode::kProtocol, "GET " + url + ": response larger than " + std::to_string(sink.limit) +
                                            " bytes" + (sink_path.empty() ? "" : ", the size the manifest declares"));
   }
-  if (code != CURLE_OK && !over_limit) return transferError("GET " + url, code);
+  if (code != CURLE_OK && !over_limit) return transferError("GET " + url, code, watch.stalled);
   response.digest = "sha256:" + hasher.finishHex();
   response.bytes = sink.bytes;
   return response;

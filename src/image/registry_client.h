@@ -43,8 +43,7 @@ class RegistryClient : public BlobSource {
   Result<void> authenticate(const std::string& challenge);
   std::string authorization();
   Result<void> checkDeadline(const std::string& what) const;
-  void setTimeouts(void* curl) const;  // a CURL*
-  Error transferError(const std::string& what, int curl_code) const;
+  Error transferError(const std::string& what, int curl_code, bool stalled) const;
 
   std::string registry_;
   std::string repository_;

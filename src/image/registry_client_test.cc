@@ -79,10 +79,15 @@ class HostileServer {
     return true;
   }
 
-  // Sleeps for `duration`, or less when the server is stopping.
-  void pause(milliseconds duration) const {
+  // Sleeps for `duration`, or less when the server is stopping or the
+  // client on `fd` hangs up.
+  void pause(int fd, milliseconds duration) const {
     auto until = steady_clock::now() + duration;
-    while (!stopping_ && steady_clock::now() < until) std::this_thread::sleep_for(milliseconds(10));
+    while (!stopping_ && steady_clock::now() < until) {
+      pollfd hangup{fd, POLLIN, 0};
+      char byte;
+      if (::poll(&hangup, 1, 10) > 0 && ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) <= 0) return;
+    }
   }
 
  private:
@@ -254,7 +259,7 @@ TEST(RegistryHostile, BlobLongerThanDeclaredIsCutOffAtItsSize) {
 
 TEST(RegistryHostile, StalledResponseIsDroppedAfterTheStallTimeout) {
   HostileServer server([](HostileServer& self, const std::string&, int fd) {
-    if (HostileServer::send(fd, statusLine(200, "", 1024) + "only ten b")) self.pause(seconds(30));
+    if (HostileServer::send(fd, statusLine(200, "", 1024) + "only ten b")) self.pause(fd, seconds(30));
   });
   Scratch scratch;
   RegistryOptions options;
@@ -274,7 +279,7 @@ TEST(RegistryHostile, TricklingResponseStopsAtThePullDeadline) {
   // One byte every 100 ms never stalls, and would take 29 hours.
   HostileServer server([](HostileServer& self, const std::string&, int fd) {
     if (!HostileServer::send(fd, statusLine(200, "", 10u << 20))) return;
-    while (!self.stopping() && HostileServer::send(fd, "x")) self.pause(milliseconds(100));
+    while (!self.stopping() && HostileServer::send(fd, "x")) self.pause(fd, milliseconds(100));
   });
   Scratch scratch;
   RegistryOptions options;
