@@ -934,10 +934,10 @@ void addRunFlags(CLI::App& command, RunFlags& flags) {
 void addPullFlags(CLI::App& command, GlobalFlags& flags) {
   command.add_option("--pull-timeout", flags.pull_timeout,
                      "Seconds a pull from a registry may take in all, retries included (default 3600)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(1, 7 * 24 * 3600));
   command.add_option("--pull-stall-timeout", flags.pull_stall_timeout,
                      "Seconds without a byte from the registry before a request is dropped and retried (default 60)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(1, 24 * 3600));
 }
 
 }  // namespace
