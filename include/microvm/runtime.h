@@ -56,6 +56,11 @@ struct RuntimeOptions {
   std::vector<std::string> insecure_registries;  // plain-http registries besides loopback ones
   std::filesystem::path docker_config;           // credentials; default ~/.docker/config.json
   bool progress = false;                         // pull progress lines on stderr
+  // A pull from a registry fails once its network time passes pull_timeout
+  // (all requests, retries and backoff), and a request is dropped (then
+  // retried) after pull_stall_timeout without a byte.
+  std::chrono::seconds pull_timeout{3600};
+  std::chrono::seconds pull_stall_timeout{60};
   // Where pulled images and their root disks live (shareable between data
   // dirs); empty: <data dir>/images.
   std::filesystem::path image_dir;

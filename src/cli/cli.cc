@@ -164,6 +164,8 @@ struct GlobalFlags {
   std::vector<std::string> insecure_registries;
   std::string log_level = "warn";
   std::string log_format = "text";
+  int pull_timeout = 3600;  // seconds; set by pull, run and create
+  int pull_stall_timeout = 60;
 };
 
 Result<Runtime> openRuntime(const GlobalFlags& flags) {
@@ -176,6 +178,8 @@ Result<Runtime> openRuntime(const GlobalFlags& flags) {
   options.accel = flags.accel;
   options.insecure_registries = flags.insecure_registries;
   options.progress = ::isatty(STDERR_FILENO) != 0;  // progress on a terminal, quiet otherwise
+  options.pull_timeout = std::chrono::seconds(flags.pull_timeout);
+  options.pull_stall_timeout = std::chrono::seconds(flags.pull_stall_timeout);
   return Runtime::open(options);
 }
 
@@ -967,6 +971,16 @@ void addRunFlags(CLI::App& command, RunFlags& flags) {
                      "Log rotation, as Docker's json-file: max-size=SIZE (default 20m), max-file=N (default 5)");
 }
 
+// The flags of every command that may pull an image.
+void addPullFlags(CLI::App& command, GlobalFlags& flags) {
+  command.add_option("--pull-timeout", flags.pull_timeout,
+                     "Seconds a pull from a registry may take in all, retries included (default 3600)")
+      ->check(CLI::Range(1, 7 * 24 * 3600));
+  command.add_option("--pull-stall-timeout", flags.pull_stall_timeout,
+                     "Seconds without a byte from the registry before a request is dropped and retried (default 60)")
+      ->check(CLI::Range(1, 24 * 3600));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -991,6 +1005,7 @@ int main(int argc, char** argv) {
   run_cmd->footer("Usage: microvm run [OPTIONS] IMAGE [COMMAND] [ARG...]\n"
                   "       microvm run [OPTIONS] --rootfs DIR [--] COMMAND [ARG...]");
   addRunFlags(*run_cmd, run);
+  addPullFlags(*run_cmd, global);
   run_cmd->add_flag("-d,--detach", run.detach, "Run in the background and print the VM id");
   run_cmd->add_option("--snapshot", run.snapshot, "Start from a snapshot instead: resume the saved VM");
 
@@ -1017,6 +1032,7 @@ int main(int argc, char** argv) {
   create_cmd->footer("Usage: microvm create [OPTIONS] IMAGE [COMMAND] [ARG...]\n"
                      "       microvm create [OPTIONS] --rootfs DIR [--] COMMAND [ARG...]");
   addRunFlags(*create_cmd, run);
+  addPullFlags(*create_cmd, global);
 
   std::vector<std::string> refs;
   bool attach = false;
@@ -1102,6 +1118,7 @@ int main(int argc, char** argv) {
   auto* pull_cmd = app.add_subcommand("pull", "Pull images from a registry or an OCI layout (oci:PATH[:TAG])");
   pull_cmd->add_option("image", image_refs, "Image reference")->required();
   pull_cmd->add_option("--platform", platform, "Platform (default linux/amd64)");
+  addPullFlags(*pull_cmd, global);
   auto* images_cmd = app.add_subcommand("images", "List pulled images");
   images_cmd->add_option("--format", format, "table (default) or json");
   images_cmd->add_flag("-q,--quiet", quiet, "Only show references");

@@ -16,6 +16,8 @@ PullOptions pullOptions(const RuntimeOptions& settings, const std::string& platf
   options.registry.insecure_registries = settings.insecure_registries;
   options.registry.docker_config = settings.docker_config;
   options.registry.progress = settings.progress;
+  options.registry.pull_timeout = settings.pull_timeout;
+  options.registry.stall_timeout = settings.pull_stall_timeout;
   return options;
 }
 

@@ -39,7 +39,18 @@ struct Extracted {
   std::map<std::string, File> files;  // member name -> extracted copy
 };
 
-Result<Extracted> extractArchive(const fs::path& path, const fs::path& scratch) {
+// What an archive may hold: an image's config and layers within `limits`,
+// plus docker save's small files (VERSION, json, repositories) for each layer.
+struct ArchiveBudget {
+  uint64_t bytes;
+  uint64_t members;
+};
+
+ArchiveBudget budgetFor(const ImageLimits& limits) {
+  return {limits.max_download_bytes + limits.max_config_bytes + (1u << 20), 8 * limits.max_layers + 64};
+}
+
+Result<Extracted> extractArchive(const fs::path& path, const fs::path& scratch, const ArchiveBudget& budget) {
   ArchiveReader reader;
   archive_read_support_format_tar(reader.handle);
   archive_read_support_filter_all(reader.handle);
@@ -50,8 +61,18 @@ Result<Extracted> extractArchive(const fs::path& path, const fs::path& scratch) 
   Extracted extracted;
   archive_entry* entry = nullptr;
   size_t index = 0;
+  uint64_t members = 0;
+  uint64_t bytes = 0;
+  auto tooLarge = [&] {
+    return Error(ErrorCode::kProtocol, "docker archive " + path.string() + " holds more than " +
+                                           std::to_string(budget.bytes) + " bytes: larger than an image may be");
+  };
   int status;
   while ((status = archive_read_next_header(reader.handle, &entry)) == ARCHIVE_OK) {
+    if (++members > budget.members) {
+      return Error(ErrorCode::kProtocol, "docker archive " + path.string() + " has more than " +
+                                             std::to_string(budget.members) + " members: more than an image may have");
+    }
     std::string name = archive_entry_pathname(entry) ? archive_entry_pathname(entry) : "";
     if (name.rfind("./", 0) == 0) name = name.substr(2);
     if (archive_entry_filetype(entry) == AE_IFLNK && archive_entry_symlink(entry)) {
@@ -65,8 +86,12 @@ Result<Extracted> extractArchive(const fs::path& path, const fs::path& scratch) 
       std::string text;
       char buffer[65536];
       la_ssize_t n;
-      while ((n = archive_read_data(reader.handle, buffer, sizeof buffer)) > 0 && text.size() < kMaxManifestBytes) {
+      while ((n = archive_read_data(reader.handle, buffer, sizeof buffer)) > 0) {
         text.append(buffer, static_cast<size_t>(n));
+        if (text.size() > kMaxManifestBytes) {
+          return Error(ErrorCode::kProtocol, "docker archive: manifest.json is larger than " +
+                                                 std::to_string(kMaxManifestBytes) + " bytes");
+        }
       }
       if (n < 0) return Error(ErrorCode::kInvalidArgument, "docker archive: " + std::string(archive_error_string(reader.handle)));
       extracted.manifest = std::move(text);
@@ -79,6 +104,8 @@ Result<Extracted> extractArchive(const fs::path& path, const fs::path& scratch) 
     char buffer[1 << 16];
     la_ssize_t n;
     while ((n = archive_read_data(reader.handle, buffer, sizeof buffer)) > 0) {
+      bytes += static_cast<uint64_t>(n);
+      if (bytes > budget.bytes) return tooLarge();
       hasher.update({buffer, static_cast<size_t>(n)});
       MICROVM_TRY(writeAll(out.get(), {buffer, static_cast<size_t>(n)}));
       file.size += static_cast<uint64_t>(n);
@@ -110,11 +137,12 @@ const Extracted::File* member(const Extracted& extracted, std::string name) {
 
 }  // namespace
 
-Result<std::unique_ptr<DockerArchiveSource>> DockerArchiveSource::open(const fs::path& archive_path,
-                                                                     const std::string& tag, const fs::path& scratch) {
-  auto extracted = extractArchive(archive_path, scratch);
-  if (!extracted) return std::move(extracted).error();
-  json images = json::parse(extracted->manifest, nullptr, /*allow_exceptions=*/false);
+Result<ArchiveImage> parseDockerArchiveManifest(std::string_view manifest_json, const std::string& tag) {
+  if (manifest_json.size() > kMaxManifestBytes) {
+    return Error(ErrorCode::kProtocol, "docker archive: manifest.json is larger than " +
+                                           std::to_string(kMaxManifestBytes) + " bytes");
+  }
+  const json images = json::parse(manifest_json.begin(), manifest_json.end(), nullptr, /*allow_exceptions=*/false);
   if (!images.is_array() || images.empty()) {
     return Error(ErrorCode::kProtocol, "docker archive: manifest.json is not a list of images");
   }
@@ -122,10 +150,13 @@ Result<std::unique_ptr<DockerArchiveSource>> DockerArchiveSource::open(const fs:
   for (const auto& image : images) {
     if (!image.is_object()) continue;
     bool tagged = false;
-    for (const auto& repo_tag : image.value("RepoTags", json::array())) {
-      if (repo_tag.is_string() && !tag.empty() &&
-          (repo_tag == tag || repo_tag == "docker.io/" + tag || repo_tag == "docker.io/library/" + tag)) {
-        tagged = true;
+    auto repo_tags = image.find("RepoTags");
+    if (!tag.empty() && repo_tags != image.end() && repo_tags->is_array()) {
+      for (const auto& repo_tag : *repo_tags) {
+        if (repo_tag.is_string() &&
+            (repo_tag == tag || repo_tag == "docker.io/" + tag || repo_tag == "docker.io/library/" + tag)) {
+          tagged = true;
+        }
       }
     }
     if (tagged || (tag.empty() && images.size() == 1)) chosen = &image;
@@ -134,17 +165,43 @@ Result<std::unique_ptr<DockerArchiveSource>> DockerArchiveSource::open(const fs:
     return Error(ErrorCode::kNotFound, tag.empty() ? "docker archive holds several images: name one with :REPO:TAG"
                                                    : "docker archive has no image tagged " + quoteUntrusted(tag));
   }
+  ArchiveImage image;
+  auto config = chosen->find("Config");
+  if (config == chosen->end() || !config->is_string()) {
+    return Error(ErrorCode::kProtocol, "docker archive: manifest.json: Config must be a string");
+  }
+  image.config = config->get<std::string>();
+  auto layers = chosen->find("Layers");
+  if (layers != chosen->end() && !layers->is_null()) {
+    if (!layers->is_array()) return Error(ErrorCode::kProtocol, "docker archive: manifest.json: Layers must be an array");
+    for (const auto& layer : *layers) {
+      if (!layer.is_string()) {
+        return Error(ErrorCode::kProtocol, "docker archive: manifest.json: Layers must hold strings");
+      }
+      image.layers.push_back(layer.get<std::string>());
+    }
+  }
+  return image;
+}
+
+Result<std::unique_ptr<DockerArchiveSource>> DockerArchiveSource::open(const fs::path& archive_path,
+                                                                     const std::string& tag, const fs::path& scratch,
+                                                                     const ImageLimits& limits) {
+  auto extracted = extractArchive(archive_path, scratch, budgetFor(limits));
+  if (!extracted) return std::move(extracted).error();
+  auto chosen = parseDockerArchiveManifest(extracted->manifest, tag);
+  if (!chosen) return std::move(chosen).error();
   auto source = std::unique_ptr<DockerArchiveSource>(new DockerArchiveSource());
-  auto describe = [&](const json& name, const char* media_type) -> Result<json> {
-    const Extracted::File* file = name.is_string() ? member(*extracted, name.get<std::string>()) : nullptr;
-    if (!file) return Error(ErrorCode::kProtocol, "docker archive: manifest.json names a missing member");
+  auto describe = [&](const std::string& name, const char* media_type) -> Result<json> {
+    const Extracted::File* file = member(*extracted, name);
+    if (!file) return Error(ErrorCode::kProtocol, "docker archive: manifest.json names a missing member " + quoteUntrusted(name));
     source->blobs_[file->digest] = file->path;
     return json{{"mediaType", media_type}, {"digest", file->digest}, {"size", file->size}};
   };
-  auto config = describe((*chosen)["Config"], "application/vnd.docker.container.image.v1+json");
+  auto config = describe(chosen->config, "application/vnd.docker.container.image.v1+json");
   if (!config) return std::move(config).error();
   json layers = json::array();
-  for (const auto& layer_name : chosen->value("Layers", json::array())) {
+  for (const auto& layer_name : chosen->layers) {
     auto layer = describe(layer_name, "application/vnd.docker.image.rootfs.diff.tar");
     if (!layer) return std::move(layer).error();
     layers.push_back(*layer);

@@ -50,7 +50,7 @@ struct Source {
 };
 
 // docker-archive:PATH[:REPO:TAG]; the archive is unpacked into `scratch`.
-Result<Source> openDockerArchive(const std::string& text, const fs::path& scratch) {
+Result<Source> openDockerArchive(const std::string& text, const fs::path& scratch, const ImageLimits& limits) {
   std::string rest = text.substr(std::string("docker-archive:").size());
   // PATH ends at the first ':' after which a file exists no more.
   std::string path = rest;
@@ -65,14 +65,15 @@ Result<Source> openDockerArchive(const std::string& text, const fs::path& scratc
   }
   if (!fs::is_regular_file(path, ec)) return Error(ErrorCode::kNotFound, "docker archive " + path + ": no such file");
   MICROVM_TRY(makeDirs(scratch));
-  auto source = DockerArchiveSource::open(path, tag, scratch);
+  auto source = DockerArchiveSource::open(path, tag, scratch, limits);
   if (!source) return std::move(source).error();
   std::string key = "docker-archive:" + fs::absolute(path, ec).string() + (tag.empty() ? "" : ":" + tag);
   return Source{std::move(*source), key, ""};
 }
 
-Result<Source> openSource(const std::string& text, const RegistryOptions& options, const fs::path& scratch) {
-  if (text.rfind("docker-archive:", 0) == 0) return openDockerArchive(text, scratch);
+Result<Source> openSource(const std::string& text, const PullOptions& pull, const fs::path& scratch) {
+  const RegistryOptions& options = pull.registry;
+  if (text.rfind("docker-archive:", 0) == 0) return openDockerArchive(text, scratch, pull.limits);
   if (text.rfind("oci:", 0) == 0) {
     // oci:PATH[:TAG]; a PATH may itself contain ':' only before the last one.
     std::string rest = text.substr(4);
@@ -130,6 +131,28 @@ Result<ImageRecord> recordFromJson(const json& j, const fs::path& base_disk) {
 
 }  // namespace
 
+Result<void> checkImageLimits(const ImageManifest& manifest, const ImageLimits& limits) {
+  if (manifest.layers.size() > limits.max_layers) {
+    return Error(ErrorCode::kProtocol, "image has " + std::to_string(manifest.layers.size()) +
+                                           " layers, more than the limit of " + std::to_string(limits.max_layers));
+  }
+  if (manifest.config.size > limits.max_config_bytes) {
+    return Error(ErrorCode::kProtocol, "image config " + manifest.config.digest.substr(0, 19) + " declares " +
+                                           std::to_string(manifest.config.size) + " bytes, more than the limit of " +
+                                           std::to_string(limits.max_config_bytes));
+  }
+  uint64_t total = 0;
+  for (const auto& layer : manifest.layers) {
+    // Compared one by one first, so that the sum cannot wrap around.
+    if (layer.size > limits.max_download_bytes || total > limits.max_download_bytes - layer.size) {
+      return Error(ErrorCode::kProtocol, "image layers declare more than the limit of " +
+                                             std::to_string(limits.max_download_bytes) + " bytes in all");
+    }
+    total += layer.size;
+  }
+  return success();
+}
+
 // The parts of a pull, in order; each step is skipped when its result is
 // already in the store.
 class Puller {
@@ -186,9 +209,20 @@ Result<void> Puller::buildRootfs(const fs::path& entry, const std::vector<Descri
   ScopeGuard remove_work([&] { (void)removeTree(work); });
   fs::path tree = work / "rootfs";
   MICROVM_TRY(makeDirs(tree, 0755));
-  for (const auto& layer : layers) {
-    auto applied = applyLayer(blobPath(layer.digest), tree);
-    if (!applied) return std::move(applied).error().withContext("layer " + layer.digest.substr(0, 19));
+  // The byte and entry caps are the whole image's: each layer gets what the
+  // layers below left of them.
+  ExtractLimits budget;
+  budget.max_bytes = options_.limits.max_extracted_bytes;
+  budget.max_entries = options_.limits.max_entries;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    auto applied = applyLayer(blobPath(layers[i].digest), tree, budget);
+    if (!applied) {
+      return std::move(applied).error().withContext("layer " + std::to_string(i + 1) + " of " +
+                                                    std::to_string(layers.size()) + " (" +
+                                                    layers[i].digest.substr(0, 19) + ")");
+    }
+    budget.bytes_used += applied->bytes;
+    budget.entries_used += applied->entries;
   }
   auto digest = measureTree(tree);
   if (!digest) return std::move(digest).error();
@@ -233,6 +267,7 @@ Result<ImageRecord> Puller::run() {
     }
   }
   auto manifest = std::get<ImageManifest>(std::move(*document));
+  MICROVM_TRY(checkImageLimits(manifest, options_.limits));
   // Kept with the blobs, so that prune knows which blobs the image uses.
   if (!fs::exists(blobPath(fetched->digest))) {
     MICROVM_TRY(writeFileAtomic(blobPath(fetched->digest), fetched->body, 0644));
@@ -294,7 +329,7 @@ Result<ImageRecord> ImageStore::pull(const std::string& reference, const PullOpt
   if (!held) return std::move(held).error();
   fs::path scratch = dir_ / "tmp" / ("source-" + randomHex(6));
   ScopeGuard remove_scratch([&] { (void)removeTree(scratch); });
-  auto source = openSource(reference, options.registry, scratch);
+  auto source = openSource(reference, options, scratch);
   if (!source) return std::move(source).error();
   auto pulled = Puller(dir_, std::move(*source), options).run();
   if (!pulled) return std::move(pulled).error().withContext("pull " + reference);

@@ -24,6 +24,7 @@
 #include "base/unique_fd.h"
 
 #include "image/blob_source.h"
+#include "image/manifest.h"
 #include "image/workload_config.h"
 
 namespace microvm {
@@ -41,8 +42,13 @@ struct ImageRecord {
 
 struct PullOptions {
   std::string platform = "linux/amd64";
-  RegistryOptions registry;
+  RegistryOptions registry;  // its pull_timeout bounds the pull's network time
+  ImageLimits limits;        // checked before anything is downloaded, and while layers are applied
 };
+
+// Refuses a manifest whose image is over `limits`: too many layers, a config
+// or layers declared larger than allowed. Nothing has been downloaded yet.
+Result<void> checkImageLimits(const ImageManifest& manifest, const ImageLimits& limits);
 
 class ImageStore {
  public:

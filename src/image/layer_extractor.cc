@@ -225,8 +225,10 @@ Result<ExtractStats> LayerApplier::run(archive* reader) {
     if (status != ARCHIVE_OK && status != ARCHIVE_WARN) {
       return archiveError(reader, "read entry " + std::to_string(stats_.entries + 1));
     }
-    if (++stats_.entries > limits_.max_entries) {
-      return layerError("more than " + std::to_string(limits_.max_entries) + " entries");
+    ++stats_.entries;
+    if (limits_.entries_used > limits_.max_entries || stats_.entries > limits_.max_entries - limits_.entries_used) {
+      return layerError("more than " + std::to_string(limits_.max_entries) + " entries" +
+                        (limits_.entries_used ? " in all layers" : ""));
     }
     const char* name = entryName(entry);
     auto applied = applyEntry(reader, entry);
@@ -468,8 +470,10 @@ Result<void> LayerApplier::writeRegularFile(archive* reader, archive_entry* entr
   int64_t size = archive_entry_size(entry);
   if (size < 0) return layerError("negative file size");
   uint64_t file_size = static_cast<uint64_t>(size);
-  if (file_size > limits_.max_bytes - stats_.bytes) {
-    return layerError("layer content exceeds the limit of " + std::to_string(limits_.max_bytes) + " bytes");
+  uint64_t used = limits_.bytes_used + stats_.bytes;
+  if (used > limits_.max_bytes || file_size > limits_.max_bytes - used) {
+    return layerError((limits_.bytes_used ? "image content (all layers) exceeds the limit of " : "layer content exceeds the limit of ") +
+                      std::to_string(limits_.max_bytes) + " bytes");
   }
   stats_.bytes += file_size;
   // O_EXCL|O_NOFOLLOW: removeExisting() cleared the name, so this creates a

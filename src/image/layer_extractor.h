@@ -62,6 +62,10 @@ struct ExtractLimits {
   uint64_t max_bytes = 8ull << 30;   // total size of regular files, sparse holes included
   uint64_t max_entries = 1'000'000;  // tar headers, whiteouts included
   uint64_t max_path_length = 4096;   // bytes of an entry's name or link target
+  // What the layers below already used, when the two caps above are the
+  // whole image's: this layer gets what they left.
+  uint64_t bytes_used = 0;
+  uint64_t entries_used = 0;
 };
 
 struct ExtractStats {

@@ -20,33 +20,60 @@ fs::path OciLayoutSource::blobPath(const std::string& digest) const {
   return root_ / "blobs" / "sha256" / digest.substr(7);
 }
 
+namespace {
+
+// index.json is the user's own file, but it may come from anywhere (an
+// unpacked download): as capped as a registry's manifest.
+constexpr size_t kMaxIndexBytes = 4 << 20;
+
+}  // namespace
+
+Result<IndexEntry> selectOciIndexEntry(std::string_view index_json, const std::string& reference,
+                                       const std::string& origin) {
+  if (index_json.size() > kMaxIndexBytes) {
+    return Error(ErrorCode::kProtocol, origin + ": larger than " + std::to_string(kMaxIndexBytes) + " bytes");
+  }
+  const json index = json::parse(index_json.begin(), index_json.end(), nullptr, /*allow_exceptions=*/false);
+  auto manifests = index.is_object() ? index.find("manifests") : index.end();
+  if (!index.is_object() || manifests == index.end() || !manifests->is_array()) {
+    return Error(ErrorCode::kProtocol, origin + ": not an OCI index");
+  }
+  const json* found = nullptr;
+  size_t candidates = 0;
+  for (const auto& entry : *manifests) {
+    if (!entry.is_object()) continue;
+    ++candidates;
+    std::string name;
+    auto annotations = entry.find("annotations");
+    if (annotations != entry.end() && annotations->is_object()) {
+      auto ref_name = annotations->find("org.opencontainers.image.ref.name");
+      if (ref_name != annotations->end() && ref_name->is_string()) name = ref_name->get<std::string>();
+    }
+    if ((reference.empty() && manifests->size() == 1) || (!reference.empty() && name == reference)) found = &entry;
+  }
+  if (!found) {
+    return Error(ErrorCode::kNotFound, origin + " has no image tagged \"" + reference + "\" (" +
+                                           std::to_string(candidates) + " manifests)");
+  }
+  IndexEntry chosen;
+  auto digest = found->find("digest");
+  if (digest != found->end() && digest->is_string()) chosen.digest = digest->get<std::string>();
+  auto media_type = found->find("mediaType");
+  if (media_type != found->end() && media_type->is_string()) chosen.media_type = media_type->get<std::string>();
+  MICROVM_TRY(checkDigest(chosen.digest));
+  return chosen;
+}
+
 Result<FetchedManifest> OciLayoutSource::fetchManifest(const std::string& reference) {
   std::string digest = reference;
   std::string media_type;
   if (reference.rfind("sha256:", 0) != 0) {
     auto text = readFile(root_ / "index.json");
     if (!text) return std::move(text).error().withContext("OCI layout " + root_.string());
-    json index = json::parse(*text, nullptr, /*allow_exceptions=*/false);
-    if (!index.is_object() || !index["manifests"].is_array()) {
-      return Error(ErrorCode::kProtocol, (root_ / "index.json").string() + ": not an OCI index");
-    }
-    const json* found = nullptr;
-    size_t candidates = 0;
-    for (const auto& entry : index["manifests"]) {
-      if (!entry.is_object()) continue;
-      ++candidates;
-      std::string name;
-      if (entry["annotations"].is_object()) name = entry["annotations"].value("org.opencontainers.image.ref.name", "");
-      if ((reference.empty() && index["manifests"].size() == 1) || (!reference.empty() && name == reference)) {
-        found = &entry;
-      }
-    }
-    if (!found) {
-      return Error(ErrorCode::kNotFound, "OCI layout " + root_.string() + " has no image tagged \"" + reference +
-                                             "\" (" + std::to_string(candidates) + " manifests)");
-    }
-    digest = found->value("digest", "");
-    media_type = found->value("mediaType", "");
+    auto entry = selectOciIndexEntry(*text, reference, "OCI layout " + root_.string() + " (index.json)");
+    if (!entry) return std::move(entry).error();
+    digest = entry->digest;
+    media_type = entry->media_type;
   }
   MICROVM_TRY(checkDigest(digest));
   auto body = readFile(blobPath(digest));
@@ -78,13 +105,14 @@ Result<void> OciLayoutSource::fetchBlob(const std::string& digest, uint64_t size
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return Error::fromErrno("read " + source.string());
     if (n == 0) break;
+    copied += static_cast<uint64_t>(n);
+    if (copied > size) break;  // never copies more than the manifest declares
     hasher.update({buffer.data(), static_cast<size_t>(n)});
     MICROVM_TRY(writeAll(out.get(), {buffer.data(), static_cast<size_t>(n)}));
-    copied += static_cast<uint64_t>(n);
   }
   if (copied != size) {
     return Error(ErrorCode::kProtocol, "blob " + digest + ": expected " + std::to_string(size) + " bytes, found " +
-                                           std::to_string(copied));
+                                           (copied > size ? "more" : std::to_string(copied)));
   }
   if ("sha256:" + hasher.finishHex() != digest) {
     return Error(ErrorCode::kProtocol, "blob " + digest + " in " + root_.string() + " does not match its digest");

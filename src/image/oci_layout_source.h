@@ -4,10 +4,23 @@
 #pragma once
 
 #include <filesystem>
+#include <string>
+#include <string_view>
 
 #include "image/blob_source.h"
 
 namespace microvm {
+
+// The manifest a layout's index.json (its text) names for `reference`: the
+// entry whose org.opencontainers.image.ref.name annotation is `reference`,
+// or for "" the only entry there is. Gives its digest (checked) and media
+// type. `origin` names the file in errors.
+struct IndexEntry {
+  std::string digest;
+  std::string media_type;
+};
+Result<IndexEntry> selectOciIndexEntry(std::string_view index_json, const std::string& reference,
+                                       const std::string& origin);
 
 class OciLayoutSource : public BlobSource {
  public:

@@ -1,10 +1,13 @@
 // Images end to end: a real registry (Debian's docker-registry) on loopback,
 // images built by tests/e2e/oci_images.py and pushed with skopeo, pulled and
-// booted by the real CLI.
+// booted by the real CLI; and a hostile one (tests/e2e/hostile_registry.py)
+// that the real CLI must survive.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <chrono>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -272,6 +275,110 @@ TEST_F(Registries, ImagePruneNeverDeletesWhatAConcurrentPullIsMaking) {
     }
   }
   EXPECT_GT(prunes, 3) << "prune never ran while a pull did";
+}
+
+// A hostile registry in one of its modes, on 127.0.0.1, for one test; each
+// test pulls into a fresh data dir of its own.
+class HostileRegistry : public ::testing::Test {
+ protected:
+  void start(const std::string& mode) {
+    dir_ = home().parent_path() / ("hostile-" + mode);
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    port_ = freePort();
+    server_ = std::make_unique<Background>(
+        std::vector<std::string>{"python3", MICROVM_SOURCE_DIR "/tests/e2e/hostile_registry.py", std::to_string(port_),
+                                 mode, (dir_ / "requests").string()},
+        dir_ / "log");
+    ASSERT_TRUE(waitForPort(port_, std::chrono::seconds(20))) << readText(dir_ / "log");
+  }
+
+  std::string registry() const { return "127.0.0.1:" + std::to_string(port_); }
+  std::string image() const { return registry() + "/hostile/app"; }
+  std::vector<std::string> env() const {
+    return {"MICROVM_HOME=" + (dir_ / "home").string(), "DOCKER_CONFIG=" + (dir_ / "docker").string()};
+  }
+
+  // Runs `command` (pull or run) with `flags` on the hostile image.
+  Outcome fetch(const std::string& command, std::vector<std::string> flags, double* elapsed = nullptr) {
+    std::vector<std::string> args{command};
+    if (command == "run") args.push_back("--rm");
+    args.insert(args.end(), flags.begin(), flags.end());
+    args.push_back(image());
+    auto start = std::chrono::steady_clock::now();
+    Outcome outcome = microvm(args, env());
+    if (elapsed) *elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return outcome;
+  }
+
+  std::string requests() const { return readText(dir_ / "requests"); }
+
+  fs::path dir_;
+  int port_ = 0;
+  std::unique_ptr<Background> server_;
+};
+
+TEST_F(HostileRegistry, BlobLongerThanDeclaredIsCutOffAtItsSize) {
+  start("long-blob");
+  auto pulled = fetch("pull", {});
+  EXPECT_NE(pulled.exit_code, 0);
+  EXPECT_NE(pulled.err.find("larger than 1024 bytes"), std::string::npos) << pulled.err;
+  // The server logs what it got out once the client hangs up on it.
+  std::string log;
+  for (int i = 0; i < 100 && (log = requests()).find("sent ") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  size_t at = log.find("sent ");
+  ASSERT_NE(at, std::string::npos) << log;
+  uint64_t sent = std::stoull(log.substr(at + 5));
+  EXPECT_LT(sent, 32u << 20) << "the client read on past the declared 1024 bytes";
+  EXPECT_TRUE(listDir(dir_ / "home" / "images" / "tmp").empty());
+}
+
+TEST_F(HostileRegistry, StalledRegistryIsDroppedAfterTheStallTimeout) {
+  start("stall");
+  for (const char* command : {"pull", "run"}) {
+    double elapsed = 0;
+    auto outcome = fetch(command, {"--pull-stall-timeout", "1"}, &elapsed);
+    EXPECT_NE(outcome.exit_code, 0) << command;
+    EXPECT_NE(outcome.err.find("stalled, no data for 1 s"), std::string::npos) << command << ": " << outcome.err;
+    EXPECT_LT(elapsed, 30.0) << command;  // 4 tries of 1 s and their backoff, not 4 minutes
+  }
+}
+
+TEST_F(HostileRegistry, TricklingRegistryStopsAtThePullTimeout) {
+  // One byte every 200 ms never stalls; the 1024-byte layer would take 3.5
+  // minutes.
+  start("trickle");
+  double elapsed = 0;
+  auto pulled = fetch("pull", {"--pull-timeout", "3", "--pull-stall-timeout", "2"}, &elapsed);
+  EXPECT_NE(pulled.exit_code, 0);
+  EXPECT_NE(pulled.err.find("took longer than its limit of 3 s"), std::string::npos) << pulled.err;
+  EXPECT_GT(elapsed, 2.5);
+  EXPECT_LT(elapsed, 30.0);
+}
+
+TEST_F(HostileRegistry, OversizedConfigIsNeverDownloaded) {
+  start("big-config");
+  auto pulled = fetch("pull", {});
+  EXPECT_NE(pulled.exit_code, 0);
+  EXPECT_NE(pulled.err.find("declares 67108864 bytes, more than the limit of 33554432"), std::string::npos)
+      << pulled.err;
+  EXPECT_NE(requests().find("/manifests/latest"), std::string::npos) << requests();
+  EXPECT_EQ(requests().find("/blobs/"), std::string::npos) << requests();
+}
+
+TEST_F(HostileRegistry, CredentialsAreNotSentToAPlainHttpTokenRealm) {
+  start("realm");
+  std::vector<std::string> login_env = env();
+  login_env.push_back("MICROVM_PASSWORD=s3cret");
+  ASSERT_EQ(microvm({"login", "-u", "alice", registry()}, login_env).exit_code, 0);
+  auto pulled = fetch("pull", {});
+  EXPECT_NE(pulled.exit_code, 0);
+  EXPECT_NE(pulled.err.find("refusing to send them without https"), std::string::npos) << pulled.err;
+  EXPECT_NE(requests().find("GET /v2/"), std::string::npos) << requests();
+  EXPECT_EQ(requests().find("/token"), std::string::npos) << requests();
+  EXPECT_EQ(requests().find("auth=Basic"), std::string::npos) << requests();
 }
 
 }  // namespace
