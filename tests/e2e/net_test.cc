@@ -9,7 +9,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -136,6 +138,7 @@ TEST(NetTest, GuestFetchesFromAHostServerThroughTheGateway) {
 struct Transfer {
   double seconds = 0;
   uint64_t bytes = 0;  // what the host received (uploads) or sent (downloads)
+  int error = 0;       // errno of the read that ended it, 0 for EOF
 };
 
 // A listener on 127.0.0.1 with a kernel-picked port.
@@ -182,6 +185,7 @@ std::vector<Transfer> serveTransfers(int listener, bool send, uint64_t bytes, in
     while ((got = ::read(fd, buffer.data(), buffer.size())) > 0) {
       if (!send) transfer.bytes += static_cast<uint64_t>(got);
     }
+    if (got < 0) transfer.error = errno;
     transfer.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     ::close(fd);
     out.push_back(transfer);
@@ -231,7 +235,7 @@ TEST(NetTest, RepeatedBulkTransfersBothWaysNeverStall) {
   for (const auto& [name, transfers] : {std::pair{"host->guest", &downloads}, std::pair{"guest->host", &uploads}}) {
     std::vector<double> times;
     for (const auto& transfer : *transfers) {
-      EXPECT_EQ(transfer.bytes, kBytes) << name;
+      EXPECT_EQ(transfer.bytes, kBytes) << name << ", ended by " << (transfer.error ? std::strerror(transfer.error) : "EOF");
       times.push_back(transfer.seconds);
     }
     std::string summary = describeTimes(times);
