@@ -15,6 +15,7 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "harness.h"
@@ -157,15 +158,14 @@ int listenLoopback(int& port) {
   return fd;
 }
 
-// The host end of `runs` transfers on `listener`, one connection at a time:
-// sends `bytes` then waits for the guest to close (`send`), or reads to EOF.
-// Bounded by `deadline` and, per connection, by a 60 s socket timeout.
-std::vector<Transfer> serveTransfers(int listener, bool send, uint64_t bytes, int runs,
-                                     std::chrono::steady_clock::time_point deadline) {
-  std::vector<Transfer> out;
+// The host end of one transfer on `listener`: sends `bytes` then waits for
+// the guest to close (`send`), or reads to EOF. Nothing if no connection
+// came before `deadline`; a connection is bounded by a 60 s socket timeout.
+std::optional<Transfer> serveTransfer(int listener, bool send, uint64_t bytes,
+                                      std::chrono::steady_clock::time_point deadline) {
   std::string block(size_t{1} << 20, 'x');
   std::vector<char> buffer(size_t{1} << 20);
-  while (static_cast<int>(out.size()) < runs && std::chrono::steady_clock::now() < deadline) {
+  while (std::chrono::steady_clock::now() < deadline) {
     pollfd pfd{listener, POLLIN, 0};
     if (::poll(&pfd, 1, 200) <= 0) continue;
     int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
@@ -188,9 +188,9 @@ std::vector<Transfer> serveTransfers(int listener, bool send, uint64_t bytes, in
     if (got < 0) transfer.error = errno;
     transfer.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     ::close(fd);
-    out.push_back(transfer);
+    return transfer;
   }
-  return out;
+  return std::nullopt;
 }
 
 // "min/median/max" of the samples, in seconds; sorts them.
@@ -215,15 +215,26 @@ TEST(NetTest, RepeatedBulkTransfersBothWaysNeverStall) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(10);
   std::vector<Transfer> downloads;
   std::vector<Transfer> uploads;
-  std::thread down_thread([&] { downloads = serveTransfers(down_listener, true, kBytes, kRuns, deadline); });
-  std::thread up_thread([&] { uploads = serveTransfers(up_listener, false, kBytes, kRuns, deadline); });
+  // One run at a time: the upload to EOF, then the download. The guest's
+  // download waits for the host to have all of the upload, so the last
+  // upload is whole before the workload exits and the VM powers off (data
+  // still in the guest's send queue then is lost, and the host sees EOF).
+  std::thread host([&] {
+    for (int i = 0; i < kRuns; ++i) {
+      auto upload = serveTransfer(up_listener, false, kBytes, deadline);
+      if (!upload) return;
+      uploads.push_back(*upload);
+      auto download = serveTransfer(down_listener, true, kBytes, deadline);
+      if (!download) return;
+      downloads.push_back(*download);
+    }
+  });
   Cli cli(runArgs({}, {"/bin/sh", "-c",
-                       "for i in $(seq " + std::to_string(kRuns) + "); do tcp_stream pull 10.0.2.2 " +
-                           std::to_string(down_port) + " || exit 1; tcp_stream push 10.0.2.2 " +
-                           std::to_string(up_port) + " " + std::to_string(kBytes) + " || exit 1; done"}));
+                       "for i in $(seq " + std::to_string(kRuns) + "); do tcp_stream push 10.0.2.2 " +
+                           std::to_string(up_port) + " " + std::to_string(kBytes) + " || exit 1; tcp_stream pull 10.0.2.2 " +
+                           std::to_string(down_port) + " || exit 1; done"}));
   auto result = cli.finish(std::chrono::seconds(600));
-  down_thread.join();
-  up_thread.join();
+  host.join();
   ::close(down_listener);
   ::close(up_listener);
   EXPECT_EQ(result.exit_code, 0) << result.err;
