@@ -9,8 +9,10 @@
 # both stacks. Each stack keeps its own link MTU: ours is 65520
 # (net::kGuestMtu), QEMU's user networking has 1500 and no option to change
 # it; at_mtu_1500 runs ours with the guest's link set to 1500 as well, to
-# show the stack's own share. samples_mib_s holds every run. Also
-# the egress filter's cost per frame (build/bin/filter_bench). Prints JSON.
+# show the stack's own share. samples_mib_s holds every run and
+# min_median_max_mib_s each series' spread (a stalled run shows as a low
+# min). Also the egress filter's cost per frame (build/bin/filter_bench).
+# Prints JSON.
 #   bench/net.sh [RUNS] [MIB]   (default 3 runs of 64 MiB each way; needs scripts/build.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -146,6 +148,8 @@ for _ in range(runs):
     peer_up.append(u); peer_down.append(d)
 
 med = statistics.median
+series = {"ours_up": ours_up, "peer_up": peer_up, "ours_down": ours_down, "peer_down": peer_down,
+          "ours_mtu1500_up": mtu1500_up, "ours_mtu1500_down": mtu1500_down}
 print(json.dumps({
     "benchmark": "net",
     "accel": accel,
@@ -166,10 +170,9 @@ print(json.dumps({
         "host_to_guest_ratio": round(med(mtu1500_down) / med(peer_down), 3),
     },
     "egress_policy": "active: --egress-allow-cidr 10.0.2.2/32:PORT/tcp for the three bench ports",
-    "samples_mib_s": {"ours_up": [round(x, 1) for x in ours_up], "peer_up": [round(x, 1) for x in peer_up],
-                      "ours_down": [round(x, 1) for x in ours_down], "peer_down": [round(x, 1) for x in peer_down],
-                      "ours_mtu1500_up": [round(x, 1) for x in mtu1500_up],
-                      "ours_mtu1500_down": [round(x, 1) for x in mtu1500_down]},
+    "samples_mib_s": {name: [round(x, 1) for x in xs] for name, xs in series.items()},
+    "min_median_max_mib_s": {name: [round(min(xs), 1), round(med(xs), 1), round(max(xs), 1)]
+                             for name, xs in series.items()},
     "egress_filter": json.loads(filter_json),
 }, indent=2))
 PY

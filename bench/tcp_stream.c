@@ -1,6 +1,6 @@
 // The guest side of bench/net.sh, the same static binary for both stacks:
 //   tcp_stream push HOST PORT BYTES   connect, send BYTES in 64 KiB writes, close
-//   tcp_stream pull HOST PORT         connect, read until the peer closes
+//   tcp_stream pull HOST PORT         connect, read until the peer closes, print the byte count
 // busybox nc moves data in 1 KiB reads and writes, so with it the benchmark
 // measured nc's syscall rate in an emulated guest more than the network.
 #include <arpa/inet.h>
@@ -41,12 +41,13 @@ int main(int argc, char** argv) {
     }
   } else {
     ssize_t n;
-    while ((n = read(fd, block, sizeof block)) > 0) {
-    }
+    long long got = 0;
+    while ((n = read(fd, block, sizeof block)) > 0) got += n;
     if (n < 0) {
       perror("tcp_stream: read");
       return 1;
     }
+    printf("%lld\n", got);
   }
   return close(fd) == 0 ? 0 : 1;
 }

@@ -447,7 +447,11 @@ void SlirpNetwork::flush() {
     ssize_t wrote = ::send(stream_.get(), out_.data() + out_offset_, out_.size() - out_offset_, MSG_NOSIGNAL);
     if (wrote < 0) {
       if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) closeStream("network stream write failed");
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        closeStream("network stream write failed");
+      } else {
+        ++stats_.stream_write_waits;
+      }
       break;
     }
     out_offset_ += static_cast<size_t>(wrote);

@@ -97,6 +97,7 @@ struct SlirpNetworkStats {
   uint64_t frames_filtered = 0;    // guest frames the hook kept from the stack
   uint64_t frames_oversized = 0;   // stream lengths beyond any Ethernet frame: the stream is dropped
   uint64_t frames_queue_full = 0;  // frames for the guest dropped because QEMU was not reading
+  uint64_t stream_write_waits = 0;  // writes to QEMU that found its socket full (the rest waits for EPOLLOUT)
 };
 
 class SlirpNetwork {

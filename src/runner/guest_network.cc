@@ -165,6 +165,7 @@ std::map<std::string, uint64_t> GuestNetwork::counters() const {
       {"frames_to_guest", stack.frames_to_guest},
       {"bytes_to_guest", stack.bytes_to_guest},
       {"frames_to_guest_dropped", stack.frames_queue_full},
+      {"stream_write_waits", stack.stream_write_waits},
       {"egress_frames_passed", egress.frames_passed},
       {"egress_frames_dropped", egress.frames_dropped},
       {"egress_frames_malformed", egress.frames_malformed},

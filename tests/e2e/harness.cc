@@ -52,6 +52,10 @@ struct Fixtures {
     compile = "cc -static -O2 -o " + (rootfs / "bin" / "vsock-probe").string() + " " + MICROVM_SOURCE_DIR +
               "/tests/e2e/vsock_probe.c";
     if (std::system(compile.c_str()) != 0) std::abort();
+    // The guest end of the bulk transfer tests: bench/net.sh's 64 KiB-chunk sender and receiver.
+    compile = "cc -static -O2 -o " + (rootfs / "bin" / "tcp_stream").string() + " " + MICROVM_SOURCE_DIR +
+              "/bench/tcp_stream.c";
+    if (std::system(compile.c_str()) != 0) std::abort();
   }
   ~Fixtures() { fs::remove_all(scratch); }
 };
