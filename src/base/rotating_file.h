@@ -48,6 +48,10 @@ class RotatingFile {
   Result<void> writeStream(std::string_view bytes);
 
   const std::filesystem::path& path() const { return path_; }
+  // The name to rotate under from now on, for the same file: e.g. a
+  // relative one once the writer works from inside its directory and may
+  // no longer reach it by the absolute path.
+  void renamePath(std::filesystem::path path) { path_ = std::move(path); }
 
  private:
   RotatingFile(std::filesystem::path path, RotationPolicy policy) : path_(std::move(path)), policy_(policy) {}

@@ -698,6 +698,10 @@ Result<void> Runner::giveUpRoot() {
     }
   }
   state_dir_ = ".";
+  // The runner's id cannot search the data dir: rotate by name from here.
+  for (auto* rotating : {&workload_log_, &console_log_}) {
+    if (rotating->has_value()) (*rotating)->renamePath((*rotating)->path().filename());
+  }
   MICROVM_TRY(becomeRunnerUser(uid, gid, runnerCapabilities()));
   state_.runner_uid = uid;
   log("runner runs as uid/gid " + std::to_string(uid));
