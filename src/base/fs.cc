@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <system_error>
 
@@ -15,32 +17,15 @@ namespace microvm {
 
 namespace fs = std::filesystem;
 
-Result<std::string> readFile(const fs::path& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return Error::fromErrno("open " + path.string());
-  std::string contents;
-  char buffer[65536];
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Error::fromErrno("read " + path.string());
-    if (n == 0) break;
-    contents.append(buffer, static_cast<size_t>(n));
-  }
-  return contents;
-}
+namespace {
 
-Result<std::string> readUntrustedFile(const fs::path& path, size_t max_bytes) {
-  // O_NONBLOCK: a fifo put in the file's place must not hang the reader.
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
-  if (!fd.valid()) return Error::fromErrno("open " + path.string());
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) return Error::fromErrno("stat " + path.string());
-  if (!S_ISREG(st.st_mode)) return Error(ErrorCode::kProtocol, path.string() + " is not a regular file");
+// Reads `fd` (opened on `path`, named in errors) to its end; more than
+// `max_bytes` is an error.
+Result<std::string> readToEnd(int fd, const fs::path& path, size_t max_bytes) {
   std::string contents;
   char buffer[65536];
   for (;;) {
-    ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
+    ssize_t n = ::read(fd, buffer, sizeof buffer);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return Error::fromErrno("read " + path.string());
     if (n == 0) break;
@@ -50,6 +35,24 @@ Result<std::string> readUntrustedFile(const fs::path& path, size_t max_bytes) {
     }
   }
   return contents;
+}
+
+}  // namespace
+
+Result<std::string> readFile(const fs::path& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return Error::fromErrno("open " + path.string());
+  return readToEnd(fd.get(), path, SIZE_MAX);
+}
+
+Result<std::string> readUntrustedFile(const fs::path& path, size_t max_bytes) {
+  // O_NONBLOCK: a fifo put in the file's place must not hang the reader.
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+  if (!fd.valid()) return Error::fromErrno("open " + path.string());
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return Error::fromErrno("stat " + path.string());
+  if (!S_ISREG(st.st_mode)) return Error(ErrorCode::kProtocol, path.string() + " is not a regular file");
+  return readToEnd(fd.get(), path, max_bytes);
 }
 
 namespace {

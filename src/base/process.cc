@@ -142,14 +142,17 @@ void dropPrivileges(const SpawnOptions::Credentials& credentials, int error_pipe
 
 }  // namespace
 
-Result<void> keepOnlyCapabilities(uint64_t keep) {
-  if (::geteuid() != 0) return success();
+Result<void> dropBoundingCapabilities(uint64_t keep) {
   for (int cap = 0; cap < 64; ++cap) {
     if (keep & (uint64_t{1} << cap)) continue;
     if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0) continue;
     if (errno == EINVAL) break;  // past the kernel's last capability
     return Error::fromErrno("drop capability " + std::to_string(cap) + " from the bounding set");
   }
+  return success();
+}
+
+Result<void> setCapabilities(uint64_t keep) {
   __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
   __user_cap_data_struct data[2] = {};
   for (int i = 0; i < 2; ++i) {
@@ -157,6 +160,13 @@ Result<void> keepOnlyCapabilities(uint64_t keep) {
     data[i].effective = data[i].permitted = word;
   }
   if (::syscall(SYS_capset, &header, data) != 0) return Error::fromErrno("capset");
+  return success();
+}
+
+Result<void> keepOnlyCapabilities(uint64_t keep) {
+  if (::geteuid() != 0) return success();
+  MICROVM_TRY(dropBoundingCapabilities(keep));
+  MICROVM_TRY(setCapabilities(keep));
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return Error::fromErrno("set no_new_privs");
   return success();
 }

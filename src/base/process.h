@@ -49,6 +49,12 @@ struct SpawnOptions {
 // files the process owns stay its own. A no-op for a non-root process.
 Result<void> keepOnlyCapabilities(uint64_t keep);
 
+// The two steps of it, for callers that change user in between: the
+// bounding set (needs CAP_SETPCAP, so before giving up root), then the
+// permitted and effective sets, exactly `keep`.
+Result<void> dropBoundingCapabilities(uint64_t keep);
+Result<void> setCapabilities(uint64_t keep);
+
 class Process {
  public:
   Process() = default;

@@ -50,4 +50,20 @@ Result<UniqueFd> connectUnix(const std::filesystem::path& path, int extra_type_f
   return fd;
 }
 
+void takeReceivedFds(const msghdr& message, std::vector<UniqueFd>& out) {
+  // CMSG_NXTHDR takes a non-const header but only reads it.
+  auto* header = const_cast<msghdr*>(&message);
+  for (cmsghdr* cmsg = CMSG_FIRSTHDR(header); cmsg != nullptr; cmsg = CMSG_NXTHDR(header, cmsg)) {
+    if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) continue;
+    size_t count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; ++i) {
+      int fd;
+      // SAFETY: the kernel wrote `count` ints after the header; memcpy since
+      // CMSG_DATA need not be aligned for int.
+      std::memcpy(&fd, CMSG_DATA(cmsg) + i * sizeof(int), sizeof fd);
+      out.emplace_back(fd);
+    }
+  }
+}
+
 }  // namespace microvm

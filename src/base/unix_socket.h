@@ -7,7 +7,10 @@
 //   if (!stream && stream.error().sysErrno() == ECONNREFUSED) ...  // nobody listens
 #pragma once
 
+#include <sys/socket.h>
+
 #include <filesystem>
+#include <vector>
 
 #include "base/unique_fd.h"
 #include "microvm/result.h"
@@ -23,5 +26,9 @@ Result<UniqueFd> listenUnix(const std::filesystem::path& path, int backlog, int 
 // Error whose sysErrno() is connect's errno (ENOENT, ECONNREFUSED, EAGAIN
 // for a full backlog).
 Result<UniqueFd> connectUnix(const std::filesystem::path& path, int extra_type_flags = 0);
+
+// Takes ownership of every descriptor the SCM_RIGHTS messages in a received
+// `message` carry (ignoring other control messages), appending them to `out`.
+void takeReceivedFds(const msghdr& message, std::vector<UniqueFd>& out);
 
 }  // namespace microvm

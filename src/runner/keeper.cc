@@ -191,15 +191,7 @@ Result<std::vector<UniqueFd>> Keeper::ask(char op, const std::string& argument, 
   if (got < 0) return Error::fromErrno("keeper: receive");
   if (got != sizeof code) return Error(ErrorCode::kIo, "keeper: no answer (it exited?)");
   std::vector<UniqueFd> received;
-  for (cmsghdr* cmsg = CMSG_FIRSTHDR(&header); cmsg != nullptr; cmsg = CMSG_NXTHDR(&header, cmsg)) {
-    if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) continue;
-    size_t count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < count; ++i) {
-      int fd;
-      std::memcpy(&fd, CMSG_DATA(cmsg) + i * sizeof(int), sizeof fd);
-      received.emplace_back(fd);
-    }
-  }
+  takeReceivedFds(header, received);
   if (code != 0) {
     return Error::fromErrno("keeper", code);
   }

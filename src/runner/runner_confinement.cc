@@ -3,11 +3,12 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <string>
+
+#include "base/process.h"
 
 namespace microvm {
 
@@ -15,25 +16,14 @@ uint64_t runnerCapabilities() { return (uint64_t{1} << CAP_KILL) | (uint64_t{1} 
 
 Result<void> becomeRunnerUser(uid_t uid, gid_t gid, uint64_t keep) {
   // The bounding set first, while CAP_SETPCAP is still ours; the uid last.
-  for (int cap = 0; cap < 64; ++cap) {
-    if (keep & (uint64_t{1} << cap)) continue;
-    if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0) continue;
-    if (errno == EINVAL) break;  // past the kernel's last capability
-    return Error::fromErrno("drop capability " + std::to_string(cap) + " from the bounding set");
-  }
+  MICROVM_TRY(dropBoundingCapabilities(keep));
   if (::prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) return Error::fromErrno("set keepcaps");
   if (::setgroups(0, nullptr) != 0) return Error::fromErrno("setgroups");
   if (::setresgid(gid, gid, gid) != 0) return Error::fromErrno("setresgid " + std::to_string(gid));
   if (::setresuid(uid, uid, uid) != 0) return Error::fromErrno("setresuid " + std::to_string(uid));
   // The uid change cleared the effective set; keepcaps kept the permitted
   // one, of which only `keep` stays.
-  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
-  __user_cap_data_struct data[2] = {};
-  for (int i = 0; i < 2; ++i) {
-    auto word = static_cast<uint32_t>(keep >> (32 * i));
-    data[i].effective = data[i].permitted = word;
-  }
-  if (::syscall(SYS_capset, &header, data) != 0) return Error::fromErrno("capset");
+  MICROVM_TRY(setCapabilities(keep));
   if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0) return Error::fromErrno("clear ambient capabilities");
   if (::prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0) return Error::fromErrno("clear keepcaps");
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return Error::fromErrno("set no_new_privs");

@@ -255,15 +255,7 @@ void VhostUserServer::readMessages() {
     if (got < 0 && errno == EINTR) continue;
     if (got < 0 && errno == EAGAIN) return;
     if (got <= 0) return disconnect(got == 0 ? "front-end disconnected" : "read: " + std::string(strerror(errno)));
-    for (cmsghdr* cmsg = CMSG_FIRSTHDR(&header); cmsg != nullptr; cmsg = CMSG_NXTHDR(&header, cmsg)) {
-      if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) continue;
-      size_t count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (size_t i = 0; i < count; ++i) {
-        int fd;
-        std::memcpy(&fd, CMSG_DATA(cmsg) + i * sizeof(int), sizeof fd);
-        in_fds_.emplace_back(fd);
-      }
-    }
+    takeReceivedFds(header, in_fds_);
     if ((header.msg_flags & MSG_CTRUNC) != 0 || in_fds_.size() > kMaxFds) {
       ++protocol_errors_;
       return disconnect("too many file descriptors in one message");

@@ -5,15 +5,19 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <poll.h>
+#include <pty.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <gtest/gtest.h>
 #include <sstream>
+#include <thread>
 
 namespace microvm::e2e {
 
@@ -216,6 +220,64 @@ Background::~Background() {
     ::kill(pid_, SIGKILL);
     ::waitpid(pid_, nullptr, 0);
   }
+}
+
+PtyCli::PtyCli(const std::vector<std::string>& args, winsize size) {
+  std::string binary = (binDir() / "microvm").string();
+  std::string home_env = "MICROVM_HOME=" + home().string();
+  pid_ = ::forkpty(&master_, nullptr, nullptr, &size);
+  if (pid_ == 0) {
+    ::putenv(home_env.data());
+    ::putenv(const_cast<char*>("TERM=xterm"));
+    std::vector<char*> argv = {binary.data()};
+    for (const auto& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
+    argv.push_back(nullptr);
+    ::execv(binary.c_str(), argv.data());
+    ::_exit(126);
+  }
+}
+
+PtyCli::~PtyCli() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  if (master_ >= 0) ::close(master_);
+}
+
+void PtyCli::type(const std::string& text) { (void)!::write(master_, text.data(), text.size()); }
+
+void PtyCli::resize(winsize size) {
+  // SAFETY: TIOCSWINSZ reads one winsize.
+  ::ioctl(master_, TIOCSWINSZ, &size);
+}
+
+bool PtyCli::waitFor(const std::string& needle, std::chrono::seconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (output_.find(needle) == std::string::npos) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    pollfd watch{master_, POLLIN, 0};
+    if (::poll(&watch, 1, 100) <= 0) continue;
+    char buffer[4096];
+    ssize_t got = ::read(master_, buffer, sizeof buffer);
+    if (got <= 0) return output_.find(needle) != std::string::npos;
+    output_.append(buffer, static_cast<size_t>(got));
+  }
+  return true;
+}
+
+int PtyCli::wait(std::chrono::seconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  int status = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    waitFor("\x01never\x01", std::chrono::seconds(0));  // drain output so the CLI never blocks
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return -1;
 }
 
 int shell(const std::string& command) {

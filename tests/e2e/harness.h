@@ -2,6 +2,7 @@
 // temporary data dir and a busybox rootfs built once per test binary.
 #pragma once
 
+#include <sys/ioctl.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -58,6 +59,32 @@ class Background {
 
  private:
   pid_t pid_ = -1;
+};
+
+// `microvm ARGS...` with a pseudo-terminal of ours as its controlling
+// terminal, in its foreground process group, as a user's shell runs it: ^C
+// written to the master makes the terminal driver send SIGINT to the CLI.
+class PtyCli {
+ public:
+  PtyCli(const std::vector<std::string>& args, winsize size);
+  PtyCli(const PtyCli&) = delete;
+  PtyCli& operator=(const PtyCli&) = delete;
+  ~PtyCli();
+
+  pid_t pid() const { return pid_; }
+  void type(const std::string& text);
+  // The kernel sends SIGWINCH to the terminal's foreground process group.
+  void resize(winsize size);
+  // Reads until `needle` appears in the output or `limit` passes.
+  bool waitFor(const std::string& needle, std::chrono::seconds limit);
+  // The exit status (128+N if killed by signal N); -1 if still running at `limit`.
+  int wait(std::chrono::seconds limit);
+  const std::string& output() const { return output_; }
+
+ private:
+  pid_t pid_ = -1;
+  int master_ = -1;
+  std::string output_;
 };
 
 // Runs a shell command; returns its exit status (output to our stderr).

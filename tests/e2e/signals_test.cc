@@ -3,8 +3,6 @@
 // the guest, SIGUSR1 is SIGUSR1, and the hard stop still follows a second
 // Ctrl-C.
 #include <gtest/gtest.h>
-#include <poll.h>
-#include <pty.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -21,75 +19,6 @@ namespace {
 
 using std::chrono::seconds;
 
-// `microvm ARGS...` with a pseudo-terminal as its controlling terminal, in
-// its foreground process group, as a user's shell runs it: a ^C written to
-// the master makes the terminal driver send SIGINT to that group.
-class PtyRun {
- public:
-  explicit PtyRun(const std::vector<std::string>& args) {
-    std::string binary = (binDir() / "microvm").string();
-    std::string home_env = "MICROVM_HOME=" + home().string();
-    winsize size{24, 80, 0, 0};
-    pid_ = ::forkpty(&master_, nullptr, nullptr, &size);
-    if (pid_ == 0) {
-      ::putenv(home_env.data());
-      std::vector<char*> argv = {binary.data()};
-      for (const auto& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
-      argv.push_back(nullptr);
-      ::execv(binary.c_str(), argv.data());
-      ::_exit(126);
-    }
-  }
-  PtyRun(const PtyRun&) = delete;
-  PtyRun& operator=(const PtyRun&) = delete;
-  ~PtyRun() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    if (master_ >= 0) ::close(master_);
-  }
-
-  void type(const std::string& text) { (void)!::write(master_, text.data(), text.size()); }
-
-  // Reads until `needle` appears in the output or `limit` passes.
-  bool waitFor(const std::string& needle, seconds limit) {
-    auto deadline = std::chrono::steady_clock::now() + limit;
-    while (output_.find(needle) == std::string::npos) {
-      if (std::chrono::steady_clock::now() >= deadline) return false;
-      pollfd watch{master_, POLLIN, 0};
-      if (::poll(&watch, 1, 100) <= 0) continue;
-      char buffer[4096];
-      ssize_t got = ::read(master_, buffer, sizeof buffer);
-      if (got <= 0) return output_.find(needle) != std::string::npos;
-      output_.append(buffer, static_cast<size_t>(got));
-    }
-    return true;
-  }
-
-  // The exit status (128+N if killed by signal N); -1 if still running at `limit`.
-  int wait(seconds limit) {
-    auto deadline = std::chrono::steady_clock::now() + limit;
-    int status = 0;
-    while (std::chrono::steady_clock::now() < deadline) {
-      waitFor("\x01never\x01", seconds(0));  // drain output so the CLI never blocks
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return -1;
-  }
-
-  const std::string& output() const { return output_; }
-
- private:
-  pid_t pid_ = -1;
-  int master_ = -1;
-  std::string output_;
-};
-
 // The workload sleeps in short steps: a trap runs once the shell's current
 // foreground command is done.
 std::string waitingScript(const std::string& traps) {
@@ -97,7 +26,8 @@ std::string waitingScript(const std::string& traps) {
 }
 
 TEST(SignalTest, CtrlCOnTheTerminalIsSigintToTheWorkload) {
-  PtyRun cli(runArgs({}, {"/bin/sh", "-c", waitingScript("trap 'echo got-int; exit 42' INT")}));
+  PtyCli cli(runArgs({}, {"/bin/sh", "-c", waitingScript("trap 'echo got-int; exit 42' INT")}),
+             winsize{24, 80, 0, 0});
   ASSERT_TRUE(cli.waitFor("ready", seconds(120))) << cli.output();
   cli.type("\x03");
   EXPECT_TRUE(cli.waitFor("got-int", seconds(60))) << cli.output();
@@ -107,7 +37,8 @@ TEST(SignalTest, CtrlCOnTheTerminalIsSigintToTheWorkload) {
 }
 
 TEST(SignalTest, ASecondCtrlCStillStopsTheVmHard) {
-  PtyRun cli(runArgs({"--stop-timeout", "600"}, {"/bin/sh", "-c", waitingScript("trap 'echo got-int' INT")}));
+  PtyCli cli(runArgs({"--stop-timeout", "600"}, {"/bin/sh", "-c", waitingScript("trap 'echo got-int' INT")}),
+             winsize{24, 80, 0, 0});
   ASSERT_TRUE(cli.waitFor("ready", seconds(120))) << cli.output();
   cli.type("\x03");
   ASSERT_TRUE(cli.waitFor("got-int", seconds(60))) << cli.output();
