@@ -578,6 +578,15 @@ Status configureIpv4(const agent::WorkloadSpec& spec) {
   if (::ioctl(socket_fd.get(), SIOCGIFFLAGS, &request) != 0) return systemError("get flags of eth0");
   request.ifr_flags = static_cast<short>(request.ifr_flags | IFF_UP);
   if (::ioctl(socket_fd.get(), SIOCSIFFLAGS, &request) != 0) return systemError("bring eth0 up");
+  // The stack (libslirp) has no TCP window scaling, so the guest offers at
+  // most 64 KiB of window, and the link's MTU makes one 64 KiB segment fill
+  // it. With the default receive buffer (128 KiB, half of it window) one
+  // unread segment's truesize leaves less than a segment of room: the guest
+  // advertises a zero or sub-segment window, which libslirp's sender
+  // silly-window avoidance does not use until its persist timer (5 s or
+  // more) fires. A larger buffer keeps a whole segment of window open
+  // (docs/NETWORKING.md, "Stalls"). --sysctl may still set its own.
+  if (auto rmem = writeSysctl("net.ipv4.tcp_rmem=4096 1048576 6291456"); !rmem.ok()) log(rmem.error().message);
   if (spec.net_gateway4.empty()) return Ok{};
   rtentry route{};
   sockaddr_in any{};
