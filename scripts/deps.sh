@@ -10,7 +10,7 @@ packages=(
   qemu-system-x86 qemu-utils e2fsprogs busybox-static cpio
   linux-source-6.1 bc bison flex libelf-dev xz-utils rsync
   python3 jq docker-registry skopeo umoci apache2-utils
-  libslirp-dev libglib2.0-dev dnsmasq-base
+  libslirp-dev libglib2.0-dev dnsmasq-base iproute2
 )
 
 missing=()
