@@ -34,6 +34,7 @@
 
 #include "base/temp_dir.h"
 #include "base/unix_socket.h"
+#include "fuzz/fuzz_input.h"
 #include "vsock/vsock_device.h"
 
 namespace {
@@ -49,25 +50,7 @@ constexpr size_t kShortMemorySize = 4096;
   std::abort();
 }
 
-class Input {
- public:
-  Input(const uint8_t* data, size_t size) : data_(data), size_(size) {}
-  bool empty() const { return at_ >= size_; }
-  uint8_t byte() { return at_ < size_ ? data_[at_++] : 0; }
-  uint16_t u16() { return static_cast<uint16_t>(byte() | byte() << 8); }
-  uint32_t u32() { return u16() | static_cast<uint32_t>(u16()) << 16; }
-  std::string bytes(size_t count) {
-    count = std::min(count, size_ - std::min(at_, size_));
-    std::string out(reinterpret_cast<const char*>(data_ + at_), count);
-    at_ += count;
-    return out;
-  }
-
- private:
-  const uint8_t* data_;
-  size_t size_;
-  size_t at_ = 0;
-};
+using microvm::fuzz::Input;
 
 UniqueFd makeMemfd(size_t size, bool sealed) {
   UniqueFd fd(::memfd_create("vhost-user-fuzz", MFD_CLOEXEC | MFD_ALLOW_SEALING));

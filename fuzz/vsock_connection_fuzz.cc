@@ -27,6 +27,7 @@
 
 #include "base/temp_dir.h"
 #include "base/unix_socket.h"
+#include "fuzz/fuzz_input.h"
 #include "vsock/vsock_muxer.h"
 
 namespace {
@@ -47,20 +48,7 @@ constexpr uint32_t kServerPort = 5000;
 // Byte i of a stream: the content checks compare positions, not just sizes.
 char streamByte(uint64_t i, uint8_t salt) { return static_cast<char>((i * 131u) ^ (i >> 9) ^ salt); }
 
-// The input, consumed from the front; zeros once it runs out.
-class Input {
- public:
-  Input(const uint8_t* data, size_t size) : data_(data), size_(size) {}
-  bool empty() const { return at_ >= size_; }
-  uint8_t byte() { return at_ < size_ ? data_[at_++] : 0; }
-  uint16_t u16() { return static_cast<uint16_t>(byte() | byte() << 8); }
-  uint32_t u32() { return u16() | static_cast<uint32_t>(u16()) << 16; }
-
- private:
-  const uint8_t* data_;
-  size_t size_;
-  size_t at_ = 0;
-};
+using microvm::fuzz::Input;
 
 // One connection as the guest and the host test code see it.
 struct Stream {

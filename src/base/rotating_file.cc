@@ -148,12 +148,16 @@ std::vector<RotatedLogReader::OpenFile> RotatedLogReader::openAll() {
   return files;
 }
 
-void RotatedLogReader::seekToStart() {
-  auto files = openAll();
+std::vector<RotatedLogReader::OpenFile> RotatedLogReader::reposition() {
   positioned_ = true;
   rotated_ = false;
   next_.clear();
   current_ = {};
+  return openAll();
+}
+
+void RotatedLogReader::seekToStart() {
+  auto files = reposition();
   if (files.empty()) return;
   current_ = std::move(files.front());
   for (size_t i = 1; i < files.size(); ++i) next_.push_back(std::move(files[i]));
@@ -161,11 +165,7 @@ void RotatedLogReader::seekToStart() {
 
 void RotatedLogReader::seekToLastLines(long lines) {
   if (lines < 0) return seekToStart();
-  auto files = openAll();
-  positioned_ = true;
-  rotated_ = false;
-  next_.clear();
-  current_ = {};
+  auto files = reposition();
   if (files.empty()) return;
   // The start of the last `lines` complete lines is just after the
   // (lines+1)-th newline from the end (a final partial line has none).

@@ -96,6 +96,8 @@ class RotatedLogReader {
   };
   // The log's files, oldest first, opened (and so pinned) at one moment.
   std::vector<OpenFile> openAll();
+  // Forgets the current position and files; the files as they are now.
+  std::vector<OpenFile> reposition();
   // After the current file: whatever came after it, once it was rotated.
   bool advance();
 
