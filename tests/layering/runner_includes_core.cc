@@ -1,0 +1,2 @@
+// Must not compile: dependencies run one way, core -> runner, never back.
+#include "core/copy_plan.h"
