@@ -12,6 +12,7 @@
 
 #include "base/clock.h"
 #include "base/fs.h"
+#include "base/paths.h"
 #include "base/hash.h"
 #include "base/scope_guard.h"
 #include "base/unique_fd.h"
@@ -163,7 +164,7 @@ class Puller {
   Result<ImageRecord> run();
 
  private:
-  fs::path blobPath(const std::string& digest) const { return dir_ / "blobs" / "sha256" / digest.substr(7); }
+  fs::path blobPath(const std::string& digest) const { return ImagePaths(dir_).blob(digest); }
   Result<void> ensureBlob(const Descriptor& descriptor);
   Result<void> ensureLayers(const std::vector<Descriptor>& layers);
   Result<void> buildRootfs(const fs::path& entry, const std::vector<Descriptor>& layers, ImageRecord& record);
@@ -201,7 +202,7 @@ Result<void> Puller::ensureLayers(const std::vector<Descriptor>& layers) {
 }
 
 Result<void> Puller::buildRootfs(const fs::path& entry, const std::vector<Descriptor>& layers, ImageRecord& record) {
-  fs::path base = entry / "base.ext4";
+  fs::path base = ImagePaths::baseDisk(entry);
   if (fs::exists(base)) return success();
   auto tmp_root = dir_ / "tmp";
   MICROVM_TRY(makeDirs(tmp_root));
@@ -249,8 +250,8 @@ Result<void> writeRef(const fs::path& dir, const std::string& key, const std::st
 }  // namespace
 
 Result<ImageRecord> Puller::run() {
-  MICROVM_TRY(makeDirs(dir_ / "blobs" / "sha256"));
-  MICROVM_TRY(makeDirs(dir_ / "rootfs"));
+  MICROVM_TRY(makeDirs(ImagePaths(dir_).blobsDir()));
+  MICROVM_TRY(makeDirs(ImagePaths(dir_).rootfsDir()));
   auto fetched = source_.blobs->fetchManifest(source_.fetch_by);
   if (!fetched) return std::move(fetched).error();
   auto document = parseIndexOrManifest(fetched->body, fetched->media_type);
@@ -292,20 +293,20 @@ Result<ImageRecord> Puller::run() {
   record.exposed_ports = config->exposed_ports;
   record.pulled_at = nowRfc3339();
 
-  fs::path entry = dir_ / "rootfs" / fetched->digest.substr(7);
+  fs::path entry = ImagePaths(dir_).rootfsDir() / fetched->digest.substr(7);
   MICROVM_TRY(makeDirs(entry));
   {
     // One build per image, however many pulls want it at once.
     auto lock = lockFile(entry / "build.lock");
     if (!lock) return std::move(lock).error();
-    if (auto existing = readFile(entry / "image.json"); existing && fs::exists(entry / "base.ext4")) {
+    if (auto existing = readFile(ImagePaths::imageRecord(entry)); existing && fs::exists(ImagePaths::baseDisk(entry))) {
       json j = json::parse(*existing, nullptr, /*allow_exceptions=*/false);
       if (j.is_object()) record.size = j.value("size", uint64_t{0});
     }
     MICROVM_TRY(buildRootfs(entry, manifest.layers, record));
-    MICROVM_TRY(writeFileAtomic(entry / "image.json", recordToJson(record).dump(2) + "\n", 0644));
+    MICROVM_TRY(writeFileAtomic(ImagePaths::imageRecord(entry), recordToJson(record).dump(2) + "\n", 0644));
   }
-  record.base_disk = entry / "base.ext4";
+  record.base_disk = ImagePaths::baseDisk(entry);
 
   MICROVM_TRY(writeRef(dir_, record.reference, record.manifest_digest));
   return record;
@@ -313,7 +314,7 @@ Result<ImageRecord> Puller::run() {
 
 Result<UniqueFd> ImageStore::hold(const fs::path& images_dir) {
   MICROVM_TRY(makeDirs(images_dir));
-  fs::path path = images_dir / "store.lock";
+  fs::path path = ImagePaths(images_dir).storeLock();
   UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   if (!fd.valid()) return Error::fromErrno("open " + path.string());
   while (::flock(fd.get(), LOCK_SH) != 0) {
@@ -347,11 +348,11 @@ Result<json> loadRefs(const fs::path& dir) {
 }
 
 Result<ImageRecord> loadRecord(const fs::path& dir, const std::string& reference, const std::string& digest) {
-  fs::path entry = dir / "rootfs" / digest.substr(7);
-  auto text = readFile(entry / "image.json");
+  fs::path entry = ImagePaths(dir).rootfsDir() / digest.substr(7);
+  auto text = readFile(ImagePaths::imageRecord(entry));
   if (!text) return std::move(text).error();
   json j = json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  auto record = recordFromJson(j, entry / "base.ext4");
+  auto record = recordFromJson(j, ImagePaths::baseDisk(entry));
   if (record) record->reference = reference;
   return record;
 }
@@ -423,13 +424,13 @@ Result<void> ImageStore::remove(const std::string& reference) {
   for (const auto& [other, other_digest] : refs->items()) {
     if (other_digest == digest) return success();  // another tag still uses it
   }
-  return removeTree(dir_ / "rootfs" / digest.substr(7));
+  return removeTree(ImagePaths(dir_).rootfsDir() / digest.substr(7));
 }
 
 Result<uint64_t> ImageStore::prune(const std::function<std::set<std::string>()>& in_use) {
   // Exclusive: no pull, build or create is under way while prune decides.
   MICROVM_TRY(makeDirs(dir_));
-  auto store_lock = lockFile(dir_ / "store.lock");
+  auto store_lock = lockFile(ImagePaths(dir_).storeLock());
   if (!store_lock) return std::move(store_lock).error();
   auto refs_lock = lockFile(dir_ / "refs.lock");
   if (!refs_lock) return std::move(refs_lock).error();
@@ -450,7 +451,7 @@ Result<uint64_t> ImageStore::prune(const std::function<std::set<std::string>()>&
     if (fs::is_regular_file(path, ec)) total += fs::file_size(path, ec);
     return total;
   };
-  for (fs::directory_iterator it(dir_ / "rootfs", ec), end; !ec && it != end; it.increment(ec)) {
+  for (fs::directory_iterator it(ImagePaths(dir_).rootfsDir(), ec), end; !ec && it != end; it.increment(ec)) {
     if (keep_rootfs.count(it->path().filename()) || used.count(it->path().filename())) continue;
     freed += sizeOf(it->path());
     MICROVM_TRY(removeTree(it->path()));
@@ -461,14 +462,14 @@ Result<uint64_t> ImageStore::prune(const std::function<std::set<std::string>()>&
   std::set<std::string> keep_blobs;
   for (const auto& hex : keep_rootfs) {
     keep_blobs.insert(hex);
-    auto manifest_text = readFile(dir_ / "blobs" / "sha256" / hex);
+    auto manifest_text = readFile(ImagePaths(dir_).blobsDir() / hex);
     if (!manifest_text) continue;
     auto manifest = parseImageManifest(*manifest_text);
     if (!manifest) continue;
     keep_blobs.insert(manifest->config.digest.substr(7));
     for (const auto& layer : manifest->layers) keep_blobs.insert(layer.digest.substr(7));
   }
-  for (fs::directory_iterator it(dir_ / "blobs" / "sha256", ec), end; !ec && it != end; it.increment(ec)) {
+  for (fs::directory_iterator it(ImagePaths(dir_).blobsDir(), ec), end; !ec && it != end; it.increment(ec)) {
     std::string name = it->path().filename();
     if (keep_blobs.count(name.substr(0, 64))) continue;
     freed += sizeOf(it->path());

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "base/fs.h"
+#include "base/paths.h"
 #include "base/hash.h"
 #include "base/process.h"
 #include "base/scope_guard.h"
@@ -99,7 +100,7 @@ Result<fs::path> ensureBaseDisk(const fs::path& cache_dir, const fs::path& rootf
   auto digest = digestTree(rootfs);
   if (!digest) return std::move(digest).error();
   fs::path entry = cache_dir / ("dir-" + digest->hex.substr(0, 32));
-  fs::path base = entry / "base.ext4";
+  fs::path base = ImagePaths::baseDisk(entry);
   if (fs::exists(base)) return base;
 
   MICROVM_TRY(makeDirs(entry));

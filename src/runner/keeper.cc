@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "base/fs.h"
+#include "base/paths.h"
 #include "base/unix_socket.h"
 
 namespace microvm {
@@ -89,8 +90,8 @@ int createFile(const fs::path& path, UniqueFd& fd) {
           break;
         }
         fds.resize(2);
-        int failed = createFile(fs::path(argument) / "memory.bin", fds[0]);
-        if (failed == 0) failed = createFile(fs::path(argument) / "disk.qcow2", fds[1]);
+        int failed = createFile(SnapshotPaths::memory(argument), fds[0]);
+        if (failed == 0) failed = createFile(SnapshotPaths::disk(argument), fds[1]);
         if (failed != 0) fds.clear();
         reply(socket, failed, fds);
         break;
@@ -129,7 +130,8 @@ bool keeperMayWriteSnapshot(const fs::path& vm_dir, const fs::path& dir) {
     if (part == "..") return false;  // which may go back up across a link
   }
   std::string name = dir.filename().string();
-  if (dir.lexically_normal().parent_path() != data_dir / "snapshots" || name.rfind(".tmp-", 0) != 0) return false;
+  if (dir.lexically_normal().parent_path() != SnapshotPaths(data_dir).dir() ||
+      name.rfind(SnapshotPaths::kTempPrefix, 0) != 0) return false;
   struct stat st {};
   return ::lstat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 0;
 }

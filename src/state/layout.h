@@ -2,8 +2,7 @@
 //
 //   $MICROVM_HOME (else $XDG_DATA_HOME/microvm, or /var/lib/microvm for root)
 //     images/rootfs/<key>/base.ext4       cached root disks (never written by a VM)
-//     vms/<id>/  spec.json state.json state.lock disk.qcow2 console.log
-//                workload.log runner.log
+//     vms/<id>/  spec.json state.json ... (the names: base/paths.h)
 //   runtime dir (short, for unix sockets, which are limited to 107 bytes):
 //     $MICROVM_HOME/run, else $XDG_RUNTIME_DIR/microvm, or /run/microvm for root
 //     <short id>/qmp.sock ...
@@ -13,6 +12,7 @@
 #include <filesystem>
 #include <string>
 
+#include "base/paths.h"
 #include "microvm/result.h"
 
 namespace microvm {
@@ -29,7 +29,9 @@ class Layout {
   std::filesystem::path vmsDir() const { return data_dir_ / "vms"; }
   std::filesystem::path vmDir(const std::string& id) const { return vmsDir() / id; }
   std::filesystem::path vmRuntimeDir(const std::string& id) const { return runtime_dir_ / id.substr(0, 12); }
-  std::filesystem::path rootfsCacheDir() const { return data_dir_ / "images" / "rootfs"; }
+  std::filesystem::path rootfsCacheDir() const { return ImagePaths::inDataDir(data_dir_).rootfsDir(); }
+  // Every file of one VM (base/paths.h).
+  VmPaths vmPaths(const std::string& id) const { return VmPaths(vmDir(id), vmRuntimeDir(id)); }
 
  private:
   std::filesystem::path data_dir_;

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/fs.h"
+#include "base/paths.h"
 #include "base/process.h"
 
 namespace microvm {
@@ -118,11 +119,11 @@ Result<void> saveSpec(const fs::path& vm_dir, const VmSpec& spec) {
       {"stop_timeout_seconds", spec.stop_timeout_seconds},
       {"logging", {{"max_size", spec.log_max_size}, {"max_files", spec.log_max_files}}},
   };
-  return writeFileAtomic(vm_dir / "spec.json", j.dump(2) + "\n");
+  return writeFileAtomic(vm_dir / VmFiles::kSpec, j.dump(2) + "\n");
 }
 
 Result<VmSpec> loadSpec(const fs::path& vm_dir) {
-  return loadJson<VmSpec>(vm_dir / "spec.json", [](const json& j) {
+  return loadJson<VmSpec>(vm_dir / VmFiles::kSpec, [](const json& j) {
     VmSpec spec;
     j.at("id").get_to(spec.id);
     j.at("name").get_to(spec.name);
@@ -206,7 +207,7 @@ Result<void> saveState(const fs::path& vm_dir, const VmState& state) {
       {"net_counters", state.net_counters},
       {"timings_ms", state.timings_ms},
   };
-  return writeFileAtomic(vm_dir / "state.json", j.dump(2) + "\n");
+  return writeFileAtomic(vm_dir / VmFiles::kState, j.dump(2) + "\n");
 }
 
 // The runner writes state.json under its own uid when microvm runs as root,
@@ -215,7 +216,7 @@ Result<void> saveState(const fs::path& vm_dir, const VmState& state) {
 constexpr size_t kMaxStateBytes = 1 << 20;
 
 Result<VmState> loadState(const fs::path& vm_dir) {
-  return loadJson<VmState>(vm_dir / "state.json", [](const json& j) -> Result<VmState> {
+  return loadJson<VmState>(vm_dir / VmFiles::kState, [](const json& j) -> Result<VmState> {
     VmState state;
     auto status = statusFromString(j.at("status").get<std::string>());
     if (!status) return std::move(status).error();
@@ -241,7 +242,7 @@ Result<VmState> loadState(const fs::path& vm_dir) {
 }
 
 Result<StateLock> StateLock::acquire(const fs::path& vm_dir) {
-  fs::path path = vm_dir / "state.lock";
+  fs::path path = vm_dir / VmFiles::kStateLock;
   // O_NOFOLLOW: the VM's directory may be writable by its runner's id.
   UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!fd.valid()) return Error::fromErrno("open " + path.string());

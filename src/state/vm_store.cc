@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "base/fs.h"
+#include "base/paths.h"
 #include "base/scope_guard.h"
 
 namespace microvm {
@@ -26,7 +27,7 @@ Result<VmRecord> VmStore::load(const std::string& id) const {
   auto spec = loadSpec(record.dir);
   if (!spec) return std::move(spec).error();
   record.spec = std::move(*spec);
-  if (!fs::exists(record.dir / "state.json")) return record;  // created, or a run cut short before boot
+  if (!fs::exists(record.dir / VmFiles::kState)) return record;  // created, or a run cut short before boot
 
   // Nothing here may hide a VM from `ps -a` or keep `rm` from it: not a
   // full disk (the lock file cannot be made, the corrected state cannot be

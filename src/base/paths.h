@@ -1,0 +1,119 @@
+// The names of everything microvm keeps on disk, in one place.
+//
+//   <data dir>/vms/<id>/                 VmPaths::vmDir
+//     spec.json state.json state.lock    the plan the runner runs; its state (state/vm_record.h)
+//     disk.qcow2 initramfs.cpio          the VM's overlay; its own initramfs (rootfs hooks)
+//     workload.log console.log runner.log
+//   <runtime dir>/<short id>/            VmPaths::runtimeDir (unix sockets: 107 bytes at most)
+//     runner.sock qmp.sock vsock.sock vsock.sock_<port> vhost-vsock.sock
+//   <data dir>/images/                   ImagePaths
+//     store.lock blobs/sha256/<hex> rootfs/<key>/{base.ext4,image.json}
+//   <data dir>/snapshots/<name>/          SnapshotPaths: memory.bin disk.qcow2 snapshot.json
+//
+// Where the data, runtime and cache dirs are is state/layout.h's job; this
+// header only names what is inside them, so that every reader and writer of a
+// file agrees on its name. The runner, which works inside a VM's directory,
+// uses the bare names (VmFiles).
+//
+// Usage:
+//   VmPaths paths(layout.vmDir(id), layout.vmRuntimeDir(id));
+//   auto log = RotatingFile::open(paths.workloadLog(), rotation);
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+namespace microvm {
+
+// File names inside a VM's directory and its runtime directory.
+struct VmFiles {
+  static constexpr const char* kSpec = "spec.json";
+  static constexpr const char* kState = "state.json";
+  static constexpr const char* kStateLock = "state.lock";
+  static constexpr const char* kDisk = "disk.qcow2";
+  static constexpr const char* kInitramfs = "initramfs.cpio";
+  static constexpr const char* kWorkloadLog = "workload.log";
+  static constexpr const char* kConsoleLog = "console.log";
+  static constexpr const char* kRunnerLog = "runner.log";
+  static constexpr const char* kRunnerSocket = "runner.sock";
+  static constexpr const char* kQmpSocket = "qmp.sock";
+  static constexpr const char* kVsockSocket = "vsock.sock";
+  static constexpr const char* kVhostVsockSocket = "vhost-vsock.sock";
+};
+
+class VmPaths {
+ public:
+  VmPaths(std::filesystem::path vm_dir, std::filesystem::path runtime_dir)
+      : vm_dir_(std::move(vm_dir)), runtime_dir_(std::move(runtime_dir)) {}
+
+  const std::filesystem::path& vmDir() const { return vm_dir_; }
+  const std::filesystem::path& runtimeDir() const { return runtime_dir_; }
+
+  std::filesystem::path spec() const { return vm_dir_ / VmFiles::kSpec; }
+  std::filesystem::path state() const { return vm_dir_ / VmFiles::kState; }
+  std::filesystem::path stateLock() const { return vm_dir_ / VmFiles::kStateLock; }
+  std::filesystem::path disk() const { return vm_dir_ / VmFiles::kDisk; }
+  std::filesystem::path initramfs() const { return vm_dir_ / VmFiles::kInitramfs; }
+  std::filesystem::path workloadLog() const { return vm_dir_ / VmFiles::kWorkloadLog; }
+  std::filesystem::path consoleLog() const { return vm_dir_ / VmFiles::kConsoleLog; }
+  std::filesystem::path runnerLog() const { return vm_dir_ / VmFiles::kRunnerLog; }
+
+  std::filesystem::path runnerSocket() const { return runtime_dir_ / VmFiles::kRunnerSocket; }
+  std::filesystem::path qmpSocket() const { return runtime_dir_ / VmFiles::kQmpSocket; }
+  // The hybrid-vsock base socket: host clients connect here and send
+  // "CONNECT <port>\n"; guest port P without a mapping goes to "<it>_P".
+  std::filesystem::path vsockSocket() const { return runtime_dir_ / VmFiles::kVsockSocket; }
+  // Where QEMU's vhost-user-vsock device meets the runner.
+  std::filesystem::path vhostVsockSocket() const { return runtime_dir_ / VmFiles::kVhostVsockSocket; }
+
+ private:
+  std::filesystem::path vm_dir_;
+  std::filesystem::path runtime_dir_;
+};
+
+// Inside the image store (<data dir>/images, or --image-dir).
+class ImagePaths {
+ public:
+  explicit ImagePaths(std::filesystem::path images_dir) : dir_(std::move(images_dir)) {}
+  // Where the store is unless --image-dir says otherwise.
+  static ImagePaths inDataDir(const std::filesystem::path& data_dir) { return ImagePaths(data_dir / "images"); }
+
+  const std::filesystem::path& dir() const { return dir_; }
+  // Shared by pulls, builds and creates; exclusive for prune.
+  std::filesystem::path storeLock() const { return dir_ / "store.lock"; }
+  std::filesystem::path blobsDir() const { return dir_ / "blobs" / "sha256"; }
+  // `digest` is "sha256:<hex>", already validated.
+  std::filesystem::path blob(const std::string& digest) const { return blobsDir() / digest.substr(7); }
+  std::filesystem::path rootfsDir() const { return dir_ / "rootfs"; }
+
+  // Inside one root disk's directory (rootfs/<key>).
+  static std::filesystem::path baseDisk(const std::filesystem::path& entry) { return entry / "base.ext4"; }
+  static std::filesystem::path imageRecord(const std::filesystem::path& entry) { return entry / "image.json"; }
+
+ private:
+  std::filesystem::path dir_;
+};
+
+// Snapshots: <data dir>/snapshots/<name>, made in a ".tmp-<name>-<hex>"
+// sibling and renamed into place once complete.
+class SnapshotPaths {
+ public:
+  static constexpr const char* kTempPrefix = ".tmp-";
+
+  explicit SnapshotPaths(const std::filesystem::path& data_dir) : dir_(data_dir / "snapshots") {}
+
+  const std::filesystem::path& dir() const { return dir_; }
+  std::filesystem::path snapshot(const std::string& name) const { return dir_ / name; }
+
+  // Inside one snapshot's directory.
+  static std::filesystem::path memory(const std::filesystem::path& snapshot) { return snapshot / "memory.bin"; }
+  static std::filesystem::path disk(const std::filesystem::path& snapshot) { return snapshot / VmFiles::kDisk; }
+  // The source VM's spec, and what the snapshot is of (core/snapshots.cc).
+  static std::filesystem::path spec(const std::filesystem::path& snapshot) { return snapshot / VmFiles::kSpec; }
+  static std::filesystem::path meta(const std::filesystem::path& snapshot) { return snapshot / "snapshot.json"; }
+
+ private:
+  std::filesystem::path dir_;
+};
+
+}  // namespace microvm
