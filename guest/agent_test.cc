@@ -529,6 +529,8 @@ TEST_F(AgentTest, MalformedInputIsRefusedAndTheAgentCarriesOn) {
   result = rawExchange(client(), truncated);
   ASSERT_TRUE(result.has_value());
   EXPECT_EQ(result->status, agent::AgentStatus::kBadRequest);
+  EXPECT_EQ(result->message, "malformed request: field 10 (path) at offset 10: length 65535 exceeds the 0 byte(s) "
+                             "left in the 16-byte payload");
 
   // A frame length above the limit.
   std::string oversized = hello;
