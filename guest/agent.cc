@@ -1017,7 +1017,7 @@ void serveAgentConnection(UniqueFd fd, const AgentOptions& options) {
     }
   } while (frame->type != agent::FrameType::kRequest);  // Unknown frames are skipped.
   auto request = agent::decodeRequest(frame->payload);
-  if (!request) return badRequest(connection, "malformed request");
+  if (!request) return badRequest(connection, "malformed " + request.error().message());
   dispatch(connection, *request, options);
 }
 

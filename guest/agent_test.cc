@@ -475,7 +475,7 @@ TEST_F(AgentTest, UnknownOperationIsUnsupported) {
   ASSERT_TRUE(frame.ok());
   ASSERT_EQ(frame->type, agent::FrameType::kResult);
   auto result = agent::decodeResult(frame->payload);
-  ASSERT_TRUE(result.has_value());
+  ASSERT_TRUE(result.ok()) << result.error().message();
   EXPECT_EQ(result->status, agent::AgentStatus::kUnsupported);
   EXPECT_EQ(result->id, 77u);
 }
@@ -494,7 +494,10 @@ std::optional<agent::AgentResult> rawExchange(const AgentClient& client, const s
     reader.feed(std::string_view(buffer, static_cast<size_t>(got)));
   }
   while (auto frame = reader.next()) {
-    if (frame->type == agent::FrameType::kResult) return agent::decodeResult(frame->payload);
+    if (frame->type != agent::FrameType::kResult) continue;
+    auto result = agent::decodeResult(frame->payload);
+    if (!result) return std::nullopt;
+    return std::move(*result);
   }
   return std::nullopt;
 }
@@ -526,6 +529,8 @@ TEST_F(AgentTest, MalformedInputIsRefusedAndTheAgentCarriesOn) {
   result = rawExchange(client(), truncated);
   ASSERT_TRUE(result.has_value());
   EXPECT_EQ(result->status, agent::AgentStatus::kBadRequest);
+  EXPECT_EQ(result->message, "malformed request: field 10 (path) at offset 10: length 65535 exceeds the 0 byte(s) "
+                             "left in the 16-byte payload");
 
   // A frame length above the limit.
   std::string oversized = hello;

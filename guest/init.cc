@@ -340,7 +340,7 @@ Result<agent::WorkloadSpec> receiveSpec(ControlPort& port) {
   auto frame = port.waitFor(agent::FrameType::kSpec, std::nullopt);
   if (!frame.ok()) return frame.error();
   auto spec = agent::decodeSpec(frame->payload);
-  if (!spec) return Error{"malformed workload spec (" + std::to_string(frame->payload.size()) + " bytes)"};
+  if (!spec) return Error{"malformed " + spec.error().message()};
   return std::move(*spec);
 }
 

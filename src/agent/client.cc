@@ -160,7 +160,7 @@ Result<Frame> AgentClient::Session::receive(Patience patience) {
 Result<Frame> AgentClient::Session::receiveUntil(Deadline deadline, Patience patience, const std::string& what) {
   for (;;) {
     if (auto frame = reader_.next()) return std::move(*frame);
-    if (reader_.failed()) return protocolError("malformed frame (length above the limit)");
+    if (reader_.failed()) return protocolError("malformed frame: " + reader_.failure());
     if (eof_) return lostConnection();
     pollfd watch{fd_.get(), POLLIN, 0};
     int ready = retryOnEintr([&] { return ::poll(&watch, 1, pollTimeout(deadline)); });
@@ -183,7 +183,7 @@ Result<AgentResult> AgentClient::Session::result(const std::string& what, Patien
     if (!frame) return std::move(frame).error();
     if (frame->type != FrameType::kResult) continue;
     auto result = decodeResult(frame->payload);
-    if (!result) return protocolError("malformed result for " + what);
+    if (!result) return protocolError("malformed result for " + what + ": " + result.error().message());
     if (!result->ok()) return resultError(*result, what);
     return std::move(*result);
   }
@@ -327,7 +327,7 @@ Result<std::vector<FileInfo>> AgentClient::list(const std::string& path) const {
     }
     if (frame->type == FrameType::kEntries) {
       auto batch = decodeEntries(frame->payload);
-      if (!batch) return protocolError("malformed directory entries");
+      if (!batch) return protocolError("malformed " + batch.error().message());
       for (auto& entry : *batch) {
         // A guest name with a '/' or a "." would make the caller write
         // somewhere other than inside the directory.
@@ -352,7 +352,7 @@ Result<std::vector<FileInfo>> AgentClient::list(const std::string& path) const {
       }
     } else if (frame->type == FrameType::kResult) {
       auto result = decodeResult(frame->payload);
-      if (!result) return protocolError("malformed result for list");
+      if (!result) return protocolError("malformed result for list: " + result.error().message());
       if (!result->ok()) return resultError(*result, "list " + path);
       return entries;
     }
@@ -434,7 +434,7 @@ Result<FileInfo> AgentClient::getFile(const std::string& path, int fd) const {
       written += frame->payload.size();
     } else if (frame->type == FrameType::kResult) {
       auto result = decodeResult(frame->payload);
-      if (!result) return protocolError("malformed result for get");
+      if (!result) return protocolError("malformed result for get: " + result.error().message());
       if (result->ok()) return protocolError("get " + path + ": the file ended without its end marker");
       return resultError(*result, "get " + path);
     } else {

@@ -136,7 +136,11 @@ class FakeAgent {
     for (int rounds = 0; rounds < 1000; ++rounds) {
       while (auto frame = reader.next()) {
         if (frame->type == FrameType::kAgentHello) hello = true;
-        if (frame->type == FrameType::kRequest && hello) return decodeRequest(frame->payload);
+        if (frame->type == FrameType::kRequest && hello) {
+          auto request = decodeRequest(frame->payload);
+          if (!request) return std::nullopt;
+          return std::move(*request);
+        }
       }
       pollfd watch{fd, POLLIN, 0};
       if (::poll(&watch, 1, 5'000) <= 0) return std::nullopt;

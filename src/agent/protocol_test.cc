@@ -20,7 +20,7 @@ TEST(ProtocolTest, FrameRoundTripsAcrossArbitraryChunks) {
   ASSERT_EQ(frames.size(), 3u);
   EXPECT_EQ(frames[0].type, FrameType::kStdout);
   EXPECT_EQ(frames[0].payload, "hello");
-  EXPECT_EQ(decodeU32(frames[1].payload), 3u);
+  EXPECT_EQ(*decodeU32(frames[1].payload), 3u);
   EXPECT_EQ(frames[2].payload, "");
   EXPECT_FALSE(reader.failed());
 }
@@ -81,7 +81,7 @@ TEST(ProtocolTest, SpecRoundTrips) {
   spec.user = "app:staff";
   spec.hostname = "box";
   auto decoded = decodeSpec(encodeSpec(spec));
-  ASSERT_TRUE(decoded.has_value());
+  ASSERT_TRUE(decoded.ok());
   EXPECT_EQ(decoded->argv, spec.argv);
   EXPECT_EQ(decoded->env, spec.env);
   EXPECT_EQ(decoded->workdir, "/srv");
@@ -101,7 +101,7 @@ TEST(ProtocolTest, HardeningFieldsRoundTrip) {
   spec.seccomp_default = "allow";
   spec.seccomp_rules = {"errno:1:unshare", "errno:1:keyctl"};
   auto decoded = decodeSpec(encodeSpec(spec));
-  ASSERT_TRUE(decoded.has_value());
+  ASSERT_TRUE(decoded.ok());
   ASSERT_EQ(decoded->mounts.size(), 2u);
   EXPECT_EQ(decoded->mounts[0].target, "/data");
   EXPECT_TRUE(decoded->mounts[0].readonly);
@@ -126,7 +126,7 @@ TEST(ProtocolTest, NetworkFieldsRoundTripAndAreOmittedWhenEmpty) {
   spec.etc_hosts = "127.0.0.1\tlocalhost\n";
   spec.etc_resolv_conf = "nameserver 10.0.2.3\n";
   auto decoded = decodeSpec(encodeSpec(spec));
-  ASSERT_TRUE(decoded.has_value());
+  ASSERT_TRUE(decoded.ok());
   EXPECT_EQ(decoded->net_address4, spec.net_address4);
   EXPECT_EQ(decoded->net_gateway4, spec.net_gateway4);
   EXPECT_EQ(decoded->net_address6, spec.net_address6);
@@ -135,15 +135,15 @@ TEST(ProtocolTest, NetworkFieldsRoundTripAndAreOmittedWhenEmpty) {
   EXPECT_EQ(decoded->etc_resolv_conf, spec.etc_resolv_conf);
   // A spec without networking encodes as before: no new tags at all.
   auto plain = decodeSpec(without);
-  ASSERT_TRUE(plain.has_value());
+  ASSERT_TRUE(plain.ok());
   EXPECT_TRUE(plain->net_address4.empty());
   EXPECT_EQ(without.find("10.0.2"), std::string::npos);
 }
 
 TEST(ProtocolTest, MalformedMountIsRejected) {
-  EXPECT_FALSE(decodeMount(std::string("a\0b\0c\0d", 7)).has_value());
-  EXPECT_FALSE(decodeMount(std::string("a\0b\0c\0d\0maybe", 13)).has_value());
-  EXPECT_TRUE(decodeMount(std::string("a\0b\0c\0d\0ro", 10)).has_value());
+  EXPECT_FALSE(decodeMount(std::string("a\0b\0c\0d", 7)).ok());
+  EXPECT_FALSE(decodeMount(std::string("a\0b\0c\0d\0maybe", 13)).ok());
+  EXPECT_TRUE(decodeMount(std::string("a\0b\0c\0d\0ro", 10)).ok());
 }
 
 TEST(ProtocolTest, TruncatedSpecIsRejectedAtEveryLength) {
@@ -153,19 +153,19 @@ TEST(ProtocolTest, TruncatedSpecIsRejectedAtEveryLength) {
   // Dropping the last field's bytes one by one must never read past the end.
   for (size_t cut = 1; cut < 6 + spec.argv[0].size(); ++cut) {
     auto decoded = decodeSpec(std::string_view(wire).substr(0, 6 + spec.argv[0].size() - cut));
-    EXPECT_FALSE(decoded.has_value()) << "cut " << cut;
+    EXPECT_FALSE(decoded.ok()) << "cut " << cut;
   }
 }
 
 TEST(ProtocolTest, SpecWithoutArgvIsRejected) {
   WorkloadSpec spec;
-  EXPECT_FALSE(decodeSpec(encodeSpec(spec)).has_value());
+  EXPECT_FALSE(decodeSpec(encodeSpec(spec)).ok());
 }
 
 TEST(ProtocolTest, DecodeU32NeedsExactlyFourBytes) {
-  EXPECT_FALSE(decodeU32("abc").has_value());
-  EXPECT_FALSE(decodeU32("abcde").has_value());
-  EXPECT_EQ(decodeU32(encodeU32(0xdeadbeef)), 0xdeadbeefu);
+  EXPECT_FALSE(decodeU32("abc").ok());
+  EXPECT_FALSE(decodeU32("abcde").ok());
+  EXPECT_EQ(*decodeU32(encodeU32(0xdeadbeef)), 0xdeadbeefu);
 }
 
 TEST(AgentProtocolTest, RequestRoundTripsWithEveryField) {
@@ -189,28 +189,28 @@ TEST(AgentProtocolTest, RequestRoundTripsWithEveryField) {
   request.port = 8080;
   request.timeout_ms = 250;
   auto decoded = decodeRequest(encodeRequest(request));
-  ASSERT_TRUE(decoded.has_value());
+  ASSERT_TRUE(decoded.ok());
   EXPECT_EQ(*decoded, request);
 }
 
 TEST(AgentProtocolTest, MalformedRequestsAreRefused) {
-  EXPECT_FALSE(decodeRequest("").has_value());  // no op
+  EXPECT_FALSE(decodeRequest("").ok());  // no op
   std::string truncated;
   appendU32Field(truncated, AgentTag::kOp, 1);
   truncated += std::string("\x0a\x00\x10\x00\x00\x00/short", 12);
-  EXPECT_FALSE(decodeRequest(truncated).has_value());
+  EXPECT_FALSE(decodeRequest(truncated).ok());
   std::string wide_window;
   appendU32Field(wide_window, AgentTag::kOp, 2);
   appendU32Field(wide_window, AgentTag::kRows, 70000);
-  EXPECT_FALSE(decodeRequest(wide_window).has_value());
+  EXPECT_FALSE(decodeRequest(wide_window).ok());
   std::string short_integer;
   appendField(short_integer, AgentTag::kOp, "\x01");
-  EXPECT_FALSE(decodeRequest(short_integer).has_value());
+  EXPECT_FALSE(decodeRequest(short_integer).ok());
   // Unknown fields are skipped.
   std::string unknown;
   appendU32Field(unknown, AgentTag::kOp, 1);
   appendField(unknown, static_cast<AgentTag>(999), "future");
-  EXPECT_TRUE(decodeRequest(unknown).has_value());
+  EXPECT_TRUE(decodeRequest(unknown).ok());
 }
 
 TEST(AgentProtocolTest, ResultsAndEntriesRoundTripAndUnknownStatusIsFailure) {
@@ -221,32 +221,32 @@ TEST(AgentProtocolTest, ResultsAndEntriesRoundTripAndUnknownStatusIsFailure) {
   result.message = "stat /x: no such file or directory";
   result.info = FileInfo{"x", FileType::kSymlink, 0777, 4, 1600000000, 1, 2, "/etc"};
   auto decoded = decodeResult(encodeResult(result));
-  ASSERT_TRUE(decoded.has_value());
+  ASSERT_TRUE(decoded.ok());
   EXPECT_EQ(*decoded, result);
 
   std::string future;
   appendU32Field(future, AgentTag::kStatus, 42);
   auto unknown = decodeResult(future);
-  ASSERT_TRUE(unknown.has_value());
+  ASSERT_TRUE(unknown.ok());
   EXPECT_EQ(unknown->status, AgentStatus::kFailed);
-  EXPECT_FALSE(decodeResult("").has_value());  // no status
+  EXPECT_FALSE(decodeResult("").ok());  // no status
 
   std::vector<FileInfo> entries = {FileInfo{"a", FileType::kRegular, 0644, 10, 1, 0, 0, ""},
                                    FileInfo{"d", FileType::kDirectory, 0755, 0, 2, 0, 0, ""}};
   auto listed = decodeEntries(encodeEntries(entries));
-  ASSERT_TRUE(listed.has_value());
+  ASSERT_TRUE(listed.ok());
   EXPECT_EQ(*listed, entries);
   std::string bad_type;
   appendField(bad_type, AgentTag::kEntry, std::string("\x31\x00\x01\x00\x00\x00\x07", 7));
-  EXPECT_FALSE(decodeEntries(bad_type).has_value());
+  EXPECT_FALSE(decodeEntries(bad_type).ok());
 }
 
 TEST(AgentProtocolTest, WindowSizeIsFourBytes) {
   auto size = decodeWindowSize(encodeWindowSize({40, 120}));
-  ASSERT_TRUE(size.has_value());
+  ASSERT_TRUE(size.ok());
   EXPECT_EQ(size->rows, 40);
   EXPECT_EQ(size->cols, 120);
-  EXPECT_FALSE(decodeWindowSize("abc").has_value());
+  EXPECT_FALSE(decodeWindowSize("abc").ok());
 }
 
 }  // namespace

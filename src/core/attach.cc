@@ -50,13 +50,17 @@ Result<int> relayAttached(UniqueFd stream, int in_fd, int out_fd, int err_fd) {
           break;
         case agent::FrameType::kExit: {
           auto code = agent::decodeU32(next->payload);
-          if (!code) return Error(ErrorCode::kProtocol, "malformed exit frame on the attach stream");
+          if (!code) {
+            return Error(ErrorCode::kProtocol, "malformed exit frame on the attach stream: " + code.error().message());
+          }
           return static_cast<int>(*code & 0xff);
         }
         default: break;
       }
     }
-    if (reader.failed()) return Error(ErrorCode::kProtocol, "malformed frame on the attach stream");
+    if (reader.failed()) {
+      return Error(ErrorCode::kProtocol, "malformed frame on the attach stream: " + reader.failure());
+    }
   }
 }
 

@@ -288,7 +288,7 @@ void Runner::readAttached(int fd) {
     }
   }
   if (client.reader.failed()) {
-    log("attached client sent a malformed frame; detaching it");
+    log("attached client sent a malformed frame (" + client.reader.failure() + "); detaching it");
     detach(fd);
   }
 }
@@ -974,7 +974,7 @@ void Runner::readControl() {
   while (auto frame = reader_.next()) handleFrame(*frame);
   if (reader_.failed()) {
     failure_ = "the guest sent a malformed control frame; stopping the VM";
-    log(failure_);
+    log(failure_ + " (" + reader_.failure() + ")");
     loop_->remove(control_.get());
     vmm_->process().kill(SIGKILL);
   }

@@ -1,0 +1,153 @@
+#include "agent/control_protocol.h"
+
+#include <utility>
+
+#include "agent/tlv.h"
+
+namespace microvm::agent {
+
+const char* specTagName(uint16_t tag) {
+  switch (static_cast<SpecTag>(tag)) {
+    case SpecTag::kArg: return "arg";
+    case SpecTag::kEnv: return "env";
+    case SpecTag::kWorkdir: return "workdir";
+    case SpecTag::kUser: return "user";
+    case SpecTag::kHostname: return "hostname";
+    case SpecTag::kRootDevice: return "root device";
+    case SpecTag::kRootFstype: return "root fstype";
+    case SpecTag::kMount: return "mount";
+    case SpecTag::kSysctl: return "sysctl";
+    case SpecTag::kCapabilities: return "capabilities";
+    case SpecTag::kNoNewPrivs: return "no_new_privs";
+    case SpecTag::kSeccompDefault: return "seccomp default";
+    case SpecTag::kSeccompRule: return "seccomp rule";
+    case SpecTag::kNetAddress4: return "IPv4 address";
+    case SpecTag::kNetGateway4: return "IPv4 gateway";
+    case SpecTag::kNetAddress6: return "IPv6 address";
+    case SpecTag::kNetGateway6: return "IPv6 gateway";
+    case SpecTag::kEtcHosts: return "/etc/hosts";
+    case SpecTag::kEtcResolvConf: return "/etc/resolv.conf";
+    case SpecTag::kOpenStdin: return "open stdin";
+  }
+  return nullptr;
+}
+
+std::string encodeSpec(const WorkloadSpec& spec) {
+  std::string out;
+  TlvWriter field(out);
+  for (const auto& arg : spec.argv) field.bytes(SpecTag::kArg, arg);
+  for (const auto& var : spec.env) field.bytes(SpecTag::kEnv, var);
+  field.bytes(SpecTag::kWorkdir, spec.workdir);
+  field.bytes(SpecTag::kUser, spec.user);
+  field.bytes(SpecTag::kHostname, spec.hostname);
+  field.bytes(SpecTag::kRootDevice, spec.root_device);
+  field.bytes(SpecTag::kRootFstype, spec.root_fstype);
+  for (const auto& mount : spec.mounts) {
+    std::string value = mount.source;
+    for (const std::string* part : {&mount.target, &mount.fstype, &mount.options}) {
+      value.push_back('\0');
+      value += *part;
+    }
+    value.push_back('\0');
+    value += mount.readonly ? "ro" : "rw";
+    field.bytes(SpecTag::kMount, value);
+  }
+  for (const auto& sysctl : spec.sysctls) field.bytes(SpecTag::kSysctl, sysctl);
+  field.u64(SpecTag::kCapabilities, spec.capabilities);
+  field.flag(SpecTag::kNoNewPrivs, spec.no_new_privs);
+  if (spec.open_stdin) field.flag(SpecTag::kOpenStdin, true);
+  if (!spec.seccomp_default.empty()) field.bytes(SpecTag::kSeccompDefault, spec.seccomp_default);
+  for (const auto& rule : spec.seccomp_rules) field.bytes(SpecTag::kSeccompRule, rule);
+  // Sent only when set: an older init skips them as unknown tags anyway.
+  if (!spec.net_address4.empty()) field.bytes(SpecTag::kNetAddress4, spec.net_address4);
+  if (!spec.net_gateway4.empty()) field.bytes(SpecTag::kNetGateway4, spec.net_gateway4);
+  if (!spec.net_address6.empty()) field.bytes(SpecTag::kNetAddress6, spec.net_address6);
+  if (!spec.net_gateway6.empty()) field.bytes(SpecTag::kNetGateway6, spec.net_gateway6);
+  if (!spec.etc_hosts.empty()) field.bytes(SpecTag::kEtcHosts, spec.etc_hosts);
+  if (!spec.etc_resolv_conf.empty()) field.bytes(SpecTag::kEtcResolvConf, spec.etc_resolv_conf);
+  return out;
+}
+
+Result<MountSpec> decodeMount(std::string_view value) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  for (size_t nul; (nul = value.find('\0', start)) != std::string_view::npos; start = nul + 1) {
+    parts.emplace_back(value.substr(start, nul - start));
+  }
+  parts.emplace_back(value.substr(start));
+  if (parts.size() != 5) {
+    return Error(ErrorCode::kProtocol,
+                 "mount: 5 NUL-separated parts expected, got " + std::to_string(parts.size()));
+  }
+  if (parts[4] != "ro" && parts[4] != "rw") {
+    return Error(ErrorCode::kProtocol, "mount: the last part must be \"ro\" or \"rw\", not \"" + parts[4] + "\"");
+  }
+  return MountSpec{parts[0], parts[1], parts[2], parts[3], parts[4] == "ro"};
+}
+
+namespace {
+
+// Applies one field to the spec; unknown tags are skipped.
+Result<void> applySpecField(const TlvReader& reader, const TlvField& field, WorkloadSpec& spec) {
+  std::string value(field.value);
+  switch (static_cast<SpecTag>(field.tag)) {
+    case SpecTag::kArg: spec.argv.push_back(std::move(value)); break;
+    case SpecTag::kEnv: spec.env.push_back(std::move(value)); break;
+    case SpecTag::kWorkdir: spec.workdir = std::move(value); break;
+    case SpecTag::kUser: spec.user = std::move(value); break;
+    case SpecTag::kHostname: spec.hostname = std::move(value); break;
+    case SpecTag::kRootDevice: spec.root_device = std::move(value); break;
+    case SpecTag::kRootFstype: spec.root_fstype = std::move(value); break;
+    case SpecTag::kMount: {
+      auto mount = decodeMount(value);
+      if (!mount) return reader.fieldError(field, mount.error().message());
+      spec.mounts.push_back(std::move(*mount));
+      break;
+    }
+    case SpecTag::kSysctl: spec.sysctls.push_back(std::move(value)); break;
+    case SpecTag::kCapabilities: {
+      auto capabilities = reader.u64(field);
+      if (!capabilities) return capabilities.error();
+      spec.capabilities = *capabilities;
+      break;
+    }
+    case SpecTag::kNoNewPrivs: {
+      auto flag = reader.flag(field);
+      if (!flag) return flag.error();
+      spec.no_new_privs = *flag;
+      break;
+    }
+    case SpecTag::kOpenStdin: {
+      auto flag = reader.flag(field);
+      if (!flag) return flag.error();
+      spec.open_stdin = *flag;
+      break;
+    }
+    case SpecTag::kSeccompDefault: spec.seccomp_default = std::move(value); break;
+    case SpecTag::kSeccompRule: spec.seccomp_rules.push_back(std::move(value)); break;
+    case SpecTag::kNetAddress4: spec.net_address4 = std::move(value); break;
+    case SpecTag::kNetGateway4: spec.net_gateway4 = std::move(value); break;
+    case SpecTag::kNetAddress6: spec.net_address6 = std::move(value); break;
+    case SpecTag::kNetGateway6: spec.net_gateway6 = std::move(value); break;
+    case SpecTag::kEtcHosts: spec.etc_hosts = std::move(value); break;
+    case SpecTag::kEtcResolvConf: spec.etc_resolv_conf = std::move(value); break;
+    default: break;
+  }
+  return success();
+}
+
+}  // namespace
+
+Result<WorkloadSpec> decodeSpec(std::string_view payload) {
+  WorkloadSpec spec;
+  TlvReader reader(payload, "workload spec", specTagName);
+  while (!reader.done()) {
+    auto field = reader.next();
+    if (!field) return std::move(field).error();
+    MICROVM_TRY(applySpecField(reader, *field, spec));
+  }
+  if (spec.argv.empty()) return reader.error("no arg field: argv is empty");
+  return spec;
+}
+
+}  // namespace microvm::agent

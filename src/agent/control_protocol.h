@@ -1,0 +1,113 @@
+// The control port between the runner (host) and microvm-init (guest): the
+// workload spec init runs, and its wire form. agent/protocol.h documents the
+// conversation; this header holds its messages and their codec.
+//
+// Usage:
+//   appendFrame(wire, FrameType::kSpec, encodeSpec(spec));      // host
+//   auto spec = decodeSpec(frame.payload);                      // guest
+//   if (!spec) fail(spec.error().message());
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "agent/frame.h"
+#include "microvm/result.h"
+
+namespace microvm::agent {
+
+inline constexpr uint32_t kProtocolVersion = 1;
+inline constexpr char kControlPortName[] = "microvm.ctl";
+
+// A filesystem init mounts into the guest after the root switch, in order.
+// A mount that fails stops the VM (kError + exit 125); none is skipped.
+struct MountSpec {
+  std::string source;   // 9p mount tag (fstype "9p"), or ignored for "tmpfs"
+  std::string target;   // absolute path in the guest; created if missing
+  std::string fstype;   // "9p" or "tmpfs"
+  std::string options;  // extra mount data, e.g. "size=64m" for tmpfs
+  bool readonly = false;
+};
+
+// Every capability of Linux 6.1 (CAP_CHECKPOINT_RESTORE = 40 is the last).
+inline constexpr uint64_t kAllCapabilities = (uint64_t{1} << 41) - 1;
+
+// What init runs. Every field is set by the host; init applies no defaults of
+// its own except those Docker applies (PATH, HOME, HOSTNAME when absent).
+struct WorkloadSpec {
+  std::vector<std::string> argv;
+  std::vector<std::string> env;  // "KEY=VALUE"
+  std::string workdir = "/";
+  std::string user;              // "uid[:gid]" or "name[:group]"; empty = root
+  std::string hostname;
+  bool open_stdin = false;       // stdin is a pipe fed by kStdin frames; else /dev/null
+  std::string root_device = "/dev/vda";
+  std::string root_fstype = "ext4";
+
+  // Hardening, applied by init; the host decides every value.
+  std::vector<MountSpec> mounts;
+  std::vector<std::string> sysctls;           // "kernel.kptr_restrict=2": written to /proc/sys before the workload
+  uint64_t capabilities = kAllCapabilities;   // bit N = capability N: the workload's bounding set, and for
+                                              // a root workload also its permitted/effective/inheritable sets
+  bool no_new_privs = false;                  // prctl(PR_SET_NO_NEW_PRIVS) for the workload
+  // Seccomp filter for the workload (libseccomp). Empty default: no filter.
+  // Default action: "allow", "kill", or "errno:N". Rules: "ACTION:SYSCALL"
+  // with ACTION as above ("errno:1:unshare"); syscalls unknown to the guest's
+  // libseccomp are skipped.
+  std::string seccomp_default;
+  std::vector<std::string> seccomp_rules;
+
+  // Networking. Init always brings `lo` up. With an IPv4 address it also
+  // configures eth0 (statically: address, then default route via the
+  // gateway); the IPv6 pair is optional. Without one the guest has only lo.
+  std::string net_address4;  // "10.0.2.15/24"
+  std::string net_gateway4;  // "10.0.2.2"
+  std::string net_address6;  // "fd00::15/64"
+  std::string net_gateway6;  // "fd00::2"
+  // Whole files init writes into the root before the workload (empty: left
+  // as the image has them).
+  std::string etc_hosts;
+  std::string etc_resolv_conf;
+};
+
+// WorkloadSpec wire form: TLV fields (agent/tlv.h). Repeated tags append
+// (argv, env). Unknown tags are skipped.
+enum class SpecTag : uint16_t {
+  kArg = 1,
+  kEnv = 2,
+  kWorkdir = 3,
+  kUser = 4,
+  kHostname = 5,
+  kRootDevice = 6,
+  kRootFstype = 7,
+  kMount = 8,            // source \0 target \0 fstype \0 options \0 "ro"|"rw"
+  kSysctl = 9,
+  kCapabilities = 10,    // u64 little-endian
+  kNoNewPrivs = 11,      // one byte, 0 or 1
+  kSeccompDefault = 12,
+  kSeccompRule = 13,
+  kNetAddress4 = 14,
+  kNetGateway4 = 15,
+  kNetAddress6 = 16,
+  kNetGateway6 = 17,
+  kEtcHosts = 18,
+  kEtcResolvConf = 19,
+  kOpenStdin = 30,       // one byte, 0 or 1
+};
+
+// The name of a SpecTag for error messages ("arg"); nullptr if unknown.
+const char* specTagName(uint16_t tag);
+
+std::string encodeSpec(const WorkloadSpec& spec);
+
+// Splits a kMount value; an error unless it has exactly five parts, the last
+// "ro" or "rw".
+Result<MountSpec> decodeMount(std::string_view value);
+
+// An error if a field runs past the end of the payload, a fixed-width field
+// has the wrong width, a mount is malformed, or argv is empty.
+Result<WorkloadSpec> decodeSpec(std::string_view payload);
+
+}  // namespace microvm::agent
