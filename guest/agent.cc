@@ -39,8 +39,7 @@ void agentLog(std::string_view message) {
   (void)!::write(STDERR_FILENO, line.data(), line.size());
 }
 
-// Wait and probes.
-
+// kWait: answers once init publishes the workload's exit code.
 void handleWait(FramedConnection& connection, const agent::AgentRequest& request, const AgentOptions& options) {
   WorkloadExitChannel* channel = options.exit_channel;
   channel->addWaiter(1);
@@ -186,16 +185,21 @@ std::optional<int> WorkloadExitChannel::exitCode() const {
   return code;
 }
 
-int WorkloadExitChannel::waiters() const { return shared_->waiters.load(); }
+int WorkloadExitChannel::waiters() const {
+  return shared_->waiters.load();
+}
 
-void WorkloadExitChannel::addWaiter(int delta) { shared_->waiters.fetch_add(delta); }
+void WorkloadExitChannel::addWaiter(int delta) {
+  shared_->waiters.fetch_add(delta);
+}
 
 // ---------------------------------------------------------------------------
 // The server.
 
 void serveAgentConnection(UniqueFd fd, const AgentOptions& options) {
   if (!setNonBlocking(fd.get()).ok()) return;
-  FramedConnection connection(std::move(fd), {.write_idle_timeout = kTransferIdleTimeout, .max_read_round = kMaxReadRound});
+  FramedConnection connection(std::move(fd),
+                              {.write_idle_timeout = kTransferIdleTimeout, .max_read_round = kMaxReadRound});
   auto hello = connection.receive(kRequestTimeout);
   if (!hello) return;
   if (hello->type != agent::FrameType::kAgentHello) return badRequest(connection, "expected a hello frame first");
@@ -204,8 +208,8 @@ void serveAgentConnection(UniqueFd fd, const AgentOptions& options) {
   if (!version || *version != agent::kAgentProtocolVersion) {
     agent::AgentResult result;
     result.status = agent::AgentStatus::kUnsupported;
-    result.message = "unsupported agent protocol version (this agent speaks " +
-                     std::to_string(agent::kAgentProtocolVersion) + ")";
+    result.message =
+        "unsupported agent protocol version (this agent speaks " + std::to_string(agent::kAgentProtocolVersion) + ")";
     sendResult(connection, result);
     return;
   }

@@ -17,8 +17,8 @@
 // anyway), so a slow or hostile connection holds only itself. Commands run
 // with the workload's confinement (capability bounding set, no_new_privs,
 // seccomp, user resolution: guest/confinement.h and guest/spawn.h, which
-// init uses for the workload too), in their own session. They are not the workload: init tells the workload apart by pid
-// alone, and ends every process when the workload exits.
+// init uses for the workload too), in their own session. They are not the workload: init tells the workload apart by
+// pid alone, and ends every process when the workload exits.
 //
 // The operations themselves are in guest/agent_exec.cc, guest/agent_files.cc
 // and guest/agent_probes.cc (guest/agent_operations.h); this file's half is

@@ -70,8 +70,8 @@ agent::WorkloadSpec execSpec(const agent::AgentRequest& request, const AgentOpti
   agent::WorkloadSpec spec = options.workload;
   spec.argv = request.argv;
   spec.env.insert(spec.env.end(), request.env.begin(), request.env.end());
-  if (request.tty && std::none_of(spec.env.begin(), spec.env.end(),
-                                  [](const std::string& var) { return var.starts_with("TERM="); })) {
+  if (request.tty &&
+      std::none_of(spec.env.begin(), spec.env.end(), [](const std::string& var) { return var.starts_with("TERM="); })) {
     spec.env.emplace_back("TERM=xterm");
   }
   if (!request.cwd.empty()) spec.workdir = request.cwd;
@@ -268,7 +268,7 @@ class ExecSession {
     if (request_.tty) {
       if (terminal_.valid()) {
         char eof = 4;  // VEOF's default, ^D
-        termios modes {};
+        termios modes{};
         if (::tcgetattr(terminal_.get(), &modes) == 0) eof = static_cast<char>(modes.c_cc[VEOF]);
         (void)!::write(terminal_.get(), &eof, 1);
       }

@@ -98,8 +98,7 @@ void handleStat(FramedConnection& connection, const agent::AgentRequest& request
 
 void handleList(FramedConnection& connection, const agent::AgentRequest& request) {
   if (!validPath(request.path)) return (void)sendResult(connection, invalidPath(request));
-  UniqueFd dir_fd(retryOnEintr(
-      [&] { return ::open(request.path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); }));
+  UniqueFd dir_fd(retryOnEintr([&] { return ::open(request.path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); }));
   if (!dir_fd.valid()) return (void)sendResult(connection, systemFailure(request.id, "open " + request.path));
   int scan_fd = ::dup(dir_fd.get());
   DIR* dir = scan_fd >= 0 ? ::fdopendir(scan_fd) : nullptr;
@@ -171,9 +170,8 @@ void handlePutFile(FramedConnection& connection, const agent::AgentRequest& requ
   std::string temporary = failed ? "" : temporaryName(request.path);
   UniqueFd file;
   if (!failed && request.link_target.empty()) {
-    file.reset(retryOnEintr([&] {
-      return ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-    }));
+    file.reset(retryOnEintr(
+        [&] { return ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600); }));
     if (!file.valid()) failed = systemFailure(request.id, "create " + temporary);
   }
   bool created = file.valid();
@@ -243,10 +241,11 @@ void handleGetFile(FramedConnection& connection, const agent::AgentRequest& requ
   UniqueFd file(retryOnEintr([&] { return ::open(request.path.c_str(), O_RDONLY | O_CLOEXEC); }));
   if (!file.valid()) return (void)sendResult(connection, systemFailure(request.id, "open " + request.path));
   struct stat st {};
-  if (::fstat(file.get(), &st) != 0) return (void)sendResult(connection, systemFailure(request.id, "stat " + request.path));
+  if (::fstat(file.get(), &st) != 0)
+    return (void)sendResult(connection, systemFailure(request.id, "stat " + request.path));
   if (!S_ISREG(st.st_mode)) {
-    return (void)sendResult(connection, 
-        failure(request.id, request.path + ": not a regular file", S_ISDIR(st.st_mode) ? EISDIR : EINVAL));
+    return (void)sendResult(
+        connection, failure(request.id, request.path + ": not a regular file", S_ISDIR(st.st_mode) ? EISDIR : EINVAL));
   }
   agent::AgentResult header;
   header.id = request.id;

@@ -60,11 +60,13 @@ Result<UniqueFd> connectLoopback(uint32_t port, Clock::time_point deadline, int&
   // SAFETY: as above, for sockaddr_in6.
   auto second = connectWithin(reinterpret_cast<const sockaddr*>(&v6), sizeof v6, deadline);
   if (second.ok()) return second;
-  return Error(ErrorCode::kIo, "127.0.0.1:" + std::to_string(port) + ": " + first.error().message() + "; [::1]:" +
-               std::to_string(port) + ": " + second.error().message());
+  return Error(ErrorCode::kIo, "127.0.0.1:" + std::to_string(port) + ": " + first.error().message() +
+                                   "; [::1]:" + std::to_string(port) + ": " + second.error().message());
 }
 
-bool validPort(uint32_t port) { return port >= 1 && port <= 65535; }
+bool validPort(uint32_t port) {
+  return port >= 1 && port <= 65535;
+}
 
 // "HTTP/1.1 200 OK" -> 200.
 std::optional<uint32_t> parseStatusLine(std::string_view line) {
@@ -90,7 +92,8 @@ void handleProbeTcp(FramedConnection& connection, const agent::AgentRequest& req
   auto timeout = request.timeout_ms != 0 ? milliseconds(request.timeout_ms) : kDefaultProbeTimeout;
   int error_number = 0;
   auto connected = connectLoopback(request.port, Clock::now() + timeout, error_number);
-  if (!connected.ok()) return (void)sendResult(connection, failure(request.id, connected.error().message(), error_number));
+  if (!connected.ok())
+    return (void)sendResult(connection, failure(request.id, connected.error().message(), error_number));
   agent::AgentResult result;
   result.id = request.id;
   sendResult(connection, result);
@@ -99,8 +102,8 @@ void handleProbeTcp(FramedConnection& connection, const agent::AgentRequest& req
 void handleProbeHttp(FramedConnection& connection, const agent::AgentRequest& request) {
   std::string path = request.path.empty() ? "/" : request.path;
   bool clean_path = path.front() == '/' && std::none_of(path.begin(), path.end(), [](char c) {
-    return static_cast<unsigned char>(c) <= ' ' || c == 0x7f;
-  });
+                      return static_cast<unsigned char>(c) <= ' ' || c == 0x7f;
+                    });
   if (!validPort(request.port) || !clean_path) {
     agent::AgentResult result = failure(request.id, "invalid port or request path", EINVAL);
     result.status = agent::AgentStatus::kBadRequest;
@@ -109,7 +112,8 @@ void handleProbeHttp(FramedConnection& connection, const agent::AgentRequest& re
   auto deadline = Clock::now() + (request.timeout_ms != 0 ? milliseconds(request.timeout_ms) : kDefaultProbeTimeout);
   int error_number = 0;
   auto connected = connectLoopback(request.port, deadline, error_number);
-  if (!connected.ok()) return (void)sendResult(connection, failure(request.id, connected.error().message(), error_number));
+  if (!connected.ok())
+    return (void)sendResult(connection, failure(request.id, connected.error().message(), error_number));
   std::string http = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\nUser-Agent: microvm-agent\r\n\r\n";
   std::string_view rest = http;
   std::string response;

@@ -19,8 +19,8 @@ namespace {
 
 constexpr char kNewRoot[] = "/mnt/root";
 
-Result<void> mountFilesystem(const std::string& source, const std::string& target, const char* type, unsigned long flags,
-                       const char* options) {
+Result<void> mountFilesystem(const std::string& source, const std::string& target, const char* type,
+                             unsigned long flags, const char* options) {
   if (::mount(source.c_str(), target.c_str(), type, flags, options) == 0) return {};
   std::string what = (flags & MS_MOVE) ? "move mount " + source : "mount " + source + " (" + type + ")";
   return systemError(what + " on " + target);
@@ -36,7 +36,6 @@ Result<void> waitForPath(const std::string& path, milliseconds timeout) {
   }
   return {};
 }
-
 
 // Makes fds 0-2 the console. The kernel leaves them closed when the initramfs
 // has no /dev/console, and until they are open every new fd (the control
@@ -59,7 +58,6 @@ Result<void> mountRoot(const agent::WorkloadSpec& spec) {
   // would cost disk writes into the VM's overlay and a flush at power-off.
   return mountFilesystem(spec.root_device, kNewRoot, spec.root_fstype.c_str(), MS_NOATIME, nullptr);
 }
-
 
 // Opens (creating if missing) the directory `name` under `parent`, refusing
 // a symlink: a hook's path must not lead out of where it says.
@@ -84,7 +82,8 @@ Result<void> copyInjectedFile(int parent, const std::string& name, const InjectE
   if (!source.valid()) return systemError("open " + data_path);
   struct stat info {};
   if (::fstatat(parent, name.c_str(), &info, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(info.st_mode)) {
-    return Error(ErrorCode::kInvalidArgument, entry.path + (S_ISLNK(info.st_mode) ? " is a symlink" : " exists and is not a regular file"));
+    return Error(ErrorCode::kInvalidArgument,
+                 entry.path + (S_ISLNK(info.st_mode) ? " is a symlink" : " exists and is not a regular file"));
   }
   UniqueFd target(::openat(parent, name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!target.valid()) return systemError("create " + entry.path);
@@ -261,7 +260,8 @@ Result<void> writeSysctl(const std::string& assignment) {
   std::string line = sysctl->value + "\n";
   ssize_t written = retryOnEintr([&] { return ::write(fd.get(), line.data(), line.size()); });
   if (written < 0) return systemError("write " + sysctl->path).withContext(context);
-  if (static_cast<size_t>(written) != line.size()) return Error(ErrorCode::kIo, context + ": short write to " + sysctl->path);
+  if (static_cast<size_t>(written) != line.size())
+    return Error(ErrorCode::kIo, context + ": short write to " + sysctl->path);
   return {};
 }
 
@@ -282,7 +282,10 @@ Result<std::vector<InjectEntry>> parseInjectManifest(std::string_view text) {
   std::vector<InjectEntry> entries;
   for (std::string_view line : split(text, '\n')) {
     if (line.empty()) continue;
-    auto bad = [&](const char* why) { return Error(ErrorCode::kInvalidArgument, "rootfs hook manifest: " + std::string(why) + ": " + std::string(line.substr(0, 200))); };
+    auto bad = [&](const char* why) {
+      return Error(ErrorCode::kInvalidArgument,
+                   "rootfs hook manifest: " + std::string(why) + ": " + std::string(line.substr(0, 200)));
+    };
     std::vector<std::string_view> fields;
     size_t start = 0;
     for (int i = 0; i < 5; ++i) {
@@ -315,12 +318,13 @@ Result<std::vector<InjectEntry>> parseInjectManifest(std::string_view text) {
   return entries;
 }
 
-
 Result<MountCall> planVolumeMount(const agent::MountSpec& volume) {
   bool is_9p = volume.fstype == "9p";
   MountCall call;
   call.description = "volume " + (is_9p ? volume.source : volume.fstype) + " on " + volume.target;
-  auto refuse = [&](std::string_view why) { return Error(ErrorCode::kInvalidArgument, "mount " + call.description + ": " + std::string(why)); };
+  auto refuse = [&](std::string_view why) {
+    return Error(ErrorCode::kInvalidArgument, "mount " + call.description + ": " + std::string(why));
+  };
   if (volume.target.empty() || volume.target.front() != '/') return refuse("the target must be an absolute path");
   bool names_root = true;
   for (std::string_view component : split(volume.target, '/')) {
@@ -346,7 +350,6 @@ Result<MountCall> planVolumeMount(const agent::MountSpec& volume) {
   }
   return call;
 }
-
 
 Result<SysctlWrite> parseSysctl(std::string_view assignment) {
   auto refuse = [&](std::string_view why) {

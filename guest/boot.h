@@ -45,7 +45,6 @@ void configureSystem(const agent::WorkloadSpec& spec);
 // ---------------------------------------------------------------------------
 // Injection.
 
-
 // Files the host's rootfs hooks put on the VM's root disk before anything
 // runs. The runner appends them to the initramfs under kInjectDir: a
 // manifest of lines "<f|d> <octal mode> <uid> <gid> <data index> <path>"

@@ -18,9 +18,9 @@ TEST(InjectManifest, ParsesEntriesAndRefusesWhatInitCannotTrust) {
   EXPECT_EQ((*entries)[0].path, "/etc/hook file.txt");
   EXPECT_TRUE((*entries)[1].directory);
   EXPECT_EQ((*entries)[1].index, 1u);
-  for (const char* bad : {"x 644 0 0 0 /a", "f 644 0 0 0 relative", "f 999 0 0 0 /a", "f 644 0 0 /a",
-                          "f 644 -1 0 0 /a", "f 644 0 0 0 /a/../b", "f 644 0 0 0 /a//b", "f 644 0 0 0 /",
-                          "f 17777 0 0 0 /a", "f 644 0 0 0 /a/./b"}) {
+  for (const char* bad :
+       {"x 644 0 0 0 /a", "f 644 0 0 0 relative", "f 999 0 0 0 /a", "f 644 0 0 /a", "f 644 -1 0 0 /a",
+        "f 644 0 0 0 /a/../b", "f 644 0 0 0 /a//b", "f 644 0 0 0 /", "f 17777 0 0 0 /a", "f 644 0 0 0 /a/./b"}) {
     EXPECT_FALSE(parseInjectManifest(bad).ok()) << bad;
   }
 }

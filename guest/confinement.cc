@@ -88,7 +88,7 @@ Result<int> parseLastCapability(std::string_view text) {
   }
   if (value > 63) {
     return Error(ErrorCode::kUnavailable, "/proc/sys/kernel/cap_last_cap is " + std::to_string(value) +
-                 ": capabilities above 63 do not fit the workload's capability mask");
+                                              ": capabilities above 63 do not fit the workload's capability mask");
   }
   return value;
 }
@@ -118,7 +118,6 @@ Result<PreparedConfinement> prepareConfinement(const agent::WorkloadSpec& spec, 
   return prepared;
 }
 
-
 Result<void> confineProcess(const agent::WorkloadSpec& spec, const ExecUser& user,
                             const PreparedConfinement& prepared) {
   CapabilityPlan plan = planCapabilities(spec.capabilities, prepared.last_capability, user.uid);
@@ -134,6 +133,5 @@ Result<void> confineProcess(const agent::WorkloadSpec& spec, const ExecUser& use
   if (filter && !load_early) return installSeccompProgram(*filter);
   return {};
 }
-
 
 }  // namespace microvm::guest

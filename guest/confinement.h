@@ -26,7 +26,6 @@
 
 namespace microvm::guest {
 
-
 // The workload's capabilities, from the host's mask (bit N = capability N).
 // The bounding set is the ceiling in every case, and a dropped bounding
 // capability can never come back. A root workload also gets the mask as its
@@ -76,7 +75,6 @@ Result<PreparedConfinement> prepareConfinement(const agent::WorkloadSpec& spec, 
 // capset() may then take away; the seccomp filter comes last, so that it does
 // not filter init's own set-up, unless loading it needs a CAP_SYS_ADMIN the
 // process will not keep.
-Result<void> confineProcess(const agent::WorkloadSpec& spec, const ExecUser& user,
-                            const PreparedConfinement& prepared);
+Result<void> confineProcess(const agent::WorkloadSpec& spec, const ExecUser& user, const PreparedConfinement& prepared);
 
 }  // namespace microvm::guest

@@ -19,7 +19,9 @@ constexpr milliseconds kHostConnectTimeout{10'000};
 
 constexpr char kVirtioPortsDir[] = "/sys/class/virtio-ports";
 
-Error disconnected() { return Error(ErrorCode::kUnavailable, "control port: host disconnected"); }
+Error disconnected() {
+  return Error(ErrorCode::kUnavailable, "control port: host disconnected");
+}
 
 // The /dev node of the virtio-serial port the host named kControlPortName, if
 // it has appeared. The name arrives in a control message after the port
@@ -78,8 +80,8 @@ Result<void> ControlPort::waitWritable() {
     if (!closed_since) closed_since = Clock::now();
     if (Clock::now() - *closed_since >= kHostConnectTimeout) {
       hostGone();
-      return Error(ErrorCode::kTimeout, "control port: host side not open after " +
-                                            std::to_string(kHostConnectTimeout.count()) + " ms");
+      return Error(ErrorCode::kTimeout,
+                   "control port: host side not open after " + std::to_string(kHostConnectTimeout.count()) + " ms");
     }
     sleepFor(kPollInterval);
   }

@@ -15,8 +15,8 @@
 #include "guest/confinement.h"
 #include "guest/control_port.h"
 #include "guest/network.h"
-#include "guest/support.h"
 #include "guest/supervisor.h"
+#include "guest/support.h"
 #include "guest/workload.h"
 
 namespace microvm::guest {

@@ -47,11 +47,11 @@ struct In6Ifreq {
 
 constexpr char kGuestInterface[] = "eth0";
 
-
 Result<void> configureIpv4(const agent::WorkloadSpec& spec) {
   auto address = parseInterfaceAddress(spec.net_address4);
   if (!address.ok()) return address.error();
-  if (address->ipv6) return Error(ErrorCode::kInvalidArgument, "network: " + spec.net_address4 + " is not an IPv4 address");
+  if (address->ipv6)
+    return Error(ErrorCode::kInvalidArgument, "network: " + spec.net_address4 + " is not an IPv4 address");
   UniqueFd socket_fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   if (!socket_fd.valid()) return systemError("socket for eth0");
   ifreq request{};
@@ -95,14 +95,16 @@ Result<void> configureIpv4(const agent::WorkloadSpec& spec) {
   std::strncpy(device, kGuestInterface, IFNAMSIZ - 1);
   route.rt_dev = device;
   // SAFETY: SIOCADDRT reads `route` and the device name it points to, both alive here.
-  if (::ioctl(socket_fd.get(), SIOCADDRT, &route) != 0) return systemError("add default route via " + spec.net_gateway4);
+  if (::ioctl(socket_fd.get(), SIOCADDRT, &route) != 0)
+    return systemError("add default route via " + spec.net_gateway4);
   return {};
 }
 
 Result<void> configureIpv6(const agent::WorkloadSpec& spec) {
   auto address = parseInterfaceAddress(spec.net_address6);
   if (!address.ok()) return address.error();
-  if (!address->ipv6) return Error(ErrorCode::kInvalidArgument, "network: " + spec.net_address6 + " is not an IPv6 address");
+  if (!address->ipv6)
+    return Error(ErrorCode::kInvalidArgument, "network: " + spec.net_address6 + " is not an IPv6 address");
   // Duplicate address detection would keep the address unusable for a
   // second; nothing else is on this link.
   if (auto dad = writeSysctl("net.ipv6.conf.eth0.accept_dad=0"); !dad.ok()) log(dad.error().message());
@@ -127,7 +129,8 @@ Result<void> configureIpv6(const agent::WorkloadSpec& spec) {
   route.rtmsg_metric = 1;
   route.rtmsg_ifindex = index_request.ifr_ifindex;
   // SAFETY: on an AF_INET6 socket SIOCADDRT reads a struct in6_rtmsg that outlives the call.
-  if (::ioctl(socket_fd.get(), SIOCADDRT, &route) != 0) return systemError("add IPv6 default route via " + spec.net_gateway6);
+  if (::ioctl(socket_fd.get(), SIOCADDRT, &route) != 0)
+    return systemError("add IPv6 default route via " + spec.net_gateway6);
   return {};
 }
 
@@ -153,7 +156,8 @@ Result<void> writeEtcFile(const std::string& path, const std::string& content) {
   }
   if (auto made = makeDirectories("/etc", 0755); !made.ok()) return made;
   ::unlink(path.c_str());
-  UniqueFd fd(retryOnEintr([&] { return ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644); }));
+  UniqueFd fd(
+      retryOnEintr([&] { return ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644); }));
   if (!fd.valid()) return systemError("create " + path);
   writeFully(fd.get(), content);
   return {};
@@ -185,7 +189,8 @@ Result<void> configureNetwork(const agent::WorkloadSpec& spec) {
 
 Result<InterfaceAddress> parseInterfaceAddress(std::string_view text) {
   size_t slash = text.find('/');
-  auto bad = Error(ErrorCode::kInvalidArgument, "network: bad interface address \"" + std::string(text) + "\" (want ADDRESS/PREFIX)");
+  auto bad = Error(ErrorCode::kInvalidArgument,
+                   "network: bad interface address \"" + std::string(text) + "\" (want ADDRESS/PREFIX)");
   if (slash == std::string_view::npos) return bad;
   InterfaceAddress out;
   out.address = std::string(text.substr(0, slash));
@@ -204,6 +209,5 @@ Result<InterfaceAddress> parseInterfaceAddress(std::string_view text) {
   }
   return out;
 }
-
 
 }  // namespace microvm::guest

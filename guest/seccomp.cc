@@ -30,20 +30,25 @@ Result<SeccompAction> parseSeccompAction(std::string_view text) {
       return SeccompAction{Kind::kErrno, value};
     }
   }
-  return Error(ErrorCode::kInvalidArgument, "unknown seccomp action \"" + std::string(text) + "\" (want allow, kill or errno:N with N <= 4095)");
+  return Error(ErrorCode::kInvalidArgument,
+               "unknown seccomp action \"" + std::string(text) + "\" (want allow, kill or errno:N with N <= 4095)");
 }
 
 Result<std::optional<SeccompProfile>> parseSeccompProfile(std::string_view default_action,
                                                           const std::vector<std::string>& rules) {
   if (default_action.empty()) {
     if (rules.empty()) return std::optional<SeccompProfile>();
-    return Error(ErrorCode::kInvalidArgument, "seccomp: " + std::to_string(rules.size()) + " rules but no default action");
+    return Error(ErrorCode::kInvalidArgument,
+                 "seccomp: " + std::to_string(rules.size()) + " rules but no default action");
   }
   auto parsed_default = parseSeccompAction(default_action);
-  if (!parsed_default.ok()) return Error(ErrorCode::kInvalidArgument, "seccomp default action: " + parsed_default.error().message());
+  if (!parsed_default.ok())
+    return Error(ErrorCode::kInvalidArgument, "seccomp default action: " + parsed_default.error().message());
   SeccompProfile profile{*parsed_default, {}};
   for (const std::string& text : rules) {
-    auto refuse = [&](std::string_view why) { return Error(ErrorCode::kInvalidArgument, "seccomp rule \"" + text + "\": " + std::string(why)); };
+    auto refuse = [&](std::string_view why) {
+      return Error(ErrorCode::kInvalidArgument, "seccomp rule \"" + text + "\": " + std::string(why));
+    };
     size_t colon = text.rfind(':');
     if (colon == std::string::npos) return refuse("want ACTION:SYSCALL");
     std::string_view syscall = std::string_view(text).substr(colon + 1);
@@ -89,14 +94,16 @@ Result<std::optional<SeccompProfile>> parseSeccompProfile(std::string_view defau
   // this is known now.
   if (std::any_of(profile.rules.begin(), profile.rules.end(),
                   [](const SeccompRule& rule) { return rule.syscall == "execve" && rule.arg >= 0; })) {
-    return Error(ErrorCode::kInvalidArgument, "seccomp: a rule for execve with a condition could keep the workload from starting");
+    return Error(ErrorCode::kInvalidArgument,
+                 "seccomp: a rule for execve with a condition could keep the workload from starting");
   }
   auto execve_rule = std::find_if(profile.rules.begin(), profile.rules.end(),
                                   [](const SeccompRule& rule) { return rule.syscall == "execve"; });
   const SeccompAction& execve_action =
       execve_rule != profile.rules.end() ? execve_rule->action : profile.default_action;
   if (execve_action.kind != SeccompAction::Kind::kAllow) {
-    return Error(ErrorCode::kInvalidArgument, "seccomp: the profile does not allow execve, so the workload could never start");
+    return Error(ErrorCode::kInvalidArgument,
+                 "seccomp: the profile does not allow execve, so the workload could never start");
   }
   // Only now, so that "allow:read" still conflicts with "errno:1:read" under
   // an allow default. libseccomp refuses such rules; they change nothing.
@@ -168,7 +175,8 @@ Result<void> installSeccompProgram(const std::vector<sock_filter>& program) {
   sock_fprog filter{static_cast<unsigned short>(program.size()), const_cast<sock_filter*>(program.data())};
   // The flags libseccomp uses with its default attributes (no TSYNC, LOG or
   // SPEC_ALLOW); no_new_privs is the caller's business, as with load().
-  if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &filter) != 0) return systemError("seccomp: install the filter");
+  if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &filter) != 0)
+    return systemError("seccomp: install the filter");
   return {};
 }
 

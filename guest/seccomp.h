@@ -21,7 +21,6 @@
 
 namespace microvm::guest {
 
-
 // "allow", "kill" (the whole process, by SIGSYS: exit code 159) or "errno:N"
 // (the call fails with errno N, 0 to 4095, without running).
 struct SeccompAction {

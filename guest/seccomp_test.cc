@@ -85,7 +85,8 @@ TEST(ParseSeccompProfile, RefusesMalformedAndConflictingRules) {
   EXPECT_FALSE(parseSeccompProfile("allow", {"errno:1:un share"}).ok());
   auto no_execve = parseSeccompProfile("errno:1", {"allow:read"});
   ASSERT_FALSE(no_execve.ok());
-  EXPECT_EQ(no_execve.error().message(), "seccomp: the profile does not allow execve, so the workload could never start");
+  EXPECT_EQ(no_execve.error().message(),
+            "seccomp: the profile does not allow execve, so the workload could never start");
   EXPECT_FALSE(parseSeccompProfile("allow", {"kill:execve"}).ok());
   EXPECT_FALSE(parseSeccompProfile("allow", {"errno:0:execve"}).ok());
   EXPECT_TRUE(parseSeccompProfile("errno:1", {"allow:execve"}).ok());

@@ -42,7 +42,9 @@ void logTo(int console_fd, std::string_view message) {
   writeFully(console_fd, line);
 }
 
-void log(std::string_view message) { logTo(STDERR_FILENO, message); }
+void log(std::string_view message) {
+  logTo(STDERR_FILENO, message);
+}
 
 void sleepFor(milliseconds duration) {
   timespec left{static_cast<time_t>(duration.count() / 1000), static_cast<long>(duration.count() % 1000) * 1'000'000};

@@ -88,7 +88,8 @@ Result<ExecUser> resolveUser(std::string_view user, std::string_view passwd, std
   } else if (uid) {
     result.uid = *uid;
   } else {
-    return Error(ErrorCode::kNotFound, "unable to find user " + std::string(user_arg) + ": no matching entries in passwd file");
+    return Error(ErrorCode::kNotFound,
+                 "unable to find user " + std::string(user_arg) + ": no matching entries in passwd file");
   }
 
   std::vector<GroupEntry> groups = parseGroup(group);
@@ -102,7 +103,8 @@ Result<ExecUser> resolveUser(std::string_view user, std::string_view passwd, std
     } else if (gid) {
       result.gid = *gid;
     } else {
-      return Error(ErrorCode::kNotFound, "unable to find group " + std::string(group_arg) + ": no matching entries in group file");
+      return Error(ErrorCode::kNotFound,
+                   "unable to find group " + std::string(group_arg) + ": no matching entries in group file");
     }
   } else if (!matched_name.empty()) {
     for (const GroupEntry& candidate : groups) {

@@ -70,8 +70,8 @@ Result<Workload> startWorkload(const agent::WorkloadSpec& spec, const PreparedCo
     // the loop that forwards its output.
     if (::fcntl(in.write.get(), F_SETFL, O_NONBLOCK) != 0) return systemError("fcntl O_NONBLOCK");
   }
-  pid_t pid = spawnSharingMemory(
-      [&] { runWorkloadChild(spec, prepared, in.read.get(), out->write.get(), err->write.get()); });
+  pid_t pid =
+      spawnSharingMemory([&] { runWorkloadChild(spec, prepared, in.read.get(), out->write.get(), err->write.get()); });
   if (pid < 0) return systemError("clone");
   // The child's ends close here, so that the pipes reach EOF once every
   // process holding them has gone.

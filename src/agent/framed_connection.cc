@@ -17,7 +17,9 @@ namespace {
 // erasing.
 constexpr size_t kChunk = size_t{64} * 1024;
 
-bool wouldBlock(int error_number) { return error_number == EAGAIN || error_number == EWOULDBLOCK; }
+bool wouldBlock(int error_number) {
+  return error_number == EAGAIN || error_number == EWOULDBLOCK;
+}
 
 int millisecondsUntil(std::chrono::steady_clock::time_point deadline) {
   auto left =
