@@ -160,7 +160,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &kSocketBuffer, sizeof kSocketBuffer);
     }
   }
-  microvm::guest::UniqueFd peer(fds[0]);
+  microvm::UniqueFd peer(fds[0]);
   std::string_view rest = *stream;
   while (!rest.empty()) {
     ssize_t sent = ::send(peer.get(), rest.data(), rest.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -168,7 +168,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     rest.remove_prefix(static_cast<size_t>(sent));
   }
   ::shutdown(peer.get(), SHUT_WR);
-  microvm::guest::serveAgentConnection(microvm::guest::UniqueFd(fds[1]), h.options);
+  microvm::guest::serveAgentConnection(microvm::UniqueFd(fds[1]), h.options);
 
   while (::waitpid(-1, nullptr, WNOHANG) > 0) {
   }

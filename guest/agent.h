@@ -16,9 +16,13 @@
 // forked process of its own (an exec session needs a process to wait in
 // anyway), so a slow or hostile connection holds only itself. Commands run
 // with the workload's confinement (capability bounding set, no_new_privs,
-// seccomp, user resolution: init's own code, guest/init.h), in their own
-// session. They are not the workload: init tells the workload apart by pid
-// alone, and ends every process when the workload exits.
+// seccomp, user resolution: guest/confinement.h and guest/spawn.h, which
+// init uses for the workload too), in their own session. They are not the workload: init tells the workload apart by
+// pid alone, and ends every process when the workload exits.
+//
+// The operations themselves are in guest/agent_exec.cc, guest/agent_files.cc
+// and guest/agent_probes.cc (guest/agent_operations.h); this file's half is
+// the server, the dispatch and the workload's exit code.
 //
 // The server loop runs on the host too, over a unix listening socket, so that
 // the unit tests (guest/agent_test.cc) exercise the same code without a VM:
@@ -34,8 +38,9 @@
 #include <optional>
 
 #include "agent/protocol.h"
-#include "guest/fd.h"
-#include "guest/init.h"
+#include "base/unique_fd.h"
+#include "guest/confinement.h"
+#include "microvm/result.h"
 
 namespace microvm::guest {
 

@@ -1,4 +1,5 @@
-// microvm-init: the guest's PID 1. All of it lives in guest/init.cc.
+// microvm-init: the guest's PID 1. All of it lives in the microvm_guest_init
+// library (guest/init.h).
 #include "guest/init.h"
 
 int main() {

@@ -1,7 +1,14 @@
-// Starting a process in the guest without fork()'s copying, shared by init
-// (the workload) and the agent (exec):
+// Starting a command in the guest, shared by init (the workload,
+// guest/workload.h) and the agent (exec, guest/agent_exec.cc): a process that
+// shares the caller's memory until it execs, and, in that process, Docker's
+// exec semantics (user, working directory, environment, the exit codes of a
+// failed exec) with the spec's confinement (guest/confinement.h).
 //
-//   pid_t pid = spawnSharingMemory([&] { execWorkload(spec, ...); });
+//   pid_t pid = spawnSharingMemory([&] {
+//     resetChildSignals();
+//     ...dup2 the stdio...
+//     execConfined(spec, console_fd, /*confine=*/true, prepared);
+//   });
 //   if (pid < 0) return systemError("clone");
 #pragma once
 
@@ -12,6 +19,9 @@
 
 #include <cerrno>
 #include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
 
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)
@@ -25,7 +35,48 @@
 #include <sanitizer/asan_interface.h>
 #endif
 
+#include "agent/protocol.h"
+#include "guest/confinement.h"
+
 namespace microvm::guest {
+
+// Docker's code for "the command exists but could not be started".
+inline constexpr int kCannotRunCode = 126;
+
+// The workload's environment: `env` ("KEY=VALUE"; a repeated key keeps its
+// last value) plus what Docker adds when absent: PATH, HOSTNAME (if
+// `hostname` is not empty) and HOME.
+std::vector<std::string> workloadEnvironment(const std::vector<std::string>& env, std::string_view hostname,
+                                             std::string_view home);
+
+inline constexpr char kDefaultPath[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+// What the workload's stderr shows, and the exit code, when execvp(argv0)
+// fails with `error_number`. Docker's codes: 127 when the program does not
+// exist, 126 when it exists but cannot be run.
+struct ExecFailure {
+  std::string message;  // without the "microvm: " prefix or a newline
+  int exit_code;
+};
+ExecFailure describeExecFailure(std::string_view argv0, int error_number);
+
+// The shell's convention for a waitpid() status: the exit status, or 128+N
+// for a process killed by signal N.
+int exitCodeFromWaitStatus(int status);
+
+// Default dispositions and an empty signal mask, for a freshly forked child,
+// whatever init inherited or set up for itself.
+void resetChildSignals();
+
+// In a forked child whose stdio is already in place: resolves spec.user
+// against the root's /etc/passwd and /etc/group, enters (creating it if
+// needed) spec.workdir, builds the environment with workloadEnvironment(),
+// applies the spec's confinement unless `confine` is false (host unit tests,
+// which are not PID 1's children), and execs spec.argv. On failure it writes
+// "microvm: WHY" to stderr and exits 126 or 127 (describeExecFailure).
+// `console_fd` receives diagnostics (-1: none).
+[[noreturn]] void execConfined(const agent::WorkloadSpec& spec, int console_fd, bool confine,
+                               const PreparedConfinement* prepared = nullptr);
 
 // Runs `child` in a new process that shares the caller's memory until it
 // execs or exits, as posix_spawn does (clone with CLONE_VM | CLONE_VFORK).

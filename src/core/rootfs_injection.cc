@@ -13,7 +13,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr char kInjectDir[] = ".microvm-inject";  // guest/init.h: kInjectDir, without the leading '/'
+constexpr char kInjectDir[] = ".microvm-inject";  // guest/boot.h: kInjectDir, without the leading '/'
 
 // An absolute path with no empty, "." or ".." component and no newline:
 // init resolves it component by component inside the root disk.

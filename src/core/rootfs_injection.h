@@ -1,7 +1,7 @@
 // Rootfs hooks' output on its way to the VM's own root disk: the entries a
 // RootfsEditor collected become a cpio archive appended to the VM's copy of
 // the initramfs (the kernel unpacks concatenated archives), under the
-// directory guest init reads before the workload starts (guest/init.h,
+// directory guest init reads before the workload starts (guest/boot.h,
 // kInjectDir and its manifest format). The cached base disk is never written.
 //
 //   RootfsEditor editor;

@@ -1,0 +1,38 @@
+// The workload: init starts it once the VM is set up (guest/boot.h,
+// guest/network.h), in its own session, with pipes for its stdio that the
+// supervisor (guest/supervisor.h) forwards to the host, and with the spec's
+// confinement (guest/spawn.h).
+//
+//   auto child_signals = blockChildSignals();        // before the first child
+//   auto workload = startWorkload(spec, prepared);
+//   Supervisor(port, std::move(*workload), ...).run();
+#pragma once
+
+#include <sys/types.h>
+
+#include "agent/protocol.h"
+#include "base/unique_fd.h"
+#include "guest/confinement.h"
+#include "microvm/result.h"
+
+namespace microvm::guest {
+
+// Init's ends of the workload's stdio.
+struct Workload {
+  pid_t pid;
+  UniqueFd stdin_write;  // invalid unless the spec opens stdin
+  UniqueFd stdout_read;
+  UniqueFd stderr_read;
+};
+
+// Forks the workload. `prepared`: the confinement, compiled already; nullptr:
+// the child compiles it.
+Result<Workload> startWorkload(const agent::WorkloadSpec& spec, const PreparedConfinement* prepared);
+
+// SIGCHLD is blocked from before the first fork, so that no exit is missed,
+// and read through the returned signalfd, so that the event loop needs no
+// handler. Blocking also matters because PID 1 discards unblocked default
+// signals.
+Result<UniqueFd> blockChildSignals();
+
+}  // namespace microvm::guest
