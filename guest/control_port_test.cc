@@ -41,7 +41,7 @@ TEST_F(ControlPortTest, SendsFramesTheHostCanRead) {
   auto frame = reader.next();
   ASSERT_TRUE(frame.has_value());
   EXPECT_EQ(frame->type, agent::FrameType::kHello);
-  EXPECT_EQ(agent::decodeU32(frame->payload), agent::kProtocolVersion);
+  EXPECT_EQ(*agent::decodeU32(frame->payload), agent::kProtocolVersion);
 }
 
 TEST_F(ControlPortTest, ReceiveSpecSkipsFramesBeforeItAndKeepsThoseAfter) {

@@ -53,7 +53,7 @@ TEST(FramedConnection, SendsFramesAndReceivesThemWhateverTheChunking) {
   auto first = receiver.receive(milliseconds(1000));
   ASSERT_TRUE(first.has_value());
   EXPECT_EQ(first->type, FrameType::kSignal);
-  EXPECT_EQ(decodeU32(first->payload), 15u);
+  EXPECT_EQ(*decodeU32(first->payload), 15u);
   auto second = receiver.receive(milliseconds(1000));
   ASSERT_TRUE(second.has_value());
   EXPECT_EQ(second->type, FrameType::kStdin);
