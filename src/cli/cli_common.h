@@ -48,7 +48,7 @@ Result<Runtime> openRuntime(const GlobalFlags& flags);
 void addPullFlags(CLI::App& command, GlobalFlags& flags);
 
 // The commands of the app, each with what it does once the parse chose it.
-// Actions hold their flags (shared with the parser's bindings) by value.
+// An action shares ownership of the flags the parser's bindings write into.
 class Commands {
  public:
   using Action = std::function<int()>;

@@ -5,7 +5,7 @@
 //   CLI::App app;
 //   RunFlags flags;
 //   addRunFlags(app, flags);
-//   app.parse(std::vector<std::string>{"/b:/a", "-v"});       // reversed, as CLI11 takes it
+//   app.parse("-v /srv:/data -m 1g", /*program_name_included=*/false);
 //   auto options = toRunOptions(flags, {"busybox", "true"});  // image busybox, command true
 #pragma once
 
