@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Checks that docs/CLI.md mentions every command and every flag the CLI
-defines (src/cli/cli.cc): a flag counts as documented if any of its names
-(short or long) appears in backquotes in the doc.
+defines (src/cli/*.cc, a file per command family): a flag counts as
+documented if any of its names (short or long) appears in backquotes in the
+doc.
 
   check_cli_docs.py REPO_ROOT
 """
@@ -10,7 +11,8 @@ import re
 import sys
 
 root = pathlib.Path(sys.argv[1])
-source = (root / "src/cli/cli.cc").read_text()
+source = "\n".join(path.read_text() for path in sorted((root / "src/cli").glob("*.cc"))
+                   if not path.name.endswith("_test.cc"))
 doc = (root / "docs/CLI.md").read_text()
 quoted = " ".join(re.findall(r"`([^`]*)`", doc))
 problems = []

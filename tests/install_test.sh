@@ -17,7 +17,7 @@ unset MICROVM_RUNNER MICROVM_KERNEL MICROVM_INITRAMFS
 
 cmake --install "$build" --prefix "$prefix" >/dev/null
 for path in bin/microvm bin/microvm-runner share/microvm/vmlinux share/microvm/initramfs.cpio \
-            include/microvm/runtime.h include/microvm/microvm.h include/microvm/version.h; do
+            include/microvm/runtime.h include/microvm/options.h include/microvm/microvm.h include/microvm/version.h; do
   [ -e "$prefix/$path" ] || { echo "install_test: $path was not installed" >&2; exit 1; }
 done
 [ ! -L "$prefix/share/microvm/vmlinux" ] || { echo "install_test: vmlinux installed as a link" >&2; exit 1; }
