@@ -15,7 +15,7 @@
 #include "base/fs.h"
 #include "base/unix_socket.h"
 #include "hypervisor/qemu/qemu_backend.h"
-#include "net/network_config.h"
+#include "runner/machine_config.h"
 #include "runner/runner_internal.h"
 #include "state/layout.h"
 
@@ -129,7 +129,7 @@ Result<void> Runner::start() {
 
   fs::path runtime_dir = spec_.runtime_dir;
   MICROVM_TRY(makeDirs(runtime_dir));
-  fs::path qmp = runtime_dir / "qmp.sock";
+  fs::path qmp = qmpSocket(spec_);
   fs::path control_socket = runtime_dir / "runner.sock";
   MICROVM_TRY(checkSocketPath(qmp));
   MICROVM_TRY(checkSocketPath(control_socket));
@@ -140,10 +140,7 @@ Result<void> Runner::start() {
   // The vsock back-end listens before QEMU starts: QEMU connects to it while
   // it creates the device and fails if nothing is there.
   if (spec_.vsock) {
-    vsock::VsockConfig vsock_config;
-    vsock_config.vhost_socket = vhostVsockSocket(spec_);
-    vsock_config.base = vsockSocket(spec_);
-    for (const auto& port : spec_.vsock_ports) vsock_config.ports.push_back({port.port, port.path, port.listen});
+    vsock::VsockConfig vsock_config = vsockConfigFor(spec_);
     vsock_config.log = [this](const std::string& message) { log("vsock: " + message); };
     if (keeper_) {
       // Host sockets may be where the runner's own id cannot reach them.
@@ -154,25 +151,10 @@ Result<void> Runner::start() {
     vsock_ = std::move(*vsock);
   }
 
-  MachineConfig config;
-  config.name = vm_dir_.string();
-  config.accel = spec_.accel == "kvm" ? Acceleration::kKvm : Acceleration::kTcg;
-  config.tsc_khz = spec_.tsc_khz;
-  config.cpus = spec_.cpus;
-  config.memory_mib = spec_.memory_mib;
-  config.kernel = spec_.kernel;
-  config.initramfs = spec_.initramfs;
-  config.root_disk = spec_.root_disk;
-  config.base_disk = spec_.base_disk;
-  config.ephemeral_disk = spec_.remove_on_exit;
-  config.console_fd = console_qemu_end.get();
-  config.qmp_socket = qmp;
-  config.control_fd = guest_end.get();
-  config.stderr_fd = log_fd_.get();
-  if (vsock_) {
-    config.vhost_vsock_socket = vhostVsockSocket(spec_);
-    config.while_waiting = {vsock_->controlFd(), [this] { vsock_->serviceControl(); }};
-  }
+  MachineFds fds;
+  fds.console = console_qemu_end.get();
+  fds.control = guest_end.get();
+  fds.diagnostics = log_fd_.get();
   // The network exists, port forwards included, before the guest boots: a
   // busy host port fails the start here.
   UniqueFd net_qemu_end;
@@ -180,22 +162,20 @@ Result<void> Runner::start() {
     auto qemu_end = startNetwork();
     if (!qemu_end) return std::move(qemu_end).error();
     net_qemu_end = std::move(*qemu_end);
-    config.net_fd = net_qemu_end.get();
-    config.net_mtu = net::kGuestMtu;
+    fds.net = net_qemu_end.get();
   }
   // Volumes with uid=/gid= are idmapped mounts that QEMU reaches by fd; our
   // copies close once QEMU holds its own, and the mounts go with QEMU.
   std::vector<UniqueFd> share_trees;
-  for (size_t i = 0; i < spec_.shares.size(); ++i) {
-    const auto& share = spec_.shares[i];
-    MachineConfig::Share machine_share{share.host, "vol" + std::to_string(i), share.readonly, -1};
+  for (const auto& share : spec_.shares) {
+    int fd = -1;
     if (share.uid || share.gid) {
       auto tree = idMappedShare(share);
       if (!tree) return std::move(tree).error();
-      machine_share.fd = tree->get();
+      fd = tree->get();
       share_trees.push_back(std::move(*tree));
     }
-    config.shares.push_back(std::move(machine_share));
+    fds.shares.push_back(fd);
   }
   // A VM made from a snapshot resumes it on its first start only; started
   // again after it exits, it boots afresh from its disk.
@@ -204,8 +184,10 @@ Result<void> Runner::start() {
   if (restoring) {
     incoming.reset(::open(spec_.restore_from.c_str(), O_RDONLY | O_CLOEXEC));
     if (!incoming.valid()) return Error::fromErrno("open snapshot state " + spec_.restore_from);
-    config.incoming_fd = incoming.get();
+    fds.incoming = incoming.get();
   }
+  MachineConfig config = machineConfigFor(spec_, vm_dir_, fds);
+  if (vsock_) config.while_waiting = {vsock_->controlFd(), [this] { vsock_->serviceControl(); }};
   if (::geteuid() == 0) MICROVM_TRY(chooseVmmUser(config));
   QemuBackend backend(spec_.qemu);
   auto vmm = backend.launch(config);

@@ -7,6 +7,7 @@
 
 #include "base/fs.h"
 #include "base/idmapped_mount.h"
+#include "runner/machine_config.h"
 #include "runner/runner_internal.h"
 
 namespace microvm {
@@ -33,17 +34,13 @@ Result<void> Runner::chooseVmmUser(MachineConfig& config) {
   auto user = VmmUser::allocate();
   if (!user) return std::move(user).error().withContext("pick a user for QEMU");
   vmm_user_.emplace(std::move(*user));
-  SpawnOptions::Credentials credentials;
-  credentials.uid = vmm_user_->uid();
-  credentials.gid = vmm_user_->gid();
+  std::optional<gid_t> kvm_group;
   if (config.accel == Acceleration::kKvm) {
     // /dev/kvm is usually root:kvm 0660: its group is the one QEMU may keep.
     struct stat st {};
-    if (::stat("/dev/kvm", &st) == 0 && (st.st_mode & 0006) != 0006) credentials.groups.push_back(st.st_gid);
+    if (::stat("/dev/kvm", &st) == 0 && (st.st_mode & 0006) != 0006) kvm_group = st.st_gid;
   }
-  bool writable = false;
-  for (const auto& share : config.shares) writable = writable || !share.readonly;
-  credentials.capabilities = vmmCapabilities(!config.shares.empty(), writable);
+  auto credentials = vmmCredentials(config, vmm_user_->uid(), vmm_user_->gid(), kvm_group);
   config.credentials = credentials;
   state_.qemu_uid = credentials.uid;
   state_.qemu_gid = credentials.gid;
