@@ -52,6 +52,8 @@ class Runner {
   int run();
 
  private:
+  // runner_requests_test.cc drives handleRequest on a Runner with a fake VMM.
+  friend struct RunnerTestPeer;
   using Path = std::filesystem::path;
 
   // runner.cc
