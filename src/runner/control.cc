@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/fs.h"
+#include "base/overloaded.h"
 #include "base/unique_fd.h"
 #include "base/unix_socket.h"
 
@@ -20,13 +21,6 @@ namespace {
 
 constexpr int kReplyTimeoutMs = 180000;  // a snapshot of a large guest takes a while
 constexpr size_t kMaxLine = 64 * 1024;
-
-template <class... Ts>
-struct Overloaded : Ts... {
-  using Ts::operator()...;
-};
-template <class... Ts>
-Overloaded(Ts...) -> Overloaded<Ts...>;
 
 }  // namespace
 

@@ -95,24 +95,6 @@ class QemuVmm : public Vmm {
   std::optional<QmpClient> qmp_;
 };
 
-std::string procFd(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
-
-// The fd set (-add-fd ... set=N) each handed-over file is in; QEMU opens
-// "/dev/fdset/N" by dup'ing the fd of the matching access mode.
-constexpr int kConsoleFdSet = 1;
-constexpr int kDiskFdSet = 2;
-constexpr int kBaseDiskFdSet = 3;
-
-// QEMU's option syntax doubles a comma that is part of a value.
-std::string escapeCommas(const std::string& value) {
-  std::string escaped;
-  for (char c : value) escaped += c == ',' ? std::string(",,") : std::string(1, c);
-  return escaped;
-}
-
-std::string fdSet(int set) { return "/dev/fdset/" + std::to_string(set); }
-std::string addFd(int fd, int set) { return "fd=" + std::to_string(fd) + ",set=" + std::to_string(set); }
-
 // A file QEMU reads by reopening /proc/self/fd/N, which checks the file's
 // own permissions (not its directories'). A file another user may not read
 // is copied into a sealed memfd, which anyone holding the fd may read.
@@ -135,166 +117,72 @@ Result<UniqueFd> openForReading(const std::filesystem::path& path, bool other_us
   return copy;
 }
 
-}  // namespace
-
-std::string kernelCommandLine(const MachineConfig& config) {
-  // reboot=t: the guest "powers off" with a triple-fault reset, which
-  // -no-reboot turns into QEMU exiting; microvm has no ACPI power button.
-  // panic=-1: a guest panic resets at once, so QEMU exits instead of hanging.
-  std::string cmdline = "console=ttyS0 reboot=t panic=-1 quiet";
-  if (config.accel == Acceleration::kTcg && config.tsc_khz > 0) {
-    // Without the hint a TCG guest calibrates its TSC against the PIT and
-    // hangs at random (PLATFORM_NOTES: 13 of 18 parallel boots).
-    // tsc=reliable: a TCG guest's TSC is the host's, but on a busy host the
-    // clocksource watchdog misjudges it as unstable, falls back to jiffies
-    // and costs a third of a second of boot.
-    cmdline += " tsc_early_khz=" + std::to_string(config.tsc_khz) + " tsc=reliable";
+// Opens what `entry` names, for QEMU; errors say what failed on which path.
+Result<UniqueFd> openForQemu(const QemuFd& entry, bool other_user) {
+  using Source = QemuFd::Source;
+  const auto& path = entry.path;
+  switch (entry.source) {
+    case Source::kInherited: break;
+    case Source::kReadOnlyFile: {
+      auto file = openForReading(path, other_user);
+      if (!file) return std::move(file).error().withContext(entry.what);
+      return file;
+    }
+    case Source::kLogFile: {
+      // O_NOFOLLOW: the directory may be writable by the VM's runner id.
+      UniqueFd log(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+      if (!log.valid()) return Error::fromErrno("open " + path.string());
+      return log;
+    }
+    case Source::kDisk:
+    case Source::kReadOnlyDisk: {
+      UniqueFd disk(::open(path.c_str(), (entry.source == Source::kDisk ? O_RDWR : O_RDONLY) | O_CLOEXEC));
+      if (!disk.valid()) return Error::fromErrno("open " + path.string());
+      return disk;
+    }
+    case Source::kDirectory: {
+      UniqueFd dir(::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+      if (!dir.valid()) return Error::fromErrno(entry.what);
+      return dir;
+    }
+    case Source::kUnixConnect: {
+      auto connected = connectUnix(path);
+      if (!connected) return std::move(connected).error().withContext(entry.what);
+      return connected;
+    }
+    case Source::kUnixListen: {
+      auto listening = listenUnix(path, 4);
+      if (!listening) return std::move(listening).error().withContext(entry.what);
+      return listening;
+    }
   }
-  return cmdline;
+  return Error(ErrorCode::kInvalidArgument, entry.what + ": an inherited fd is not opened");
 }
 
-std::vector<std::string> QemuBackend::commandLine(const MachineConfig& config) const {
-  std::vector<std::string> argv = {binary_};
-  auto add = [&argv](std::initializer_list<std::string> args) { argv.insert(argv.end(), args); };
+}  // namespace
 
-  std::string machine = "microvm,x-option-roms=off,isa-serial=on,acpi=off";
-  if (!config.vhost_vsock_socket.empty()) {
-    // A vhost-user back-end reads and writes guest RAM itself: it must be a
-    // shared file it can map (PLATFORM_NOTES: vhost-user section).
-    add({"-object", "memory-backend-memfd,id=mem,size=" + std::to_string(config.memory_mib) + "M,share=on"});
-    machine += ",memory-backend=mem";
-  }
-  if (!config.name.empty()) add({"-name", "guest=" + escapeCommas(config.name)});
-  add({"-M", machine});
-  if (config.accel == Acceleration::kKvm) {
-    add({"-accel", "kvm", "-cpu", "host"});
-  } else {
-    add({"-accel", "tcg,thread=multi", "-cpu", "max"});
-  }
-  add({"-m", std::to_string(config.memory_mib), "-smp", std::to_string(config.cpus)});
-  add({"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"});
-  // The VMM itself may not spawn, elevate or use obsolete syscalls.
-  add({"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"});
-  add({"-kernel", procFd(kQemuKernelFd), "-initrd", procFd(kQemuInitramfsFd)});
-  add({"-append", kernelCommandLine(config)});
-  if (config.console_fd >= 0) {
-    add({"-chardev", "socket,id=con,fd=" + std::to_string(kQemuConsoleFd), "-serial", "chardev:con"});
-  } else if (config.console_log.empty()) {
-    add({"-serial", "null"});
-  } else {
-    add({"-add-fd", addFd(kQemuConsoleFd, kConsoleFdSet), "-serial", "file:" + fdSet(kConsoleFdSet)});
-  }
-  if (!config.root_disk.empty()) {
-    // The base is a node of its own, named as the overlay's backing: QEMU
-    // does not open the path recorded in the overlay.
-    std::string backing;
-    if (!config.base_disk.empty()) {
-      add({"-add-fd", addFd(kQemuBaseDiskFd, kBaseDiskFdSet), "-blockdev",
-           "driver=raw,node-name=base,read-only=on,file.driver=file,file.filename=" + fdSet(kBaseDiskFdSet) +
-               ",file.read-only=on"});
-      backing = ",backing=base";
-    }
-    // A disk deleted with the VM (run --rm) ignores the guest's flushes: an
-    // fdatasync per sync() in the guest bought nothing for a file about to go.
-    std::string no_flush = config.ephemeral_disk ? ",cache.no-flush=on,file.cache.no-flush=on" : "";
-    add({"-add-fd", addFd(kQemuDiskFd, kDiskFdSet), "-blockdev",
-         "driver=qcow2,node-name=root,discard=unmap" + backing + no_flush + ",file.driver=file,file.filename=" +
-             fdSet(kDiskFdSet) + ",file.discard=unmap",
-         "-device", "virtio-blk-device,drive=root"});
-  }
-  for (size_t i = 0; i < config.shares.size(); ++i) {
-    const auto& share = config.shares[i];
-    std::string id = "fs" + std::to_string(i);
-    // passthrough keeps the guest's owners on the host when QEMU may chown
-    // (root, or a VMM user given CAP_CHOWN); otherwise files are simply
-    // created as QEMU's user.
-    std::string model = ::geteuid() == 0 ? "passthrough" : "none";
-    add({"-fsdev", "local,id=" + id + ",path=" + procFd(kQemuFirstShareFd + static_cast<int>(i)) +
-                       ",security_model=" + model + (share.readonly ? ",readonly=on" : ""),
-         "-device", "virtio-9p-device,fsdev=" + id + ",mount_tag=" + share.tag});
-  }
-  if (!config.vhost_vsock_socket.empty()) {
-    add({"-chardev", "socket,id=vsock,fd=" + std::to_string(kQemuVsockFd), "-device",
-         "vhost-user-vsock-device,chardev=vsock"});
-  }
-  if (config.control_fd >= 0) {
-    add({"-chardev", "socket,id=ctl,fd=" + std::to_string(kQemuControlFd), "-device",
-         "virtio-serial-device,max_ports=2", "-device", "virtserialport,chardev=ctl,name=microvm.ctl"});
-  }
-  if (config.net_fd >= 0) {
-    // Frames go over the inherited stream socket (4-byte length + frame) to
-    // the runner's network stack.
-    add({"-netdev", "stream,id=net0,server=off,addr.type=fd,addr.str=" + std::to_string(kQemuNetFd), "-device",
-         "virtio-net-device,netdev=net0,host_mtu=" + std::to_string(config.net_mtu) + ",mac=" + kGuestMac});
-  }
-  if (!config.qmp_socket.empty()) {
-    add({"-chardev", "socket,id=qmp,fd=" + std::to_string(kQemuQmpFd) + ",server=on,wait=off", "-mon",
-         "chardev=qmp,mode=control"});
-  }
-  if (config.incoming_fd >= 0) add({"-incoming", "fd:" + std::to_string(kQemuIncomingFd)});
-  return argv;
+std::vector<std::string> QemuBackend::commandLine(const MachineConfig& config) const {
+  return buildQemuCommand(binary_, config, ::geteuid() == 0).argv;
 }
 
 Result<std::unique_ptr<Vmm>> QemuBackend::launch(const MachineConfig& config) {
+  QemuCommand command = buildQemuCommand(binary_, config, ::geteuid() == 0);
   SpawnOptions options;
-  options.argv = commandLine(config);
+  options.argv = std::move(command.argv);
   options.credentials = config.credentials;
   bool other_user = config.credentials.has_value();
   // Everything QEMU inherits, opened here; our copies close after the spawn.
   std::vector<UniqueFd> opened;
-  auto hand = [&](int target, UniqueFd fd) {
-    options.fds.push_back({target, fd.get()});
-    opened.push_back(std::move(fd));
-  };
-  auto kernel = openForReading(config.kernel, other_user);
-  if (!kernel) return std::move(kernel).error().withContext("guest kernel");
-  hand(kQemuKernelFd, std::move(*kernel));
-  auto initramfs = openForReading(config.initramfs, other_user);
-  if (!initramfs) return std::move(initramfs).error().withContext("initramfs");
-  hand(kQemuInitramfsFd, std::move(*initramfs));
-  if (config.console_fd >= 0) {
-    options.fds.push_back({kQemuConsoleFd, config.console_fd});
-  } else if (!config.console_log.empty()) {
-    // O_NOFOLLOW: the directory may be writable by the VM's runner id.
-    UniqueFd console(::open(config.console_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
-    if (!console.valid()) return Error::fromErrno("open " + config.console_log.string());
-    hand(kQemuConsoleFd, std::move(console));
-  }
-  if (!config.root_disk.empty()) {
-    UniqueFd disk(::open(config.root_disk.c_str(), O_RDWR | O_CLOEXEC));
-    if (!disk.valid()) return Error::fromErrno("open " + config.root_disk.string());
-    hand(kQemuDiskFd, std::move(disk));
-    if (!config.base_disk.empty()) {
-      UniqueFd base(::open(config.base_disk.c_str(), O_RDONLY | O_CLOEXEC));
-      if (!base.valid()) return Error::fromErrno("open " + config.base_disk.string());
-      hand(kQemuBaseDiskFd, std::move(base));
-    }
-  }
-  for (size_t i = 0; i < config.shares.size(); ++i) {
-    int target = kQemuFirstShareFd + static_cast<int>(i);
-    const auto& share = config.shares[i];
-    if (share.fd >= 0) {
-      options.fds.push_back({target, share.fd});
+  for (const auto& entry : command.fds) {
+    if (entry.source == QemuFd::Source::kInherited) {
+      options.fds.push_back({entry.target, entry.fd});
       continue;
     }
-    UniqueFd dir(::open(share.host.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-    if (!dir.valid()) return Error::fromErrno("volume " + share.host.string());
-    hand(target, std::move(dir));
+    auto fd = openForQemu(entry, other_user);
+    if (!fd) return std::move(fd).error();
+    options.fds.push_back({entry.target, fd->get()});
+    opened.push_back(std::move(*fd));
   }
-  if (!config.vhost_vsock_socket.empty()) {
-    auto vsock = connectUnix(config.vhost_vsock_socket);
-    if (!vsock) return std::move(vsock).error().withContext("vsock");
-    hand(kQemuVsockFd, std::move(*vsock));
-  }
-  if (!config.qmp_socket.empty()) {
-    auto qmp = listenUnix(config.qmp_socket, 4);
-    if (!qmp) return std::move(qmp).error().withContext("QMP");
-    hand(kQemuQmpFd, std::move(*qmp));
-  }
-  if (config.control_fd >= 0) options.fds.push_back({kQemuControlFd, config.control_fd});
-  if (config.incoming_fd >= 0) options.fds.push_back({kQemuIncomingFd, config.incoming_fd});
-  if (config.net_fd >= 0) options.fds.push_back({kQemuNetFd, config.net_fd});
-  if (config.stderr_fd >= 0) options.fds.push_back({2, config.stderr_fd});
   // The VMM must never outlive the runner that owns it.
   options.die_with_parent = true;
   auto process = spawn(options);

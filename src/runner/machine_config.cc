@@ -1,0 +1,63 @@
+#include "runner/machine_config.h"
+
+#include <string>
+
+#include "net/network_config.h"
+#include "runner/vmm_user.h"
+
+namespace microvm {
+
+std::filesystem::path qmpSocket(const VmSpec& spec) { return std::filesystem::path(spec.runtime_dir) / "qmp.sock"; }
+
+MachineConfig machineConfigFor(const VmSpec& spec, const std::filesystem::path& vm_dir, const MachineFds& fds) {
+  MachineConfig config;
+  config.name = vm_dir.string();
+  config.accel = spec.accel == "kvm" ? Acceleration::kKvm : Acceleration::kTcg;
+  config.tsc_khz = spec.tsc_khz;
+  config.cpus = spec.cpus;
+  config.memory_mib = spec.memory_mib;
+  config.kernel = spec.kernel;
+  config.initramfs = spec.initramfs;
+  config.root_disk = spec.root_disk;
+  config.base_disk = spec.base_disk;
+  config.ephemeral_disk = spec.remove_on_exit;
+  config.console_fd = fds.console;
+  config.qmp_socket = qmpSocket(spec);
+  config.control_fd = fds.control;
+  config.stderr_fd = fds.diagnostics;
+  if (spec.vsock) config.vhost_vsock_socket = vhostVsockSocket(spec);
+  if (fds.net >= 0) {
+    config.net_fd = fds.net;
+    config.net_mtu = net::kGuestMtu;
+  }
+  // The guest mounts share i by the tag "vol<i>" (the workload spec says so).
+  for (size_t i = 0; i < spec.shares.size(); ++i) {
+    const auto& share = spec.shares[i];
+    int fd = i < fds.shares.size() ? fds.shares[i] : -1;
+    config.shares.push_back({share.host, "vol" + std::to_string(i), share.readonly, fd});
+  }
+  config.incoming_fd = fds.incoming;
+  return config;
+}
+
+vsock::VsockConfig vsockConfigFor(const VmSpec& spec) {
+  vsock::VsockConfig config;
+  config.vhost_socket = vhostVsockSocket(spec);
+  config.base = vsockSocket(spec);
+  for (const auto& port : spec.vsock_ports) config.ports.push_back({port.port, port.path, port.listen});
+  return config;
+}
+
+SpawnOptions::Credentials vmmCredentials(const MachineConfig& config, uid_t uid, gid_t gid,
+                                         std::optional<gid_t> kvm_group) {
+  SpawnOptions::Credentials credentials;
+  credentials.uid = uid;
+  credentials.gid = gid;
+  if (config.accel == Acceleration::kKvm && kvm_group) credentials.groups.push_back(*kvm_group);
+  bool writable = false;
+  for (const auto& share : config.shares) writable = writable || !share.readonly;
+  credentials.capabilities = vmmCapabilities(!config.shares.empty(), writable);
+  return credentials;
+}
+
+}  // namespace microvm

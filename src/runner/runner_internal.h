@@ -1,0 +1,148 @@
+// The runner's one object, shared by the files that implement it: runner.cc
+// (start, the event loop, the guest's frames, signals, stop and finish),
+// runner_requests.cc (the control requests), runner_streams.cc (the control
+// port, stdin, attached clients, workload.log and console.log) and
+// runner_privileges.cc (QEMU's user, giving up root, confinement).
+// Internal to the runner: runner.h is its interface.
+#pragma once
+
+#include <signal.h>
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "agent/protocol.h"
+#include "base/event_loop.h"
+#include "base/rotating_file.h"
+#include "base/unique_fd.h"
+#include "hypervisor/backend.h"
+#include "runner/control.h"
+#include "runner/guest_network.h"
+#include "runner/keeper.h"
+#include "runner/runner_confinement.h"
+#include "runner/vmm_user.h"
+#include "state/vm_record.h"
+#include "vsock/vsock_device.h"
+
+namespace microvm {
+
+// A client of `attach`: output goes to it as frames, its stdin comes back.
+struct AttachedClient {
+  UniqueFd fd;
+  bool stdin = false;
+  agent::FrameReader reader;
+  std::string backlog;  // frames not yet taken by the client
+};
+
+// The host directory of `share` as an idmapped mount (uid=/gid= volumes);
+// root only (runner_privileges.cc).
+Result<UniqueFd> idMappedShare(const VmSpec::Share& share);
+
+class Runner {
+ public:
+  Runner(std::filesystem::path vm_dir, int in_fd, int out_fd, int err_fd, RunnerSeccomp seccomp)
+      : vm_dir_(std::move(vm_dir)), state_dir_(vm_dir_), in_fd_(in_fd), out_fd_(out_fd), err_fd_(err_fd),
+        seccomp_(seccomp) {}
+
+  int run();
+
+ private:
+  // runner_requests_test.cc drives handleRequest on a Runner with a fake VMM.
+  friend struct RunnerTestPeer;
+  using Path = std::filesystem::path;
+
+  // runner.cc
+  Result<void> start();
+  Result<UniqueFd> startNetwork();
+  void recordNetCounters();
+  Result<void> loop();
+  void readControl();
+  void handleFrame(const agent::Frame& frame);
+  void handleSignal(int signal);
+  void requestStop(int timeout_seconds, int signal = SIGTERM);
+  void setStatus(VmStatus status);
+  void sendSpec();
+  void armTimer(int seconds);
+  void onTimer();
+  void log(const std::string& message);
+  int finish();
+
+  // runner_requests.cc
+  void acceptRequest();
+  Result<void> handleRequest(const RunnerRequest& request);
+  Result<void> snapshot(const Path& dir);
+  Result<void> copyDisk(int to);
+
+  // runner_streams.cc
+  void sendFrame(agent::FrameType type, std::string_view payload);
+  void flushControl();
+  void watchStdinSources();
+  void readStdin();
+  void attach(UniqueFd client, const AttachRequest& request);
+  void readAttached(int fd);
+  void sendToAttached(AttachedClient& client, agent::FrameType type, std::string_view payload);
+  void flushAttached(AttachedClient& client);
+  void watchAttached(AttachedClient& client);
+  void detach(int fd);
+  void forwardOutput(int& fd, const char* stream, std::string_view bytes);
+  void readConsole();
+  void writeLog(RotatingFile& file, std::string_view bytes, bool stream);
+
+  // runner_privileges.cc
+  Result<void> chooseVmmUser(MachineConfig& config);
+  Result<void> confine();
+  Result<void> giveUpRoot();
+
+  Path vm_dir_;
+  // Where state.json and state.lock are reached: vm_dir_, or "." once the
+  // runner has given up root (its id cannot search the data dir; it works
+  // from inside the VM's directory).
+  Path state_dir_;
+  int in_fd_;
+  bool in_fd_pollable_ = true;
+  int out_fd_;
+  int err_fd_;
+  RunnerSeccomp seccomp_;
+  VmSpec spec_;
+  // As root: does what the runner's own id may not (keeper.h). Declared
+  // before everything that may ask it.
+  std::optional<Keeper> keeper_;
+  // Opened while root, read after: the logs quoted when the VM fails, and
+  // the disk a snapshot copies.
+  UniqueFd console_read_;
+  UniqueFd runner_log_read_;
+  UniqueFd disk_read_;
+  VmState state_;
+  UniqueFd log_fd_;
+  std::optional<RotatingFile> workload_log_;
+  std::optional<RotatingFile> console_log_;
+  UniqueFd console_;  // the runner's end of the guest's serial console
+  bool log_write_failed_ = false;
+  UniqueFd control_;
+  std::string control_backlog_;  // frames for the guest the socket did not take yet
+  std::map<int, AttachedClient> attached_;
+  UniqueFd signal_fd_;
+  UniqueFd listener_;
+  std::optional<EventLoop> loop_;
+  std::unique_ptr<vsock::VsockDevice> vsock_;  // on loop_, so declared after it
+  std::optional<EventLoop::TimerId> timer_;
+  // After loop_: the network's handlers live in it and go first.
+  std::unique_ptr<GuestNetwork> network_;
+  // Before vmm_: the id stays taken until QEMU is gone.
+  std::optional<VmmUser> vmm_user_;
+  std::unique_ptr<Vmm> vmm_;
+  agent::FrameReader reader_;
+  std::optional<int> exit_code_;
+  std::optional<int> vmm_status_;
+  bool stop_requested_ = false;
+  bool hard_stopped_ = false;
+  std::string failure_;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace microvm

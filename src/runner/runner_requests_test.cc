@@ -1,0 +1,158 @@
+// The runner's request dispatch, on a Runner that never started: a fake VMM,
+// no guest (frames to it go nowhere), state.json in a temporary directory.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "base/fs.h"
+#include "runner/runner_internal.h"
+
+namespace microvm {
+
+struct RunnerTestPeer {
+  static Result<void> request(Runner& runner, std::string_view line) {
+    auto request = decodeRequest(line);
+    if (!request) return std::move(request).error();
+    return runner.handleRequest(*request);
+  }
+  static VmState& state(Runner& runner) { return runner.state_; }
+  static VmSpec& spec(Runner& runner) { return runner.spec_; }
+  static void setVmm(Runner& runner, std::unique_ptr<Vmm> vmm) { runner.vmm_ = std::move(vmm); }
+  static Result<void> startLoop(Runner& runner) {
+    auto loop = EventLoop::create();
+    if (!loop) return std::move(loop).error();
+    runner.loop_.emplace(std::move(*loop));
+    return success();
+  }
+  static void exited(Runner& runner, int code) { runner.exit_code_ = code; }
+  static bool stopRequested(Runner& runner) { return runner.stop_requested_; }
+};
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// Counts what the runner asks of it; a pid-less process that kill() leaves be.
+class FakeVmm : public Vmm {
+ public:
+  Process& process() override { return process_; }
+  Result<void> pause() override {
+    ++pauses;
+    return success();
+  }
+  Result<void> resume() override {
+    ++resumes;
+    return success();
+  }
+  Result<void> saveState(int fd) override {
+    ++saves;
+    return writeAll(fd, "state");
+  }
+  int pauses = 0;
+  int resumes = 0;
+  int saves = 0;
+
+ private:
+  Process process_;
+};
+
+class RunnerRequestTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char pattern[] = "/tmp/runner-request-test.XXXXXX";
+    ASSERT_NE(::mkdtemp(pattern), nullptr);
+    dir_ = pattern;
+    runner_.emplace(dir_, -1, -1, -1, nullptr);
+    auto vmm = std::make_unique<FakeVmm>();
+    vmm_ = vmm.get();
+    RunnerTestPeer::setVmm(*runner_, std::move(vmm));
+    RunnerTestPeer::state(*runner_).status = VmStatus::kRunning;
+  }
+  void TearDown() override {
+    runner_.reset();
+    (void)removeTree(dir_);
+  }
+  Result<void> request(std::string_view line) { return RunnerTestPeer::request(*runner_, line); }
+  VmStatus saved() {
+    auto state = loadState(dir_);
+    return state ? state->status : VmStatus::kCreated;
+  }
+
+  fs::path dir_;
+  std::optional<Runner> runner_;
+  FakeVmm* vmm_ = nullptr;
+};
+
+TEST_F(RunnerRequestTest, PauseAndResumeEachDoOnlyTheirOwnThing) {
+  // Resuming a running VM is refused, not done: nothing resumes by default.
+  EXPECT_FALSE(request(R"({"op":"resume"})"));
+  EXPECT_EQ(vmm_->resumes, 0);
+  ASSERT_TRUE(request(R"({"op":"pause"})"));
+  EXPECT_EQ(vmm_->pauses, 1);
+  EXPECT_EQ(saved(), VmStatus::kPaused);
+  EXPECT_FALSE(request(R"({"op":"pause"})"));
+  EXPECT_EQ(vmm_->pauses, 1);
+  EXPECT_FALSE(request(R"({"op":"kill","signal":15})"));  // a frozen guest cannot act on it
+  ASSERT_TRUE(request(R"({"op":"resume"})"));
+  EXPECT_EQ(vmm_->resumes, 1);
+  EXPECT_EQ(saved(), VmStatus::kRunning);
+  EXPECT_TRUE(request(R"({"op":"kill","signal":15})"));
+  EXPECT_EQ(vmm_->pauses + vmm_->resumes + vmm_->saves, 2);
+}
+
+TEST_F(RunnerRequestTest, TimingsAreRecordedAndPortsNeedANetwork) {
+  ASSERT_TRUE(request(R"({"op":"timing","name":"ready","ms":12.5})"));
+  auto state = loadState(dir_);
+  ASSERT_TRUE(state);
+  EXPECT_EQ(state->timings_ms.at("ready"), 12.5);
+  auto added = request(R"({"op":"port_add","mapping":"127.0.0.1:8080:80/tcp"})");
+  ASSERT_FALSE(added);
+  EXPECT_NE(added.error().message().find("no network"), std::string::npos);
+  EXPECT_FALSE(request(R"({"op":"port_rm","mapping":"127.0.0.1:8080:80/tcp"})"));
+}
+
+TEST_F(RunnerRequestTest, AttachNeedsItsOwnConnection) {
+  auto attached = request(R"({"op":"attach","stdin":false})");
+  ASSERT_FALSE(attached);
+  EXPECT_NE(attached.error().message().find("own connection"), std::string::npos);
+}
+
+TEST_F(RunnerRequestTest, StopThawsAPausedVmAndArmsTheHardStop) {
+  ASSERT_TRUE(RunnerTestPeer::startLoop(*runner_));
+  ASSERT_TRUE(request(R"({"op":"pause"})"));
+  ASSERT_TRUE(request(R"({"op":"stop","timeout":10})"));
+  EXPECT_TRUE(RunnerTestPeer::stopRequested(*runner_));
+  EXPECT_EQ(vmm_->resumes, 1);
+  EXPECT_EQ(saved(), VmStatus::kRunning);
+}
+
+TEST_F(RunnerRequestTest, SnapshotSavesStateAndDiskAndTheVmRunsOn) {
+  fs::path disk = dir_ / "disk.qcow2";
+  std::ofstream(disk) << "disk bytes";
+  RunnerTestPeer::spec(*runner_).root_disk = disk.string();
+  fs::path snapshot = dir_ / "snap";
+  fs::create_directory(snapshot);
+  ASSERT_TRUE(request(R"({"op":"snapshot","dir":")" + snapshot.string() + R"("})"));
+  EXPECT_EQ(vmm_->saves, 1);
+  EXPECT_EQ(vmm_->resumes, 1);  // it was running
+  auto memory = readFile(snapshot / "memory.bin");
+  ASSERT_TRUE(memory);
+  EXPECT_EQ(*memory, "state");
+  auto copied = readFile(snapshot / "disk.qcow2");
+  ASSERT_TRUE(copied);
+  EXPECT_EQ(*copied, "disk bytes");
+}
+
+TEST_F(RunnerRequestTest, EverythingIsRefusedOnceTheWorkloadExited) {
+  RunnerTestPeer::exited(*runner_, 0);
+  for (const char* line : {R"({"op":"pause"})", R"({"op":"resume"})", R"({"op":"kill","signal":9})",
+                           R"({"op":"timing","name":"ready","ms":1})"}) {
+    auto refused = request(line);
+    ASSERT_FALSE(refused) << line;
+    EXPECT_NE(refused.error().message().find("exiting"), std::string::npos);
+  }
+  EXPECT_EQ(vmm_->pauses + vmm_->resumes, 0);
+}
+
+}  // namespace
+}  // namespace microvm
