@@ -50,6 +50,8 @@ ssize_t FramedConnection::readOnce(char* buffer, size_t size) {
 void FramedConnection::breakWith(int error_number) {
   broken_ = true;
   broken_errno_ = error_number;
+  out_.clear();  // nobody will take it now
+  out_offset_ = 0;
   // Restore errno for callers that report the failed call.
   errno = error_number;
 }

@@ -1,9 +1,11 @@
 // FramedConnection: a non-blocking byte stream that carries protocol frames
 // (agent/protocol.h: appendFrame out, FrameReader in) with a write backlog.
-// Both of the guest's channels are one: init's control port to the host (a
-// virtio-serial character device, read and written with read/write) and each
+// Every framed channel is one: init's control port to the host (a
+// virtio-serial character device, read and written with read/write), each
 // connection the agent serves (a vsock stream socket, or a unix one in the
-// unit tests, used with send/recv so that a gone peer is EPIPE, not SIGPIPE).
+// unit tests) and the runner's end of the control port (a socketpair with
+// QEMU); sockets are used with send/recv so that a gone peer is EPIPE, not
+// SIGPIPE.
 //
 //   FramedConnection connection(std::move(fd), {.write_idle_timeout = 60s});  // fd is O_NONBLOCK
 //   connection.queue(agent::FrameType::kOutput, bytes);  // the backlog grows
@@ -49,9 +51,13 @@ class FramedConnection {
   int brokenErrno() const { return broken_errno_; }
   // True once the peer sent an impossible frame; it stays so.
   bool corrupt() const { return reader_.failed(); }
+  // What was wrong with the stream, once corrupt().
+  const std::string& corruption() const { return reader_.failure(); }
 
-  // Adds a frame to the write backlog.
-  void queue(FrameType type, std::string_view payload) { appendFrame(out_, type, payload); }
+  // Adds a frame to the write backlog (dropped once broken).
+  void queue(FrameType type, std::string_view payload) {
+    if (!broken_) appendFrame(out_, type, payload);
+  }
   // Bytes of the backlog not yet written.
   size_t pending() const { return out_.size() - out_offset_; }
   // Writes what it can without blocking. False once broken.

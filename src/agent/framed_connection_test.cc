@@ -109,6 +109,11 @@ TEST(FramedConnection, AWriteToAGonePeerBreaksTheConnectionWithoutSigpipe) {
   EXPECT_FALSE(connection.send(FrameType::kResult, "x"));  // MSG_NOSIGNAL: EPIPE, not a signal
   EXPECT_TRUE(connection.broken());
   EXPECT_EQ(connection.brokenErrno(), EPIPE);
+  // Nothing waits for a peer that is gone: the backlog is dropped, and so is
+  // what is queued later (the runner stops reading stdin on a full backlog).
+  EXPECT_EQ(connection.pending(), 0u);
+  connection.queue(FrameType::kStdin, "more");
+  EXPECT_EQ(connection.pending(), 0u);
 }
 
 TEST(FramedConnection, AnOversizedFrameMarksTheStreamCorrupt) {
@@ -121,6 +126,7 @@ TEST(FramedConnection, AnOversizedFrameMarksTheStreamCorrupt) {
   FramedConnection connection(std::move(ours));
   EXPECT_FALSE(connection.receive(milliseconds(1000)).has_value());
   EXPECT_TRUE(connection.corrupt());
+  EXPECT_NE(connection.corruption().find("exceeds"), std::string::npos) << connection.corruption();
 }
 
 TEST(FramedConnection, AReadRoundIsBounded) {

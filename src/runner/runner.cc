@@ -119,8 +119,11 @@ Result<void> Runner::start() {
 
   int pair[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return Error::fromErrno("socketpair");
-  control_.reset(pair[0]);
-  if (::fcntl(control_.get(), F_SETFL, O_NONBLOCK) != 0) return Error::fromErrno("fcntl O_NONBLOCK");
+  UniqueFd control(pair[0]);
+  if (::fcntl(control.get(), F_SETFL, O_NONBLOCK) != 0) return Error::fromErrno("fcntl O_NONBLOCK");
+  // A read round is bounded, so that a guest sending as fast as it is read
+  // cannot starve the loop's other work.
+  control_.emplace(std::move(control), agent::FramedConnection::Options{.max_read_round = 65536});
   UniqueFd guest_end(pair[1]);
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return Error::fromErrno("socketpair");
   console_.reset(pair[0]);
@@ -217,7 +220,7 @@ Result<void> Runner::start() {
   }
 
   MICROVM_TRY(loop_->add(console_.get(), EPOLLIN, [this](uint32_t) { readConsole(); }));
-  MICROVM_TRY(loop_->add(control_.get(), EPOLLIN, [this](uint32_t events) {
+  MICROVM_TRY(loop_->add(control_->fd(), EPOLLIN, [this](uint32_t events) {
     if (events & EPOLLOUT) flushControl();
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) readControl();
   }));
@@ -361,21 +364,15 @@ void Runner::requestStop(int timeout_seconds, int signal) {
 }
 
 void Runner::readControl() {
-  char buffer[65536];
-  ssize_t got = ::read(control_.get(), buffer, sizeof buffer);
-  if (got < 0 && errno == EINTR) return;
-  if (got <= 0) {
-    loop_->remove(control_.get());  // QEMU closed its end
-    control_backlog_.clear();
-    return;
-  }
-  reader_.feed({buffer, static_cast<size_t>(got)});
-  while (auto frame = reader_.next()) handleFrame(*frame);
-  if (reader_.failed()) {
+  bool open = control_->readSome();
+  while (auto frame = control_->nextFrame()) handleFrame(*frame);
+  if (control_->corrupt()) {
     failure_ = "the guest sent a malformed control frame; stopping the VM";
-    log(failure_ + " (" + reader_.failure() + ")");
-    loop_->remove(control_.get());
+    log(failure_ + " (" + control_->corruption() + ")");
+    loop_->remove(control_->fd());
     vmm_->process().kill(SIGKILL);
+  } else if (!open && loop_->watching(control_->fd())) {
+    loop_->remove(control_->fd());  // QEMU closed its end; what was queued is dropped
   }
 }
 

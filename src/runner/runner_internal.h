@@ -16,6 +16,7 @@
 #include <string>
 #include <string_view>
 
+#include "agent/framed_connection.h"
 #include "agent/protocol.h"
 #include "base/event_loop.h"
 #include "base/rotating_file.h"
@@ -81,6 +82,8 @@ class Runner {
   // runner_streams.cc
   void sendFrame(agent::FrameType type, std::string_view payload);
   void flushControl();
+  // Bytes queued for the guest's control port.
+  size_t controlBacklog() const;
   void watchStdinSources();
   void readStdin();
   void attach(UniqueFd client, const AttachRequest& request);
@@ -123,8 +126,9 @@ class Runner {
   std::optional<RotatingFile> console_log_;
   UniqueFd console_;  // the runner's end of the guest's serial console
   bool log_write_failed_ = false;
-  UniqueFd control_;
-  std::string control_backlog_;  // frames for the guest the socket did not take yet
+  // The control port's host end (a socketpair with QEMU's virtio-serial
+  // chardev); frames for the guest the socket did not take yet wait in it.
+  std::optional<agent::FramedConnection> control_;
   std::map<int, AttachedClient> attached_;
   UniqueFd signal_fd_;
   UniqueFd listener_;
@@ -136,7 +140,6 @@ class Runner {
   // Before vmm_: the id stays taken until QEMU is gone.
   std::optional<VmmUser> vmm_user_;
   std::unique_ptr<Vmm> vmm_;
-  agent::FrameReader reader_;
   std::optional<int> exit_code_;
   std::optional<int> vmm_status_;
   bool stop_requested_ = false;

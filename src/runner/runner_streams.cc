@@ -30,33 +30,29 @@ constexpr size_t kLogRecordBytes = 16384;
 // Frames to the guest never block the loop: what the socket does not take now
 // waits for EPOLLOUT.
 void Runner::sendFrame(agent::FrameType type, std::string_view payload) {
-  if (!control_.valid()) return;
-  agent::appendFrame(control_backlog_, type, payload);
+  if (!control_ || control_->broken()) return;
+  control_->queue(type, payload);
   flushControl();
 }
 
 void Runner::flushControl() {
-  while (!control_backlog_.empty()) {
-    ssize_t sent = ::send(control_.get(), control_backlog_.data(), control_backlog_.size(), MSG_NOSIGNAL);
-    if (sent < 0 && errno == EINTR) continue;
-    if (sent < 0 && errno == EAGAIN) break;
-    if (sent <= 0) {
-      log("control channel: " + Error::fromErrno("send").message());
-      control_backlog_.clear();
-      break;
-    }
-    control_backlog_.erase(0, static_cast<size_t>(sent));
+  if (!control_) return;
+  bool was_broken = control_->broken();
+  if (!control_->writeSome() && !was_broken && control_->brokenErrno() != 0) {
+    log("control channel: " + Error::fromErrno("send", control_->brokenErrno()).message());
   }
-  if (loop_ && loop_->watching(control_.get())) {
-    (void)loop_->modify(control_.get(), control_backlog_.empty() ? EPOLLIN : EPOLLIN | EPOLLOUT);
+  if (loop_ && loop_->watching(control_->fd())) {
+    (void)loop_->modify(control_->fd(), control_->pending() == 0 ? EPOLLIN : EPOLLIN | EPOLLOUT);
   }
   watchStdinSources();
 }
 
+size_t Runner::controlBacklog() const { return control_ ? control_->pending() : 0; }
+
 // Stdin sources are read only while the guest keeps up (see kControlBacklog).
 void Runner::watchStdinSources() {
   if (!loop_) return;
-  bool room = control_backlog_.size() < kControlBacklog;
+  bool room = controlBacklog() < kControlBacklog;
   if (in_fd_ >= 0 && in_fd_pollable_ && loop_->watching(in_fd_)) (void)loop_->modify(in_fd_, room ? uint32_t{EPOLLIN} : 0u);
   for (auto& entry : attached_) watchAttached(entry.second);
 }
@@ -65,7 +61,7 @@ void Runner::watchStdinSources() {
 // it leave), while the guest keeps up for one with stdin.
 void Runner::watchAttached(AttachedClient& client) {
   uint32_t events = client.backlog.empty() ? 0u : uint32_t{EPOLLOUT};
-  if (!client.stdin || control_backlog_.size() < kControlBacklog) events |= EPOLLIN;
+  if (!client.stdin || controlBacklog() < kControlBacklog) events |= EPOLLIN;
   (void)loop_->modify(client.fd.get(), events);
 }
 
@@ -82,7 +78,7 @@ void Runner::readStdin() {
   }
   // A regular file cannot be polled: it is read on in turns with the loop's
   // other work, as long as the guest keeps up.
-  if (in_fd_ >= 0 && !in_fd_pollable_ && control_backlog_.size() < kControlBacklog) {
+  if (in_fd_ >= 0 && !in_fd_pollable_ && controlBacklog() < kControlBacklog) {
     loop_->addTimer(std::chrono::milliseconds(0), [this] { readStdin(); });
   } else if (in_fd_ >= 0 && !in_fd_pollable_) {
     loop_->addTimer(std::chrono::milliseconds(5), [this] { readStdin(); });
