@@ -1,10 +1,10 @@
 // The names of everything microvm keeps on disk, in one place.
 //
-//   <data dir>/vms/<id>/                 VmPaths::vmDir
+//   <data dir>/vms/<id>/                 VmPaths
 //     spec.json state.json state.lock    the plan the runner runs; its state (state/vm_record.h)
 //     disk.qcow2 initramfs.cpio          the VM's overlay; its own initramfs (rootfs hooks)
 //     workload.log console.log runner.log
-//   <runtime dir>/<short id>/            VmPaths::runtimeDir (unix sockets: 107 bytes at most)
+//   <runtime dir>/<short id>/            VmSockets (unix socket paths: 107 bytes at most)
 //     runner.sock qmp.sock vsock.sock vsock.sock_<port> vhost-vsock.sock
 //   <data dir>/images/                   ImagePaths
 //     store.lock blobs/sha256/<hex> rootfs/<key>/{base.ext4,image.json}
@@ -16,8 +16,8 @@
 // uses the bare names (VmFiles).
 //
 // Usage:
-//   VmPaths paths(layout.vmDir(id), layout.vmRuntimeDir(id));
-//   auto log = RotatingFile::open(paths.workloadLog(), rotation);
+//   auto log = RotatingFile::open(VmPaths(vm_dir).workloadLog(), rotation);
+//   auto client = agent::AgentClient::viaVsock(VmSockets(spec.runtime_dir).vsock());
 #pragma once
 
 #include <filesystem>
@@ -41,14 +41,31 @@ struct VmFiles {
   static constexpr const char* kVhostVsockSocket = "vhost-vsock.sock";
 };
 
+// A VM's sockets, in its short runtime directory.
+class VmSockets {
+ public:
+  explicit VmSockets(std::filesystem::path runtime_dir) : dir_(std::move(runtime_dir)) {}
+
+  const std::filesystem::path& dir() const { return dir_; }
+  // The runner's control surface (runner/control.h).
+  std::filesystem::path runner() const { return dir_ / VmFiles::kRunnerSocket; }
+  std::filesystem::path qmp() const { return dir_ / VmFiles::kQmpSocket; }
+  // The hybrid-vsock base socket: host clients connect here and send
+  // "CONNECT <port>\n"; guest port P without a mapping goes to "<it>_P".
+  std::filesystem::path vsock() const { return dir_ / VmFiles::kVsockSocket; }
+  // Where QEMU's vhost-user-vsock device meets the runner.
+  std::filesystem::path vhostVsock() const { return dir_ / VmFiles::kVhostVsockSocket; }
+
+ private:
+  std::filesystem::path dir_;
+};
+
+// A VM's files, in <data dir>/vms/<id>.
 class VmPaths {
  public:
-  VmPaths(std::filesystem::path vm_dir, std::filesystem::path runtime_dir)
-      : vm_dir_(std::move(vm_dir)), runtime_dir_(std::move(runtime_dir)) {}
+  explicit VmPaths(std::filesystem::path vm_dir) : vm_dir_(std::move(vm_dir)) {}
 
-  const std::filesystem::path& vmDir() const { return vm_dir_; }
-  const std::filesystem::path& runtimeDir() const { return runtime_dir_; }
-
+  const std::filesystem::path& dir() const { return vm_dir_; }
   std::filesystem::path spec() const { return vm_dir_ / VmFiles::kSpec; }
   std::filesystem::path state() const { return vm_dir_ / VmFiles::kState; }
   std::filesystem::path stateLock() const { return vm_dir_ / VmFiles::kStateLock; }
@@ -58,17 +75,8 @@ class VmPaths {
   std::filesystem::path consoleLog() const { return vm_dir_ / VmFiles::kConsoleLog; }
   std::filesystem::path runnerLog() const { return vm_dir_ / VmFiles::kRunnerLog; }
 
-  std::filesystem::path runnerSocket() const { return runtime_dir_ / VmFiles::kRunnerSocket; }
-  std::filesystem::path qmpSocket() const { return runtime_dir_ / VmFiles::kQmpSocket; }
-  // The hybrid-vsock base socket: host clients connect here and send
-  // "CONNECT <port>\n"; guest port P without a mapping goes to "<it>_P".
-  std::filesystem::path vsockSocket() const { return runtime_dir_ / VmFiles::kVsockSocket; }
-  // Where QEMU's vhost-user-vsock device meets the runner.
-  std::filesystem::path vhostVsockSocket() const { return runtime_dir_ / VmFiles::kVhostVsockSocket; }
-
  private:
   std::filesystem::path vm_dir_;
-  std::filesystem::path runtime_dir_;
 };
 
 // Inside the image store (<data dir>/images, or --image-dir).

@@ -10,6 +10,7 @@
 #include <random>
 
 #include "agent/client.h"
+#include "base/paths.h"
 #include "base/eintr.h"
 #include "base/fs.h"
 #include "base/unique_fd.h"
@@ -40,7 +41,7 @@ Result<agent::AgentClient> agentOf(const fs::path& data_dir, const std::string& 
   if (record->state.status != VmStatus::kRunning) {
     return Error(ErrorCode::kInvalidArgument, "VM " + record->spec.name + " is not running");
   }
-  auto client = agent::AgentClient::viaVsock(vsockSocket(record->spec));
+  auto client = agent::AgentClient::viaVsock(VmSockets(record->spec.runtime_dir).vsock());
   client.setPeerName("VM " + record->spec.name);
   return client;
 }

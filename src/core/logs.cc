@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "base/paths.h"
 #include "base/fs.h"
 #include "base/rotating_file.h"
 #include "microvm/runtime.h"
@@ -49,7 +50,7 @@ Result<void> Runtime::logs(const std::string& reference, const LogOptions& optio
   VmStore store(*layout);
   auto record = store.find(reference);
   if (!record) return std::move(record).error();
-  fs::path path = record->dir / (options.console ? "console.log" : "workload.log");
+  fs::path path = options.console ? VmPaths(record->dir).consoleLog() : VmPaths(record->dir).workloadLog();
 
   // The log and its rotated files, oldest first, a chunk at a time; the
   // reader follows rotations (and a log that does not exist yet).

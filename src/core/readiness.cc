@@ -5,6 +5,7 @@
 #include <chrono>
 #include <thread>
 
+#include "base/paths.h"
 #include "base/fs.h"
 #include "microvm/runtime.h"
 
@@ -22,7 +23,7 @@ constexpr milliseconds kProbeTimeout{1000};
 
 Error notReady(const VmInfo& vm, const std::string& why) {
   std::string message = "VM " + vm.name + " " + why;
-  std::string console = tailLines(vm.dir / "console.log", 10);
+  std::string console = tailLines(VmPaths(vm.dir).consoleLog(), 10);
   if (!console.empty()) message += "\nguest console (last lines):\n" + console;
   return Error(ErrorCode::kTimeout, message);
 }

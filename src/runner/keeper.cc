@@ -114,7 +114,7 @@ bool keeperMayConnect(const VmSpec& spec, const fs::path& target) {
     if (!port.listen && fs::path(port.path) == target) return true;
   }
   if (spec.runtime_dir.empty()) return false;
-  std::string base = vsockSocket(spec).string() + "_";
+  std::string base = VmSockets(spec.runtime_dir).vsock().string() + "_";
   std::string path = target.string();
   if (path.size() <= base.size() || path.size() > base.size() + 10 || path.compare(0, base.size(), base) != 0) {
     return false;

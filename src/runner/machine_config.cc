@@ -2,12 +2,13 @@
 
 #include <string>
 
+#include "base/paths.h"
 #include "net/network_config.h"
 #include "runner/vmm_user.h"
 
 namespace microvm {
 
-std::filesystem::path qmpSocket(const VmSpec& spec) { return std::filesystem::path(spec.runtime_dir) / "qmp.sock"; }
+std::filesystem::path qmpSocket(const VmSpec& spec) { return VmSockets(spec.runtime_dir).qmp(); }
 
 MachineConfig machineConfigFor(const VmSpec& spec, const std::filesystem::path& vm_dir, const MachineFds& fds) {
   MachineConfig config;
@@ -25,7 +26,7 @@ MachineConfig machineConfigFor(const VmSpec& spec, const std::filesystem::path& 
   config.qmp_socket = qmpSocket(spec);
   config.control_fd = fds.control;
   config.stderr_fd = fds.diagnostics;
-  if (spec.vsock) config.vhost_vsock_socket = vhostVsockSocket(spec);
+  if (spec.vsock) config.vhost_vsock_socket = VmSockets(spec.runtime_dir).vhostVsock();
   if (fds.net >= 0) {
     config.net_fd = fds.net;
     config.net_mtu = net::kGuestMtu;
@@ -42,8 +43,8 @@ MachineConfig machineConfigFor(const VmSpec& spec, const std::filesystem::path& 
 
 vsock::VsockConfig vsockConfigFor(const VmSpec& spec) {
   vsock::VsockConfig config;
-  config.vhost_socket = vhostVsockSocket(spec);
-  config.base = vsockSocket(spec);
+  config.vhost_socket = VmSockets(spec.runtime_dir).vhostVsock();
+  config.base = VmSockets(spec.runtime_dir).vsock();
   for (const auto& port : spec.vsock_ports) config.ports.push_back({port.port, port.path, port.listen});
   return config;
 }

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "base/paths.h"
 #include "base/fs.h"
 #include "base/unix_socket.h"
 #include "hypervisor/qemu/qemu_backend.h"
@@ -93,14 +94,14 @@ Result<void> Runner::start() {
   // O_NOFOLLOW: the VM's directory is writable by its runner's id, which
   // must not point root's writes elsewhere.
   log_fd_.reset(
-      ::open((vm_dir_ / "runner.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!log_fd_.valid()) return Error::fromErrno("open " + (vm_dir_ / "runner.log").string());
+      ::open(VmPaths(vm_dir_).runnerLog().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!log_fd_.valid()) return Error::fromErrno("open " + VmPaths(vm_dir_).runnerLog().string());
   // workload.log goes on across starts; console.log starts afresh with each boot.
   RotationPolicy rotation{spec_.log_max_size, spec_.log_max_files};
-  auto workload_log = RotatingFile::open(vm_dir_ / "workload.log", rotation);
+  auto workload_log = RotatingFile::open(VmPaths(vm_dir_).workloadLog(), rotation);
   if (!workload_log) return std::move(workload_log).error();
   workload_log_.emplace(std::move(*workload_log));
-  auto console_log = RotatingFile::open(vm_dir_ / "console.log", rotation, /*truncate=*/true);
+  auto console_log = RotatingFile::open(VmPaths(vm_dir_).consoleLog(), rotation, /*truncate=*/true);
   if (!console_log) return std::move(console_log).error();
   console_log_.emplace(std::move(*console_log));
 
@@ -133,7 +134,7 @@ Result<void> Runner::start() {
   fs::path runtime_dir = spec_.runtime_dir;
   MICROVM_TRY(makeDirs(runtime_dir));
   fs::path qmp = qmpSocket(spec_);
-  fs::path control_socket = runtime_dir / "runner.sock";
+  fs::path control_socket = VmSockets(runtime_dir).runner();
   MICROVM_TRY(checkSocketPath(qmp));
   MICROVM_TRY(checkSocketPath(control_socket));
   auto listener = listenUnix(control_socket, 16, SOCK_NONBLOCK);
@@ -182,7 +183,7 @@ Result<void> Runner::start() {
   }
   // A VM made from a snapshot resumes it on its first start only; started
   // again after it exits, it boots afresh from its disk.
-  bool restoring = !spec_.restore_from.empty() && !fs::exists(vm_dir_ / "state.json");
+  bool restoring = !spec_.restore_from.empty() && !fs::exists(VmPaths(vm_dir_).state());
   UniqueFd incoming;
   if (restoring) {
     incoming.reset(::open(spec_.restore_from.c_str(), O_RDONLY | O_CLOEXEC));
@@ -394,9 +395,9 @@ int Runner::finish() {
     if (vmm_status_) why += " (QEMU " + describeWaitStatus(*vmm_status_) + ")";
     state_.error = why;
     std::string console =
-        console_read_.valid() ? tailLines(console_read_.get(), 5) : tailLines(vm_dir_ / "console.log", 5);
+        console_read_.valid() ? tailLines(console_read_.get(), 5) : tailLines(VmPaths(vm_dir_).consoleLog(), 5);
     std::string vmm_log =
-        runner_log_read_.valid() ? tailLines(runner_log_read_.get(), 3) : tailLines(vm_dir_ / "runner.log", 3);
+        runner_log_read_.valid() ? tailLines(runner_log_read_.get(), 3) : tailLines(VmPaths(vm_dir_).runnerLog(), 3);
     if (err_fd_ >= 0 && failure_.empty()) {
       std::string message = "microvm: " + why + "\n";
       if (!vmm_log.empty()) message += "runner log:\n" + vmm_log + "\n";

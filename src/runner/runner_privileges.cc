@@ -5,6 +5,7 @@
 
 #include <cstdio>
 
+#include "base/paths.h"
 #include "base/fs.h"
 #include "base/idmapped_mount.h"
 #include "runner/machine_config.h"
@@ -83,20 +84,20 @@ Result<void> Runner::giveUpRoot() {
     if (!fd.valid()) return Error::fromErrno("open " + (vm_dir_ / name).string());
     return success();
   };
-  MICROVM_TRY(open_read("console.log", console_read_));
-  MICROVM_TRY(open_read("runner.log", runner_log_read_));
+  MICROVM_TRY(open_read(VmFiles::kConsoleLog, console_read_));
+  MICROVM_TRY(open_read(VmFiles::kRunnerLog, runner_log_read_));
   disk_read_.reset(::open(spec_.root_disk.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (!disk_read_.valid()) return Error::fromErrno("open " + spec_.root_disk);
 
-  UniqueFd lock(::open((vm_dir_ / "state.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!lock.valid()) return Error::fromErrno("open " + (vm_dir_ / "state.lock").string());
+  UniqueFd lock(::open(VmPaths(vm_dir_).stateLock().c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!lock.valid()) return Error::fromErrno("open " + VmPaths(vm_dir_).stateLock().string());
   if (::fchown(lock.get(), 0, gid) != 0 || ::fchmod(lock.get(), 0660) != 0) {
-    return Error::fromErrno("give " + (vm_dir_ / "state.lock").string() + " to the runner's group");
+    return Error::fromErrno("give " + VmPaths(vm_dir_).stateLock().string() + " to the runner's group");
   }
   // state.json becomes the runner's, unless it is not a plain file of its
   // own (left by an earlier runner): then it goes, and the runner writes a
   // new one.
-  fs::path state = vm_dir_ / "state.json";
+  fs::path state = VmPaths(vm_dir_).state();
   UniqueFd state_fd(::open(state.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
   struct stat st {};
   if (state_fd.valid() && ::fstat(state_fd.get(), &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1) {

@@ -4,6 +4,7 @@
 
 #include <variant>
 
+#include "base/paths.h"
 #include "base/fs.h"
 #include "base/overloaded.h"
 #include "runner/runner_internal.h"
@@ -127,8 +128,8 @@ Result<void> Runner::snapshot(const fs::path& dir) {
     memory = std::move(files->first);
     disk = std::move(files->second);
   } else {
-    memory.reset(::open((dir / "memory.bin").c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-    if (!memory.valid()) return Error::fromErrno("create " + (dir / "memory.bin").string());
+    memory.reset(::open(SnapshotPaths::memory(dir).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!memory.valid()) return Error::fromErrno("create " + SnapshotPaths::memory(dir).string());
   }
   log("snapshot: saving to " + dir.string());
   auto saved = vmm_->saveState(memory.get());
@@ -139,7 +140,7 @@ Result<void> Runner::snapshot(const fs::path& dir) {
   if (saved && disk.valid()) {
     copied = copyDisk(disk.get());
   } else if (saved) {
-    fs::copy_file(spec_.root_disk, dir / "disk.qcow2", ec);
+    fs::copy_file(spec_.root_disk, SnapshotPaths::disk(dir), ec);
   }
   if (was_running) {
     if (auto resumed = vmm_->resume(); !resumed) log("snapshot: resume failed: " + resumed.error().message());

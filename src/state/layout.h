@@ -30,8 +30,7 @@ class Layout {
   std::filesystem::path vmDir(const std::string& id) const { return vmsDir() / id; }
   std::filesystem::path vmRuntimeDir(const std::string& id) const { return runtime_dir_ / id.substr(0, 12); }
   std::filesystem::path rootfsCacheDir() const { return ImagePaths::inDataDir(data_dir_).rootfsDir(); }
-  // Every file of one VM (base/paths.h).
-  VmPaths vmPaths(const std::string& id) const { return VmPaths(vmDir(id), vmRuntimeDir(id)); }
+
 
  private:
   std::filesystem::path data_dir_;

@@ -105,16 +105,6 @@ struct VmSpec {
   int log_max_files = 5;
 };
 
-// The hybrid-vsock base socket: host clients connect here and send
-// "CONNECT <port>\n"; guest port P without a mapping goes to "<it>_P".
-inline std::filesystem::path vsockSocket(const VmSpec& spec) {
-  return std::filesystem::path(spec.runtime_dir) / "vsock.sock";
-}
-// Where QEMU's vhost-user-vsock device meets the runner.
-inline std::filesystem::path vhostVsockSocket(const VmSpec& spec) {
-  return std::filesystem::path(spec.runtime_dir) / "vhost-vsock.sock";
-}
-
 enum class VmStatus { kCreated, kRunning, kPaused, kExited };
 
 struct VmState {
