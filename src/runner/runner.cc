@@ -406,7 +406,7 @@ void Runner::sendSpec() {
   workload.open_stdin = spec_.open_stdin;
   for (size_t i = 0; i < spec_.shares.size(); ++i) {
     const auto& share = spec_.shares[i];
-    workload.mounts.push_back({"vol" + std::to_string(i), share.guest, "9p", "", share.readonly});
+    workload.mounts.push_back({share.tag, share.guest, "9p", "", share.readonly});
   }
   for (const auto& [path, options] : spec_.tmpfs) workload.mounts.push_back({"tmpfs", path, "tmpfs", options, false});
   workload.sysctls = spec_.sysctls;
@@ -528,7 +528,7 @@ Result<void> Runner::start() {
   std::vector<UniqueFd> share_trees;
   for (size_t i = 0; i < spec_.shares.size(); ++i) {
     const auto& share = spec_.shares[i];
-    MachineConfig::Share machine_share{share.host, "vol" + std::to_string(i), share.readonly, -1};
+    MachineConfig::Share machine_share{share.host, share.tag, share.readonly, -1};
     if (share.uid || share.gid) {
       auto tree = idMappedShare(share);
       if (!tree) return std::move(tree).error();

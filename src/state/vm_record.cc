@@ -50,7 +50,7 @@ Result<T> loadJson(const fs::path& path, Decode decode, size_t max_bytes = 0) {
 json sharesJson(const std::vector<VmSpec::Share>& shares) {
   json list = json::array();
   for (const auto& share : shares) {
-    json entry = {{"host", share.host}, {"guest", share.guest}, {"readonly", share.readonly}};
+    json entry = {{"host", share.host}, {"guest", share.guest}, {"readonly", share.readonly}, {"tag", share.tag}};
     if (share.uid) entry["uid"] = *share.uid;
     if (share.gid) entry["gid"] = *share.gid;
     list.push_back(std::move(entry));
@@ -149,7 +149,9 @@ Result<VmSpec> loadSpec(const fs::path& vm_dir) {
     workload.at("hostname").get_to(spec.hostname);
     spec.open_stdin = workload.value("open_stdin", false);
     for (const auto& share : j.value("shares", json::array())) {
-      VmSpec::Share entry{share.at("host"), share.at("guest"), share.at("readonly"), {}, {}};
+      VmSpec::Share entry{share.at("host"), share.at("guest"), share.at("readonly"), {}, {}, {}};
+      // A spec.json from before tags were recorded: the N-th share had "volN".
+      entry.tag = share.value("tag", "vol" + std::to_string(spec.shares.size()));
       if (share.contains("uid")) entry.uid = share.at("uid").get<uint32_t>();
       if (share.contains("gid")) entry.gid = share.at("gid").get<uint32_t>();
       spec.shares.push_back(std::move(entry));

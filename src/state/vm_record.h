@@ -47,7 +47,7 @@ struct VmSpec {
   std::string hostname;
   bool open_stdin = false;  // -i: stdin from the starting caller or `attach`
 
-  // Host directories shared over 9p; tag "vol<N>" is the N-th.
+  // Host directories shared over 9p, each under its own tag.
   struct Share {
     std::string host;
     std::string guest;
@@ -56,6 +56,7 @@ struct VmSpec {
     // guest (an idmapped mount; root only). Unset: as on the host.
     std::optional<uint32_t> uid;
     std::optional<uint32_t> gid;
+    std::string tag;  // the 9p mount tag QEMU exports it under and init mounts ("vol<N>")
   };
   std::vector<Share> shares;
   std::vector<std::pair<std::string, std::string>> tmpfs;  // guest path, mount options
