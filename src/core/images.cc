@@ -69,9 +69,9 @@ Result<void> Runtime::removeImage(const std::string& reference, bool force) {
   if (!*image) return Error(ErrorCode::kNotFound, "no such image: " + reference);
   if (!force) {
     // A VM's disk overlays the image's base: removing it would break the VM.
-    auto layout = impl_->layout();
-    if (!layout) return std::move(layout).error();
-    auto vms = VmStore(*layout).list();
+    auto vm_store = impl_->store();
+    if (!vm_store) return std::move(vm_store).error();
+    auto vms = vm_store->list();
     if (!vms) return std::move(vms).error();
     for (const auto& vm : *vms) {
       if (vm.spec.base_disk == (*image)->base_disk.string()) {
@@ -84,13 +84,13 @@ Result<void> Runtime::removeImage(const std::string& reference, bool force) {
 }
 
 Result<uint64_t> Runtime::pruneImages() {
-  auto layout = impl_->layout();
-  if (!layout) return std::move(layout).error();
+  auto vms = impl_->store();
+  if (!vms) return std::move(vms).error();
   // Root disks that this data dir's VMs are made from stay, tagged or not
   // (a --rootfs VM's, an image's removed with rmi -f).
   return ImageStore(impl_->images_dir_).prune([&] {
     std::set<std::string> used;
-    if (auto records = VmStore(*layout).list(); records) {
+    if (auto records = vms->list(); records) {
       for (const auto& record : *records) {
         fs::path base = fs::path(record.spec.base_disk).lexically_normal();
         if (base.parent_path().parent_path() == (impl_->images_dir_ / "rootfs").lexically_normal()) {

@@ -130,7 +130,7 @@ Result<VmPlan::Network> planNetwork(const RunOptions& options, const HostFacts& 
   for (const auto& text : options.dns) {
     auto upstream = net::parseDnsUpstream(text);
     if (!upstream) return std::move(upstream).error();
-    network.dns.push_back(*upstream);
+    network.guest.dns.push_back(*upstream);
   }
   for (const auto& rule : options.firewall) {
     if (rule.destination.empty()) return invalid("firewall rule without a destination");
@@ -142,19 +142,19 @@ Result<VmPlan::Network> planNetwork(const RunOptions& options, const HostFacts& 
   network.egress_request = egressRequest(options);
   auto policy = net::makeEgressPolicy(network.egress_request);
   if (!policy) return std::move(policy).error();
-  network.egress = std::move(*policy);
-  network.egress_log = options.egress_log;
+  network.guest.egress = std::move(*policy);
+  network.guest.egress_log = options.egress_log;
   for (const auto& text : options.publish) {
     auto mapping = net::parsePortMapping(text);
     if (!mapping) return std::move(mapping).error();
-    for (const auto& other : network.ports) {
+    for (const auto& other : network.guest.ports) {
       if (mapping->host_port != 0 && net::sameHostSocket(other, *mapping)) {
         return invalid("host port " + std::to_string(mapping->host_port) + " is published twice");
       }
     }
     // A busy port is an error now, before anything is created or booted.
     MICROVM_TRY(host.check_host_port_free(*mapping));
-    network.ports.push_back(*mapping);
+    network.guest.ports.push_back(*mapping);
   }
   return network;
 }
@@ -309,16 +309,17 @@ void writePlan(const VmPlan& plan, VmSpec& spec) {
   const auto& network = plan.network;
   spec.network = network.mode;
   spec.ports.clear();
-  for (const auto& mapping : network.ports) spec.ports.push_back(net::formatPortMapping(mapping));
+  for (const auto& mapping : network.guest.ports) spec.ports.push_back(net::formatPortMapping(mapping));
   spec.dns.clear();
-  for (const auto& upstream : network.dns) spec.dns.push_back(upstream.toString());
+  for (const auto& upstream : network.guest.dns) spec.dns.push_back(upstream.toString());
   spec.extra_hosts = network.extra_hosts;
   spec.egress_allow = network.egress_request.allow;
   spec.egress_allow_cidr = network.egress_request.allow_cidr;
   spec.egress_deny = network.egress_request.deny;
   spec.egress_deny_all = network.egress_request.deny_all;
   spec.egress_default_allow = network.egress_request.default_allow;
-  spec.egress_log = network.egress_log;
+  spec.egress_log = network.guest.egress_log;
+  spec.parsed_network = parsedNetwork(network.guest);
 
   spec.shares = plan.shares;
 }

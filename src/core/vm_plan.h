@@ -28,9 +28,9 @@
 
 #include "image/workload_config.h"
 #include "microvm/runtime.h"
-#include "net/dns_forwarder.h"
 #include "net/egress_policy.h"
 #include "net/network_config.h"
+#include "runner/guest_network.h"
 #include "security/hardening.h"
 #include "state/vm_record.h"
 
@@ -85,12 +85,11 @@ struct VmPlan {
 
   struct Network {
     std::string mode = "user";  // "user" or "none"
-    std::vector<net::PortMapping> ports;
-    std::vector<net::DnsUpstream> dns;     // empty: the host's resolv.conf
-    std::vector<std::string> extra_hosts;  // "NAME:IP", checked
+    // Ports, DNS upstreams and the egress policy, parsed: what the runner's
+    // GuestNetwork is built from, through spec.json, as it is.
+    GuestNetworkPlan guest;
+    std::vector<std::string> extra_hosts;     // "NAME:IP", checked
     net::EgressPolicyRequest egress_request;  // the rules as asked (inspect shows them)
-    net::EgressPolicy egress;                 // the same, parsed
-    bool egress_log = false;
   } network;
 
   std::vector<VmSpec::Share> shares;  // tags "vol0", "vol1", ... in order

@@ -4,6 +4,8 @@
 
 #include <set>
 
+#include "base/temp_dir.h"
+
 namespace microvm {
 namespace {
 
@@ -87,7 +89,7 @@ TEST(VmPlan, AValidPlanHasEverySection) {
   EXPECT_TRUE(plan->workload.confinement.no_new_privs);
   EXPECT_NE(plan->workload.confinement.capabilities, 0u);
   EXPECT_EQ(plan->network.mode, "user");
-  EXPECT_FALSE(plan->network.egress.active);
+  EXPECT_FALSE(plan->network.guest.egress.active);
   EXPECT_TRUE(plan->shares.empty());
 }
 
@@ -122,17 +124,17 @@ TEST(VmPlan, PortsDnsAndEgressAreParsedOnce) {
   auto plan = planVm(options, host.facts());
   ASSERT_TRUE(plan) << plan.error().message();
   EXPECT_EQ(host.port_checks, 2);
-  ASSERT_EQ(plan->network.ports.size(), 2u);
-  EXPECT_EQ(plan->network.ports[0].host_port, 8080);
-  EXPECT_EQ(plan->network.ports[0].guest_port, 80);
-  EXPECT_EQ(plan->network.ports[1].host_ip, "::1");
-  EXPECT_EQ(plan->network.ports[1].transport, net::Transport::kUdp);
-  ASSERT_EQ(plan->network.dns.size(), 2u);
-  EXPECT_EQ(plan->network.dns[1].port, 5353);
-  EXPECT_TRUE(plan->network.egress.active);
-  EXPECT_EQ(plan->network.egress.rules.size(), 2u);
-  EXPECT_EQ(plan->network.egress.deny_rules.size(), 1u);
-  EXPECT_FALSE(plan->network.egress.default_allow);
+  ASSERT_EQ(plan->network.guest.ports.size(), 2u);
+  EXPECT_EQ(plan->network.guest.ports[0].host_port, 8080);
+  EXPECT_EQ(plan->network.guest.ports[0].guest_port, 80);
+  EXPECT_EQ(plan->network.guest.ports[1].host_ip, "::1");
+  EXPECT_EQ(plan->network.guest.ports[1].transport, net::Transport::kUdp);
+  ASSERT_EQ(plan->network.guest.dns.size(), 2u);
+  EXPECT_EQ(plan->network.guest.dns[1].port, 5353);
+  EXPECT_TRUE(plan->network.guest.egress.active);
+  EXPECT_EQ(plan->network.guest.egress.rules.size(), 2u);
+  EXPECT_EQ(plan->network.guest.egress.deny_rules.size(), 1u);
+  EXPECT_FALSE(plan->network.guest.egress.default_allow);
   EXPECT_EQ(plan->network.egress_request.deny, std::vector<std::string>{"bad.example.com"});
 
   // spec.json keeps the canonical forms inspect shows.
@@ -142,6 +144,17 @@ TEST(VmPlan, PortsDnsAndEgressAreParsedOnce) {
   EXPECT_EQ(spec.dns, (std::vector<std::string>{"1.1.1.1:53", "[2001:db8::1]:5353"}));
   EXPECT_EQ(spec.egress_allow, options.egress_allow);
   EXPECT_EQ(spec.egress_deny, std::vector<std::string>{"bad.example.com"});
+
+  // The runner gets the parsed section back from spec.json as it was planned.
+  auto dir = TempDir::create("microvm-plan-test");
+  ASSERT_TRUE(dir);
+  spec.id = "x";
+  ASSERT_TRUE(saveSpec(dir->path(), spec));
+  auto loaded = loadSpec(dir->path());
+  ASSERT_TRUE(loaded) << loaded.error().message();
+  EXPECT_TRUE(guestNetworkPlan(*loaded) == plan->network.guest);
+  EXPECT_EQ(guestNetworkPlan(*loaded).egress.rules[0].host, "example.com");
+  EXPECT_EQ(guestNetworkPlan(*loaded).dns[1].address.toString(), "2001:db8::1");
 }
 
 TEST(VmPlan, DenyRulesAloneAllowEverythingElse) {
@@ -149,7 +162,7 @@ TEST(VmPlan, DenyRulesAloneAllowEverythingElse) {
   options.egress_deny = {"10.0.0.0/8"};
   auto plan = planVm(options, FakeHost{}.facts());
   ASSERT_TRUE(plan) << plan.error().message();
-  EXPECT_TRUE(plan->network.egress.default_allow);
+  EXPECT_TRUE(plan->network.guest.egress.default_allow);
   EXPECT_TRUE(plan->network.egress_request.default_allow);
 }
 
