@@ -152,9 +152,20 @@ TEST(VmPlan, PortsDnsAndEgressAreParsedOnce) {
   ASSERT_TRUE(saveSpec(dir->path(), spec));
   auto loaded = loadSpec(dir->path());
   ASSERT_TRUE(loaded) << loaded.error().message();
-  EXPECT_TRUE(guestNetworkPlan(*loaded) == plan->network.guest);
-  EXPECT_EQ(guestNetworkPlan(*loaded).egress.rules[0].host, "example.com");
-  EXPECT_EQ(guestNetworkPlan(*loaded).dns[1].address.toString(), "2001:db8::1");
+  auto guest = guestNetworkPlan(*loaded);
+  ASSERT_TRUE(guest) << guest.error().message();
+  EXPECT_TRUE(*guest == plan->network.guest);
+  EXPECT_EQ(guest->egress.rules[0].host, "example.com");
+  EXPECT_EQ(guest->dns[1].address.toString(), "2001:db8::1");
+
+  // A spec.json without the parsed section (an older VM or snapshot): the
+  // runner parses its strings into the same plan.
+  VmSpec legacy = *loaded;
+  legacy.parsed_network = {};
+  legacy.parsed_network.recorded = false;
+  auto reparsed = guestNetworkPlan(legacy);
+  ASSERT_TRUE(reparsed) << reparsed.error().message();
+  EXPECT_TRUE(*reparsed == plan->network.guest);
 }
 
 TEST(VmPlan, DenyRulesAloneAllowEverythingElse) {

@@ -66,8 +66,35 @@ bool GuestNetworkPlan::operator==(const GuestNetworkPlan& other) const {
          egress_log == other.egress_log;
 }
 
-GuestNetworkPlan guestNetworkPlan(const VmSpec& spec) {
+namespace {
+
+// The network of a spec.json written before it was stored parsed.
+Result<GuestNetworkPlan> parseLegacyNetwork(const VmSpec& spec) {
+  GuestNetworkPlan plan;
+  for (const auto& text : spec.ports) {
+    auto mapping = net::parsePortMapping(text);
+    if (!mapping) return std::move(mapping).error();
+    plan.ports.push_back(*mapping);
+  }
+  for (const auto& text : spec.dns) {
+    auto upstream = net::parseDnsUpstream(text);
+    if (!upstream) return std::move(upstream).error();
+    plan.dns.push_back(*upstream);
+  }
+  auto policy = net::makeEgressPolicy(net::EgressPolicyRequest{spec.egress_allow, spec.egress_allow_cidr,
+                                                               spec.egress_deny, spec.egress_deny_all,
+                                                               spec.egress_default_allow});
+  if (!policy) return std::move(policy).error();
+  plan.egress = std::move(*policy);
+  plan.egress_log = spec.egress_log;
+  return plan;
+}
+
+}  // namespace
+
+Result<GuestNetworkPlan> guestNetworkPlan(const VmSpec& spec) {
   const auto& parsed = spec.parsed_network;
+  if (!parsed.recorded) return parseLegacyNetwork(spec);
   GuestNetworkPlan plan;
   for (const auto& port : parsed.ports) {
     plan.ports.push_back(

@@ -49,7 +49,9 @@ struct GuestNetworkPlan {
 
 // spec.json's parsed network section as net's types, and back: field
 // copies (state does not depend on net), nothing is parsed.
-GuestNetworkPlan guestNetworkPlan(const VmSpec& spec);
+// A spec.json from before the section existed has only the strings: they
+// are parsed then, which fails as the VM's creation would have.
+Result<GuestNetworkPlan> guestNetworkPlan(const VmSpec& spec);
 VmSpec::ParsedNetwork parsedNetwork(const GuestNetworkPlan& plan);
 
 class GuestNetwork {

@@ -721,7 +721,9 @@ Result<UniqueFd> Runner::startNetwork() {
     ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer);
     ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer, sizeof buffer);
   }
-  auto network = GuestNetwork::create(*loop_, std::move(runner_end), guestNetworkPlan(spec_), [this](const std::string& line) { log(line); });
+  auto plan = guestNetworkPlan(spec_);
+  if (!plan) return std::move(plan).error();
+  auto network = GuestNetwork::create(*loop_, std::move(runner_end), *plan, [this](const std::string& line) { log(line); });
   if (!network) return std::move(network).error();
   network_ = std::move(*network);
   state_.ports = network_->ports();

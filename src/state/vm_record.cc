@@ -265,6 +265,7 @@ Result<VmSpec> loadSpec(const fs::path& vm_dir) {
     spec.timings_ms = j.value("timings_ms", std::map<std::string, double>());
     spec.egress_log = network.value("egress_log", false);
     spec.parsed_network = parsedNetworkFromJson(network.value("parsed", json::object()));
+    spec.parsed_network.recorded = network.contains("parsed");
     j.at("remove_on_exit").get_to(spec.remove_on_exit);
     j.at("stop_timeout_seconds").get_to(spec.stop_timeout_seconds);
     // Absent in records made before logs rotated: the defaults.

@@ -130,6 +130,9 @@ struct VmSpec {
     std::vector<EgressRule> egress_rules;
     std::vector<EgressRule> egress_deny_rules;
     bool egress_default_allow = false;
+    // False for a spec.json written before the network was stored parsed
+    // (an old VM or snapshot): the runner then parses the strings above.
+    bool recorded = true;
   };
   ParsedNetwork parsed_network;
 
