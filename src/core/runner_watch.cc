@@ -43,8 +43,10 @@ RunnerWatch::Outcome RunnerWatch::wait(const std::function<bool(const VmState&)>
     if (exited()) return kExited;
     auto state = loadState(vm_dir_);
     if (state && state->runner_pid == pid_ && started(*state)) return kStarted;
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left <= std::chrono::milliseconds::zero()) return kTimedOut;
+    auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return kTimedOut;
+    // Rounded up: poll() must not wake before the deadline.
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now);
     std::array<pollfd, 2> fds{};
     nfds_t count = 0;
     if (inotify_.get() >= 0) fds[count++] = {inotify_.get(), POLLIN, 0};
