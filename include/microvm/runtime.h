@@ -500,28 +500,17 @@ class Runtime {
   Result<void> login(const std::string& registry, const std::string& username, const std::string& password);
 
  private:
-  Runtime() = default;
-  Result<void> resolveAcceleration();
+  // The runtime's state (paths, options, the resolved acceleration), shared
+  // by every handle this runtime gives out (src/core/runtime_impl.h).
+  struct Impl;
+  explicit Runtime(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
   Result<void> runPostBootHooks(VmHandle& vm, const RunOptions& options);
-  void log(LogLevel level, std::string message,
-           std::initializer_list<std::pair<std::string, std::string>> fields = {}) const;
   Result<std::string> resolveImage(const RunOptions& options);
-  std::shared_ptr<Runtime> share() const { return std::make_shared<Runtime>(*this); }
+  // A runtime for a handle: another reference to the same state.
+  std::shared_ptr<Runtime> share() const { return std::shared_ptr<Runtime>(new Runtime(impl_)); }
 
-  std::filesystem::path data_dir_;
-  std::filesystem::path images_dir_;
-  std::filesystem::path runtime_dir_;
-  std::filesystem::path cache_dir_;
-  std::filesystem::path share_dir_;
-  std::filesystem::path kernel_;
-  std::filesystem::path initramfs_;
-  std::filesystem::path runner_;
-  std::string qemu_;
-  std::string accel_request_;
-  std::string accel_;  // resolved lazily: "kvm" or "tcg"
-  std::string accel_reason_;
-  RuntimeOptions registry_options_;  // insecure registries, credentials file, progress
+  std::shared_ptr<Impl> impl_;
 };
 
 }  // namespace microvm

@@ -16,10 +16,8 @@
 #include "base/unique_fd.h"
 #include "core/copy_plan.h"
 #include "core/guest_copy.h"
+#include "core/runtime_impl.h"
 #include "microvm/runtime.h"
-#include "state/layout.h"
-#include "state/vm_record.h"
-#include "state/vm_store.h"
 
 namespace microvm {
 
@@ -30,10 +28,8 @@ namespace {
 using agent::FileInfo;
 using agent::FileType;
 
-Result<agent::AgentClient> agentOf(const fs::path& data_dir, const std::string& reference) {
-  auto layout = Layout::resolve(data_dir);
-  if (!layout) return std::move(layout).error();
-  auto record = VmStore(*layout).find(reference);
+// The agent of the running VM `record` is (as Runtime::Impl::findVm found it).
+Result<agent::AgentClient> agentOf(Result<VmRecord> record) {
   if (!record) return std::move(record).error();
   if (record->state.status == VmStatus::kPaused) {
     return Error(ErrorCode::kInvalidArgument, "VM " + record->spec.name + " is paused: unpause it first");
@@ -258,7 +254,7 @@ Result<int> Runtime::exec(const std::string& reference, const ExecOptions& optio
       return Error(ErrorCode::kInvalidArgument, "environment entry \"" + var + "\" is not KEY=VALUE");
     }
   }
-  auto client = agentOf(data_dir_, reference);
+  auto client = agentOf(impl_->findVm(reference));
   if (!client) return std::move(client).error();
   agent::ExecCommand command;
   command.argv = options.command;
@@ -276,14 +272,14 @@ Result<int> Runtime::exec(const std::string& reference, const ExecOptions& optio
 }
 
 Result<void> Runtime::ping(const std::string& reference) {
-  auto client = agentOf(data_dir_, reference);
+  auto client = agentOf(impl_->findVm(reference));
   if (!client) return std::move(client).error();
   return client->ping();
 }
 
 Result<void> Runtime::copyTo(const std::string& reference, const std::string& host_source,
                              const std::string& guest_destination) {
-  auto client = agentOf(data_dir_, reference);
+  auto client = agentOf(impl_->findVm(reference));
   if (!client) return std::move(client).error();
   // A trailing "/" or "/." means the directory itself, not a link to it.
   bool follow = host_source.ends_with("/") || host_source.ends_with("/.");
@@ -307,7 +303,7 @@ Result<void> Runtime::copyTo(const std::string& reference, const std::string& ho
 
 Result<void> Runtime::copyFrom(const std::string& reference, const std::string& guest_source,
                                const std::string& host_destination) {
-  auto client = agentOf(data_dir_, reference);
+  auto client = agentOf(impl_->findVm(reference));
   if (!client) return std::move(client).error();
   return copyFromGuest(*client, guest_source, host_destination);
 }
@@ -351,14 +347,14 @@ Result<void> copyFromGuest(const agent::AgentClient& client, const std::string& 
 
 Result<void> Runtime::probeTcp(const std::string& reference, int port, int timeout_ms) {
   if (port < 1 || port > 65535) return Error(ErrorCode::kInvalidArgument, "invalid port " + std::to_string(port));
-  auto client = agentOf(data_dir_, reference);
+  auto client = agentOf(impl_->findVm(reference));
   if (!client) return std::move(client).error();
   return client->probeTcp(static_cast<uint16_t>(port), std::chrono::milliseconds(timeout_ms));
 }
 
 Result<int> Runtime::probeHttp(const std::string& reference, int port, const std::string& path, int timeout_ms) {
   if (port < 1 || port > 65535) return Error(ErrorCode::kInvalidArgument, "invalid port " + std::to_string(port));
-  auto client = agentOf(data_dir_, reference);
+  auto client = agentOf(impl_->findVm(reference));
   if (!client) return std::move(client).error();
   return client->probeHttp(static_cast<uint16_t>(port), path, std::chrono::milliseconds(timeout_ms));
 }

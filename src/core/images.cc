@@ -2,6 +2,7 @@
 #include "core/images.h"
 
 #include "image/registry_client.h"
+#include "core/runtime_impl.h"
 #include "state/vm_store.h"
 
 namespace microvm {
@@ -48,13 +49,13 @@ Result<ImageRecord> findOrPullImage(const fs::path& images_dir, const RuntimeOpt
 }
 
 Result<ImageInfo> Runtime::pull(const std::string& reference, const std::string& platform) {
-  auto record = ImageStore(images_dir_).pull(reference, pullOptions(registry_options_, platform));
+  auto record = ImageStore(impl_->images_dir_).pull(reference, pullOptions(impl_->options_, platform));
   if (!record) return std::move(record).error();
   return toInfo(*record);
 }
 
 Result<std::vector<ImageInfo>> Runtime::images() {
-  auto records = ImageStore(images_dir_).list();
+  auto records = ImageStore(impl_->images_dir_).list();
   if (!records) return std::move(records).error();
   std::vector<ImageInfo> infos;
   for (const auto& record : *records) infos.push_back(toInfo(record));
@@ -62,15 +63,15 @@ Result<std::vector<ImageInfo>> Runtime::images() {
 }
 
 Result<void> Runtime::removeImage(const std::string& reference, bool force) {
-  ImageStore store(images_dir_);
+  ImageStore store(impl_->images_dir_);
   auto image = store.find(reference);
   if (!image) return std::move(image).error();
   if (!*image) return Error(ErrorCode::kNotFound, "no such image: " + reference);
   if (!force) {
     // A VM's disk overlays the image's base: removing it would break the VM.
-    auto layout = Layout::resolve(data_dir_);
-    if (!layout) return std::move(layout).error();
-    auto vms = VmStore(*layout).list();
+    auto vm_store = impl_->store();
+    if (!vm_store) return std::move(vm_store).error();
+    auto vms = vm_store->list();
     if (!vms) return std::move(vms).error();
     for (const auto& vm : *vms) {
       if (vm.spec.base_disk == (*image)->base_disk.string()) {
@@ -83,16 +84,16 @@ Result<void> Runtime::removeImage(const std::string& reference, bool force) {
 }
 
 Result<uint64_t> Runtime::pruneImages() {
-  auto layout = Layout::resolve(data_dir_);
-  if (!layout) return std::move(layout).error();
+  auto vms = impl_->store();
+  if (!vms) return std::move(vms).error();
   // Root disks that this data dir's VMs are made from stay, tagged or not
   // (a --rootfs VM's, an image's removed with rmi -f).
-  return ImageStore(images_dir_).prune([&] {
+  return ImageStore(impl_->images_dir_).prune([&] {
     std::set<std::string> used;
-    if (auto records = VmStore(*layout).list(); records) {
+    if (auto records = vms->list(); records) {
       for (const auto& record : *records) {
         fs::path base = fs::path(record.spec.base_disk).lexically_normal();
-        if (base.parent_path().parent_path() == (images_dir_ / "rootfs").lexically_normal()) {
+        if (base.parent_path().parent_path() == (impl_->images_dir_ / "rootfs").lexically_normal()) {
           used.insert(base.parent_path().filename());
         }
       }
@@ -105,7 +106,7 @@ Result<void> Runtime::login(const std::string& registry, const std::string& user
   if (registry.empty() || username.empty()) {
     return Error(ErrorCode::kInvalidArgument, "login needs a registry and a username");
   }
-  return saveCredentials(registry_options_.docker_config, registry, username, password);
+  return saveCredentials(impl_->options_.docker_config, registry, username, password);
 }
 
 }  // namespace microvm

@@ -9,6 +9,7 @@
 #include "base/fs.h"
 #include "base/rotating_file.h"
 #include "microvm/runtime.h"
+#include "core/runtime_impl.h"
 #include "state/vm_store.h"
 
 namespace microvm {
@@ -45,10 +46,9 @@ void emitRecord(const std::string& line, const LogOptions& options, int out_fd, 
 }  // namespace
 
 Result<void> Runtime::logs(const std::string& reference, const LogOptions& options, int out_fd, int err_fd) {
-  auto layout = Layout::resolve(data_dir_);
-  if (!layout) return std::move(layout).error();
-  VmStore store(*layout);
-  auto record = store.find(reference);
+  auto store = impl_->store();
+  if (!store) return std::move(store).error();
+  auto record = store->find(reference);
   if (!record) return std::move(record).error();
   fs::path path = options.console ? VmPaths(record->dir).consoleLog() : VmPaths(record->dir).workloadLog();
 
@@ -73,9 +73,8 @@ Result<void> Runtime::logs(const std::string& reference, const LogOptions& optio
 
   std::string id = record->spec.id;
   for (;;) {
-    auto current = store.load(id);
-    bool active = current && (current->state.status == VmStatus::kRunning ||
-                              current->state.status == VmStatus::kPaused);
+    auto current = store->load(id);
+    bool active = current && isActive(*current);
     drain();
     if (!active) {
       drain();  // whatever the runner wrote before it finished

@@ -9,6 +9,7 @@
 #include "base/scope_guard.h"
 #include "microvm/runtime.h"
 #include "runner/control.h"
+#include "core/runtime_impl.h"
 #include "state/vm_store.h"
 
 namespace microvm {
@@ -53,7 +54,7 @@ Result<SnapshotInfo> loadSnapshotInfo(const fs::path& dir) {
 
 Result<void> Runtime::snapshot(const std::string& reference, const std::string& name) {
   MICROVM_TRY(checkSnapshotName(name));
-  auto layout = Layout::resolve(data_dir_);
+  auto layout = impl_->layout();
   if (!layout) return std::move(layout).error();
   auto record = VmStore(*layout).find(reference);
   if (!record) return std::move(record).error();
@@ -87,7 +88,7 @@ Result<void> Runtime::snapshot(const std::string& reference, const std::string& 
 
 Result<VmHandle> Runtime::restore(const std::string& snapshot_name, const RunOptions& options) {
   MICROVM_TRY(checkSnapshotName(snapshot_name));
-  auto layout = Layout::resolve(data_dir_);
+  auto layout = impl_->layout();
   if (!layout) return std::move(layout).error();
   VmStore store(*layout);
   fs::path snapshot_dir = snapshotsDir(*layout) / snapshot_name;
@@ -120,7 +121,7 @@ Result<VmHandle> Runtime::restore(const std::string& snapshot_name, const RunOpt
 }
 
 Result<std::vector<SnapshotInfo>> Runtime::listSnapshots() {
-  auto layout = Layout::resolve(data_dir_);
+  auto layout = impl_->layout();
   if (!layout) return std::move(layout).error();
   std::vector<SnapshotInfo> snapshots;
   std::error_code ec;
@@ -135,7 +136,7 @@ Result<std::vector<SnapshotInfo>> Runtime::listSnapshots() {
 
 Result<void> Runtime::removeSnapshot(const std::string& name) {
   MICROVM_TRY(checkSnapshotName(name));
-  auto layout = Layout::resolve(data_dir_);
+  auto layout = impl_->layout();
   if (!layout) return std::move(layout).error();
   fs::path dir = snapshotsDir(*layout) / name;
   if (!fs::exists(dir)) return Error(ErrorCode::kNotFound, "no such snapshot: " + name);

@@ -3,7 +3,7 @@
 // front of it and the DNS forwarder behind the guest's DNS address
 // (net/egress_policy.h, net/dns_forwarder.h), and the VM's port forwards.
 //
-//   auto network = GuestNetwork::create(loop, std::move(runner_end), spec, log);
+//   auto network = GuestNetwork::create(loop, std::move(runner_end), guestNetworkPlan(spec), log);
 //   MICROVM_TRY((*network)->addPort("8080:80"));      // also at runtime
 //   state.ports = (*network)->ports();
 //
@@ -20,6 +20,8 @@
 #include <vector>
 
 #include "agent/protocol.h"
+#include "net/dns_forwarder.h"
+#include "net/egress_policy.h"
 #include "base/event_loop.h"
 #include "base/unique_fd.h"
 #include "microvm/result.h"
@@ -34,20 +36,40 @@ class EgressFilter;
 class DnsForwarder;
 }  // namespace net
 
+// The VM's network as planned (core/vm_plan.h), in net's types: what
+// GuestNetwork is built from, parsed once when the VM was created.
+struct GuestNetworkPlan {
+  std::vector<net::PortMapping> ports;
+  std::vector<net::DnsUpstream> dns;  // empty: the host's resolv.conf
+  net::EgressPolicy egress;
+  bool egress_log = false;
+
+  bool operator==(const GuestNetworkPlan&) const;
+};
+
+// spec.json's parsed network section as net's types, and back: field
+// copies (state does not depend on net), nothing is parsed.
+// A spec.json from before the section existed has only the strings: they
+// are parsed then, which fails as the VM's creation would have.
+Result<GuestNetworkPlan> guestNetworkPlan(const VmSpec& spec);
+VmSpec::ParsedNetwork parsedNetwork(const GuestNetworkPlan& plan);
+
 class GuestNetwork {
  public:
   using Log = std::function<void(const std::string& line)>;
 
-  // Builds the stack for `spec` (whose network is "user") on `loop`, with
-  // QEMU's stream at `stream`, and opens the spec's port forwards (a busy
-  // host port is an error naming it). `log` receives network events and,
-  // with --egress-log, every egress decision.
-  static Result<std::unique_ptr<GuestNetwork>> create(EventLoop& loop, UniqueFd stream, const VmSpec& spec, Log log);
+  // Builds the stack for `plan` (a "user" network) on `loop`, with QEMU's
+  // stream at `stream`, and opens the plan's port forwards (a busy host port
+  // is an error naming it). `log` receives network events and, with
+  // --egress-log, every egress decision.
+  static Result<std::unique_ptr<GuestNetwork>> create(EventLoop& loop, UniqueFd stream, const GuestNetworkPlan& plan,
+                                                      Log log);
   ~GuestNetwork();
 
   // Adds a forward from a port mapping's text (`-p` syntax); host port 0
   // picks a free one. Returns the mapping in effect.
   Result<net::PortMapping> addPort(std::string_view text);
+  Result<net::PortMapping> addPort(net::PortMapping mapping);
   // Removes forwards: those on the host socket the text names, or, for a
   // bare GUESTPORT[/proto], every forward to that guest port.
   Result<void> removePort(std::string_view text);

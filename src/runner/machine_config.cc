@@ -31,11 +31,12 @@ MachineConfig machineConfigFor(const VmSpec& spec, const std::filesystem::path& 
     config.net_fd = fds.net;
     config.net_mtu = net::kGuestMtu;
   }
-  // The guest mounts share i by the tag "vol<i>" (the workload spec says so).
+  // QEMU exports each share under the tag the plan gave it, which the
+  // workload spec tells the guest to mount.
   for (size_t i = 0; i < spec.shares.size(); ++i) {
     const auto& share = spec.shares[i];
     int fd = i < fds.shares.size() ? fds.shares[i] : -1;
-    config.shares.push_back({share.host, "vol" + std::to_string(i), share.readonly, fd});
+    config.shares.push_back({share.host, share.tag, share.readonly, fd});
   }
   config.incoming_fd = fds.incoming;
   return config;

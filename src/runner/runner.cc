@@ -65,10 +65,7 @@ void Runner::sendSpec() {
   workload.user = spec_.user;
   workload.hostname = spec_.hostname;
   workload.open_stdin = spec_.open_stdin;
-  for (size_t i = 0; i < spec_.shares.size(); ++i) {
-    const auto& share = spec_.shares[i];
-    workload.mounts.push_back({"vol" + std::to_string(i), share.guest, "9p", "", share.readonly});
-  }
+  for (const auto& share : spec_.shares) workload.mounts.push_back({share.tag, share.guest, "9p", "", share.readonly});
   for (const auto& [path, options] : spec_.tmpfs) workload.mounts.push_back({"tmpfs", path, "tmpfs", options, false});
   workload.sysctls = spec_.sysctls;
   workload.capabilities = spec_.capabilities;
@@ -257,7 +254,9 @@ Result<UniqueFd> Runner::startNetwork() {
     ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer);
     ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer, sizeof buffer);
   }
-  auto network = GuestNetwork::create(*loop_, std::move(runner_end), spec_, [this](const std::string& line) { log(line); });
+  auto plan = guestNetworkPlan(spec_);
+  if (!plan) return std::move(plan).error();
+  auto network = GuestNetwork::create(*loop_, std::move(runner_end), *plan, [this](const std::string& line) { log(line); });
   if (!network) return std::move(network).error();
   network_ = std::move(*network);
   state_.ports = network_->ports();

@@ -4,6 +4,8 @@
 #include <signal.h>
 #include <sys/file.h>
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "base/fs.h"
@@ -51,7 +53,7 @@ Result<T> loadJson(const fs::path& path, Decode decode, size_t max_bytes = 0) {
 json sharesJson(const std::vector<VmSpec::Share>& shares) {
   json list = json::array();
   for (const auto& share : shares) {
-    json entry = {{"host", share.host}, {"guest", share.guest}, {"readonly", share.readonly}};
+    json entry = {{"host", share.host}, {"guest", share.guest}, {"readonly", share.readonly}, {"tag", share.tag}};
     if (share.uid) entry["uid"] = *share.uid;
     if (share.gid) entry["gid"] = *share.gid;
     list.push_back(std::move(entry));
@@ -63,6 +65,87 @@ json vsockPortsJson(const std::vector<VmSpec::VsockPort>& ports) {
   json list = json::array();
   for (const auto& port : ports) list.push_back({{"port", port.port}, {"path", port.path}, {"listen", port.listen}});
   return list;
+}
+
+json addressJson(const VmSpec::IpAddress& address) {
+  return std::vector<uint8_t>(address.bytes.begin(), address.bytes.begin() + (address.v4 ? 4 : 16));
+}
+
+VmSpec::IpAddress addressFromJson(const json& j) {
+  auto bytes = j.get<std::vector<uint8_t>>();
+  if (bytes.size() != 4 && bytes.size() != 16) throw json::other_error::create(501, "an address has 4 or 16 bytes", &j);
+  VmSpec::IpAddress address;
+  address.v4 = bytes.size() == 4;
+  std::copy(bytes.begin(), bytes.end(), address.bytes.begin());
+  return address;
+}
+
+json rulesJson(const std::vector<VmSpec::EgressRule>& rules) {
+  json list = json::array();
+  for (const auto& rule : rules) {
+    list.push_back({{"kind", static_cast<int>(rule.kind)},
+                    {"host", rule.host},
+                    {"network", addressJson(rule.network)},
+                    {"prefix_bits", rule.prefix_bits},
+                    {"port", rule.port},
+                    {"protocol", static_cast<int>(rule.protocol)},
+                    {"text", rule.text}});
+  }
+  return list;
+}
+
+std::vector<VmSpec::EgressRule> rulesFromJson(const json& list) {
+  std::vector<VmSpec::EgressRule> rules;
+  for (const auto& entry : list) {
+    VmSpec::EgressRule rule;
+    int kind = entry.at("kind");
+    int protocol = entry.at("protocol");
+    if (kind < 0 || kind > 2 || protocol < 0 || protocol > 2) {
+      throw json::other_error::create(501, "unknown egress rule kind or protocol", &entry);
+    }
+    rule.kind = static_cast<VmSpec::EgressRule::Kind>(kind);
+    rule.protocol = static_cast<VmSpec::EgressRule::Protocol>(protocol);
+    entry.at("host").get_to(rule.host);
+    rule.network = addressFromJson(entry.at("network"));
+    entry.at("prefix_bits").get_to(rule.prefix_bits);
+    entry.at("port").get_to(rule.port);
+    entry.at("text").get_to(rule.text);
+    rules.push_back(std::move(rule));
+  }
+  return rules;
+}
+
+json parsedNetworkJson(const VmSpec::ParsedNetwork& network) {
+  json ports = json::array();
+  for (const auto& port : network.ports) {
+    ports.push_back({{"host_ip", port.host_ip},
+                     {"host_port", port.host_port},
+                     {"guest_port", port.guest_port},
+                     {"udp", port.udp}});
+  }
+  json dns = json::array();
+  for (const auto& upstream : network.dns) dns.push_back({{"address", addressJson(upstream.address)}, {"port", upstream.port}});
+  return {{"ports", ports},
+          {"dns", dns},
+          {"egress_active", network.egress_active},
+          {"egress_rules", rulesJson(network.egress_rules)},
+          {"egress_deny_rules", rulesJson(network.egress_deny_rules)},
+          {"egress_default_allow", network.egress_default_allow}};
+}
+
+VmSpec::ParsedNetwork parsedNetworkFromJson(const json& j) {
+  VmSpec::ParsedNetwork network;
+  for (const auto& port : j.value("ports", json::array())) {
+    network.ports.push_back({port.at("host_ip"), port.at("host_port"), port.at("guest_port"), port.at("udp")});
+  }
+  for (const auto& upstream : j.value("dns", json::array())) {
+    network.dns.push_back({addressFromJson(upstream.at("address")), upstream.at("port")});
+  }
+  network.egress_active = j.value("egress_active", false);
+  network.egress_rules = rulesFromJson(j.value("egress_rules", json::array()));
+  network.egress_deny_rules = rulesFromJson(j.value("egress_deny_rules", json::array()));
+  network.egress_default_allow = j.value("egress_default_allow", false);
+  return network;
 }
 
 }  // namespace
@@ -113,7 +196,8 @@ Result<void> saveSpec(const fs::path& vm_dir, const VmSpec& spec) {
         {"egress_deny", spec.egress_deny},
         {"egress_deny_all", spec.egress_deny_all},
         {"egress_default_allow", spec.egress_default_allow},
-        {"egress_log", spec.egress_log}}},
+        {"egress_log", spec.egress_log},
+        {"parsed", parsedNetworkJson(spec.parsed_network)}}},
       {"timings_ms", spec.timings_ms},
       {"remove_on_exit", spec.remove_on_exit},
       {"stop_timeout_seconds", spec.stop_timeout_seconds},
@@ -150,7 +234,9 @@ Result<VmSpec> loadSpec(const fs::path& vm_dir) {
     workload.at("hostname").get_to(spec.hostname);
     spec.open_stdin = workload.value("open_stdin", false);
     for (const auto& share : j.value("shares", json::array())) {
-      VmSpec::Share entry{share.at("host"), share.at("guest"), share.at("readonly"), {}, {}};
+      VmSpec::Share entry{share.at("host"), share.at("guest"), share.at("readonly"), {}, {}, {}};
+      // A spec.json from before tags were recorded: the N-th share had "volN".
+      entry.tag = share.value("tag", "vol" + std::to_string(spec.shares.size()));
       if (share.contains("uid")) entry.uid = share.at("uid").get<uint32_t>();
       if (share.contains("gid")) entry.gid = share.at("gid").get<uint32_t>();
       spec.shares.push_back(std::move(entry));
@@ -179,6 +265,8 @@ Result<VmSpec> loadSpec(const fs::path& vm_dir) {
     spec.egress_default_allow = network.value("egress_default_allow", false);
     spec.timings_ms = j.value("timings_ms", std::map<std::string, double>());
     spec.egress_log = network.value("egress_log", false);
+    spec.parsed_network = parsedNetworkFromJson(network.value("parsed", json::object()));
+    spec.parsed_network.recorded = network.contains("parsed");
     j.at("remove_on_exit").get_to(spec.remove_on_exit);
     j.at("stop_timeout_seconds").get_to(spec.stop_timeout_seconds);
     // Absent in records made before logs rotated: the defaults.

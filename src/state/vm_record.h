@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <array>
 #include <filesystem>
 #include <map>
 #include <cstdint>
@@ -47,7 +48,7 @@ struct VmSpec {
   std::string hostname;
   bool open_stdin = false;  // -i: stdin from the starting caller or `attach`
 
-  // Host directories shared over 9p; tag "vol<N>" is the N-th.
+  // Host directories shared over 9p, each under its own tag.
   struct Share {
     std::string host;
     std::string guest;
@@ -56,6 +57,7 @@ struct VmSpec {
     // guest (an idmapped mount; root only). Unset: as on the host.
     std::optional<uint32_t> uid;
     std::optional<uint32_t> gid;
+    std::string tag;  // the 9p mount tag QEMU exports it under and init mounts ("vol<N>")
   };
   std::vector<Share> shares;
   std::vector<std::pair<std::string, std::string>> tmpfs;  // guest path, mount options
@@ -93,6 +95,46 @@ struct VmSpec {
   bool egress_deny_all = false;
   bool egress_default_allow = false;  // what no rule matches passes (with deny rules)
   bool egress_log = false;
+
+  // The same network, parsed once when the VM was planned (core/vm_plan.h):
+  // the runner's GuestNetwork takes it as it is. These mirror net/'s types
+  // field for field (state does not depend on net); the strings above are
+  // what inspect shows.
+  struct IpAddress {
+    std::array<uint8_t, 16> bytes{};  // the first 4 for IPv4
+    bool v4 = true;
+  };
+  struct PortForward {
+    std::string host_ip;  // an address literal, as net::PortMapping keeps it
+    uint16_t host_port = 0;  // 0: pick a free port at start
+    uint16_t guest_port = 0;
+    bool udp = false;
+  };
+  struct DnsUpstream {
+    IpAddress address;
+    uint16_t port = 53;
+  };
+  struct EgressRule {
+    enum class Kind : uint8_t { kHost, kWildcard, kNetwork } kind = Kind::kHost;
+    std::string host;
+    IpAddress network;
+    unsigned prefix_bits = 0;
+    uint16_t port = 0;
+    enum class Protocol : uint8_t { kAny, kTcp, kUdp } protocol = Protocol::kAny;
+    std::string text;  // as given, for logs
+  };
+  struct ParsedNetwork {
+    std::vector<PortForward> ports;
+    std::vector<DnsUpstream> dns;  // empty: the host's resolv.conf
+    bool egress_active = false;
+    std::vector<EgressRule> egress_rules;
+    std::vector<EgressRule> egress_deny_rules;
+    bool egress_default_allow = false;
+    // False for a spec.json written before the network was stored parsed
+    // (an old VM or snapshot): the runner then parses the strings above.
+    bool recorded = true;
+  };
+  ParsedNetwork parsed_network;
 
   // Where create()'s time went, in ms: preflight, pull, prepare.
   std::map<std::string, double> timings_ms;

@@ -1,0 +1,64 @@
+// Runtime::Impl: what a Runtime knows (its paths, its options, the
+// acceleration it resolved), held by std::shared_ptr so that every VmHandle
+// the runtime gives out shares it instead of copying it. The helpers here
+// are the steps the public methods have in common: finding a VM's records by
+// reference, sending a request to a running VM's runner, logging.
+#pragma once
+
+#include <filesystem>
+#include <initializer_list>
+#include <mutex>
+#include <string>
+#include <utility>
+
+#include "microvm/runtime.h"
+#include "runner/control.h"
+#include "state/layout.h"
+#include "state/vm_record.h"
+#include "state/vm_store.h"
+
+namespace microvm {
+
+struct Runtime::Impl {
+  std::filesystem::path data_dir_;
+  std::filesystem::path images_dir_;
+  std::filesystem::path runtime_dir_;
+  std::filesystem::path cache_dir_;
+  std::filesystem::path share_dir_;
+  std::filesystem::path kernel_;
+  std::filesystem::path initramfs_;
+  std::filesystem::path runner_;
+  std::string qemu_;
+  std::string accel_request_;
+  RuntimeOptions options_;  // insecure registries, credentials file, progress, hooks, logging
+
+  // The data dir's layout, and a store over it.
+  Result<Layout> layout() const { return Layout::resolve(data_dir_); }
+  Result<VmStore> store() const;
+  // The records of the VM `reference` names (full id, unique id prefix or name).
+  Result<VmRecord> findVm(const std::string& reference) const;
+  // Sends `request` to the runner of the running VM `reference` names.
+  Result<void> requestRunning(const std::string& reference, const RunnerRequest& request) const;
+
+  // "kvm" or "tcg" and why, resolved once (probing KVM if needed).
+  Result<std::pair<std::string, std::string>> acceleration();
+
+  void log(LogLevel level, std::string message,
+           std::initializer_list<std::pair<std::string, std::string>> fields = {}) const;
+
+ private:
+  std::mutex accel_mutex_;
+  std::string accel_;
+  std::string accel_reason_;
+};
+
+// True while the VM's runner has it running or paused.
+inline bool isActive(const VmRecord& record) {
+  return record.state.status == VmStatus::kRunning || record.state.status == VmStatus::kPaused;
+}
+
+inline std::filesystem::path runnerSocket(const VmRecord& record) {
+  return std::filesystem::path(record.spec.runtime_dir) / "runner.sock";
+}
+
+}  // namespace microvm
