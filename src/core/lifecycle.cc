@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <thread>
 
+#include "base/paths.h"
 #include "base/fs.h"
 #include "base/process.h"
 #include "core/attach.h"
@@ -60,7 +61,7 @@ VmInfo toInfo(const VmRecord& record) {
   for (const auto& [step, ms] : record.state.timings_ms) info.timings_ms[step] = ms;
   info.net_counters = record.state.net_counters;
   info.dir = record.dir;
-  if (record.spec.vsock) info.vsock_socket = vsockSocket(record.spec);
+  if (record.spec.vsock) info.vsock_socket = VmSockets(record.spec.runtime_dir).vsock();
   for (const auto& port : record.spec.vsock_ports) info.vsock_ports.push_back({port.port, port.path, port.listen});
   return info;
 }

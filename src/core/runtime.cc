@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <tuple>
 
+#include "base/paths.h"
 #include "base/fs.h"
 #include "base/hash.h"
 #include "base/process.h"
@@ -117,7 +118,7 @@ Result<Runtime> Runtime::open(RuntimeOptions options) {
   impl->runner_ = pick("", "MICROVM_RUNNER", (exe_dir / "microvm-runner").string());
   impl->qemu_ = pick(options.qemu, "MICROVM_QEMU", "qemu-system-x86_64");
   impl->accel_request_ = pick(options.accel, "MICROVM_ACCEL", "auto");
-  impl->images_dir_ = options.image_dir.empty() ? impl->data_dir_ / "images" : fs::absolute(options.image_dir);
+  impl->images_dir_ = options.image_dir.empty() ? ImagePaths::inDataDir(impl->data_dir_).dir() : fs::absolute(options.image_dir);
   if (options.backend != "qemu") {
     return Error(ErrorCode::kUnsupported, "backend \"" + options.backend + "\" is not available (this build has qemu)");
   }
@@ -237,15 +238,15 @@ Result<std::string> Runtime::create(const RunOptions& options) {
   spec.user = workload->user;
 
   fs::path vm_dir = layout->vmDir(spec.id);
-  spec.root_disk = (vm_dir / "disk.qcow2").string();
+  spec.root_disk = VmPaths(vm_dir).disk().string();
   spec.runtime_dir = layout->vmRuntimeDir(spec.id).string();
-  MICROVM_TRY(checkSocketPath(fs::path(spec.runtime_dir) / "runner.sock"));
+  MICROVM_TRY(checkSocketPath(VmSockets(spec.runtime_dir).runner()));
   // Guest port P without a mapping reaches "<vsock.sock>_P": the longest
   // port must still fit.
-  MICROVM_TRY(checkSocketPath(vsockSocket(spec).string() + "_4294967294"));
-  MICROVM_TRY(checkSocketPath(vhostVsockSocket(spec)));
+  MICROVM_TRY(checkSocketPath(VmSockets(spec.runtime_dir).vsock().string() + "_4294967294"));
+  MICROVM_TRY(checkSocketPath(VmSockets(spec.runtime_dir).vhostVsock()));
 
-  if (!rootfs.entries().empty()) spec.initramfs = (vm_dir / "initramfs.cpio").string();
+  if (!rootfs.entries().empty()) spec.initramfs = VmPaths(vm_dir).initramfs().string();
   spec.timings_ms = timings;
   double prepare_ms = step.lap();
   auto make_disks = [&](const fs::path&) -> Result<void> {

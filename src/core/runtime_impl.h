@@ -11,6 +11,7 @@
 #include <string>
 #include <utility>
 
+#include "base/paths.h"
 #include "microvm/runtime.h"
 #include "runner/control.h"
 #include "state/layout.h"
@@ -58,7 +59,7 @@ inline bool isActive(const VmRecord& record) {
 }
 
 inline std::filesystem::path runnerSocket(const VmRecord& record) {
-  return std::filesystem::path(record.spec.runtime_dir) / "runner.sock";
+  return VmSockets(record.spec.runtime_dir).runner();
 }
 
 }  // namespace microvm

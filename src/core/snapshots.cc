@@ -4,6 +4,7 @@
 // A restore makes a new VM with its own copy of the disk and resumes it.
 #include <nlohmann/json.hpp>
 
+#include "base/paths.h"
 #include "base/fs.h"
 #include "base/hash.h"
 #include "base/scope_guard.h"
@@ -30,21 +31,21 @@ Result<void> checkSnapshotName(const std::string& name) {
   return success();
 }
 
-fs::path snapshotsDir(const Layout& layout) { return layout.dataDir() / "snapshots"; }
+fs::path snapshotsDir(const Layout& layout) { return SnapshotPaths(layout.dataDir()).dir(); }
 
 Result<SnapshotInfo> loadSnapshotInfo(const fs::path& dir) {
-  auto text = readFile(dir / "snapshot.json");
+  auto text = readFile(SnapshotPaths::meta(dir));
   if (!text) return std::move(text).error();
   json j = json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object()) return Error(ErrorCode::kProtocol, "malformed " + (dir / "snapshot.json").string());
+  if (!j.is_object()) return Error(ErrorCode::kProtocol, "malformed " + SnapshotPaths::meta(dir).string());
   SnapshotInfo info;
   info.name = dir.filename();
   info.created_at = j.value("created_at", "");
   info.source_id = j.value("source_id", "");
   info.source_name = j.value("source_name", "");
   std::error_code ec;
-  for (const char* file : {"memory.bin", "disk.qcow2"}) {
-    auto size = fs::file_size(dir / file, ec);
+  for (const auto& file : {SnapshotPaths::memory(dir), SnapshotPaths::disk(dir)}) {
+    auto size = fs::file_size(file, ec);
     if (!ec) info.bytes += size;
   }
   return info;
@@ -75,10 +76,10 @@ Result<void> Runtime::snapshot(const std::string& reference, const std::string& 
   fs::path temp_dir = snapshotsDir(*layout) / (".tmp-" + name + "-" + randomHex(4));
   MICROVM_TRY(makeDirs(temp_dir));
   ScopeGuard remove_temp([&] { (void)removeTree(temp_dir); });
-  MICROVM_TRY(sendRunnerRequest(fs::path(record->spec.runtime_dir) / "runner.sock", SnapshotRequest{temp_dir}));
+  MICROVM_TRY(sendRunnerRequest(VmSockets(record->spec.runtime_dir).runner(), SnapshotRequest{temp_dir}));
   MICROVM_TRY(saveSpec(temp_dir, record->spec));
   json meta = {{"created_at", nowRfc3339()}, {"source_id", record->spec.id}, {"source_name", record->spec.name}};
-  MICROVM_TRY(writeFileAtomic(temp_dir / "snapshot.json", meta.dump(2) + "\n"));
+  MICROVM_TRY(writeFileAtomic(SnapshotPaths::meta(temp_dir), meta.dump(2) + "\n"));
   if (::rename(temp_dir.c_str(), final_dir.c_str()) != 0) {
     return Error::fromErrno("rename snapshot to " + final_dir.string());
   }
@@ -92,7 +93,7 @@ Result<VmHandle> Runtime::restore(const std::string& snapshot_name, const RunOpt
   if (!layout) return std::move(layout).error();
   VmStore store(*layout);
   fs::path snapshot_dir = snapshotsDir(*layout) / snapshot_name;
-  if (!fs::exists(snapshot_dir / "snapshot.json")) {
+  if (!fs::exists(SnapshotPaths::meta(snapshot_dir))) {
     return Error(ErrorCode::kNotFound, "no such snapshot: " + snapshot_name);
   }
   auto source = loadSpec(snapshot_dir);
@@ -105,15 +106,15 @@ Result<VmHandle> Runtime::restore(const std::string& snapshot_name, const RunOpt
   spec.name = options.name.empty() ? spec.id.substr(0, 12) : options.name;
   spec.created_at = nowRfc3339();
   spec.remove_on_exit = options.remove;
-  spec.restore_from = (snapshot_dir / "memory.bin").string();
+  spec.restore_from = SnapshotPaths::memory(snapshot_dir).string();
   fs::path vm_dir = layout->vmDir(spec.id);
-  spec.root_disk = (vm_dir / "disk.qcow2").string();
+  spec.root_disk = VmPaths(vm_dir).disk().string();
   spec.runtime_dir = layout->vmRuntimeDir(spec.id).string();
-  MICROVM_TRY(checkSocketPath(fs::path(spec.runtime_dir) / "runner.sock"));
+  MICROVM_TRY(checkSocketPath(VmSockets(spec.runtime_dir).runner()));
 
   MICROVM_TRY(store.add(spec, !options.name.empty(), [&](const fs::path&) -> Result<void> {
     std::error_code ec;
-    fs::copy_file(snapshot_dir / "disk.qcow2", spec.root_disk, ec);
+    fs::copy_file(SnapshotPaths::disk(snapshot_dir), spec.root_disk, ec);
     if (ec) return Error(ErrorCode::kIo, "copy snapshot disk: " + ec.message(), ec.value());
     return success();
   }));
@@ -144,7 +145,7 @@ Result<void> Runtime::removeSnapshot(const std::string& name) {
   auto records = VmStore(*layout).list();
   if (records) {
     for (const auto& record : *records) {
-      if (record.spec.restore_from == (dir / "memory.bin").string() && record.state.status == VmStatus::kCreated) {
+      if (record.spec.restore_from == SnapshotPaths::memory(dir).string() && record.state.status == VmStatus::kCreated) {
         return Error(ErrorCode::kInvalidArgument,
                      "snapshot \"" + name + "\" is needed by VM " + record.spec.name + ", which has not started yet");
       }

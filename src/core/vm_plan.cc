@@ -206,7 +206,6 @@ Result<HardeningPlan> planConfinement(const RunOptions& options, const HostFacts
 
 }  // namespace
 
-std::string shareTag(size_t index) { return "vol" + std::to_string(index); }
 
 HostFacts gatherHostFacts(const fs::path& kernel, const fs::path& initramfs, const std::string& qemu) {
   HostFacts host;

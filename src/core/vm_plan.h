@@ -98,8 +98,6 @@ struct VmPlan {
 // Checks and parses `options`; the errors are the messages `run` reports.
 Result<VmPlan> planVm(const RunOptions& options, const HostFacts& host);
 
-// The 9p tag of the index-th volume.
-std::string shareTag(size_t index);
 
 // Writes the plan's sections into `spec` (what spec.json stores). The
 // workload's command, env, workdir and user are create()'s: they need the image.

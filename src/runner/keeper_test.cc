@@ -6,6 +6,7 @@
 
 #include <filesystem>
 
+#include "base/paths.h"
 #include "base/temp_dir.h"
 #include "base/unix_socket.h"
 
@@ -34,7 +35,7 @@ class KeeperTest : public ::testing::Test {
 };
 
 TEST_F(KeeperTest, ConnectsOnlyToTheSocketsTheSpecAllows) {
-  std::string base = vsockSocket(spec_).string();
+  std::string base = VmSockets(spec_.runtime_dir).vsock().string();
   EXPECT_TRUE(keeperMayConnect(spec_, base + "_1024"));
   EXPECT_TRUE(keeperMayConnect(spec_, base + "_4294967295"));
   EXPECT_TRUE(keeperMayConnect(spec_, temp_->path() / "mapped.sock"));
@@ -62,7 +63,7 @@ TEST_F(KeeperTest, WritesSnapshotsOnlyInATemporarySnapshotDirectory) {
 }
 
 TEST_F(KeeperTest, ConnectsRefusesAndCleansUpForReal) {
-  std::string base = vsockSocket(spec_).string();
+  std::string base = VmSockets(spec_.runtime_dir).vsock().string();
   auto listener = listenUnix(base + "_77", 4);
   ASSERT_TRUE(listener);
   spec_.remove_on_exit = true;

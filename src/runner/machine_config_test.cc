@@ -20,8 +20,8 @@ VmSpec specFor() {
   spec.root_disk = "/data/vms/ab12/disk.qcow2";
   spec.base_disk = "/data/images/base.ext4";
   spec.runtime_dir = "/run/microvm/ab12";
-  spec.shares.push_back({"/home/data", "/data", false, std::nullopt, std::nullopt});
-  spec.shares.push_back({"/home/ro", "/ro", true, 1000, std::nullopt});
+  spec.shares.push_back({"/home/data", "/data", false, std::nullopt, std::nullopt, "vol0"});
+  spec.shares.push_back({"/home/ro", "/ro", true, 1000, std::nullopt, "vol1"});
   spec.vsock_ports.push_back({5000, "/tmp/agent.sock", false});
   spec.vsock_ports.push_back({6000, "/tmp/listen.sock", true});
   return spec;

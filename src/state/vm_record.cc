@@ -150,6 +150,8 @@ VmSpec::ParsedNetwork parsedNetworkFromJson(const json& j) {
 
 }  // namespace
 
+std::string shareTag(size_t index) { return "vol" + std::to_string(index); }
+
 Result<void> saveSpec(const fs::path& vm_dir, const VmSpec& spec) {
   json j = {
       {"id", spec.id},
@@ -236,7 +238,7 @@ Result<VmSpec> loadSpec(const fs::path& vm_dir) {
     for (const auto& share : j.value("shares", json::array())) {
       VmSpec::Share entry{share.at("host"), share.at("guest"), share.at("readonly"), {}, {}, {}};
       // A spec.json from before tags were recorded: the N-th share had "volN".
-      entry.tag = share.value("tag", "vol" + std::to_string(spec.shares.size()));
+      entry.tag = share.value("tag", shareTag(spec.shares.size()));
       if (share.contains("uid")) entry.uid = share.at("uid").get<uint32_t>();
       if (share.contains("gid")) entry.gid = share.at("gid").get<uint32_t>();
       spec.shares.push_back(std::move(entry));

@@ -178,6 +178,10 @@ struct VmState {
 
 const char* toString(VmStatus status);
 
+// The 9p tag of the index-th share: planning assigns it (core/vm_plan.h), and
+// a spec.json from before tags were recorded had these.
+std::string shareTag(size_t index);
+
 Result<void> saveSpec(const std::filesystem::path& vm_dir, const VmSpec& spec);
 Result<VmSpec> loadSpec(const std::filesystem::path& vm_dir);
 Result<void> saveState(const std::filesystem::path& vm_dir, const VmState& state);

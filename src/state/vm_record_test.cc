@@ -5,6 +5,7 @@
 #include <optional>
 #include <unistd.h>
 
+#include "base/paths.h"
 #include "base/fs.h"
 #include "base/temp_dir.h"
 
@@ -52,7 +53,7 @@ TEST_F(VmRecordTest, VsockPortsRoundTripInOrder) {
   EXPECT_FALSE(loaded->vsock_ports[0].listen);
   EXPECT_EQ(loaded->vsock_ports[1].port, 1024u);
   EXPECT_TRUE(loaded->vsock_ports[1].listen);
-  EXPECT_EQ(vsockSocket(*loaded), "/run/microvm/abc/vsock.sock");
+  EXPECT_EQ(VmSockets(loaded->runtime_dir).vsock(), "/run/microvm/abc/vsock.sock");
   EXPECT_TRUE(loaded->vsock);
   spec.vsock = false;
   ASSERT_TRUE(saveSpec(dir_, spec));
