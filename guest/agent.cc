@@ -137,18 +137,6 @@ bool sendResult(FramedConnection& connection, const agent::AgentResult& result) 
   return connection.send(agent::FrameType::kResult, agent::encodeResult(result));
 }
 
-// SIGCHLD is blocked and read through a signalfd, so that no exit is missed
-// between fork and the loop.
-Result<UniqueFd> childSignalFd() {
-  sigset_t child;
-  sigemptyset(&child);
-  sigaddset(&child, SIGCHLD);
-  if (::sigprocmask(SIG_BLOCK, &child, nullptr) != 0) return systemError("sigprocmask");
-  UniqueFd fd(::signalfd(-1, &child, SFD_NONBLOCK | SFD_CLOEXEC));
-  if (!fd.valid()) return systemError("signalfd");
-  return fd;
-}
-
 // ---------------------------------------------------------------------------
 // WorkloadExitChannel.
 
@@ -217,7 +205,7 @@ void serveAgentConnection(UniqueFd fd, const AgentOptions& options) {
   do {
     frame = connection.receive(kRequestTimeout);
     if (!frame) {
-      if (connection.corrupt()) badRequest(connection, "malformed frame");
+      if (connection.corrupt()) badRequest(connection, "malformed frame: " + connection.corruption());
       return;
     }
   } while (frame->type != agent::FrameType::kRequest);  // Unknown frames are skipped.
@@ -238,7 +226,7 @@ bool agentPeerAllowed(const sockaddr* peer, socklen_t length) {
 Error serveAgent(int listen_fd, const AgentOptions& options) {
   // Broken connections show up as EPIPE from send(), not as a fatal signal.
   ::signal(SIGPIPE, SIG_IGN);
-  auto child_signals = childSignalFd();
+  auto child_signals = blockChildSignals();
   if (!child_signals.ok()) return child_signals.error();
   uint64_t refused_peers = 0;
   for (;;) {

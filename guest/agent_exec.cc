@@ -99,7 +99,7 @@ class ExecSession {
 
  private:
   Result<void> start() {
-    auto signals = childSignalFd();
+    auto signals = blockChildSignals();
     if (!signals.ok()) return signals.error();
     child_signals_ = std::move(*signals);
     UniqueFd child_in, child_out, child_err;

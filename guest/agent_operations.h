@@ -35,9 +35,6 @@ agent::AgentResult systemFailure(uint32_t id, std::string_view what);
 bool sendResult(FramedConnection& connection, const agent::AgentResult& result);
 
 Result<void> setNonBlocking(int fd);
-// SIGCHLD is blocked and read through the returned signalfd, so that no exit
-// is missed between fork and the loop that waits.
-Result<UniqueFd> childSignalFd();
 
 // Files.
 void handleStat(FramedConnection& connection, const agent::AgentRequest& request);

@@ -102,7 +102,7 @@ Result<agent::Frame> ControlPort::waitFor(agent::FrameType type, std::optional<C
     while (auto frame = connection_.nextFrame()) {
       if (frame->type == type) return std::move(*frame);
     }
-    if (corrupt()) return Error(ErrorCode::kProtocol, "control port: corrupt frame stream from the host");
+    if (corrupt()) return Error(ErrorCode::kProtocol, "control port: corrupt frame stream from the host: " + corruption());
     if (!connected_) return disconnected();
     pollfd watch{fd(), POLLIN, 0};
     int timeout = deadline ? millisecondsUntil(*deadline) : -1;

@@ -36,6 +36,8 @@ class ControlPort {
   bool connected() const { return connected_; }
   // True once the host sent an impossible frame; further input is ignored.
   bool corrupt() const { return connection_.corrupt(); }
+  // What was wrong with the host's stream, once corrupt().
+  const std::string& corruption() const { return connection_.corruption(); }
 
   // Writes one frame, waiting for room as described above. A payload over
   // kMaxPayload (only an overlong kError text can be) is cut.

@@ -112,7 +112,7 @@ void Supervisor::handleControlFrames() {
     if (frame->type == agent::FrameType::kStdinClose) stdin_.close_requested = true;
   }
   flushStdin();
-  if (port_.corrupt()) log("control port: corrupt frame stream from the host; ignoring further input");
+  if (port_.corrupt()) log("control port: corrupt frame stream from the host (" + port_.corruption() + "); ignoring further input");
 }
 
 // The workload is a session leader; like Docker, only it gets the signal.

@@ -1,5 +1,7 @@
 #include "guest/support.h"
 
+#include <sys/signalfd.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -138,6 +140,16 @@ std::optional<uint32_t> parseId(std::string_view text) {
     return std::nullopt;
   }
   return value;
+}
+
+Result<UniqueFd> blockChildSignals() {
+  sigset_t child;
+  sigemptyset(&child);
+  sigaddset(&child, SIGCHLD);
+  if (::sigprocmask(SIG_BLOCK, &child, nullptr) != 0) return systemError("sigprocmask");
+  UniqueFd fd(::signalfd(-1, &child, SFD_NONBLOCK | SFD_CLOEXEC));
+  if (!fd.valid()) return systemError("signalfd");
+  return fd;
 }
 
 }  // namespace microvm::guest

@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/unique_fd.h"
 #include "microvm/result.h"
 
 namespace microvm::guest {
@@ -32,6 +33,12 @@ std::string describeErrno(int error_number);
 
 // "WHAT: <errno text>", for the errno of the call that just failed.
 Error systemError(std::string_view what);
+
+// SIGCHLD is blocked from before the first fork, so that no exit is missed,
+// and read through the returned signalfd, so that an event loop needs no
+// handler (init's and the agent's). Blocking also matters because PID 1
+// discards unblocked default signals.
+Result<UniqueFd> blockChildSignals();
 
 // Writes all of `bytes`, giving up silently on an error: used where there is
 // nowhere left to report one.

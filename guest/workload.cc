@@ -78,14 +78,4 @@ Result<Workload> startWorkload(const agent::WorkloadSpec& spec, const PreparedCo
   return Workload{pid, std::move(in.write), std::move(out->read), std::move(err->read)};
 }
 
-Result<UniqueFd> blockChildSignals() {
-  sigset_t child;
-  sigemptyset(&child);
-  sigaddset(&child, SIGCHLD);
-  if (::sigprocmask(SIG_BLOCK, &child, nullptr) != 0) return systemError("sigprocmask");
-  UniqueFd fd(::signalfd(-1, &child, SFD_NONBLOCK | SFD_CLOEXEC));
-  if (!fd.valid()) return systemError("signalfd");
-  return fd;
-}
-
 }  // namespace microvm::guest

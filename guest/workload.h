@@ -3,7 +3,7 @@
 // supervisor (guest/supervisor.h) forwards to the host, and with the spec's
 // confinement (guest/spawn.h).
 //
-//   auto child_signals = blockChildSignals();        // before the first child
+//   auto child_signals = blockChildSignals();        // before the first child (support.h)
 //   auto workload = startWorkload(spec, prepared);
 //   Supervisor(port, std::move(*workload), ...).run();
 #pragma once
@@ -28,11 +28,5 @@ struct Workload {
 // Forks the workload. `prepared`: the confinement, compiled already; nullptr:
 // the child compiles it.
 Result<Workload> startWorkload(const agent::WorkloadSpec& spec, const PreparedConfinement* prepared);
-
-// SIGCHLD is blocked from before the first fork, so that no exit is missed,
-// and read through the returned signalfd, so that the event loop needs no
-// handler. Blocking also matters because PID 1 discards unblocked default
-// signals.
-Result<UniqueFd> blockChildSignals();
 
 }  // namespace microvm::guest
