@@ -407,12 +407,8 @@ int Runner::finish() {
   log("VM finished, exit code " + std::to_string(code));
   // Attached clients learn the code; a client that is not reading is not
   // waited for long.
-  for (auto& [fd, client] : attached_) {
-    agent::appendFrame(client.backlog, agent::FrameType::kExit, agent::encodeU32(static_cast<uint32_t>(code)));
-    ::fcntl(fd, F_SETFL, 0);
-    timeval limit{2, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
-    (void)writeAll(fd, client.backlog);
+  for (auto& entry : attached_) {
+    (void)entry.second.connection.send(agent::FrameType::kExit, agent::encodeU32(static_cast<uint32_t>(code)));
   }
   attached_.clear();
   listener_.reset();

@@ -34,10 +34,8 @@ namespace microvm {
 
 // A client of `attach`: output goes to it as frames, its stdin comes back.
 struct AttachedClient {
-  UniqueFd fd;
+  agent::FramedConnection connection;  // frames not yet taken by the client wait in it
   bool stdin = false;
-  agent::FrameReader reader;
-  std::string backlog;  // frames not yet taken by the client
 };
 
 // The host directory of `share` as an idmapped mount (uid=/gid= volumes);

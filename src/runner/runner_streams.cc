@@ -60,9 +60,9 @@ void Runner::watchStdinSources() {
 // Output waiting: EPOLLOUT. Input: always for a client without stdin (to see
 // it leave), while the guest keeps up for one with stdin.
 void Runner::watchAttached(AttachedClient& client) {
-  uint32_t events = client.backlog.empty() ? 0u : uint32_t{EPOLLOUT};
+  uint32_t events = client.connection.pending() == 0 ? 0u : uint32_t{EPOLLOUT};
   if (!client.stdin || controlBacklog() < kControlBacklog) events |= EPOLLIN;
-  (void)loop_->modify(client.fd.get(), events);
+  (void)loop_->modify(client.connection.fd(), events);
 }
 
 void Runner::readStdin() {
@@ -103,24 +103,17 @@ void Runner::attach(UniqueFd client, const AttachRequest& request) {
       })) {
     return;
   }
-  attached_.emplace(fd, AttachedClient{std::move(client), request.stdin, {}, {}});
+  // At the end a client gets its exit frame within this, or not at all.
+  agent::FramedConnection::Options options{.write_idle_timeout = std::chrono::seconds(2), .max_read_round = kChunk};
+  attached_.emplace(fd, AttachedClient{agent::FramedConnection(std::move(client), options), request.stdin});
   log(std::string("client attached") + (request.stdin ? " with stdin" : ""));
   watchStdinSources();
 }
 
 void Runner::readAttached(int fd) {
   auto& client = attached_.at(fd);
-  char buffer[kChunk];
-  ssize_t got = ::read(fd, buffer, sizeof buffer);
-  if (got < 0 && (errno == EINTR || errno == EAGAIN)) return;
-  if (got <= 0) {
-    // Like `docker run -i`: the attached stdin's end is the workload's.
-    if (client.stdin) sendFrame(agent::FrameType::kStdinClose, {});
-    detach(fd);
-    return;
-  }
-  client.reader.feed({buffer, static_cast<size_t>(got)});
-  while (auto frame = client.reader.next()) {
+  bool open = client.connection.readSome();
+  while (auto frame = client.connection.nextFrame()) {
     if (!client.stdin) continue;
     if (frame->type == agent::FrameType::kStdin) sendFrame(agent::FrameType::kStdin, frame->payload);
     if (frame->type == agent::FrameType::kStdinClose) {
@@ -128,30 +121,28 @@ void Runner::readAttached(int fd) {
       client.stdin = false;
     }
   }
-  if (client.reader.failed()) {
-    log("attached client sent a malformed frame (" + client.reader.failure() + "); detaching it");
+  if (client.connection.corrupt()) {
+    log("attached client sent a malformed frame (" + client.connection.corruption() + "); detaching it");
+    detach(fd);
+  } else if (!open) {
+    // Like `docker run -i`: the attached stdin's end is the workload's.
+    if (client.stdin) sendFrame(agent::FrameType::kStdinClose, {});
     detach(fd);
   }
 }
 
 void Runner::sendToAttached(AttachedClient& client, agent::FrameType type, std::string_view payload) {
-  agent::appendFrame(client.backlog, type, payload);
+  client.connection.queue(type, payload);
   flushAttached(client);
 }
 
 void Runner::flushAttached(AttachedClient& client) {
-  int fd = client.fd.get();
-  while (!client.backlog.empty()) {
-    ssize_t sent = ::send(fd, client.backlog.data(), client.backlog.size(), MSG_NOSIGNAL);
-    if (sent < 0 && errno == EINTR) continue;
-    if (sent < 0 && errno == EAGAIN) break;
-    if (sent <= 0) {
-      detach(fd);
-      return;
-    }
-    client.backlog.erase(0, static_cast<size_t>(sent));
+  int fd = client.connection.fd();
+  if (!client.connection.writeSome()) {
+    detach(fd);
+    return;
   }
-  if (client.backlog.size() > kAttachBacklog) {
+  if (client.connection.pending() > kAttachBacklog) {
     log("attached client does not keep up with the output; detaching it");
     detach(fd);
     return;
