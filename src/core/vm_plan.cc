@@ -318,7 +318,8 @@ void writePlan(const VmPlan& plan, VmSpec& spec) {
   spec.egress_deny_all = network.egress_request.deny_all;
   spec.egress_default_allow = network.egress_request.default_allow;
   spec.egress_log = network.guest.egress_log;
-  spec.parsed_network = parsedNetwork(network.guest);
+  spec.network_plan = network.guest;
+  spec.network_plan_recorded = true;
 
   spec.shares = plan.shares;
 }

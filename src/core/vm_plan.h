@@ -30,7 +30,7 @@
 #include "microvm/runtime.h"
 #include "net/egress_policy.h"
 #include "net/network_config.h"
-#include "runner/guest_network.h"
+#include "net/network_plan.h"
 #include "security/hardening.h"
 #include "state/vm_record.h"
 
@@ -87,7 +87,7 @@ struct VmPlan {
     std::string mode = "user";  // "user" or "none"
     // Ports, DNS upstreams and the egress policy, parsed: what the runner's
     // GuestNetwork is built from, through spec.json, as it is.
-    GuestNetworkPlan guest;
+    net::NetworkPlan guest;
     std::vector<std::string> extra_hosts;     // "NAME:IP", checked
     net::EgressPolicyRequest egress_request;  // the rules as asked (inspect shows them)
   } network;

@@ -1,4 +1,5 @@
 #include "core/vm_plan.h"
+#include "runner/guest_network.h"
 
 #include <gtest/gtest.h>
 
@@ -161,8 +162,8 @@ TEST(VmPlan, PortsDnsAndEgressAreParsedOnce) {
   // A spec.json without the parsed section (an older VM or snapshot): the
   // runner parses its strings into the same plan.
   VmSpec legacy = *loaded;
-  legacy.parsed_network = {};
-  legacy.parsed_network.recorded = false;
+  legacy.network_plan = {};
+  legacy.network_plan_recorded = false;
   auto reparsed = guestNetworkPlan(legacy);
   ASSERT_TRUE(reparsed) << reparsed.error().message();
   EXPECT_TRUE(*reparsed == plan->network.guest);

@@ -15,62 +15,9 @@ constexpr auto kSweepInterval = std::chrono::seconds(10);
 // Docker's special --add-host value: the address that reaches the host.
 constexpr char kHostGateway[] = "host-gateway";
 
-net::IpAddress toNet(const VmSpec::IpAddress& address) {
-  return address.v4 ? net::IpAddress::fromV4Bytes(address.bytes.data())
-                    : net::IpAddress::fromV6Bytes(address.bytes.data());
-}
-
-VmSpec::IpAddress fromNet(const net::IpAddress& address) { return {address.bytes, address.v4}; }
-
-net::EgressRule toNet(const VmSpec::EgressRule& rule) {
-  net::EgressRule out;
-  out.kind = static_cast<net::EgressRule::Kind>(rule.kind);
-  out.host = rule.host;
-  out.network = toNet(rule.network);
-  out.prefix_bits = rule.prefix_bits;
-  out.port = rule.port;
-  out.protocol = static_cast<net::RuleProtocol>(rule.protocol);
-  out.text = rule.text;
-  return out;
-}
-
-VmSpec::EgressRule fromNet(const net::EgressRule& rule) {
-  return {static_cast<VmSpec::EgressRule::Kind>(rule.kind), rule.host, fromNet(rule.network), rule.prefix_bits,
-          rule.port, static_cast<VmSpec::EgressRule::Protocol>(rule.protocol), rule.text};
-}
-
-// The mirrored enums must keep net's numbering.
-static_assert(static_cast<int>(VmSpec::EgressRule::Kind::kWildcard) == static_cast<int>(net::EgressRule::Kind::kWildcard));
-static_assert(static_cast<int>(VmSpec::EgressRule::Kind::kNetwork) == static_cast<int>(net::EgressRule::Kind::kNetwork));
-static_assert(static_cast<int>(VmSpec::EgressRule::Protocol::kTcp) == static_cast<int>(net::RuleProtocol::kTcp));
-static_assert(static_cast<int>(VmSpec::EgressRule::Protocol::kUdp) == static_cast<int>(net::RuleProtocol::kUdp));
-
-bool sameRule(const net::EgressRule& a, const net::EgressRule& b) {
-  return a.kind == b.kind && a.host == b.host && a.network == b.network && a.prefix_bits == b.prefix_bits &&
-         a.port == b.port && a.protocol == b.protocol && a.text == b.text;
-}
-
-bool sameRules(const std::vector<net::EgressRule>& a, const std::vector<net::EgressRule>& b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(), sameRule);
-}
-
-}  // namespace
-
-bool GuestNetworkPlan::operator==(const GuestNetworkPlan& other) const {
-  auto same_dns = [](const net::DnsUpstream& a, const net::DnsUpstream& b) {
-    return a.address == b.address && a.port == b.port;
-  };
-  return ports == other.ports && std::equal(dns.begin(), dns.end(), other.dns.begin(), other.dns.end(), same_dns) &&
-         egress.active == other.egress.active && sameRules(egress.rules, other.egress.rules) &&
-         sameRules(egress.deny_rules, other.egress.deny_rules) && egress.default_allow == other.egress.default_allow &&
-         egress_log == other.egress_log;
-}
-
-namespace {
-
 // The network of a spec.json written before it was stored parsed.
-Result<GuestNetworkPlan> parseLegacyNetwork(const VmSpec& spec) {
-  GuestNetworkPlan plan;
+Result<net::NetworkPlan> parseLegacyNetwork(const VmSpec& spec) {
+  net::NetworkPlan plan;
   for (const auto& text : spec.ports) {
     auto mapping = net::parsePortMapping(text);
     if (!mapping) return std::move(mapping).error();
@@ -92,34 +39,9 @@ Result<GuestNetworkPlan> parseLegacyNetwork(const VmSpec& spec) {
 
 }  // namespace
 
-Result<GuestNetworkPlan> guestNetworkPlan(const VmSpec& spec) {
-  const auto& parsed = spec.parsed_network;
-  if (!parsed.recorded) return parseLegacyNetwork(spec);
-  GuestNetworkPlan plan;
-  for (const auto& port : parsed.ports) {
-    plan.ports.push_back(
-        {port.host_ip, port.host_port, port.guest_port, port.udp ? net::Transport::kUdp : net::Transport::kTcp});
-  }
-  for (const auto& upstream : parsed.dns) plan.dns.push_back({toNet(upstream.address), upstream.port});
-  plan.egress.active = parsed.egress_active;
-  for (const auto& rule : parsed.egress_rules) plan.egress.rules.push_back(toNet(rule));
-  for (const auto& rule : parsed.egress_deny_rules) plan.egress.deny_rules.push_back(toNet(rule));
-  plan.egress.default_allow = parsed.egress_default_allow;
-  plan.egress_log = spec.egress_log;
-  return plan;
-}
-
-VmSpec::ParsedNetwork parsedNetwork(const GuestNetworkPlan& plan) {
-  VmSpec::ParsedNetwork parsed;
-  for (const auto& port : plan.ports) {
-    parsed.ports.push_back({port.host_ip, port.host_port, port.guest_port, port.transport == net::Transport::kUdp});
-  }
-  for (const auto& upstream : plan.dns) parsed.dns.push_back({fromNet(upstream.address), upstream.port});
-  parsed.egress_active = plan.egress.active;
-  for (const auto& rule : plan.egress.rules) parsed.egress_rules.push_back(fromNet(rule));
-  for (const auto& rule : plan.egress.deny_rules) parsed.egress_deny_rules.push_back(fromNet(rule));
-  parsed.egress_default_allow = plan.egress.default_allow;
-  return parsed;
+Result<net::NetworkPlan> guestNetworkPlan(const VmSpec& spec) {
+  if (!spec.network_plan_recorded) return parseLegacyNetwork(spec);
+  return spec.network_plan;
 }
 
 GuestNetwork::GuestNetwork(EventLoop& loop, Log log) : loop_(loop), log_(std::move(log)) {}
@@ -132,7 +54,7 @@ GuestNetwork::~GuestNetwork() {
 }
 
 Result<std::unique_ptr<GuestNetwork>> GuestNetwork::create(EventLoop& loop, UniqueFd stream,
-                                                           const GuestNetworkPlan& plan, Log log) {
+                                                           const net::NetworkPlan& plan, Log log) {
   std::unique_ptr<GuestNetwork> network(new GuestNetwork(loop, std::move(log)));
   bool active = plan.egress.active;
   // Every guest frame passes the filter, with or without a policy: it also

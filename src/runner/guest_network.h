@@ -26,6 +26,7 @@
 #include "base/unique_fd.h"
 #include "microvm/result.h"
 #include "net/network_config.h"
+#include "net/network_plan.h"
 #include "state/vm_record.h"
 
 namespace microvm {
@@ -38,21 +39,10 @@ class DnsForwarder;
 
 // The VM's network as planned (core/vm_plan.h), in net's types: what
 // GuestNetwork is built from, parsed once when the VM was created.
-struct GuestNetworkPlan {
-  std::vector<net::PortMapping> ports;
-  std::vector<net::DnsUpstream> dns;  // empty: the host's resolv.conf
-  net::EgressPolicy egress;
-  bool egress_log = false;
-
-  bool operator==(const GuestNetworkPlan&) const;
-};
-
-// spec.json's parsed network section as net's types, and back: field
-// copies (state does not depend on net), nothing is parsed.
-// A spec.json from before the section existed has only the strings: they
-// are parsed then, which fails as the VM's creation would have.
-Result<GuestNetworkPlan> guestNetworkPlan(const VmSpec& spec);
-VmSpec::ParsedNetwork parsedNetwork(const GuestNetworkPlan& plan);
+// The network spec.json stores parsed (net/network_plan.h). A spec.json
+// from before it was stored has only the strings: they are parsed then,
+// which fails as the VM's creation would have.
+Result<net::NetworkPlan> guestNetworkPlan(const VmSpec& spec);
 
 class GuestNetwork {
  public:
@@ -62,7 +52,7 @@ class GuestNetwork {
   // stream at `stream`, and opens the plan's port forwards (a busy host port
   // is an error naming it). `log` receives network events and, with
   // --egress-log, every egress decision.
-  static Result<std::unique_ptr<GuestNetwork>> create(EventLoop& loop, UniqueFd stream, const GuestNetworkPlan& plan,
+  static Result<std::unique_ptr<GuestNetwork>> create(EventLoop& loop, UniqueFd stream, const net::NetworkPlan& plan,
                                                       Log log);
   ~GuestNetwork();
 

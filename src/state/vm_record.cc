@@ -67,20 +67,20 @@ json vsockPortsJson(const std::vector<VmSpec::VsockPort>& ports) {
   return list;
 }
 
-json addressJson(const VmSpec::IpAddress& address) {
+json addressJson(const net::IpAddress& address) {
   return std::vector<uint8_t>(address.bytes.begin(), address.bytes.begin() + (address.v4 ? 4 : 16));
 }
 
-VmSpec::IpAddress addressFromJson(const json& j) {
+net::IpAddress addressFromJson(const json& j) {
   auto bytes = j.get<std::vector<uint8_t>>();
   if (bytes.size() != 4 && bytes.size() != 16) throw json::other_error::create(501, "an address has 4 or 16 bytes", &j);
-  VmSpec::IpAddress address;
+  net::IpAddress address;
   address.v4 = bytes.size() == 4;
   std::copy(bytes.begin(), bytes.end(), address.bytes.begin());
   return address;
 }
 
-json rulesJson(const std::vector<VmSpec::EgressRule>& rules) {
+json rulesJson(const std::vector<net::EgressRule>& rules) {
   json list = json::array();
   for (const auto& rule : rules) {
     list.push_back({{"kind", static_cast<int>(rule.kind)},
@@ -94,17 +94,17 @@ json rulesJson(const std::vector<VmSpec::EgressRule>& rules) {
   return list;
 }
 
-std::vector<VmSpec::EgressRule> rulesFromJson(const json& list) {
-  std::vector<VmSpec::EgressRule> rules;
+std::vector<net::EgressRule> rulesFromJson(const json& list) {
+  std::vector<net::EgressRule> rules;
   for (const auto& entry : list) {
-    VmSpec::EgressRule rule;
+    net::EgressRule rule;
     int kind = entry.at("kind");
     int protocol = entry.at("protocol");
     if (kind < 0 || kind > 2 || protocol < 0 || protocol > 2) {
       throw json::other_error::create(501, "unknown egress rule kind or protocol", &entry);
     }
-    rule.kind = static_cast<VmSpec::EgressRule::Kind>(kind);
-    rule.protocol = static_cast<VmSpec::EgressRule::Protocol>(protocol);
+    rule.kind = static_cast<net::EgressRule::Kind>(kind);
+    rule.protocol = static_cast<net::RuleProtocol>(protocol);
     entry.at("host").get_to(rule.host);
     rule.network = addressFromJson(entry.at("network"));
     entry.at("prefix_bits").get_to(rule.prefix_bits);
@@ -115,36 +115,37 @@ std::vector<VmSpec::EgressRule> rulesFromJson(const json& list) {
   return rules;
 }
 
-json parsedNetworkJson(const VmSpec::ParsedNetwork& network) {
+json networkPlanJson(const net::NetworkPlan& network) {
   json ports = json::array();
   for (const auto& port : network.ports) {
     ports.push_back({{"host_ip", port.host_ip},
                      {"host_port", port.host_port},
                      {"guest_port", port.guest_port},
-                     {"udp", port.udp}});
+                     {"udp", port.transport == net::Transport::kUdp}});
   }
   json dns = json::array();
   for (const auto& upstream : network.dns) dns.push_back({{"address", addressJson(upstream.address)}, {"port", upstream.port}});
   return {{"ports", ports},
           {"dns", dns},
-          {"egress_active", network.egress_active},
-          {"egress_rules", rulesJson(network.egress_rules)},
-          {"egress_deny_rules", rulesJson(network.egress_deny_rules)},
-          {"egress_default_allow", network.egress_default_allow}};
+          {"egress_active", network.egress.active},
+          {"egress_rules", rulesJson(network.egress.rules)},
+          {"egress_deny_rules", rulesJson(network.egress.deny_rules)},
+          {"egress_default_allow", network.egress.default_allow}};
 }
 
-VmSpec::ParsedNetwork parsedNetworkFromJson(const json& j) {
-  VmSpec::ParsedNetwork network;
+net::NetworkPlan networkPlanFromJson(const json& j) {
+  net::NetworkPlan network;
   for (const auto& port : j.value("ports", json::array())) {
-    network.ports.push_back({port.at("host_ip"), port.at("host_port"), port.at("guest_port"), port.at("udp")});
+    network.ports.push_back({port.at("host_ip"), port.at("host_port"), port.at("guest_port"),
+                             port.at("udp").get<bool>() ? net::Transport::kUdp : net::Transport::kTcp});
   }
   for (const auto& upstream : j.value("dns", json::array())) {
     network.dns.push_back({addressFromJson(upstream.at("address")), upstream.at("port")});
   }
-  network.egress_active = j.value("egress_active", false);
-  network.egress_rules = rulesFromJson(j.value("egress_rules", json::array()));
-  network.egress_deny_rules = rulesFromJson(j.value("egress_deny_rules", json::array()));
-  network.egress_default_allow = j.value("egress_default_allow", false);
+  network.egress.active = j.value("egress_active", false);
+  network.egress.rules = rulesFromJson(j.value("egress_rules", json::array()));
+  network.egress.deny_rules = rulesFromJson(j.value("egress_deny_rules", json::array()));
+  network.egress.default_allow = j.value("egress_default_allow", false);
   return network;
 }
 
@@ -199,7 +200,7 @@ Result<void> saveSpec(const fs::path& vm_dir, const VmSpec& spec) {
         {"egress_deny_all", spec.egress_deny_all},
         {"egress_default_allow", spec.egress_default_allow},
         {"egress_log", spec.egress_log},
-        {"parsed", parsedNetworkJson(spec.parsed_network)}}},
+        {"parsed", networkPlanJson(spec.network_plan)}}},
       {"timings_ms", spec.timings_ms},
       {"remove_on_exit", spec.remove_on_exit},
       {"stop_timeout_seconds", spec.stop_timeout_seconds},
@@ -267,8 +268,9 @@ Result<VmSpec> loadSpec(const fs::path& vm_dir) {
     spec.egress_default_allow = network.value("egress_default_allow", false);
     spec.timings_ms = j.value("timings_ms", std::map<std::string, double>());
     spec.egress_log = network.value("egress_log", false);
-    spec.parsed_network = parsedNetworkFromJson(network.value("parsed", json::object()));
-    spec.parsed_network.recorded = network.contains("parsed");
+    spec.network_plan = networkPlanFromJson(network.value("parsed", json::object()));
+    spec.network_plan.egress_log = spec.egress_log;
+    spec.network_plan_recorded = network.contains("parsed");
     j.at("remove_on_exit").get_to(spec.remove_on_exit);
     j.at("stop_timeout_seconds").get_to(spec.stop_timeout_seconds);
     // Absent in records made before logs rotated: the defaults.

@@ -5,7 +5,6 @@
 
 #include <sys/types.h>
 
-#include <array>
 #include <filesystem>
 #include <map>
 #include <cstdint>
@@ -16,6 +15,7 @@
 
 #include "base/clock.h"
 #include "base/unique_fd.h"
+#include "net/network_plan.h"
 #include "microvm/result.h"
 
 namespace microvm {
@@ -97,44 +97,12 @@ struct VmSpec {
   bool egress_log = false;
 
   // The same network, parsed once when the VM was planned (core/vm_plan.h):
-  // the runner's GuestNetwork takes it as it is. These mirror net/'s types
-  // field for field (state does not depend on net); the strings above are
-  // what inspect shows.
-  struct IpAddress {
-    std::array<uint8_t, 16> bytes{};  // the first 4 for IPv4
-    bool v4 = true;
-  };
-  struct PortForward {
-    std::string host_ip;  // an address literal, as net::PortMapping keeps it
-    uint16_t host_port = 0;  // 0: pick a free port at start
-    uint16_t guest_port = 0;
-    bool udp = false;
-  };
-  struct DnsUpstream {
-    IpAddress address;
-    uint16_t port = 53;
-  };
-  struct EgressRule {
-    enum class Kind : uint8_t { kHost, kWildcard, kNetwork } kind = Kind::kHost;
-    std::string host;
-    IpAddress network;
-    unsigned prefix_bits = 0;
-    uint16_t port = 0;
-    enum class Protocol : uint8_t { kAny, kTcp, kUdp } protocol = Protocol::kAny;
-    std::string text;  // as given, for logs
-  };
-  struct ParsedNetwork {
-    std::vector<PortForward> ports;
-    std::vector<DnsUpstream> dns;  // empty: the host's resolv.conf
-    bool egress_active = false;
-    std::vector<EgressRule> egress_rules;
-    std::vector<EgressRule> egress_deny_rules;
-    bool egress_default_allow = false;
-    // False for a spec.json written before the network was stored parsed
-    // (an old VM or snapshot): the runner then parses the strings above.
-    bool recorded = true;
-  };
-  ParsedNetwork parsed_network;
+  // the runner's GuestNetwork takes it as it is; the strings above are what
+  // inspect shows. Its egress_log is the field above.
+  net::NetworkPlan network_plan;
+  // False for a spec.json written before the network was stored parsed (an
+  // old VM or snapshot): the runner then parses the strings above.
+  bool network_plan_recorded = true;
 
   // Where create()'s time went, in ms: preflight, pull, prepare.
   std::map<std::string, double> timings_ms;

@@ -82,41 +82,41 @@ TEST_F(VmRecordTest, ShareTagsAndTheParsedNetworkRoundTrip) {
   VmSpec spec;
   spec.id = "abc";
   spec.shares.push_back({"/data", "/mnt", true, {}, 7, "vol0"});
-  spec.parsed_network.ports.push_back({"::1", 8080, 80, true});
-  VmSpec::IpAddress v6;
+  spec.network_plan.ports.push_back({"::1", 8080, 80, net::Transport::kUdp});
+  net::IpAddress v6;
   v6.v4 = false;
   v6.bytes[15] = 1;
-  spec.parsed_network.dns.push_back({v6, 5353});
-  VmSpec::EgressRule rule;
-  rule.kind = VmSpec::EgressRule::Kind::kNetwork;
+  spec.network_plan.dns.push_back({v6, 5353});
+  net::EgressRule rule;
+  rule.kind = net::EgressRule::Kind::kNetwork;
   rule.network.bytes = {10};
   rule.prefix_bits = 8;
   rule.port = 443;
-  rule.protocol = VmSpec::EgressRule::Protocol::kTcp;
+  rule.protocol = net::RuleProtocol::kTcp;
   rule.text = "10.0.0.0/8:443/tcp";
-  spec.parsed_network.egress_active = true;
-  spec.parsed_network.egress_rules.push_back(rule);
+  spec.network_plan.egress.active = true;
+  spec.network_plan.egress.rules.push_back(rule);
   ASSERT_TRUE(saveSpec(dir_, spec));
   auto loaded = loadSpec(dir_);
   ASSERT_TRUE(loaded) << loaded.error().message();
   ASSERT_EQ(loaded->shares.size(), 1u);
   EXPECT_EQ(loaded->shares[0].tag, "vol0");
   EXPECT_EQ(loaded->shares[0].gid, 7u);
-  const auto& network = loaded->parsed_network;
-  EXPECT_TRUE(network.recorded);
+  EXPECT_TRUE(loaded->network_plan_recorded);
+  const auto& network = loaded->network_plan;
   ASSERT_EQ(network.ports.size(), 1u);
   EXPECT_EQ(network.ports[0].host_ip, "::1");
-  EXPECT_TRUE(network.ports[0].udp);
+  EXPECT_EQ(network.ports[0].transport, net::Transport::kUdp);
   ASSERT_EQ(network.dns.size(), 1u);
   EXPECT_FALSE(network.dns[0].address.v4);
   EXPECT_EQ(network.dns[0].address.bytes, v6.bytes);
   EXPECT_EQ(network.dns[0].port, 5353);
-  EXPECT_TRUE(network.egress_active);
-  ASSERT_EQ(network.egress_rules.size(), 1u);
-  EXPECT_EQ(network.egress_rules[0].kind, VmSpec::EgressRule::Kind::kNetwork);
-  EXPECT_EQ(network.egress_rules[0].network.bytes, rule.network.bytes);
-  EXPECT_EQ(network.egress_rules[0].protocol, VmSpec::EgressRule::Protocol::kTcp);
-  EXPECT_EQ(network.egress_rules[0].text, rule.text);
+  EXPECT_TRUE(network.egress.active);
+  ASSERT_EQ(network.egress.rules.size(), 1u);
+  EXPECT_EQ(network.egress.rules[0].kind, net::EgressRule::Kind::kNetwork);
+  EXPECT_EQ(network.egress.rules[0].network.bytes, rule.network.bytes);
+  EXPECT_EQ(network.egress.rules[0].protocol, net::RuleProtocol::kTcp);
+  EXPECT_EQ(network.egress.rules[0].text, rule.text);
 }
 
 TEST_F(VmRecordTest, AnOlderSpecWithoutTagsOrParsedNetworkStillLoads) {
@@ -132,7 +132,7 @@ TEST_F(VmRecordTest, AnOlderSpecWithoutTagsOrParsedNetworkStillLoads) {
   ASSERT_EQ(loaded->shares.size(), 2u);
   EXPECT_EQ(loaded->shares[0].tag, "vol0");
   EXPECT_EQ(loaded->shares[1].tag, "vol1");
-  EXPECT_FALSE(loaded->parsed_network.recorded);  // the runner parses loaded->ports then
+  EXPECT_FALSE(loaded->network_plan_recorded);  // the runner parses loaded->ports then
   EXPECT_EQ(loaded->ports, std::vector<std::string>{"127.0.0.1:8080:80/tcp"});
 }
 
