@@ -4,6 +4,7 @@
 
 #include "base/paths.h"
 #include "net/network_config.h"
+#include "runner/guest_network.h"
 #include "runner/vmm_user.h"
 
 namespace microvm {
@@ -60,6 +61,25 @@ SpawnOptions::Credentials vmmCredentials(const MachineConfig& config, uid_t uid,
   for (const auto& share : config.shares) writable = writable || !share.readonly;
   credentials.capabilities = vmmCapabilities(!config.shares.empty(), writable);
   return credentials;
+}
+
+agent::WorkloadSpec workloadSpecFor(const VmSpec& spec) {
+  agent::WorkloadSpec workload;
+  workload.argv = spec.argv;
+  workload.env = spec.env;
+  workload.workdir = spec.workdir;
+  workload.user = spec.user;
+  workload.hostname = spec.hostname;
+  workload.open_stdin = spec.open_stdin;
+  for (const auto& share : spec.shares) workload.mounts.push_back({share.tag, share.guest, "9p", "", share.readonly});
+  for (const auto& [path, options] : spec.tmpfs) workload.mounts.push_back({"tmpfs", path, "tmpfs", options, false});
+  workload.sysctls = spec.sysctls;
+  workload.capabilities = spec.capabilities;
+  workload.no_new_privs = spec.no_new_privs;
+  workload.seccomp_default = spec.seccomp_default;
+  workload.seccomp_rules = spec.seccomp_rules;
+  describeGuestNetwork(spec, workload);
+  return workload;
 }
 
 }  // namespace microvm

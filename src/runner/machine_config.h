@@ -1,8 +1,9 @@
-// What the runner asks of the hypervisor for a VM, derived from its spec:
-// the MachineConfig QEMU is launched with, the vsock device's configuration
-// and QEMU's credentials when the runner is root. Pure functions: the runner
-// opens the sockets, files and mounts first and passes their fds in, so that
-// these can be tested without a VM (and fed from a VM plan later).
+// What the runner asks of the hypervisor and tells the guest for a VM,
+// derived from its spec (the plan, core/vm_plan.h, as spec.json stores it):
+// the MachineConfig QEMU is launched with, the vsock device's configuration,
+// QEMU's credentials when the runner is root, and the workload spec init
+// receives. Pure functions: the runner opens the sockets, files and mounts
+// first and passes their fds in, so that these can be tested without a VM.
 //
 //   MachineFds fds;
 //   fds.console = console_qemu_end.get();
@@ -16,6 +17,7 @@
 #include <optional>
 #include <vector>
 
+#include "agent/protocol.h"
 #include "base/process.h"
 #include "hypervisor/backend.h"
 #include "state/vm_record.h"
@@ -45,6 +47,11 @@ MachineConfig machineConfigFor(const VmSpec& spec, const std::filesystem::path& 
 // The vsock device for `spec` (only meaningful when spec.vsock); the caller
 // adds the log and connect_host callbacks.
 vsock::VsockConfig vsockConfigFor(const VmSpec& spec);
+
+// What init receives over the control port: the command, its environment
+// and user, the shares by their tags, tmpfs mounts, the confinement and the
+// guest's half of the network (describeGuestNetwork).
+agent::WorkloadSpec workloadSpecFor(const VmSpec& spec);
 
 // QEMU's credentials when the runner is root: the VMM user `uid`/`gid`, the
 // group `kvm_group` (the one /dev/kvm grants access to, when others have

@@ -117,5 +117,51 @@ TEST(MachineConfigTest, VmmCredentialsKeepTheKvmGroupOnlyUnderKvmAndWhatTheShare
   EXPECT_EQ(vmmCredentials(config, 900, 901, std::nullopt).capabilities, vmmCapabilities(false, false));
 }
 
+TEST(MachineConfigTest, TheWorkloadSpecCarriesTheCommandSharesByTagAndConfinement) {
+  VmSpec spec = specFor();
+  spec.argv = {"/bin/sh", "-c", "echo hi"};
+  spec.env = {"A=1"};
+  spec.workdir = "/srv";
+  spec.user = "1000:1000";
+  spec.hostname = "box";
+  spec.open_stdin = true;
+  spec.tmpfs = {{"/scratch", "size=64m"}};
+  spec.sysctls = {"net.ipv4.ip_forward=0"};
+  spec.capabilities = 0x5;
+  spec.no_new_privs = true;
+  spec.seccomp_default = "errno:1";
+  spec.seccomp_rules = {"allow:read"};
+  spec.network = "none";
+  agent::WorkloadSpec workload = workloadSpecFor(spec);
+  EXPECT_EQ(workload.argv, spec.argv);
+  EXPECT_EQ(workload.env, spec.env);
+  EXPECT_EQ(workload.workdir, "/srv");
+  EXPECT_EQ(workload.user, "1000:1000");
+  EXPECT_EQ(workload.hostname, "box");
+  EXPECT_TRUE(workload.open_stdin);
+  // Shares by the tags the plan gave them (QEMU exports the same ones), then tmpfs.
+  ASSERT_EQ(workload.mounts.size(), 3u);
+  EXPECT_EQ(workload.mounts[0].source, "vol0");
+  EXPECT_EQ(workload.mounts[0].target, "/data");
+  EXPECT_EQ(workload.mounts[0].fstype, "9p");
+  EXPECT_FALSE(workload.mounts[0].readonly);
+  EXPECT_EQ(workload.mounts[1].source, "vol1");
+  EXPECT_TRUE(workload.mounts[1].readonly);
+  EXPECT_EQ(workload.mounts[2].fstype, "tmpfs");
+  EXPECT_EQ(workload.mounts[2].target, "/scratch");
+  EXPECT_EQ(workload.mounts[2].options, "size=64m");
+  MachineFds fds;
+  auto machine = machineConfigFor(spec, "/data/vms/ab12", fds);
+  ASSERT_EQ(machine.shares.size(), 2u);
+  EXPECT_EQ(machine.shares[0].tag, workload.mounts[0].source);
+  EXPECT_EQ(machine.shares[1].tag, workload.mounts[1].source);
+  EXPECT_EQ(workload.sysctls, spec.sysctls);
+  EXPECT_EQ(workload.capabilities, 0x5u);
+  EXPECT_TRUE(workload.no_new_privs);
+  EXPECT_EQ(workload.seccomp_default, "errno:1");
+  EXPECT_EQ(workload.seccomp_rules, spec.seccomp_rules);
+  EXPECT_TRUE(workload.net_address4.empty());  // --network none: lo only
+}
+
 }  // namespace
 }  // namespace microvm

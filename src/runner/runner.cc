@@ -58,23 +58,8 @@ void Runner::onTimer() {
 }
 
 void Runner::sendSpec() {
-  agent::WorkloadSpec workload;
-  workload.argv = spec_.argv;
-  workload.env = spec_.env;
-  workload.workdir = spec_.workdir;
-  workload.user = spec_.user;
-  workload.hostname = spec_.hostname;
-  workload.open_stdin = spec_.open_stdin;
-  for (const auto& share : spec_.shares) workload.mounts.push_back({share.tag, share.guest, "9p", "", share.readonly});
-  for (const auto& [path, options] : spec_.tmpfs) workload.mounts.push_back({"tmpfs", path, "tmpfs", options, false});
-  workload.sysctls = spec_.sysctls;
-  workload.capabilities = spec_.capabilities;
-  workload.no_new_privs = spec_.no_new_privs;
-  workload.seccomp_default = spec_.seccomp_default;
-  workload.seccomp_rules = spec_.seccomp_rules;
-  describeGuestNetwork(spec_, workload);
   // The guest reads the spec once its port opens; the socket buffers it.
-  sendFrame(agent::FrameType::kSpec, agent::encodeSpec(workload));
+  sendFrame(agent::FrameType::kSpec, agent::encodeSpec(workloadSpecFor(spec_)));
 }
 
 Result<void> Runner::start() {
