@@ -37,11 +37,10 @@ class EgressFilter;
 class DnsForwarder;
 }  // namespace net
 
-// The VM's network as planned (core/vm_plan.h), in net's types: what
-// GuestNetwork is built from, parsed once when the VM was created.
-// The network spec.json stores parsed (net/network_plan.h). A spec.json
-// from before it was stored has only the strings: they are parsed then,
-// which fails as the VM's creation would have.
+// The VM's network as planned (core/vm_plan.h) and stored in spec.json
+// (net/network_plan.h): what GuestNetwork is built from. A spec.json from
+// before it was stored has only the strings: they are parsed then, which
+// fails as the VM's creation would have.
 Result<net::NetworkPlan> guestNetworkPlan(const VmSpec& spec);
 
 class GuestNetwork {
