@@ -41,6 +41,7 @@ struct DnsUpstream {
   IpAddress address;
   uint16_t port = 53;
   std::string toString() const;
+  bool operator==(const DnsUpstream&) const = default;
 };
 
 // "IP[:PORT]": "1.1.1.1", "1.1.1.1:5353", "2001:db8::1", "[2001:db8::1]:53".

@@ -73,6 +73,7 @@ struct EgressRule {
   RuleProtocol protocol = RuleProtocol::kAny;
   std::string text;  // as given, for logs
 
+  bool operator==(const EgressRule&) const = default;
   bool matchesName(std::string_view lower_case_name) const;
   bool matchesPort(uint8_t ip_protocol, uint16_t dst_port) const;
 };
@@ -94,6 +95,8 @@ struct EgressPolicy {
   std::vector<EgressRule> rules;
   std::vector<EgressRule> deny_rules;
   bool default_allow = false;
+
+  bool operator==(const EgressPolicy&) const = default;
 };
 
 // --egress-deny HOST|CIDR[:PORT][/tcp|/udp]: a CIDR when the address part

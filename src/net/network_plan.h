@@ -20,7 +20,7 @@ struct NetworkPlan {
   EgressPolicy egress;
   bool egress_log = false;
 
-  bool operator==(const NetworkPlan&) const;
+  bool operator==(const NetworkPlan&) const = default;
 };
 
 }  // namespace microvm::net

@@ -9,7 +9,6 @@
 
 namespace microvm {
 
-std::filesystem::path qmpSocket(const VmSpec& spec) { return VmSockets(spec.runtime_dir).qmp(); }
 
 MachineConfig machineConfigFor(const VmSpec& spec, const std::filesystem::path& vm_dir, const MachineFds& fds) {
   MachineConfig config;
@@ -24,7 +23,7 @@ MachineConfig machineConfigFor(const VmSpec& spec, const std::filesystem::path& 
   config.base_disk = spec.base_disk;
   config.ephemeral_disk = spec.remove_on_exit;
   config.console_fd = fds.console;
-  config.qmp_socket = qmpSocket(spec);
+  config.qmp_socket = VmSockets(spec.runtime_dir).qmp();
   config.control_fd = fds.control;
   config.stderr_fd = fds.diagnostics;
   if (spec.vsock) config.vhost_vsock_socket = VmSockets(spec.runtime_dir).vhostVsock();

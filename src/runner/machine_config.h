@@ -25,9 +25,6 @@
 
 namespace microvm {
 
-// The QMP socket of a VM, in its runtime directory.
-std::filesystem::path qmpSocket(const VmSpec& spec);
-
 // The fds the runner opened for QEMU; -1: none.
 struct MachineFds {
   int console = -1;     // QEMU's end of the serial console's socket

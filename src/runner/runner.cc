@@ -115,7 +115,7 @@ Result<void> Runner::start() {
 
   fs::path runtime_dir = spec_.runtime_dir;
   MICROVM_TRY(makeDirs(runtime_dir));
-  fs::path qmp = qmpSocket(spec_);
+  fs::path qmp = VmSockets(spec_.runtime_dir).qmp();
   fs::path control_socket = VmSockets(runtime_dir).runner();
   MICROVM_TRY(checkSocketPath(qmp));
   MICROVM_TRY(checkSocketPath(control_socket));
