@@ -8,7 +8,7 @@
 //     runner.sock qmp.sock vsock.sock vsock.sock_<port> vhost-vsock.sock
 //   <data dir>/images/                   ImagePaths
 //     store.lock blobs/sha256/<hex> rootfs/<key>/{base.ext4,image.json}
-//   <data dir>/snapshots/<name>/          SnapshotPaths: memory.bin disk.qcow2 snapshot.json
+//   <data dir>/snapshots/<name>/          SnapshotPaths: memory.bin disk.qcow2 snapshot.json seal.json
 //
 // Where the data, runtime and cache dirs are is state/layout.h's job; this
 // header only names what is inside them, so that every reader and writer of a
@@ -119,6 +119,8 @@ class SnapshotPaths {
   // The source VM's spec, and what the snapshot is of (core/snapshots.cc).
   static std::filesystem::path spec(const std::filesystem::path& snapshot) { return snapshot / VmFiles::kSpec; }
   static std::filesystem::path meta(const std::filesystem::path& snapshot) { return snapshot / "snapshot.json"; }
+  // What the memory file needs and its checksum (core/snapshot_checks.h).
+  static std::filesystem::path seal(const std::filesystem::path& snapshot) { return snapshot / "seal.json"; }
 
  private:
   std::filesystem::path dir_;

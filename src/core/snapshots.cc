@@ -10,7 +10,9 @@
 #include "base/scope_guard.h"
 #include "microvm/runtime.h"
 #include "runner/control.h"
+#include "core/guest_refresh.h"
 #include "core/runtime_impl.h"
+#include "core/snapshot_checks.h"
 #include "state/vm_store.h"
 
 namespace microvm {
@@ -62,12 +64,7 @@ Result<void> Runtime::snapshot(const std::string& reference, const std::string& 
   if (record->state.status != VmStatus::kRunning && record->state.status != VmStatus::kPaused) {
     return Error(ErrorCode::kInvalidArgument, "VM " + record->spec.name + " is not running");
   }
-  if (record->spec.vsock) {
-    return Error(ErrorCode::kUnsupported,
-                 "VM " + record->spec.name +
-                     " has a vsock device, and QEMU cannot save one (its vhost-user-vsock is not migratable); "
-                     "run the VM with --no-vsock to take snapshots of it");
-  }
+  MICROVM_TRY(checkCanSnapshot(record->spec));
   fs::path final_dir = snapshotsDir(*layout) / name;
   if (fs::exists(final_dir)) return Error(ErrorCode::kAlreadyExists, "snapshot \"" + name + "\" already exists");
 
@@ -77,6 +74,7 @@ Result<void> Runtime::snapshot(const std::string& reference, const std::string& 
   MICROVM_TRY(makeDirs(temp_dir));
   ScopeGuard remove_temp([&] { (void)removeTree(temp_dir); });
   MICROVM_TRY(sendRunnerRequest(VmSockets(record->spec.runtime_dir).runner(), SnapshotRequest{temp_dir}));
+  MICROVM_TRY(writeSeal(SnapshotPaths::memory(temp_dir), record->spec, SnapshotPaths::seal(temp_dir)));
   MICROVM_TRY(saveSpec(temp_dir, record->spec));
   json meta = {{"created_at", nowRfc3339()}, {"source_id", record->spec.id}, {"source_name", record->spec.name}};
   MICROVM_TRY(writeFileAtomic(SnapshotPaths::meta(temp_dir), meta.dump(2) + "\n"));
@@ -98,6 +96,7 @@ Result<VmHandle> Runtime::restore(const std::string& snapshot_name, const RunOpt
   }
   auto source = loadSpec(snapshot_dir);
   if (!source) return std::move(source).error();
+  MICROVM_TRY(checkSeal(SnapshotPaths::memory(snapshot_dir), *source, SnapshotPaths::seal(snapshot_dir)));
 
   // The machine must match the saved one exactly; only identity and
   // lifecycle options are the new VM's own.
@@ -118,7 +117,10 @@ Result<VmHandle> Runtime::restore(const std::string& snapshot_name, const RunOpt
     if (ec) return Error(ErrorCode::kIo, "copy snapshot disk: " + ec.message(), ec.value());
     return success();
   }));
-  return start(spec.id, options.stdout_fd, options.stderr_fd);
+  auto handle = start(spec.id, options.stdout_fd, options.stderr_fd);
+  if (!handle) return handle;
+  MICROVM_TRY(refreshGuest(spec));
+  return handle;
 }
 
 Result<std::vector<SnapshotInfo>> Runtime::listSnapshots() {
