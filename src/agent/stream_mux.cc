@@ -93,13 +93,9 @@ void StreamMuxEndpoint::parseFrames() {
       pos += kHeaderSize;
       if (role_ == Role::kHost) {
         fail("a resync header from the guest at pipe offset " + std::to_string(offset));
-        break;
+      } else {
+        resync();
       }
-      endAll(Kind::kReset, "the host's end of the stream mux restarted; the stream's host end is gone");
-      output_.clear();
-      output_offset_ = 0;
-      live_ = false;
-      greeted_ = false;
       break;
     }
     if (length > kMaxMuxPayload) {
@@ -112,6 +108,10 @@ void StreamMuxEndpoint::parseFrames() {
     std::string_view payload = std::string_view(input_).substr(pos + kHeaderSize, length);
     pos += kHeaderSize + length;
     if (type < FrameType::kMuxHello || type > FrameType::kMuxReset) continue;  // unknown types are ignored
+    if (role_ == Role::kGuest && (payload.empty() || payload.back() == '\0')) {
+      resync();  // a frame of the old host that the new host's padding completed
+      break;
+    }
     auto message = decodeMuxMessage(type, payload);
     if (!message) {
       fail(message.error().message() + " (frame at pipe offset " + std::to_string(offset) + ")");
@@ -286,6 +286,14 @@ void StreamMuxEndpoint::queue(const MuxMessage& message) {
     return;
   }
   output_.append(frame);
+}
+
+void StreamMuxEndpoint::resync() {
+  endAll(Kind::kReset, "the host's end of the stream mux restarted; the stream's host end is gone");
+  output_.clear();
+  output_offset_ = 0;
+  live_ = false;
+  greeted_ = false;
 }
 
 size_t StreamMuxEndpoint::outputLimit() const {

@@ -49,7 +49,8 @@
 // back to scanning the input for a HELLO (its magic marks it). The host's
 // end starts, and restarts (reset()), with a fresh generation: it writes
 // kMuxResyncPadding zero bytes, which complete any partial frame the guest
-// holds and then read as the resync header, and then HELLO{generation}. A
+// holds (such a frame ends in 0, not in the end marker, and is dropped as a
+// resync) and then read as the resync header, and then HELLO{generation}. A
 // guest that sees the resync header or a HELLO of another generation ends
 // every stream of the old host with a clear reason and answers HELLO with
 // that generation; the host takes only its own generation's answer. So
@@ -57,7 +58,7 @@
 // makes the guest drop every old session with an error, never a hang. (The
 // runner should also keep the port unconnected until QEMU has loaded the
 // snapshot, so that the guest sees a hang-up and calls reset() before any
-// new byte: the padding then never completes an old frame.)
+// new byte; the padding is the fallback.)
 //
 // Usage (host):
 //   StreamMuxEndpoint mux(StreamMuxEndpoint::Role::kHost, generation);
@@ -190,6 +191,8 @@ class StreamMuxEndpoint {
   // True for an id that was opened once (by either side) and has ended.
   bool endedEarlier(uint32_t stream) const;
   void fail(const std::string& reason);
+  // Guest: the host restarted (resync header, or a frame its padding completed).
+  void resync();
   void endAll(StreamMuxEvent::Kind kind, const std::string& reason);
   void endStream(uint32_t stream, StreamMuxEvent::Kind kind, std::string text);
   // Queues a control frame; fails the mux beyond outputLimit().

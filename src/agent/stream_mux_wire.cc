@@ -132,6 +132,7 @@ void appendMuxMessage(std::string& out, const MuxMessage& message) {
       }
       break;
   }
+  payload.push_back(kMuxEndMarker);
   appendFrame(out, message.type, payload);
 }
 
@@ -165,6 +166,10 @@ Result<MuxMessage> decodeMuxMessage(FrameType type, std::string_view payload) {
     return malformed(what, "payload of " + std::to_string(payload.size()) + " bytes exceeds the " +
                                std::to_string(kMaxMuxPayload) + "-byte limit");
   }
+  if (payload.empty() || payload.back() != kMuxEndMarker) {
+    return malformed(what, "no end marker: the frame was cut short");
+  }
+  payload.remove_suffix(1);
   if (type == FrameType::kMuxData) return decodeData(payload);
   if (type == FrameType::kMuxHello) {
     if (payload.substr(0, kMuxMagic.size()) != kMuxMagic) return malformed(what, "no magic at the start");

@@ -4,10 +4,14 @@
 // with types kMuxHello..kMuxReset; control payloads are TLV fields
 // (agent/tlv.h), DATA is a raw stream id and the bytes, and HELLO starts with
 // a fixed magic so that a reader that lost its place can find it again.
+// Every mux payload ends with the end marker byte 0xA5: a frame that a
+// restarted host's zero padding completed (stream_mux.h) ends in 0 instead,
+// and is never taken for a real one.
 //
 //   type  message          payload
 //   0     (resync)         an all-zero 8-byte header, length 0: the host's
 //                          end restarted; see stream_mux.h
+//   (payload, then the end marker 0xA5)
 //   96    HELLO            "microvmX" magic, then TLV {1 version, 2 generation u64}
 //   97    OPEN             TLV {3 stream, 4 port, 5 window}
 //   98    OPEN_OK          TLV {3 stream, 5 window}
@@ -46,8 +50,11 @@ inline constexpr std::string_view kMuxMagic{"microvmX", 8};
 // DATA carries at most this much, so one stream's frame delays the others by
 // at most 64 KiB of pipe.
 inline constexpr size_t kMaxMuxDataChunk = 64 * 1024;
-// The largest payload of any mux frame: a full DATA chunk and its stream id.
-inline constexpr uint32_t kMaxMuxPayload = 4 + kMaxMuxDataChunk;
+// The last byte of every mux payload.
+inline constexpr char kMuxEndMarker = '\xa5';
+// The largest payload of any mux frame: a full DATA chunk, its stream id and
+// the end marker.
+inline constexpr uint32_t kMaxMuxPayload = 4 + kMaxMuxDataChunk + 1;
 // Reasons (OPEN_REFUSED, RESET) are cut to this length when sent.
 inline constexpr size_t kMaxMuxReason = 1024;
 
