@@ -203,7 +203,9 @@ void StreamMuxEndpoint::handleData(const MuxMessage& message) {
   }
   Stream& stream = it->second;
   std::string problem;
-  if (stream.received_shutdown) {
+  if (role_ == Role::kHost && !stream.open) {
+    problem = "DATA before OPEN_OK";
+  } else if (stream.received_shutdown) {
     problem = "DATA after SHUTDOWN_WRITE";
   } else if (message.text.size() > stream.peer_credit) {
     problem = std::to_string(message.text.size()) + " bytes of DATA exceed the credit of " +
