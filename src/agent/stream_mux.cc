@@ -13,6 +13,11 @@ namespace {
 
 std::string streamName(uint32_t stream) { return "stream " + std::to_string(stream); }
 
+std::string windowProblem(uint32_t window) {
+  return "a window of " + std::to_string(window) + " bytes is beyond the " + std::to_string(kMaxMuxCredit) +
+         "-byte limit";
+}
+
 }  // namespace
 
 StreamMuxEndpoint::StreamMuxEndpoint(Role role, uint64_t generation, StreamMuxLimits limits)
@@ -183,6 +188,10 @@ void StreamMuxEndpoint::handleOpen(const MuxMessage& message) {
     queue(MuxMessage::openRefused(id, "too many streams (" + std::to_string(limits_.max_streams) + " open)"));
     return;
   }
+  if (message.window > kMaxMuxCredit) {
+    queue(MuxMessage::openRefused(id, windowProblem(message.window)));
+    return;
+  }
   Stream& stream = streams_[id];
   stream.port = message.port;
   stream.send_credit = message.window;
@@ -240,8 +249,9 @@ void StreamMuxEndpoint::handleStreamMessage(const MuxMessage& message) {
   switch (type) {
     case FrameType::kMuxOpenOk:
     case FrameType::kMuxOpenRefused:
-      if (!opening) {
-        std::string problem = streamName(id) + ": unexpected " + muxTypeName(type);
+      if (!opening || (type == FrameType::kMuxOpenOk && message.window > kMaxMuxCredit)) {
+        std::string problem = streamName(id) + ": " +
+                              (opening ? windowProblem(message.window) : "unexpected " + muxTypeName(type));
         queue(MuxMessage::reset(id, problem));
         endStream(id, Kind::kReset, "the peer broke the protocol: " + problem);
       } else if (type == FrameType::kMuxOpenRefused) {

@@ -453,11 +453,36 @@ TEST(StreamMuxTest, StreamViolationsAreAnsweredWithReset) {
   ASSERT_EQ(answers.size(), 2u);
   EXPECT_EQ(answers[1].text, "stream 19: credit beyond 1073741824 bytes");
 
+  // Windows beyond any sane size.
+  t.feed(MuxMessage::open(21, kPort, 0x80000000u));
+  answers = t.answers();
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_EQ(answers[0].type, FrameType::kMuxOpenRefused);
+  EXPECT_EQ(answers[0].text, "a window of 2147483648 bytes is beyond the 1073741824-byte limit");
+
   // A stream that ended earlier: late frames are dropped, not answered.
   t.feed(MuxMessage::data(13, "late"));
   EXPECT_TRUE(t.answers().empty());
   EXPECT_EQ(t.guest.streamCount(), 0u);  // every stream above was reset
   EXPECT_TRUE(t.guest.live());
+}
+
+TEST(StreamMuxTest, TheHostResetsAStreamWhoseAcceptanceIsBroken) {
+  StreamMuxEndpoint host(Role::kHost, 3);
+  auto early = host.open(kPort);
+  auto huge = host.open(kPort);
+  ASSERT_TRUE(early.ok() && huge.ok());
+  host.outputWritten(host.pendingOutputSize());
+  std::string wire;
+  appendMuxMessage(wire, MuxMessage::hello(3));
+  appendMuxMessage(wire, MuxMessage::data(*early, "before OPEN_OK"));
+  appendMuxMessage(wire, MuxMessage::openOk(*huge, 0xffffffffu));
+  host.receive(wire);
+  auto answers = messagesIn(host.pendingOutput());
+  ASSERT_EQ(answers.size(), 2u);
+  EXPECT_EQ(answers[0].text, "stream 1: DATA before OPEN_OK");
+  EXPECT_EQ(answers[1].text, "stream 3: a window of 4294967295 bytes is beyond the 1073741824-byte limit");
+  EXPECT_EQ(host.streamCount(), 0u);
 }
 
 TEST(StreamMuxTest, UnknownFrameTypesAreIgnored) {
