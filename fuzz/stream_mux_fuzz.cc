@@ -125,7 +125,10 @@ class Harness {
     for (const StreamMuxEvent& e : mux_.takeEvents()) {
       using Kind = StreamMuxEvent::Kind;
       switch (e.kind) {
-        case Kind::kOpenRequested: pending_[e.stream] = true; unread_[e.stream] = 0; break;
+        case Kind::kOpenRequested:
+          pending_[e.stream] = true;
+          unread_[e.stream] = 0;
+          break;
         case Kind::kOpened: unread_[e.stream] = 0; break;
         case Kind::kData:
           if (e.text.empty()) fail("an empty kData");
@@ -157,8 +160,8 @@ class Harness {
   }
 
   StreamMuxEndpoint mux_;
-  std::map<uint32_t, bool> pending_;     // opened by the peer, not yet answered
-  std::map<uint32_t, size_t> unread_;    // delivered, not yet consumed
+  std::map<uint32_t, bool> pending_;   // opened by the peer, not yet answered
+  std::map<uint32_t, size_t> unread_;  // delivered, not yet consumed
 };
 
 }  // namespace

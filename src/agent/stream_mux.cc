@@ -11,7 +11,9 @@ using Kind = StreamMuxEvent::Kind;
 
 namespace {
 
-std::string streamName(uint32_t stream) { return "stream " + std::to_string(stream); }
+std::string streamName(uint32_t stream) {
+  return "stream " + std::to_string(stream);
+}
 
 std::string windowProblem(uint32_t window) {
   return "a window of " + std::to_string(window) + " bytes is beyond the " + std::to_string(kMaxMuxCredit) +
@@ -31,7 +33,9 @@ void StreamMuxEndpoint::startHost() {
   queue(MuxMessage::hello(generation_));
 }
 
-std::vector<StreamMuxEvent> StreamMuxEndpoint::takeEvents() { return std::exchange(events_, {}); }
+std::vector<StreamMuxEvent> StreamMuxEndpoint::takeEvents() {
+  return std::exchange(events_, {});
+}
 
 void StreamMuxEndpoint::event(Kind kind, uint32_t stream, std::string text, uint32_t port) {
   events_.push_back(StreamMuxEvent{kind, stream, port, std::move(text)});
@@ -250,8 +254,8 @@ void StreamMuxEndpoint::handleStreamMessage(const MuxMessage& message) {
     case FrameType::kMuxOpenOk:
     case FrameType::kMuxOpenRefused:
       if (!opening || (type == FrameType::kMuxOpenOk && message.window > kMaxMuxCredit)) {
-        std::string problem = streamName(id) + ": " +
-                              (opening ? windowProblem(message.window) : "unexpected " + muxTypeName(type));
+        std::string problem =
+            streamName(id) + ": " + (opening ? windowProblem(message.window) : "unexpected " + muxTypeName(type));
         queue(MuxMessage::reset(id, problem));
         endStream(id, Kind::kReset, "the peer broke the protocol: " + problem);
       } else if (type == FrameType::kMuxOpenRefused) {
@@ -278,14 +282,11 @@ void StreamMuxEndpoint::handleStreamMessage(const MuxMessage& message) {
       event(Kind::kShutdown, id);
       if (stream.sent_shutdown) endStream(id, Kind::kClosed, {});
       break;
-    case FrameType::kMuxClose:
-      endStream(id, Kind::kClosed, {});
-      break;
+    case FrameType::kMuxClose: endStream(id, Kind::kClosed, {}); break;
     case FrameType::kMuxReset:
       endStream(id, Kind::kReset, message.text.empty() ? "reset by the peer" : "reset by the peer: " + message.text);
       break;
-    default:
-      break;
+    default: break;
   }
 }
 
@@ -293,8 +294,7 @@ void StreamMuxEndpoint::queue(const MuxMessage& message) {
   std::string frame;
   appendMuxMessage(frame, message);
   if (pendingOutputSize() + frame.size() > outputLimit()) {
-    fail("the pipe output queue is over " + std::to_string(outputLimit()) +
-         " bytes: the peer is not reading the pipe");
+    fail("the pipe output queue is over " + std::to_string(outputLimit()) + " bytes: the peer is not reading the pipe");
     return;
   }
   output_.append(frame);

@@ -19,9 +19,9 @@
 //
 // Streams. In version 1 only the host opens streams, with odd ids that only
 // increase (the guest fails the mux otherwise). The guest opens none: open()
-// on a guest endpoint is kUnsupported and a host refuses every OPEN; even ids
-// are kept for guest-opened streams in a later version. The guest's caller answers
-// each OPEN with accept() or refuse(). A stream ends with CLOSE (sent or
+// on a guest endpoint is kUnsupported and a host refuses every OPEN; even
+// ids are kept for guest-opened streams in a later version. The guest's
+// caller answers each OPEN with accept() or refuse(). A stream ends with CLOSE (sent or
 // received), RESET (either way), or once both sides have sent
 // SHUTDOWN_WRITE. Frames for a stream that has ended are dropped quietly
 // (they were in flight); frames for an id that was never opened are answered
@@ -58,7 +58,13 @@
 // makes the guest drop every old session with an error, never a hang. (The
 // runner should also keep the port unconnected until QEMU has loaded the
 // snapshot, so that the guest sees a hang-up and calls reset() before any
-// new byte; the padding is the fallback.)
+// new byte; the padding is the fallback.) Generations should be random
+// 64-bit values: the host takes a HELLO of its generation wherever it finds
+// one while scanning. A host endpoint that failed stays down until its
+// caller reset()s it with a new generation.
+//
+// Windows and credit beyond kMaxMuxCredit (1 GiB) are a broken peer: such an
+// OPEN is refused, such an OPEN_OK or CREDIT resets its stream.
 //
 // Usage (host):
 //   StreamMuxEndpoint mux(StreamMuxEndpoint::Role::kHost, generation);
@@ -89,10 +95,10 @@ inline constexpr size_t kMuxResyncPadding = 2 * kHeaderSize + kMaxMuxPayload;
 inline constexpr uint64_t kMaxMuxCredit = uint64_t{1} << 30;
 
 struct StreamMuxLimits {
-  uint32_t window = 256 * 1024;        // per stream and direction
+  uint32_t window = 256 * 1024;  // per stream and direction
   size_t max_streams = 64;
-  size_t max_output = 1024 * 1024;     // queued pipe output that send() fills
-  size_t control_slack = 64 * 1024;    // control frames beyond max_output
+  size_t max_output = 1024 * 1024;   // queued pipe output that send() fills
+  size_t control_slack = 64 * 1024;  // control frames beyond max_output
 };
 
 struct StreamMuxEvent {
@@ -171,13 +177,13 @@ class StreamMuxEndpoint {
  private:
   struct Stream {
     uint32_t port = 0;
-    bool open = false;            // OPEN_OK sent or received
+    bool open = false;  // OPEN_OK sent or received
     bool sent_shutdown = false;
     bool received_shutdown = false;
-    uint64_t send_credit = 0;     // bytes we may still send
-    uint32_t peer_credit = 0;     // bytes the peer may still send
-    uint32_t unread = 0;          // delivered in kData, not yet consumed
-    uint32_t unannounced = 0;     // consumed, not yet granted by CREDIT
+    uint64_t send_credit = 0;  // bytes we may still send
+    uint32_t peer_credit = 0;  // bytes the peer may still send
+    uint32_t unread = 0;       // delivered in kData, not yet consumed
+    uint32_t unannounced = 0;  // consumed, not yet granted by CREDIT
   };
 
   void startHost();
@@ -203,14 +209,14 @@ class StreamMuxEndpoint {
   Role role_;
   uint64_t generation_;
   StreamMuxLimits limits_;
-  bool live_ = false;           // else scanning for a HELLO, skipping the rest
-  bool greeted_ = false;        // guest: a HELLO was taken since the last reset
+  bool live_ = false;     // else scanning for a HELLO, skipping the rest
+  bool greeted_ = false;  // guest: a HELLO was taken since the last reset
   std::string input_;
-  uint64_t input_offset_ = 0;   // pipe offset of input_[0], for messages
+  uint64_t input_offset_ = 0;  // pipe offset of input_[0], for messages
   std::string output_;
   size_t output_offset_ = 0;
   std::map<uint32_t, Stream> streams_;
-  uint32_t next_stream_ = 1;    // host: the next id it opens
+  uint32_t next_stream_ = 1;          // host: the next id it opens
   uint32_t highest_peer_stream_ = 0;  // guest: the last id the host opened
   std::vector<StreamMuxEvent> events_;
 };

@@ -295,7 +295,7 @@ TEST(StreamMuxTest, ARestoredGuestWithAPartialFrameResyncsToTheNewHost) {
   appendMuxMessage(half, MuxMessage::data(id, std::string(30000, 'x')));
   half.resize(half.size() / 2);
   pair.guest.receive(half);
-  ASSERT_TRUE(pair.guest.send(id, "old answer").ok());  // lost with the old runner
+  ASSERT_TRUE(pair.guest.send(id, "old answer").ok());           // lost with the old runner
   pair.guest.outputWritten(pair.guest.pendingOutputSize() / 2);  // half of it did reach the pipe
 
   StreamMuxEndpoint new_host(Role::kHost, 99);

@@ -76,12 +76,12 @@ std::string muxTypeName(FrameType type);
 struct MuxMessage {
   FrameType type = FrameType::kMuxHello;
   uint32_t stream = 0;
-  uint32_t port = 0;     // OPEN
-  uint32_t window = 0;   // OPEN, OPEN_OK: the sender's receive window
-  uint32_t grant = 0;    // CREDIT: more bytes the receiver may send
-  uint32_t version = 0;  // HELLO
+  uint32_t port = 0;        // OPEN
+  uint32_t window = 0;      // OPEN, OPEN_OK: the sender's receive window
+  uint32_t grant = 0;       // CREDIT: more bytes the receiver may send
+  uint32_t version = 0;     // HELLO
   uint64_t generation = 0;  // HELLO
-  std::string text;      // DATA: the bytes; OPEN_REFUSED, RESET: the reason
+  std::string text;         // DATA: the bytes; OPEN_REFUSED, RESET: the reason
 
   static MuxMessage hello(uint64_t generation);
   static MuxMessage open(uint32_t stream, uint32_t port, uint32_t window);

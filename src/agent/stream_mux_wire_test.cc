@@ -80,7 +80,10 @@ TEST(StreamMuxWireTest, EveryMessageRoundTrips) {
 TEST(StreamMuxWireTest, DataIsTheStreamIdThenRawBytes) {
   std::string wire;
   appendMuxMessage(wire, MuxMessage::data(3, "hi"));
-  EXPECT_EQ(wire, std::string("\x64\x00\x00\x00\x07\x00\x00\x00" "\x03\x00\x00\x00" "hi\xa5", 15));
+  EXPECT_EQ(wire, std::string("\x64\x00\x00\x00\x07\x00\x00\x00"
+                              "\x03\x00\x00\x00"
+                              "hi\xa5",
+                              15));
 }
 
 TEST(StreamMuxWireTest, HelloStartsWithTheMagic) {
@@ -105,7 +108,8 @@ TEST(StreamMuxWireTest, UnknownTagsAreSkipped) {
 }
 
 TEST(StreamMuxWireTest, MalformedPayloadsSayWhatIsWrong) {
-  EXPECT_EQ(reason(decodeMuxMessage(FrameType::kMuxData, ended("ab"))), "mux DATA: 2 byte(s) are too few for a stream id");
+  EXPECT_EQ(reason(decodeMuxMessage(FrameType::kMuxData, ended("ab"))),
+            "mux DATA: 2 byte(s) are too few for a stream id");
   EXPECT_EQ(reason(decodeMuxMessage(FrameType::kMuxData, ended(std::string("\3\0\0\0", 4)))),
             "mux DATA of stream 3: no bytes");
   EXPECT_EQ(reason(decodeMuxMessage(FrameType::kMuxData, ended(std::string("\0\0\0\0x", 5)))), "mux DATA: stream id 0");
@@ -123,7 +127,8 @@ TEST(StreamMuxWireTest, MalformedPayloadsSayWhatIsWrong) {
 
   std::string open_without_port;
   TlvWriter(open_without_port).u32(MuxTag::kStream, 1);
-  EXPECT_EQ(reason(decodeMuxMessage(FrameType::kMuxOpen, ended(open_without_port))), "mux OPEN: the port field is missing");
+  EXPECT_EQ(reason(decodeMuxMessage(FrameType::kMuxOpen, ended(open_without_port))),
+            "mux OPEN: the port field is missing");
 
   std::string credit_without_bytes;
   TlvWriter(credit_without_bytes).u32(MuxTag::kStream, 1);
