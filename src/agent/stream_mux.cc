@@ -318,6 +318,11 @@ void StreamMuxEndpoint::fail(const std::string& reason) {
   event(Kind::kFailed, 0, reason);
   output_.clear();
   output_offset_ = 0;
+  // A guest tells the host, which would otherwise wait on its streams: the
+  // padding completes any frame the host holds a part of (which then ends in
+  // 0, not the end marker) and reads as a resync header, so the host fails
+  // too and its caller restarts it with a new generation.
+  if (role_ == Role::kGuest) output_.assign(kMuxResyncPadding, '\0');
   live_ = false;
   greeted_ = false;
 }

@@ -46,7 +46,9 @@
 // malformed message, ids that do not increase, an unknown HELLO version)
 // fails the whole mux with the reason (event kFailed): every stream ends with
 // kReset and that reason, queued output is dropped, and the endpoint goes
-// back to scanning the input for a HELLO (its magic marks it). The host's
+// back to scanning the input for a HELLO (its magic marks it). A guest that
+// fails writes the resync padding (below), so that the host fails in turn
+// instead of waiting on its streams. The host's
 // end starts, and restarts (reset()), with a fresh generation: it writes
 // kMuxResyncPadding zero bytes, which complete any partial frame the guest
 // holds (such a frame ends in 0, not in the end marker, and is dropped as a

@@ -389,6 +389,35 @@ TEST(StreamMuxTest, ARestoredGuestWithAPartialFrameResyncsToTheNewHost) {
   EXPECT_TRUE(new_host.live());
 }
 
+TEST(StreamMuxTest, AGuestThatFailsMakesTheHostFailAndRestart) {
+  MuxPair pair;
+  uint32_t id = pair.openAccepted();
+  ASSERT_TRUE(pair.guest.send(id, std::string(5000, 'g')).ok());
+  pair.host.receive(pair.guest.pendingOutput().substr(0, 100));  // the host holds part of a frame
+  pair.guest.outputWritten(100);
+  pair.guest.receive(std::string(8, '\xff'));  // garbage: a length far over the limit
+  pair.collect();
+  EXPECT_EQ(take(pair.guest_events, Kind::kFailed).size(), 1u);
+  EXPECT_EQ(take(pair.guest_events, Kind::kReset, id).size(), 1u);
+  pair.pump();
+  auto failed = take(pair.host_events, Kind::kFailed);
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_EQ(failed[0].text, "mux DATA: no end marker: the frame was cut short (frame at pipe offset 70)");
+  auto reset = take(pair.host_events, Kind::kReset, id);
+  ASSERT_EQ(reset.size(), 1u);
+  EXPECT_EQ(reset[0].text, "the stream mux failed: " + failed[0].text);
+  EXPECT_TRUE(take(pair.host_events, Kind::kData).empty());  // the cut frame was not delivered
+
+  pair.host.reset("restart after a failure", 8);
+  pair.pump();
+  EXPECT_TRUE(pair.host.live());
+  EXPECT_TRUE(pair.guest.live());
+  uint32_t fresh = pair.openAccepted();
+  ASSERT_TRUE(pair.host.send(fresh, "again").ok());
+  pair.pump();
+  EXPECT_EQ(drain(pair.guest, pair.guest_events, fresh), "again");
+}
+
 TEST(StreamMuxTest, TheHostTakesOnlyItsOwnGenerationsHello) {
   StreamMuxEndpoint host(Role::kHost, 5);
   std::string stale;
