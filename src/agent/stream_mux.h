@@ -153,7 +153,8 @@ class StreamMuxEndpoint {
   Result<size_t> send(uint32_t stream, std::string_view bytes);
   // The caller delivered `count` bytes of kData to the stream's reader.
   Result<void> consume(uint32_t stream, size_t count);
-  // No more sending on `stream` (the peer sees kShutdown).
+  // No more sending on `stream` (the peer sees kShutdown). If the peer had
+  // shut down too, the stream is finished: kClosed, and it is gone.
   Result<void> shutdownWrite(uint32_t stream);
   // The stream is done both ways (CLOSE), or abandoned with a reason (RESET).
   // Neither raises an event; the stream is gone at once.
