@@ -51,6 +51,17 @@ enum class FrameType : uint16_t {
   kExited = 72,
   kData = 73,
   kEntries = 74,
+
+  // The stream multiplexer (agent/stream_mux_wire.h); only on its own port.
+  kMuxHello = 96,
+  kMuxOpen = 97,
+  kMuxOpenOk = 98,
+  kMuxOpenRefused = 99,
+  kMuxData = 100,
+  kMuxCredit = 101,
+  kMuxShutdownWrite = 102,
+  kMuxClose = 103,
+  kMuxReset = 104,
 };
 
 struct Frame {

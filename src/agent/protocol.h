@@ -6,6 +6,8 @@
 //   agent/frame.h             the framing, frame types, FrameReader
 //   agent/control_protocol.h  the control port's messages (WorkloadSpec)
 //   agent/agent_protocol.h    the agent's messages (requests, results, ...)
+//   agent/stream_mux_wire.h   the stream multiplexer's messages (planned
+//                             transport of the agent; not yet wired)
 //
 // Framing (both protocols): a byte stream of frames, each an 8-byte
 // little-endian header {u16 type, u16 flags, u32 length} followed by `length`
