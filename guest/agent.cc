@@ -21,6 +21,7 @@
 
 #include "base/eintr.h"
 #include "guest/agent_operations.h"
+#include "guest/control_port.h"
 #include "guest/spawn.h"
 #include "guest/support.h"
 
@@ -32,12 +33,6 @@ constexpr milliseconds kRequestTimeout{10'000};
 // The most one read round takes from a connection before its frames are handled.
 constexpr size_t kMaxReadRound = 4 * kChunk;
 
-void agentLog(std::string_view message) {
-  std::string line = "microvm-agent: ";
-  line += message;
-  line += '\n';
-  (void)!::write(STDERR_FILENO, line.data(), line.size());
-}
 
 // kWait: answers once init publishes the workload's exit code.
 void handleWait(FramedConnection& connection, const agent::AgentRequest& request, const AgentOptions& options) {
@@ -110,6 +105,13 @@ void badRequest(FramedConnection& connection, std::string message) {
 }
 
 }  // namespace
+
+void agentLog(std::string_view message) {
+  std::string line = "microvm-agent: ";
+  line += message;
+  line += '\n';
+  (void)!::write(STDERR_FILENO, line.data(), line.size());
+}
 
 Result<void> setNonBlocking(int fd) {
   int flags = ::fcntl(fd, F_GETFL);
@@ -283,36 +285,59 @@ Error serveAgent(int listen_fd, const AgentOptions& options) {
   }
 }
 
+namespace {
+
+// How long the agent looks for its virtio-serial port (it is named by the
+// time init gets its spec; this only covers a slow udev-less probe).
+constexpr milliseconds kAgentPortTimeout{2'000};
+
+AgentOptions confined(const AgentOptions& options) {
+  AgentOptions serving = options;
+  if (serving.confine && !serving.confinement) {
+    // Once here (unless init did it), instead of in every exec'd command.
+    auto prepared = prepareConfinement(serving.workload, STDERR_FILENO);
+    if (prepared.ok()) {
+      serving.confinement = std::make_shared<const PreparedConfinement>(std::move(*prepared));
+    } else {
+      agentLog("confinement: " + prepared.error().message());  // each exec reports it then
+    }
+  }
+  return serving;
+}
+
+// The agent on vsock port kAgentPort: VMs of runners before the
+// microvm.agent port.
+[[noreturn]] void serveOverVsock(const AgentOptions& options) {
+  UniqueFd listener(::socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!listener.valid()) {
+    agentLog("no agent port and no vsock (" + describeErrno(errno) +
+             "): exec, cp and probes are not available in this VM");
+    ::_exit(kAgentNoTransport);
+  }
+  sockaddr_vm address{};
+  address.svm_family = AF_VSOCK;
+  address.svm_cid = VMADDR_CID_ANY;
+  address.svm_port = agent::kAgentPort;
+  // SAFETY: sockaddr_vm is the sockaddr of AF_VSOCK, passed with its size.
+  if (::bind(listener.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0 ||
+      ::listen(listener.get(), 128) != 0) {
+    agentLog("listen on vsock port " + std::to_string(agent::kAgentPort) + ": " + describeErrno(errno));
+    ::_exit(kAgentNoTransport);
+  }
+  Error stopped = serveAgent(listener.get(), confined(options));
+  agentLog(stopped.message());
+  ::_exit(1);
+}
+
+}  // namespace
+
 void runAgentProcess(const AgentOptions& options) {
   try {
     resetChildSignals();
     if (options.exit_channel != nullptr) options.exit_channel->closeWriteEnd();
-    UniqueFd listener(::socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!listener.valid()) {
-      agentLog("no vsock (" + describeErrno(errno) + "): exec, cp and probes are not available in this VM");
-      ::_exit(kAgentNoTransport);
-    }
-    sockaddr_vm address{};
-    address.svm_family = AF_VSOCK;
-    address.svm_cid = VMADDR_CID_ANY;
-    address.svm_port = agent::kAgentPort;
-    // SAFETY: sockaddr_vm is the sockaddr of AF_VSOCK, passed with its size.
-    if (::bind(listener.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0 ||
-        ::listen(listener.get(), 128) != 0) {
-      agentLog("listen on vsock port " + std::to_string(agent::kAgentPort) + ": " + describeErrno(errno));
-      ::_exit(kAgentNoTransport);
-    }
-    AgentOptions serving = options;
-    if (serving.confine && !serving.confinement) {
-      // Once here (unless init did it), instead of in every exec'd command.
-      auto prepared = prepareConfinement(serving.workload, STDERR_FILENO);
-      if (prepared.ok()) {
-        serving.confinement = std::make_shared<const PreparedConfinement>(std::move(*prepared));
-      } else {
-        agentLog("confinement: " + prepared.error().message());  // each exec reports it then
-      }
-    }
-    Error stopped = serveAgent(listener.get(), serving);
+    auto port = openVirtioPort(agent::kAgentPortName, kAgentPortTimeout);
+    if (!port.ok()) serveOverVsock(options);
+    Error stopped = serveAgentOverMux(port->get(), confined(options));
     agentLog(stopped.message());
   } catch (...) {
     agentLog("unexpected exception");

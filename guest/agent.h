@@ -116,9 +116,15 @@ bool agentPeerAllowed(const sockaddr* peer, socklen_t length);
 // per-connection child); returns when the operation is done.
 void serveAgentConnection(UniqueFd connection, const AgentOptions& options);
 
-// The agent's process in the guest: listens on vsock port kAgentPort and
-// serves. Exits 0 if the VM has no vsock device (nothing to serve), 1 if the
-// server stops on an error; init restarts it only after a crash.
+// Serves the streams the host opens over the microvm.agent virtio-serial
+// port `port_fd` (agent/stream_mux.h, guest/agent_mux.cc), each in a forked
+// process, until the port fails; returns why it stopped.
+Error serveAgentOverMux(int port_fd, const AgentOptions& options);
+
+// The agent's process in the guest: serves over the microvm.agent port, or
+// on vsock port kAgentPort where the host offers no such port. Exits 0 if
+// the VM has neither (nothing to serve), 1 if the server stops on an error;
+// init restarts it only after a crash.
 [[noreturn]] void runAgentProcess(const AgentOptions& options);
 
 // Exit code of runAgentProcess when vsock is not available.

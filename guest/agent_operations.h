@@ -35,6 +35,8 @@ agent::AgentResult systemFailure(uint32_t id, std::string_view what);
 bool sendResult(FramedConnection& connection, const agent::AgentResult& result);
 
 Result<void> setNonBlocking(int fd);
+// A line on the agent's stderr (the console).
+void agentLog(std::string_view message);
 
 // Files.
 void handleStat(FramedConnection& connection, const agent::AgentRequest& request);

@@ -23,10 +23,10 @@ Error disconnected() {
   return Error(ErrorCode::kUnavailable, "control port: host disconnected");
 }
 
-// The /dev node of the virtio-serial port the host named kControlPortName, if
-// it has appeared. The name arrives in a control message after the port
-// itself, so a port with an empty name may still turn out to be ours.
-std::optional<std::string> findControlPortDevice() {
+// The /dev node of the virtio-serial port the host named `wanted`, if it has
+// appeared. The name arrives in a control message after the port itself, so
+// a port with an empty name may still turn out to be ours.
+std::optional<std::string> findPortDevice(std::string_view wanted) {
   struct CloseDir {
     void operator()(DIR* dir) const { ::closedir(dir); }
   };
@@ -39,7 +39,7 @@ std::optional<std::string> findControlPortDevice() {
     if (!name.ok()) continue;
     std::string_view trimmed = *name;
     while (!trimmed.empty() && (trimmed.back() == '\n' || trimmed.back() == '\0')) trimmed.remove_suffix(1);
-    if (trimmed == agent::kControlPortName) return "/dev/" + port;
+    if (trimmed == wanted) return "/dev/" + port;
   }
   return std::nullopt;
 }
@@ -125,24 +125,27 @@ void ControlPort::hostGone() {
   connected_ = false;
 }
 
-Result<UniqueFd> openControlPort() {
+Result<UniqueFd> openVirtioPort(std::string_view name, milliseconds timeout) {
   auto start = Clock::now();
   for (;;) {
-    if (auto device = findControlPortDevice()) {
+    if (auto device = findPortDevice(name)) {
       int fd = retryOnEintr([&] { return ::open(device->c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK); });
       if (fd >= 0) {
-        log("control port " + *device + " found after " + std::to_string(millisecondsSince(start)) + " ms");
+        log("port " + std::string(name) + " (" + *device + ") found after " + std::to_string(millisecondsSince(start)) +
+            " ms");
         return UniqueFd(fd);
       }
       if (errno != ENOENT) return systemError("open " + *device);
     }
-    if (Clock::now() - start >= kDeviceTimeout) {
-      return Error(ErrorCode::kUnavailable, std::string("no virtio-serial port named ") + agent::kControlPortName +
-                                                " after " + std::to_string(kDeviceTimeout.count()) + " ms");
+    if (Clock::now() - start >= timeout) {
+      return Error(ErrorCode::kUnavailable, "no virtio-serial port named " + std::string(name) + " after " +
+                                                std::to_string(timeout.count()) + " ms");
     }
     sleepFor(kPollInterval);
   }
 }
+
+Result<UniqueFd> openControlPort() { return openVirtioPort(agent::kControlPortName, kDeviceTimeout); }
 
 Result<agent::WorkloadSpec> receiveSpec(ControlPort& port) {
   auto frame = port.waitFor(agent::FrameType::kSpec, std::nullopt);

@@ -61,8 +61,11 @@ class ControlPort {
   bool connected_ = true;
 };
 
-// Finds the port among /sys/class/virtio-ports and opens it, waiting up to
-// kDeviceTimeout for it to appear.
+// Finds the virtio-serial port the host named `name` among
+// /sys/class/virtio-ports and opens it (non-blocking), waiting up to
+// `timeout` for it to appear.
+Result<UniqueFd> openVirtioPort(std::string_view name, milliseconds timeout);
+// The control port (agent::kControlPortName), waiting up to kDeviceTimeout.
 Result<UniqueFd> openControlPort();
 
 // The spec the host sends right after kHello. No timeout here: a host that

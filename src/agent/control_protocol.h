@@ -20,6 +20,9 @@ namespace microvm::agent {
 
 inline constexpr uint32_t kProtocolVersion = 1;
 inline constexpr char kControlPortName[] = "microvm.ctl";
+// The virtio-serial port that carries the agent's connections, multiplexed
+// (agent/stream_mux.h).
+inline constexpr char kAgentPortName[] = "microvm.agent";
 
 // A filesystem init mounts into the guest after the root switch, in order.
 // A mount that fails stops the VM (kError + exit 125); none is skipped.

@@ -4,11 +4,10 @@
 namespace microvm {
 
 Result<void> checkCanSnapshot(const VmSpec& spec) {
-  if (spec.vsock) {
-    return Error(ErrorCode::kUnsupported,
-                 "VM " + spec.name +
-                     " has a vsock device, and QEMU cannot save one (its vhost-user-vsock is not migratable); "
-                     "run the VM with --no-vsock to take snapshots of it");
+  if (!spec.vsock_ports.empty()) {
+    const auto& port = spec.vsock_ports.front();
+    return Error(ErrorCode::kUnsupported, "VM " + spec.name + " has vsock port " + std::to_string(port.port) +
+                                              " (--vsock), and QEMU cannot save a vhost-user-vsock device");
   }
   return success();
 }

@@ -43,6 +43,7 @@ struct MachineConfig {
   int console_fd = -1;
   std::filesystem::path qmp_socket;   // empty: no QMP
   int control_fd = -1;                // the guest's microvm.ctl port; -1: none
+  int agent_fd = -1;                  // the guest's microvm.agent port (the agent's streams); -1: none
   int incoming_fd = -1;               // restore the machine from this saved state; -1: boot
   int net_fd = -1;                    // a virtio-net NIC whose frames go over this stream socket; -1: no NIC
   int net_mtu = 1500;                 // the MTU the NIC advertises to the guest

@@ -9,6 +9,7 @@
 
 namespace microvm {
 
+bool hasVsockDevice(const VmSpec& spec) { return spec.vsock && !spec.vsock_ports.empty(); }
 
 MachineConfig machineConfigFor(const VmSpec& spec, const std::filesystem::path& vm_dir, const MachineFds& fds) {
   MachineConfig config;
@@ -25,8 +26,9 @@ MachineConfig machineConfigFor(const VmSpec& spec, const std::filesystem::path& 
   config.console_fd = fds.console;
   config.qmp_socket = VmSockets(spec.runtime_dir).qmp();
   config.control_fd = fds.control;
+  config.agent_fd = fds.agent;
   config.stderr_fd = fds.diagnostics;
-  if (spec.vsock) config.vhost_vsock_socket = VmSockets(spec.runtime_dir).vhostVsock();
+  if (hasVsockDevice(spec)) config.vhost_vsock_socket = VmSockets(spec.runtime_dir).vhostVsock();
   if (fds.net >= 0) {
     config.net_fd = fds.net;
     config.net_mtu = net::kGuestMtu;
@@ -46,6 +48,7 @@ vsock::VsockConfig vsockConfigFor(const VmSpec& spec) {
   vsock::VsockConfig config;
   config.vhost_socket = VmSockets(spec.runtime_dir).vhostVsock();
   config.base = VmSockets(spec.runtime_dir).vsock();
+  config.serve_base = false;  // the agent gateway reads CONNECT lines
   for (const auto& port : spec.vsock_ports) config.ports.push_back({port.port, port.path, port.listen});
   return config;
 }

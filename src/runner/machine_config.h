@@ -29,6 +29,7 @@ namespace microvm {
 struct MachineFds {
   int console = -1;     // QEMU's end of the serial console's socket
   int control = -1;     // QEMU's end of the guest's control port socket
+  int agent = -1;       // QEMU's end of the microvm.agent port's socket; -1: no agent
   int diagnostics = -1; // where QEMU's own stderr goes (runner.log)
   int net = -1;         // QEMU's end of the network's frame stream; -1: no NIC
   int incoming = -1;    // the saved machine state to restore; -1: boot
@@ -37,11 +38,16 @@ struct MachineFds {
   std::vector<int> shares;
 };
 
+// Whether `spec`'s VM gets a vhost-user-vsock device: only for user
+// --vsock ports. The agent travels over the microvm.agent virtio-serial port
+// (runner/agent_gateway.h), which, unlike the vsock device, QEMU can save.
+bool hasVsockDevice(const VmSpec& spec);
+
 // The machine for `spec` in `vm_dir`. The caller adds what needs live
 // objects: while_waiting (the vsock device) and credentials (vmmCredentials).
 MachineConfig machineConfigFor(const VmSpec& spec, const std::filesystem::path& vm_dir, const MachineFds& fds);
 
-// The vsock device for `spec` (only meaningful when spec.vsock); the caller
+// The vsock device for `spec` (only meaningful when hasVsockDevice); the caller
 // adds the log and connect_host callbacks.
 vsock::VsockConfig vsockConfigFor(const VmSpec& spec);
 

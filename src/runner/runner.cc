@@ -125,7 +125,7 @@ Result<void> Runner::start() {
 
   // The vsock back-end listens before QEMU starts: QEMU connects to it while
   // it creates the device and fails if nothing is there.
-  if (spec_.vsock) {
+  if (hasVsockDevice(spec_)) {
     vsock::VsockConfig vsock_config = vsockConfigFor(spec_);
     vsock_config.log = [this](const std::string& message) { log("vsock: " + message); };
     if (keeper_) {
@@ -137,9 +137,32 @@ Result<void> Runner::start() {
     vsock_ = std::move(*vsock);
   }
 
+  // The agent's port: its gateway takes CONNECT clients on vsock.sock from
+  // now on, and they wait there until the guest agent answers.
+  UniqueFd agent_qemu_end;
+  if (spec_.vsock) {
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return Error::fromErrno("socketpair");
+    UniqueFd agent_end(pair[0]);
+    agent_qemu_end.reset(pair[1]);
+    if (::fcntl(agent_end.get(), F_SETFL, O_NONBLOCK) != 0) return Error::fromErrno("fcntl O_NONBLOCK");
+    AgentGateway::Config gateway_config;
+    gateway_config.socket = VmSockets(runtime_dir).vsock();
+    gateway_config.serial_fd = std::move(agent_end);
+    gateway_config.log = [this](const std::string& message) { log("agent: " + message); };
+    if (vsock_) {
+      gateway_config.other_port = [this](UniqueFd client, uint32_t port) {
+        vsock_->connectClient(std::move(client), port);
+      };
+    }
+    auto gateway = AgentGateway::create(*loop_, std::move(gateway_config));
+    if (!gateway) return std::move(gateway).error();
+    agent_gateway_ = std::move(*gateway);
+  }
+
   MachineFds fds;
   fds.console = console_qemu_end.get();
   fds.control = guest_end.get();
+  fds.agent = agent_qemu_end.get();
   fds.diagnostics = log_fd_.get();
   // The network exists, port forwards included, before the guest boots: a
   // busy host port fails the start here.
@@ -180,6 +203,7 @@ Result<void> Runner::start() {
   if (!vmm) return std::move(vmm).error();
   vmm_ = std::move(*vmm);
   guest_end.reset();
+  agent_qemu_end.reset();
   console_qemu_end.reset();
   net_qemu_end.reset();
 
@@ -397,6 +421,7 @@ int Runner::finish() {
   }
   attached_.clear();
   listener_.reset();
+  agent_gateway_.reset();
   vsock_.reset();
   // The runtime dir (and for --rm the VM's directory) are root's: once the
   // runner has given up root its keeper removes them.

@@ -28,6 +28,7 @@
 #include "runner/runner_confinement.h"
 #include "runner/vmm_user.h"
 #include "state/vm_record.h"
+#include "runner/agent_gateway.h"
 #include "vsock/vsock_device.h"
 
 namespace microvm {
@@ -132,6 +133,7 @@ class Runner {
   UniqueFd listener_;
   std::optional<EventLoop> loop_;
   std::unique_ptr<vsock::VsockDevice> vsock_;  // on loop_, so declared after it
+  std::unique_ptr<AgentGateway> agent_gateway_;  // after vsock_: it hands clients over to it
   std::optional<EventLoop::TimerId> timer_;
   // After loop_: the network's handlers live in it and go first.
   std::unique_ptr<GuestNetwork> network_;

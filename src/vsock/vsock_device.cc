@@ -86,6 +86,7 @@ Result<std::unique_ptr<VsockDevice>> VsockDevice::create(EventLoop& loop, VsockC
   MuxerConfig muxer_config;
   muxer_config.guest_cid = self->config_.guest_cid;
   muxer_config.base = self->config_.base;
+  muxer_config.serve_base = self->config_.serve_base;
   muxer_config.ports = self->config_.ports;
   muxer_config.connect_host = self->config_.connect_host;
   auto muxer = VsockMuxer::create(loop, std::move(muxer_config), [self] { self->pumpRx(); });

@@ -30,6 +30,7 @@ namespace microvm::vsock {
 struct VsockConfig {
   std::filesystem::path vhost_socket;
   std::filesystem::path base;
+  bool serve_base = true;  // see MuxerConfig
   uint64_t guest_cid = 3;
   std::vector<PortMapping> ports;
   std::function<void(const std::string&)> log;
@@ -63,6 +64,8 @@ class VsockDevice {
   void serviceControl();
 
   VsockStats stats() const;
+  // See VsockMuxer::connectClient.
+  void connectClient(UniqueFd fd, uint32_t guest_port) { muxer_->connectClient(std::move(fd), guest_port); }
 
  private:
   VsockDevice(EventLoop& loop, VsockConfig config) : loop_(loop), config_(std::move(config)) {}

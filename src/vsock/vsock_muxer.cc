@@ -17,9 +17,9 @@ namespace {
 
 // Bytes read from a host socket at once.
 constexpr size_t kReadChunk = 64 * 1024;
-constexpr size_t kMaxConnectLine = 64;
 
-// "CONNECT <port>" (the newline stripped); nullopt if malformed.
+}  // namespace
+
 std::optional<uint32_t> parseConnectLine(std::string_view line) {
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
   constexpr std::string_view kVerb = "CONNECT ";
@@ -31,13 +31,11 @@ std::optional<uint32_t> parseConnectLine(std::string_view line) {
   return port;
 }
 
-}  // namespace
-
 Result<std::unique_ptr<VsockMuxer>> VsockMuxer::create(EventLoop& loop, MuxerConfig config,
                                                         std::function<void()> rx_ready) {
   std::unique_ptr<VsockMuxer> muxer(new VsockMuxer(loop, std::move(config), std::move(rx_ready)));
   VsockMuxer* self = muxer.get();
-  if (!self->config_.base.empty()) {
+  if (!self->config_.base.empty() && self->config_.serve_base) {
     auto fd = self->listen(self->config_.base);
     if (!fd) return std::move(fd).error();
     int listener = *fd;
@@ -286,6 +284,12 @@ void VsockMuxer::readConnectLine(uint64_t id) {
     notify();
     return;
   }
+}
+
+void VsockMuxer::connectClient(UniqueFd fd, uint32_t guest_port) {
+  if (connections_.size() + line_clients_.size() >= config_.max_connections) return;  // closed: refused
+  connectToGuest(std::move(fd), guest_port, /*send_ok_line=*/true);
+  notify();
 }
 
 void VsockMuxer::acceptListenClient(uint32_t guest_port, int listener) {

@@ -53,6 +53,10 @@
 
 namespace microvm::vsock {
 
+// "CONNECT <port>" (the newline stripped); nullopt if malformed.
+std::optional<uint32_t> parseConnectLine(std::string_view line);
+inline constexpr size_t kMaxConnectLine = 64;
+
 struct PortMapping {
   uint32_t port = 0;
   std::filesystem::path path;
@@ -64,6 +68,9 @@ struct MuxerConfig {
   // "<base>" takes CONNECT clients; "<base>_P" is where guest port P goes by
   // default. Empty: neither.
   std::filesystem::path base;
+  // False: someone else (the runner's agent gateway) listens on `base`, reads
+  // the CONNECT lines and hands clients over with connectClient().
+  bool serve_base = true;
   std::vector<PortMapping> ports;
   // The receive buffer advertised to the guest for each connection.
   uint32_t buf_alloc = 256 * 1024;
@@ -106,6 +113,11 @@ class VsockMuxer {
   // One packet from the guest (its header's len already matched to
   // `payload`). Never fails: bad packets are counted and dropped or reset.
   void onGuestPacket(const PacketHeader& header, std::string_view payload);
+
+  // A host client of the base socket whose "CONNECT <guest_port>" line was
+  // read elsewhere (serve_base false): connects it as if read here, "OK"
+  // line included.
+  void connectClient(UniqueFd fd, uint32_t guest_port);
 
   bool hasRx() const;
   // The next packet for the guest, with at most `max_payload` payload bytes.

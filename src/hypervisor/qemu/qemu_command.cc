@@ -128,10 +128,18 @@ QemuCommand buildQemuCommand(const std::string& binary, const MachineConfig& con
          "vhost-user-vsock-device,chardev=vsock"});
     fds.push_back(opened(kQemuVsockFd, Source::kUnixConnect, config.vhost_vsock_socket, "vsock"));
   }
+  if (config.control_fd >= 0 || config.agent_fd >= 0) add({"-device", "virtio-serial-device,max_ports=3"});
   if (config.control_fd >= 0) {
     add({"-chardev", "socket,id=ctl,fd=" + std::to_string(kQemuControlFd), "-device",
-         "virtio-serial-device,max_ports=2", "-device", "virtserialport,chardev=ctl,name=microvm.ctl"});
+         "virtserialport,chardev=ctl,name=microvm.ctl"});
     fds.push_back(inherited(kQemuControlFd, config.control_fd, "control channel"));
+  }
+  if (config.agent_fd >= 0) {
+    // The agent's streams, multiplexed by the runner; unlike vsock, QEMU can
+    // save this device in a snapshot.
+    add({"-chardev", "socket,id=agent,fd=" + std::to_string(kQemuAgentFd), "-device",
+         "virtserialport,chardev=agent,name=microvm.agent"});
+    fds.push_back(inherited(kQemuAgentFd, config.agent_fd, "agent channel"));
   }
   if (config.net_fd >= 0) {
     // Frames go over the inherited stream socket (4-byte length + frame) to

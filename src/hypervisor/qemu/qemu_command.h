@@ -34,7 +34,8 @@ inline constexpr int kQemuDiskFd = 9;        // fd set 2
 inline constexpr int kQemuBaseDiskFd = 10;   // fd set 3
 inline constexpr int kQemuKernelFd = 11;
 inline constexpr int kQemuInitramfsFd = 12;
-inline constexpr int kQemuFirstShareFd = 13;  // share i at kQemuFirstShareFd + i
+inline constexpr int kQemuAgentFd = 13;       // the microvm.agent port
+inline constexpr int kQemuFirstShareFd = 14;  // share i at kQemuFirstShareFd + i
 // The guest NIC's MAC address (QEMU's default; one NIC per VM, alone on its link).
 inline constexpr char kGuestMac[] = "52:54:00:12:34:56";
 
