@@ -190,7 +190,7 @@ void addRunFlags(CLI::App& command, RunFlags& flags) {
                      "Wire guest vsock port PORT to a host unix socket: PORT:HOST_SOCKET_PATH (the guest "
                      "connects to it), or PORT:HOST_SOCKET_PATH:listen (host clients connect there)");
   command.add_flag("--no-vsock", flags.no_vsock,
-                   "No vsock device (needed to take snapshots: QEMU cannot save a vhost-user-vsock device)");
+                   "No agent and no vsock: no exec, cp, readiness probes or --vsock ports");
   command.add_option("--tmpfs", flags.tmpfs, "Mount a tmpfs: PATH[:OPTIONS], e.g. /scratch:size=64m");
   command.add_option("--tmp-size", flags.tmp_size, "Size of the guest's /tmp tmpfs, e.g. 256m");
   command.add_option("--cap-add", flags.cap_add, "Add a capability (NET_ADMIN, ..., or ALL)");

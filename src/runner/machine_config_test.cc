@@ -85,10 +85,26 @@ TEST(MachineConfigTest, NoNetworkNoVsockKvmRemovedOnExitAndRestoring) {
   EXPECT_EQ(config.shares[1].fd, -1);
 }
 
+TEST(MachineConfigTest, OnlyUserVsockPortsBringTheVsockDeviceTheAgentAlwaysHasItsPort) {
+  VmSpec spec = specFor();
+  spec.vsock_ports.clear();
+  MachineFds fds;
+  fds.agent = 31;
+  auto config = machineConfigFor(spec, "/data/vms/ab12", fds);
+  EXPECT_FALSE(hasVsockDevice(spec));
+  EXPECT_TRUE(config.vhost_vsock_socket.empty());  // so the VM can be saved
+  EXPECT_EQ(config.agent_fd, 31);
+  EXPECT_TRUE(hasVsockDevice(specFor()));
+  spec = specFor();
+  spec.vsock = false;  // --no-vsock: no agent and no device, whatever the ports
+  EXPECT_FALSE(hasVsockDevice(spec));
+}
+
 TEST(MachineConfigTest, VsockConfigHasTheSocketsAndPortsInOrder) {
   auto config = vsockConfigFor(specFor());
   EXPECT_EQ(config.vhost_socket, "/run/microvm/ab12/vhost-vsock.sock");
   EXPECT_EQ(config.base, "/run/microvm/ab12/vsock.sock");
+  EXPECT_FALSE(config.serve_base);  // the agent gateway reads the CONNECT lines
   ASSERT_EQ(config.ports.size(), 2u);
   EXPECT_EQ(config.ports[0].port, 5000u);
   EXPECT_EQ(config.ports[0].path, "/tmp/agent.sock");

@@ -4,6 +4,9 @@
 #include <signal.h>
 
 #include <nlohmann/json.hpp>
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "harness.h"
@@ -11,6 +14,7 @@
 namespace microvm::e2e {
 namespace {
 
+namespace fs = std::filesystem;
 using nlohmann::json;
 using std::chrono::seconds;
 
@@ -256,21 +260,36 @@ int firstTick(const std::string& ref) {
   return at == std::string::npos ? -1 : std::stoi(logs.out.substr(at + 5));
 }
 
-TEST(LifecycleTest, SnapshotRestoredTwiceGivesTwoIndependentVmsContinuingTheCounter) {
-  // QEMU cannot save a vhost-user-vsock device: snapshots need --no-vsock.
-  std::string with_vsock = runDetached({"--name", "snap-vsock"}, kCounter);
+// The output of `exec VM argv...`, or "exit N: <stderr>".
+std::string execOut(const std::string& vm, std::vector<std::string> argv) {
+  std::vector<std::string> args = {"exec", vm};
+  args.insert(args.end(), argv.begin(), argv.end());
+  auto result = microvm(args);
+  return result.exit_code == 0 ? result.out : "exit " + std::to_string(result.exit_code) + ": " + result.err;
+}
+
+TEST(LifecycleTest, SnapshotOfADefaultVmRestoredTwiceGivesTwoIndependentVmsWithAWorkingAgent) {
+  // QEMU cannot save a vhost-user-vsock device: a VM with a --vsock port is
+  // refused in one line that names the port, and keeps running.
+  fs::path unused = fs::temp_directory_path() / ("mvm-snap-vsock-" + std::to_string(::getpid()) + ".sock");
+  std::string with_vsock = runDetached({"--name", "snap-vsock", "--vsock", "5123:" + unused.string()}, kCounter);
   auto refused = microvm({"snapshot", "create", with_vsock, "never"});
   EXPECT_EQ(refused.exit_code, 1);
-  EXPECT_NE(refused.err.find("--no-vsock"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("5123"), std::string::npos) << refused.err;
+  EXPECT_EQ(std::count(refused.err.begin(), refused.err.end(), '\n'), 1) << refused.err;
+  EXPECT_EQ(inspect(with_vsock)["status"], "running");
   EXPECT_EQ(microvm({"rm", "-f", with_vsock}).exit_code, 0);
 
-  std::string source = runDetached({"--name", "snap-source", "--no-vsock"}, kCounter);
+  // A default VM: the agent is on.
+  std::string source = runDetached({"--name", "snap-source"}, kCounter);
   ASSERT_TRUE(eventually([&] { return lastTick(source) >= 3; }));
+  ASSERT_EQ(execOut(source, {"sh", "-c", "echo before > /root/marker"}), "");
   auto saved = microvm({"snapshot", "create", source, "counter-snap"});
   ASSERT_EQ(saved.exit_code, 0) << saved.err;
   int at_snapshot = lastTick(source);
   EXPECT_EQ(inspect(source)["status"], "running");  // the source carries on
   EXPECT_TRUE(eventually([&] { return lastTick(source) > at_snapshot + 2; }));
+  EXPECT_EQ(execOut(source, {"echo", "source-still-served"}), "source-still-served\n");
 
   auto listed = json::parse(microvm({"snapshot", "ls", "--format", "json"}).out);
   ASSERT_EQ(listed.size(), 1u);
@@ -281,6 +300,23 @@ TEST(LifecycleTest, SnapshotRestoredTwiceGivesTwoIndependentVmsContinuingTheCoun
   auto second = microvm({"snapshot", "restore", "counter-snap", "--name", "restored-2"});
   ASSERT_EQ(first.exit_code, 0) << first.err;
   ASSERT_EQ(second.exit_code, 0) << second.err;
+  // The agent answers as soon as the restore returns: no waiting loop here.
+  for (const char* copy : {"restored-1", "restored-2"}) {
+    EXPECT_EQ(execOut(copy, {"cat", "/root/marker"}), "before\n") << copy;
+    // cp both ways, checked by content.
+    fs::path in = fs::temp_directory_path() / ("mvm-snap-in-" + std::string(copy));
+    fs::path out = fs::temp_directory_path() / ("mvm-snap-out-" + std::string(copy));
+    std::string content = std::string("copied into ") + copy + "\n";
+    { std::ofstream(in) << content; }
+    ASSERT_EQ(microvm({"cp", in.string(), std::string(copy) + ":/root/in"}).exit_code, 0) << copy;
+    EXPECT_EQ(execOut(copy, {"cat", "/root/in"}), content) << copy;
+    ASSERT_EQ(microvm({"cp", std::string(copy) + ":/root/in", out.string()}).exit_code, 0) << copy;
+    std::ifstream back(out);
+    std::string got((std::istreambuf_iterator<char>(back)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(got, content) << copy;
+    fs::remove(in);
+    fs::remove(out);
+  }
   ASSERT_TRUE(eventually([&] { return lastTick("restored-1") >= 0 && lastTick("restored-2") >= 0; }));
   // Both resume the saved guest: their counters start where the snapshot was,
   // not at 0, and at the same value as each other.
@@ -288,7 +324,9 @@ TEST(LifecycleTest, SnapshotRestoredTwiceGivesTwoIndependentVmsContinuingTheCoun
   EXPECT_EQ(firstTick("restored-2"), resumed);
   EXPECT_GE(resumed, at_snapshot);
   EXPECT_LE(resumed, at_snapshot + 1);
-  // Independent: each advances on its own, and stopping one leaves the other.
+  // Independent: files and counters. Stopping one leaves the other.
+  EXPECT_EQ(execOut("restored-1", {"sh", "-c", "echo one > /root/marker"}), "");
+  EXPECT_EQ(execOut("restored-2", {"cat", "/root/marker"}), "before\n");
   EXPECT_TRUE(eventually([&] { return lastTick("restored-1") >= resumed + 3; }));
   EXPECT_EQ(microvm({"stop", "restored-1"}).exit_code, 0);
   int other = lastTick("restored-2");

@@ -163,13 +163,13 @@ TEST(QemuCommandTest, VolumesAreDirectoryFdsReadonlyOnesSaySoAndOwnersPassThroug
             (QemuFd{kQemuFirstShareFd, Source::kDirectory, -1, "/home/data", 0, "volume /home/data"}));
   EXPECT_EQ(*entryAt(command, kQemuFirstShareFd + 2),
             (QemuFd{kQemuFirstShareFd + 2, Source::kInherited, 45, {}, 0, "volume /home/mapped"}));
-  EXPECT_TRUE(hasPair(command.argv, "-fsdev", "local,id=fs0,path=/proc/self/fd/13,security_model=none"));
-  EXPECT_TRUE(hasPair(command.argv, "-fsdev", "local,id=fs1,path=/proc/self/fd/14,security_model=none,readonly=on"));
-  EXPECT_TRUE(hasPair(command.argv, "-fsdev", "local,id=fs2,path=/proc/self/fd/15,security_model=none,readonly=on"));
+  EXPECT_TRUE(hasPair(command.argv, "-fsdev", "local,id=fs0,path=/proc/self/fd/14,security_model=none"));
+  EXPECT_TRUE(hasPair(command.argv, "-fsdev", "local,id=fs1,path=/proc/self/fd/15,security_model=none,readonly=on"));
+  EXPECT_TRUE(hasPair(command.argv, "-fsdev", "local,id=fs2,path=/proc/self/fd/16,security_model=none,readonly=on"));
   EXPECT_TRUE(hasPair(command.argv, "-device", "virtio-9p-device,fsdev=fs1,mount_tag=vol1"));
 
   auto as_root = buildQemuCommand("qemu", config, /*as_root=*/true);
-  EXPECT_TRUE(hasPair(as_root.argv, "-fsdev", "local,id=fs0,path=/proc/self/fd/13,security_model=passthrough"));
+  EXPECT_TRUE(hasPair(as_root.argv, "-fsdev", "local,id=fs0,path=/proc/self/fd/14,security_model=passthrough"));
   EXPECT_EQ(as_root.fds, command.fds);
 }
 
@@ -230,6 +230,21 @@ TEST(QemuCommandTest, ControlPortQmpAndStderr) {
   EXPECT_TRUE(hasPair(command.argv, "-device", "virtserialport,chardev=ctl,name=microvm.ctl"));
   EXPECT_TRUE(hasPair(command.argv, "-chardev", "socket,id=qmp,fd=6,server=on,wait=off"));
   EXPECT_TRUE(hasPair(command.argv, "-mon", "chardev=qmp,mode=control"));
+}
+
+TEST(QemuCommandTest, TheAgentPortIsASecondVirtioSerialPortOnItsOwnFdAndNeedsNoVsockDevice) {
+  MachineConfig config = bareConfig();
+  config.control_fd = 41;
+  config.agent_fd = 42;
+  auto command = buildQemuCommand("qemu", config, false);
+  expectConsistent(command);
+  EXPECT_EQ(*entryAt(command, kQemuAgentFd), (QemuFd{kQemuAgentFd, Source::kInherited, 42, {}, 0, "agent channel"}));
+  EXPECT_TRUE(hasPair(command.argv, "-chardev", "socket,id=agent,fd=" + std::to_string(kQemuAgentFd)));
+  EXPECT_TRUE(hasPair(command.argv, "-device", "virtserialport,chardev=agent,name=microvm.agent"));
+  // One virtio-serial bus for both ports (port 0 is the console's).
+  EXPECT_EQ(std::count(command.argv.begin(), command.argv.end(), "virtio-serial-device,max_ports=3"), 1);
+  for (const auto& arg : command.argv) EXPECT_EQ(arg.find("vhost-user-vsock"), std::string::npos) << arg;
+  for (const auto& arg : command.argv) EXPECT_EQ(arg.find("memory-backend-memfd"), std::string::npos) << arg;
 }
 
 TEST(QemuCommandTest, SnapshotRestoreComesInOnItsOwnFd) {
