@@ -6,8 +6,8 @@
 //   agent/frame.h             the framing, frame types, FrameReader
 //   agent/control_protocol.h  the control port's messages (WorkloadSpec)
 //   agent/agent_protocol.h    the agent's messages (requests, results, ...)
-//   agent/stream_mux_wire.h   the stream multiplexer's messages (planned
-//                             transport of the agent; not yet wired)
+//   agent/stream_mux_wire.h   the stream multiplexer's messages (how the
+//                             agent's connections cross the microvm.agent port)
 //
 // Framing (both protocols): a byte stream of frames, each an 8-byte
 // little-endian header {u16 type, u16 flags, u32 length} followed by `length`
@@ -59,9 +59,10 @@
 // ===========================================================================
 // The agent protocol.
 //
-// Transport: a byte stream to the guest agent, which listens on vsock port
-// kAgentPort. The host reaches it through the runner's hybrid-vsock socket
-// (<runtime dir>/vsock.sock: write "CONNECT 1024\n", read "OK <port>\n").
+// Transport: a byte stream to the guest agent, port kAgentPort: one stream
+// of the multiplexer (agent/stream_mux.h) over the microvm.agent
+// virtio-serial port. The host reaches it through the runner's agent gateway
+// (<runtime dir>/vsock.sock: write "CONNECT 1024\n", read "OK <n>\n").
 // Framing is the control channel's (appendFrame / FrameReader, 1 MiB cap).
 //
 // One operation per connection; concurrency is many connections. A

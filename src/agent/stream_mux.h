@@ -1,11 +1,11 @@
 // The stream multiplexer: many byte streams over one byte pipe, so that the
 // agent's connections can travel over a virtio-serial port (which QEMU can
 // migrate and snapshot) instead of vsock (vhost-user-vsock cannot be saved).
-// The runner will keep the host API (a client connects to
+// The runner keeps the host API (a client connects to
 // <runtime dir>/vsock.sock, writes "CONNECT 1024\n", reads "OK <n>\n") and
-// carry each such connection as one stream; the guest gives each stream to
-// the agent's per-connection code (one socketpair per stream). Planned
-// transport, not yet wired: nothing uses this yet.
+// carries each such connection as one stream (runner/agent_gateway.h); the
+// guest gives each stream to the agent's per-connection code, one
+// socketpair per stream (guest/agent_mux.cc).
 //
 // StreamMuxEndpoint is one end's pure state machine, with no I/O: the caller
 // feeds it bytes read from the pipe and local events (open a stream, send,
