@@ -94,6 +94,12 @@ void dispatch(FramedConnection& connection, const agent::AgentRequest& request, 
       break;
     case agent::AgentOp::kProbeTcp: handleProbeTcp(connection, request); return;
     case agent::AgentOp::kProbeHttp: handleProbeHttp(connection, request); return;
+    case agent::AgentOp::kRefresh:
+      if (options.refresh.set_clock && options.refresh.add_entropy) {
+        handleRefresh(connection, request, options);
+        return;
+      }
+      break;
   }
   agent::AgentResult unsupported;
   unsupported.id = request.id;
@@ -303,6 +309,7 @@ void runAgentProcess(const AgentOptions& options) {
       ::_exit(kAgentNoTransport);
     }
     AgentOptions serving = options;
+    if (!serving.refresh.set_clock) serving.refresh = systemRefreshEffects();
     if (serving.confine && !serving.confinement) {
       // Once here (unless init did it), instead of in every exec'd command.
       auto prepared = prepareConfinement(serving.workload, STDERR_FILENO);

@@ -5,7 +5,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <time.h>
+
 #include <cstdio>
+#include <utility>
 #include <nlohmann/json.hpp>
 
 #include "base/eintr.h"
@@ -75,43 +78,76 @@ Result<std::string> qemuVersion(const std::string& qemu) {
 }
 
 // Identifies one version of a file without reading it: a write, a truncate,
-// a replacement or a copy changes at least one of these.
-std::string fileStamp(const fs::path& path) {
+// a replacement or a copy changes at least one of these. Empty if the file
+// cannot be stat'ed.
+struct FileStamp {
+  std::string id;
+  int64_t changed_ns = 0;  // ctime
+};
+
+FileStamp fileStamp(const fs::path& path) {
   struct stat info{};
-  if (::stat(path.c_str(), &info) != 0) return "";
-  return std::to_string(info.st_dev) + ":" + std::to_string(info.st_ino) + ":" + std::to_string(info.st_size) + ":" +
-         std::to_string(info.st_mtim.tv_sec) + "." + std::to_string(info.st_mtim.tv_nsec) + ":" +
-         std::to_string(info.st_ctim.tv_sec) + "." + std::to_string(info.st_ctim.tv_nsec);
+  if (::stat(path.c_str(), &info) != 0) return {};
+  FileStamp stamp;
+  stamp.id = std::to_string(info.st_dev) + ":" + std::to_string(info.st_ino) + ":" + std::to_string(info.st_size) +
+             ":" + std::to_string(info.st_mtim.tv_sec) + "." + std::to_string(info.st_mtim.tv_nsec) + ":" +
+             std::to_string(info.st_ctim.tv_sec) + "." + std::to_string(info.st_ctim.tv_nsec);
+  stamp.changed_ns = static_cast<int64_t>(info.st_ctim.tv_sec) * 1'000'000'000 + info.st_ctim.tv_nsec;
+  return stamp;
 }
+
+int64_t realtimeNs() {
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  return static_cast<int64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
+}
+
+// File times come from a coarse clock (one tick, up to 10 ms, behind): a
+// file changed less than this before a check began could change again
+// within the same tick after it, unseen by its stamp ("racy", as git says
+// of its index), so such a stamp is not trusted.
+constexpr int64_t kRacyNs = 50'000'000;
 
 fs::path checkedFile(const fs::path& seal_file) { return seal_file.parent_path() / "seal.checked.json"; }
 
-// What a full check saw: the seal's digest and every file's stamp.
-json checkedRecord(const std::string& seal_text, const fs::path& memory_file, const VmSpec& spec) {
-  return {{"seal", hex64(xxh64(seal_text))},
-          {"memory", fileStamp(memory_file)},
-          {"kernel", fileStamp(spec.kernel)},
-          {"initramfs", fileStamp(spec.initramfs)},
-          {"qemu", fileStamp(spec.qemu)}};
+// What a full check sees before it reads anything: the seal's digest and
+// every file's stamp; taken before the hashing, so that a write during it
+// shows as a changed stamp.
+struct CheckedRecord {
+  json files;
+  bool racy = false;
+};
+
+CheckedRecord checkedRecord(const std::string& seal_text, const fs::path& memory_file, const VmSpec& spec) {
+  CheckedRecord record;
+  int64_t now = realtimeNs();
+  record.files = {{"seal", hex64(xxh64(seal_text))}};
+  for (const auto& [key, path] : {std::pair<const char*, fs::path>{"memory", memory_file},
+                                  {"kernel", spec.kernel},
+                                  {"initramfs", spec.initramfs},
+                                  {"qemu", spec.qemu}}) {
+    FileStamp stamp = fileStamp(path);
+    if (stamp.id.empty() || now - stamp.changed_ns < kRacyNs) record.racy = true;
+    record.files[key] = stamp.id;
+  }
+  return record;
 }
 
-// Records a passed full check; best effort (a read-only snapshot directory
-// only costs the next restore a full check again).
-void recordChecked(const std::string& seal_text, const fs::path& memory_file, const VmSpec& spec,
-                   const fs::path& seal_file) {
-  (void)writeFileAtomic(checkedFile(seal_file), checkedRecord(seal_text, memory_file, spec).dump() + "\n");
+// Records a passed full check (`before`, taken as it began); best effort: a
+// read-only snapshot directory only costs the next restore a full check.
+void recordChecked(const CheckedRecord& before, const fs::path& seal_file) {
+  if (before.racy) {
+    (void)::unlink(checkedFile(seal_file).c_str());
+    return;
+  }
+  (void)writeFileAtomic(checkedFile(seal_file), before.files.dump() + "\n");
 }
 
-bool checkedBefore(const std::string& seal_text, const fs::path& memory_file, const VmSpec& spec,
-                   const fs::path& seal_file) {
+bool checkedBefore(const CheckedRecord& now, const fs::path& seal_file) {
+  if (now.racy) return false;
   auto text = readFile(checkedFile(seal_file));
   if (!text || text->size() > kMaxSealBytes) return false;
-  json recorded = json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  json now = checkedRecord(seal_text, memory_file, spec);
-  for (const auto& [key, value] : now.items()) {
-    if (value.get<std::string>().empty()) return false;  // a file that cannot be stat'ed is checked in full
-  }
-  return recorded == now;
+  return json::parse(*text, nullptr, /*allow_exceptions=*/false) == now.files;
 }
 
 // The seal's memory checksum, on the file as it is now.
@@ -225,6 +261,8 @@ Result<Seal> parseSeal(std::string_view text) {
 }
 
 Result<void> writeSeal(const fs::path& memory_file, const VmSpec& spec, const fs::path& seal_file) {
+  // The seal's digest is known only at the end; the stamps are taken now.
+  CheckedRecord before = checkedRecord("", memory_file, spec);
   Seal seal;
   Xxh64 hasher;
   auto size = readThrough(memory_file, [&](std::string_view bytes) { hasher.update(bytes); });
@@ -242,9 +280,11 @@ Result<void> writeSeal(const fs::path& memory_file, const VmSpec& spec, const fs
   if (!version) return std::move(version).error();
   seal.qemu_version = *version;
   std::string text = encodeSeal(seal);
+  before.files["seal"] = hex64(xxh64(text));
   MICROVM_TRY(writeFileAtomic(seal_file, text));
-  // Everything was just read: the first restore need not read it again.
-  recordChecked(text, memory_file, spec, seal_file);
+  // Everything was just read: unless QEMU wrote the file a moment ago (it
+  // usually did), the first restore need not read it again.
+  recordChecked(before, seal_file);
   return success();
 }
 
@@ -271,7 +311,8 @@ Result<void> checkSeal(const fs::path& memory_file, const VmSpec& spec, const fs
     return refused(where + " was saved from another machine type or device set than microvm now builds for it "
                            "(saved: " + seal->machine + "; now: " + machine + ")");
   }
-  if (checkedBefore(*text, memory_file, spec, seal_file)) return success();
+  CheckedRecord before = checkedRecord(*text, memory_file, spec);
+  if (checkedBefore(before, seal_file)) return success();
 
   auto kernel = fileSha256(spec.kernel);
   if (!kernel) return refused(where + " needs the kernel " + spec.kernel + ": " + kernel.error().message());
@@ -293,7 +334,7 @@ Result<void> checkSeal(const fs::path& memory_file, const VmSpec& spec, const fs
   if (auto memory = checkMemory(memory_file, *seal); !memory) {
     return refused(where + ": " + memory.error().message());
   }
-  recordChecked(*text, memory_file, spec, seal_file);
+  recordChecked(before, seal_file);
   return success();
 }
 

@@ -16,7 +16,10 @@
 // that finds every file exactly as the last full check saw it (same inode,
 // size, mtime and ctime, recorded with the seal's digest in
 // seal.checked.json) skips the hashing; any write to a file, or to the seal,
-// changes what it finds and the full check runs again.
+// changes what it finds and the full check runs again. A file changed just
+// before a check (as QEMU's memory file is when the seal is written) is not
+// recorded, since file times are coarse: so the first restore of a new
+// snapshot runs the full check, and later ones do not.
 #pragma once
 
 #include <cstdint>
