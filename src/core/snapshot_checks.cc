@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include <cstdio>
+#include <set>
 #include <utility>
 #include <nlohmann/json.hpp>
 
@@ -110,12 +111,13 @@ constexpr int64_t kRacyNs = 50'000'000;
 
 fs::path checkedFile(const fs::path& seal_file) { return seal_file.parent_path() / "seal.checked.json"; }
 
-// What a full check sees before it reads anything: the seal's digest and
-// every file's stamp; taken before the hashing, so that a write during it
-// shows as a changed stamp.
+// What a check sees before it reads anything: the seal's digest and every
+// file's stamp; taken before the hashing, so that a write during it shows as
+// a changed stamp. Each file is trusted or checked on its own: a new
+// snapshot's memory file is racy, its kernel, initramfs and QEMU are not.
 struct CheckedRecord {
-  json files;
-  bool racy = false;
+  json files;              // "seal": digest; "memory", "kernel", ...: stamps
+  std::set<std::string> racy;  // files whose stamp cannot be trusted
 };
 
 CheckedRecord checkedRecord(const std::string& seal_text, const fs::path& memory_file, const VmSpec& spec) {
@@ -127,27 +129,33 @@ CheckedRecord checkedRecord(const std::string& seal_text, const fs::path& memory
                                   {"initramfs", spec.initramfs},
                                   {"qemu", spec.qemu}}) {
     FileStamp stamp = fileStamp(path);
-    if (stamp.id.empty() || now - stamp.changed_ns < kRacyNs) record.racy = true;
+    if (stamp.id.empty() || now - stamp.changed_ns < kRacyNs) record.racy.insert(key);
     record.files[key] = stamp.id;
   }
   return record;
 }
 
-// Records a passed full check (`before`, taken as it began); best effort: a
-// read-only snapshot directory only costs the next restore a full check.
-void recordChecked(const CheckedRecord& before, const fs::path& seal_file) {
-  if (before.racy) {
-    (void)::unlink(checkedFile(seal_file).c_str());
-    return;
-  }
-  (void)writeFileAtomic(checkedFile(seal_file), before.files.dump() + "\n");
+// Records the files a passed check found as the seal says (`seen`, taken as
+// it began), but not racy ones; best effort: a read-only snapshot directory
+// only costs the next restore a full check.
+void recordChecked(const CheckedRecord& seen, const fs::path& seal_file) {
+  json files = seen.files;
+  for (const auto& key : seen.racy) files.erase(key);
+  (void)writeFileAtomic(checkedFile(seal_file), files.dump() + "\n");
 }
 
-bool checkedBefore(const CheckedRecord& now, const fs::path& seal_file) {
-  if (now.racy) return false;
+// The files a former check found as the seal says and that have not changed
+// since; empty if the seal itself changed.
+std::set<std::string> checkedBefore(const CheckedRecord& now, const fs::path& seal_file) {
+  std::set<std::string> unchanged;
   auto text = readFile(checkedFile(seal_file));
-  if (!text || text->size() > kMaxSealBytes) return false;
-  return json::parse(*text, nullptr, /*allow_exceptions=*/false) == now.files;
+  if (!text || text->size() > kMaxSealBytes) return unchanged;
+  json recorded = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (!recorded.is_object() || recorded.value("seal", json()) != now.files["seal"]) return unchanged;
+  for (const auto& [key, stamp] : now.files.items()) {
+    if (key != "seal" && !now.racy.count(key) && recorded.value(key, json()) == stamp) unchanged.insert(key);
+  }
+  return unchanged;
 }
 
 // The seal's memory checksum, on the file as it is now.
@@ -312,29 +320,37 @@ Result<void> checkSeal(const fs::path& memory_file, const VmSpec& spec, const fs
                            "(saved: " + seal->machine + "; now: " + machine + ")");
   }
   CheckedRecord before = checkedRecord(*text, memory_file, spec);
-  if (checkedBefore(before, seal_file)) return success();
+  std::set<std::string> unchanged = checkedBefore(before, seal_file);
 
-  auto kernel = fileSha256(spec.kernel);
-  if (!kernel) return refused(where + " needs the kernel " + spec.kernel + ": " + kernel.error().message());
-  if (*kernel != seal->kernel_sha256) {
-    return refused(where + " was saved with another kernel than " + spec.kernel + " now holds (sha256 " +
-                   seal->kernel_sha256.substr(0, 12) + ", now " + kernel->substr(0, 12) + ")");
+  if (!unchanged.count("kernel")) {
+    auto kernel = fileSha256(spec.kernel);
+    if (!kernel) return refused(where + " needs the kernel " + spec.kernel + ": " + kernel.error().message());
+    if (*kernel != seal->kernel_sha256) {
+      return refused(where + " was saved with another kernel than " + spec.kernel + " now holds (sha256 " +
+                     seal->kernel_sha256.substr(0, 12) + ", now " + kernel->substr(0, 12) + ")");
+    }
   }
-  auto initramfs = fileSha256(spec.initramfs);
-  if (!initramfs) return refused(where + " needs the initramfs " + spec.initramfs + ": " + initramfs.error().message());
-  if (*initramfs != seal->initramfs_sha256) {
-    return refused(where + " was saved with another initramfs than " + spec.initramfs + " now holds (sha256 " +
-                   seal->initramfs_sha256.substr(0, 12) + ", now " + initramfs->substr(0, 12) + ")");
+  if (!unchanged.count("initramfs")) {
+    auto initramfs = fileSha256(spec.initramfs);
+    if (!initramfs) {
+      return refused(where + " needs the initramfs " + spec.initramfs + ": " + initramfs.error().message());
+    }
+    if (*initramfs != seal->initramfs_sha256) {
+      return refused(where + " was saved with another initramfs than " + spec.initramfs + " now holds (sha256 " +
+                     seal->initramfs_sha256.substr(0, 12) + ", now " + initramfs->substr(0, 12) + ")");
+    }
   }
-  auto version = qemuVersion(spec.qemu);
-  if (!version) return refused(where + ": " + version.error().message());
-  if (*version != seal->qemu_version) {
-    return refused(where + " was saved by " + seal->qemu_version + ", but " + spec.qemu + " is " + *version);
+  if (!unchanged.count("qemu")) {
+    auto version = qemuVersion(spec.qemu);
+    if (!version) return refused(where + ": " + version.error().message());
+    if (*version != seal->qemu_version) {
+      return refused(where + " was saved by " + seal->qemu_version + ", but " + spec.qemu + " is " + *version);
+    }
   }
-  if (auto memory = checkMemory(memory_file, *seal); !memory) {
-    return refused(where + ": " + memory.error().message());
+  if (!unchanged.count("memory")) {
+    if (auto memory = checkMemory(memory_file, *seal); !memory) return refused(where + ": " + memory.error().message());
   }
-  recordChecked(before, seal_file);
+  if (unchanged.size() < 4) recordChecked(before, seal_file);
   return success();
 }
 
