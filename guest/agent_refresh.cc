@@ -51,7 +51,9 @@ Result<void> addEntropyAndReseed(std::string_view entropy) {
 
 }  // namespace
 
-RefreshEffects systemRefreshEffects() { return {setRealtimeClock, addEntropyAndReseed}; }
+RefreshEffects systemRefreshEffects() {
+  return {setRealtimeClock, addEntropyAndReseed};
+}
 
 void handleRefresh(FramedConnection& connection, const agent::AgentRequest& request, const AgentOptions& options) {
   // The clock first: the request was sent the moment the host read its own.

@@ -20,7 +20,8 @@ TEST(Xxh64Test, StreamingInAnyPiecesGivesTheWholeDigest) {
   uint64_t whole = xxh64(data, 5);
   for (size_t step : {1u, 3u, 31u, 32u, 33u, 64u, 999u}) {
     Xxh64 hasher(5);
-    for (size_t offset = 0; offset < data.size(); offset += step) hasher.update(std::string_view(data).substr(offset, step));
+    for (size_t offset = 0; offset < data.size(); offset += step)
+      hasher.update(std::string_view(data).substr(offset, step));
     EXPECT_EQ(hasher.finish(), whole) << step;
   }
   EXPECT_NE(xxh64(data, 6), whole);

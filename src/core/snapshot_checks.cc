@@ -3,14 +3,13 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
-#include <time.h>
-
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <utility>
-#include <nlohmann/json.hpp>
 
 #include "base/eintr.h"
 #include "base/fs.h"
@@ -38,7 +37,9 @@ std::string hex64(uint64_t value) {
   return text;
 }
 
-Error refused(const std::string& message) { return Error(ErrorCode::kInvalidArgument, message); }
+Error refused(const std::string& message) {
+  return Error(ErrorCode::kInvalidArgument, message);
+}
 
 // Streams a file through `update`.
 template <typename Update>
@@ -87,7 +88,7 @@ struct FileStamp {
 };
 
 FileStamp fileStamp(const fs::path& path) {
-  struct stat info{};
+  struct stat info {};
   if (::stat(path.c_str(), &info) != 0) return {};
   FileStamp stamp;
   stamp.id = std::to_string(info.st_dev) + ":" + std::to_string(info.st_ino) + ":" + std::to_string(info.st_size) +
@@ -109,14 +110,16 @@ int64_t realtimeNs() {
 // of its index), so such a stamp is not trusted.
 constexpr int64_t kRacyNs = 50'000'000;
 
-fs::path checkedFile(const fs::path& seal_file) { return seal_file.parent_path() / "seal.checked.json"; }
+fs::path checkedFile(const fs::path& seal_file) {
+  return seal_file.parent_path() / "seal.checked.json";
+}
 
 // What a check sees before it reads anything: the seal's digest and every
 // file's stamp; taken before the hashing, so that a write during it shows as
 // a changed stamp. Each file is trusted or checked on its own: a new
 // snapshot's memory file is racy, its kernel, initramfs and QEMU are not.
 struct CheckedRecord {
-  json files;              // "seal": digest; "memory", "kernel", ...: stamps
+  json files;                  // "seal": digest; "memory", "kernel", ...: stamps
   std::set<std::string> racy;  // files whose stamp cannot be trusted
 };
 
@@ -191,7 +194,8 @@ Result<void> checkCanSnapshot(const VmSpec& spec) {
     if (share.readonly) continue;
     return Error(ErrorCode::kUnsupported,
                  "VM " + spec.name + " has a writable volume at " + share.guest + " (-v " + share.host + ":" +
-                     share.guest + "), and a snapshot cannot hold the host files the guest may change under it; "
+                     share.guest +
+                     "), and a snapshot cannot hold the host files the guest may change under it; "
                      "mount it read-only (:ro) to snapshot this VM");
   }
   return success();
@@ -316,8 +320,10 @@ Result<void> checkSeal(const fs::path& memory_file, const VmSpec& spec, const fs
   }
   // Cheap, and the code that builds the machine may have changed since.
   if (std::string machine = machineSignature(spec); machine != seal->machine) {
-    return refused(where + " was saved from another machine type or device set than microvm now builds for it "
-                           "(saved: " + seal->machine + "; now: " + machine + ")");
+    return refused(where +
+                   " was saved from another machine type or device set than microvm now builds for it "
+                   "(saved: " +
+                   seal->machine + "; now: " + machine + ")");
   }
   CheckedRecord before = checkedRecord(*text, memory_file, spec);
   std::set<std::string> unchanged = checkedBefore(before, seal_file);

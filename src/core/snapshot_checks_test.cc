@@ -33,7 +33,9 @@ std::string randomBytes(size_t size) {
   return bytes;
 }
 
-void expectOneLine(const Error& error) { EXPECT_EQ(error.message().find('\n'), std::string::npos) << error.message(); }
+void expectOneLine(const Error& error) {
+  EXPECT_EQ(error.message().find('\n'), std::string::npos) << error.message();
+}
 
 VmSpec noVsockSpec() {
   VmSpec spec;

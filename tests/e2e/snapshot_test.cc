@@ -63,7 +63,9 @@ void expectOneLine(const Outcome& outcome) {
   EXPECT_EQ(text.find('\n'), std::string::npos) << outcome.err;
 }
 
-fs::path snapshotDir(const std::string& name) { return home() / "snapshots" / name; }
+fs::path snapshotDir(const std::string& name) {
+  return home() / "snapshots" / name;
+}
 
 std::string readAll(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -172,7 +174,9 @@ TEST(SnapshotTest, TruncatedCorruptedOrMismatchedSnapshotsAreRefusedOnRestore) {
   EXPECT_EQ(microvm({"snapshot", "rm", "sealed"}).exit_code, 0);
 }
 
-int64_t hostSeconds() { return static_cast<int64_t>(::time(nullptr)); }
+int64_t hostSeconds() {
+  return static_cast<int64_t>(::time(nullptr));
+}
 
 // What must be fresh in each restored copy of a default (agent-on) VM. Such
 // a VM can be saved once the agent no longer needs the vsock device; until
