@@ -190,13 +190,25 @@ Result<void> checkCanSnapshot(const VmSpec& spec) {
                      " has a vsock device, and QEMU cannot save one (its vhost-user-vsock is not migratable); "
                      "run the VM with --no-vsock to take snapshots of it");
   }
+  // A writable volume first: it could not be held even if QEMU could save
+  // the device.
   for (const auto& share : spec.shares) {
     if (share.readonly) continue;
     return Error(ErrorCode::kUnsupported,
                  "VM " + spec.name + " has a writable volume at " + share.guest + " (-v " + share.host + ":" +
                      share.guest +
                      "), and a snapshot cannot hold the host files the guest may change under it; "
-                     "mount it read-only (:ro) to snapshot this VM");
+                     "snapshots need a VM without writable volumes");
+  }
+  // QEMU 7.2 blocks migration while the guest has a 9p export mounted
+  // ("Migration is disabled when VirtFS export path ... is mounted"), and
+  // init mounts every volume: refused here in one line instead.
+  if (!spec.shares.empty()) {
+    const auto& share = spec.shares.front();
+    return Error(ErrorCode::kUnsupported, "VM " + spec.name + " has a volume at " + share.guest + " (-v " + share.host +
+                                              ":" + share.guest +
+                                              ":ro), and QEMU cannot save a mounted 9p volume; snapshots need a "
+                                              "VM without volumes");
   }
   return success();
 }

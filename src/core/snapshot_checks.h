@@ -1,7 +1,7 @@
 // What a snapshot (or a suspended VM's saved state) must satisfy, checked
 // in one place for `snapshot create`, `suspend`, restores and `resume`:
 //   - checkCanSnapshot: refusals before anything is saved (what QEMU or a
-//     restore cannot hold: user vsock ports, writable 9p volumes, ...);
+//     restore cannot hold: user vsock ports, 9p volumes, ...);
 //   - writeSeal / checkSeal: a small record written next to a saved memory
 //     file naming the machine it needs (kernel, initramfs, machine type,
 //     QEMU version) and the file's size and checksum, so that a mismatched,

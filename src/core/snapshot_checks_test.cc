@@ -45,10 +45,20 @@ VmSpec noVsockSpec() {
   return spec;
 }
 
-TEST(CheckCanSnapshotTest, AVmWithoutVsockPortsOrWritableVolumesCanBeSaved) {
+TEST(CheckCanSnapshotTest, AVmWithoutVsockPortsOrVolumesCanBeSaved) {
+  VmSpec spec = noVsockSpec();
+  spec.tmpfs.push_back({"/tmp", "size=16m"});
+  EXPECT_TRUE(checkCanSnapshot(spec).ok());
+}
+
+TEST(CheckCanSnapshotTest, AReadOnlyVolumeIsRefusedTooSinceQemuCannotSaveAMounted9pExport) {
   VmSpec spec = noVsockSpec();
   spec.shares.push_back({"/srv/static", "/static", /*readonly=*/true, std::nullopt, std::nullopt, "vol0"});
-  EXPECT_TRUE(checkCanSnapshot(spec).ok());
+  auto refused = checkCanSnapshot(spec);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().message(),
+            "VM web has a volume at /static (-v /srv/static:/static:ro), and QEMU cannot save a mounted 9p "
+            "volume; snapshots need a VM without volumes");
 }
 
 TEST(CheckCanSnapshotTest, AUserVsockPortIsRefusedInOneLineNamingIt) {

@@ -99,6 +99,20 @@ TEST(SnapshotTest, AWritableVolumeIsRefusedInOneLineAndTheVmKeepsRunning) {
   EXPECT_EQ(microvm({"rm", "-f", id}).exit_code, 0);
 }
 
+TEST(SnapshotTest, AReadOnlyVolumeIsRefusedInOneLineBeforeQemuIsAsked) {
+  fs::path volume = home() / "snapshot-volume-ro";
+  fs::create_directories(volume);
+  std::string id = runDetached({"--no-vsock", "-v", volume.string() + ":/static:ro"}, kCounter);
+  ASSERT_TRUE(eventually([&] { return lastTick(id) >= 1; }));
+  auto refused = microvm({"snapshot", "create", id, "never-volume-ro"});
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.err.find("has a volume at /static"), std::string::npos) << refused.err;
+  expectOneLine(refused);
+  EXPECT_FALSE(fs::exists(snapshotDir("never-volume-ro")));
+  EXPECT_EQ(status(id), "running");
+  EXPECT_EQ(microvm({"rm", "-f", id}).exit_code, 0);
+}
+
 TEST(SnapshotTest, AUserVsockPortIsRefusedNamingThePortAndTheVmKeepsRunning) {
   fs::path socket = home() / "snapshot-vsock-5000.sock";
   std::string id = runDetached({"--vsock", "5000:" + socket.string()}, kCounter);
