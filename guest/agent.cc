@@ -89,6 +89,12 @@ void dispatch(FramedConnection& connection, const agent::AgentRequest& request, 
       break;
     case agent::AgentOp::kProbeTcp: handleProbeTcp(connection, request); return;
     case agent::AgentOp::kProbeHttp: handleProbeHttp(connection, request); return;
+    case agent::AgentOp::kRefresh:
+      if (options.refresh.set_clock && options.refresh.add_entropy) {
+        handleRefresh(connection, request, options);
+        return;
+      }
+      break;
   }
   agent::AgentResult unsupported;
   unsupported.id = request.id;
@@ -291,8 +297,11 @@ namespace {
 // time init gets its spec; this only covers a slow udev-less probe).
 constexpr milliseconds kAgentPortTimeout{2'000};
 
+// The options the agent serves with in a VM: the real refresh effects, and
+// the workload's confinement prepared once.
 AgentOptions confined(const AgentOptions& options) {
   AgentOptions serving = options;
+  if (!serving.refresh.set_clock) serving.refresh = systemRefreshEffects();
   if (serving.confine && !serving.confinement) {
     // Once here (unless init did it), instead of in every exec'd command.
     auto prepared = prepareConfinement(serving.workload, STDERR_FILENO);

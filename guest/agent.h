@@ -34,8 +34,10 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
+#include <string_view>
 
 #include "agent/protocol.h"
 #include "base/unique_fd.h"
@@ -85,6 +87,18 @@ class WorkloadExitChannel {
   UniqueFd write_end_;
 };
 
+// What kRefresh (after a restore or resume) does to the guest: set its wall
+// clock, and mix host entropy into its RNG and reseed it. A seam, so that the
+// agent's unit tests, which serve on the host, never set the host's clock.
+struct RefreshEffects {
+  std::function<Result<void>(int64_t realtime_ns)> set_clock;
+  std::function<Result<void>(std::string_view entropy)> add_entropy;
+};
+// The real ones: clock_settime(CLOCK_REALTIME), and on /dev/urandom the
+// ioctls RNDADDENTROPY (credited) then RNDRESEEDCRNG, so that every later
+// read of /dev/urandom or getrandom() comes from the new seed.
+RefreshEffects systemRefreshEffects();
+
 struct AgentOptions {
   // The workload's spec: exec's defaults (env, working directory, user,
   // hostname) and its confinement.
@@ -97,6 +111,9 @@ struct AgentOptions {
   std::shared_ptr<const PreparedConfinement> confinement;
   // Where kWait learns the exit code; nullptr: kWait answers kUnsupported.
   WorkloadExitChannel* exit_channel = nullptr;
+  // kRefresh's effects; unset: kRefresh answers kUnsupported.
+  // runAgentProcess (in the guest) uses systemRefreshEffects().
+  RefreshEffects refresh;
 };
 
 // Serves connections accepted on `listen_fd` (a listening stream socket)

@@ -97,6 +97,7 @@ class MuxServer {
   }
 
   void hostGone() {
+    agentLog("agent channel: the host disconnected");
     host_down_ = true;
     if (mux_.streamCount() > 0 || mux_.bufferedInput() > 0 || mux_.live()) mux_.reset("the host disconnected");
   }
@@ -228,8 +229,11 @@ class MuxServer {
             it->second.host_eof = true;
             flushLocal(event.stream, it->second);
             break;
-          case Kind::kClosed:
           case Kind::kReset:
+            agentLog("agent channel: stream " + std::to_string(event.stream) + " reset: " + event.text);
+            if (it != sessions_.end()) sessions_.erase(it);
+            break;
+          case Kind::kClosed:
             // Closing our end ends the session: its process reads EOF or
             // gets EPIPE and exits.
             if (it != sessions_.end()) sessions_.erase(it);

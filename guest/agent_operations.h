@@ -49,6 +49,9 @@ void handleGetFile(FramedConnection& connection, const agent::AgentRequest& requ
 void handleProbeTcp(FramedConnection& connection, const agent::AgentRequest& request);
 void handleProbeHttp(FramedConnection& connection, const agent::AgentRequest& request);
 
+// Refresh: sets the clock and reseeds the RNG through options.refresh.
+void handleRefresh(FramedConnection& connection, const agent::AgentRequest& request, const AgentOptions& options);
+
 // Exec: runs the command with the workload's confinement and streams its
 // stdio until it exits (request.argv is not empty).
 void handleExec(FramedConnection& connection, const agent::AgentRequest& request, const AgentOptions& options);

@@ -108,6 +108,18 @@ class AgentTest : public ::testing::Test {
       options.workload.env = {"FROM_WORKLOAD=yes"};
       options.confine = false;
       options.exit_channel = &*channel_;
+      // kRefresh's effects are recorded in files: the test must never set
+      // the host's clock. A file "refuse" makes setting the clock fail.
+      std::string dir = dir_;
+      options.refresh.set_clock = [dir](int64_t realtime_ns) -> Result<void> {
+        if (std::filesystem::exists(dir + "/refuse")) return Error(ErrorCode::kIo, "clock_settime: Operation not permitted", EPERM);
+        std::ofstream(dir + "/clock") << realtime_ns;
+        return success();
+      };
+      options.refresh.add_entropy = [dir](std::string_view entropy) -> Result<void> {
+        std::ofstream(dir + "/entropy", std::ios::binary | std::ios::app) << entropy << "|reseeded|";
+        return success();
+      };
       channel_->closeWriteEnd();
       Error error = serveAgent(listener, options);
       (void)error;
@@ -611,6 +623,41 @@ class LoopbackServer {
   std::string request_;
   std::thread thread_;
 };
+
+TEST_F(AgentTest, RefreshSetsTheClockAndMixesInTheEntropyThenReseeds) {
+  std::string entropy = randomBytes(64, 7);
+  ASSERT_TRUE(client().refresh(int64_t{1'800'000'000'123'456'789}, entropy).ok());
+  EXPECT_EQ(readAll(dir_ + "/clock"), "1800000000123456789");
+  EXPECT_EQ(readAll(dir_ + "/entropy"), entropy + "|reseeded|");
+
+  // Without a time the clock is left alone; the RNG is still reseeded.
+  std::filesystem::remove(dir_ + "/clock");
+  ASSERT_TRUE(client().refresh(std::nullopt, "xy").ok());
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/clock"));
+  EXPECT_EQ(readAll(dir_ + "/entropy"), entropy + "|reseeded|xy|reseeded|");
+}
+
+TEST_F(AgentTest, ARefreshThatFailsSaysWhyAndTheAgentCarriesOn) {
+  { std::ofstream(dir_ + "/refuse") << ""; }
+  auto refused = client().refresh(int64_t{1}, "e");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message().find("clock_settime: Operation not permitted"), std::string::npos)
+      << refused.error().message();
+  EXPECT_EQ(refused.error().sysErrno(), EPERM);
+  EXPECT_TRUE(client().ping().ok());
+}
+
+TEST_F(AgentTest, OversizedRefreshEntropyIsABadRequest) {
+  agent::AgentRequest request;
+  request.op = static_cast<uint32_t>(agent::AgentOp::kRefresh);
+  request.entropy = std::string(agent::kMaxRefreshEntropy + 1, 'x');
+  auto session = client().begin(request);
+  ASSERT_TRUE(session.ok()) << session.error().message();
+  auto result = session->result("refresh");
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.error().message().find("exceed 512"), std::string::npos) << result.error().message();
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/entropy"));
+}
 
 TEST_F(AgentTest, ProbesConnectToLoopbackPorts) {
   {

@@ -24,6 +24,8 @@ const char* agentTagName(uint16_t tag) {
     case AgentTag::kTimeoutMs: return "timeout ms";
     case AgentTag::kParents: return "parents";
     case AgentTag::kLinkTarget: return "link target";
+    case AgentTag::kRealtimeNs: return "realtime ns";
+    case AgentTag::kEntropy: return "entropy";
     case AgentTag::kStatus: return "status";
     case AgentTag::kErrno: return "errno";
     case AgentTag::kMessage: return "message";
@@ -136,6 +138,19 @@ Result<void> applyRequestField(const TlvReader& reader, const TlvField& field, A
     case AgentTag::kParents: return readBool(reader, field, request.parents);
     case AgentTag::kPort: return readU32(reader, field, request.port);
     case AgentTag::kTimeoutMs: return readU32(reader, field, request.timeout_ms);
+    case AgentTag::kRealtimeNs: {
+      int64_t realtime = 0;
+      MICROVM_TRY(readMtime(reader, field, realtime));
+      request.realtime_ns = realtime;
+      return success();
+    }
+    case AgentTag::kEntropy:
+      if (field.value.size() > kMaxRefreshEntropy) {
+        return reader.fieldError(field, std::to_string(field.value.size()) + " bytes exceed " +
+                                            std::to_string(kMaxRefreshEntropy));
+      }
+      request.entropy = field.value;
+      return success();
     default: return success();
   }
 }
@@ -213,6 +228,8 @@ std::string encodeRequest(const AgentRequest& request) {
   if (request.parents) field.flag(AgentTag::kParents, true);
   if (request.port != 0) field.u32(AgentTag::kPort, request.port);
   if (request.timeout_ms != 0) field.u32(AgentTag::kTimeoutMs, request.timeout_ms);
+  if (request.realtime_ns) field.u64(AgentTag::kRealtimeNs, static_cast<uint64_t>(*request.realtime_ns));
+  if (!request.entropy.empty()) field.bytes(AgentTag::kEntropy, request.entropy);
   return out;
 }
 

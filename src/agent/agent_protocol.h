@@ -35,6 +35,7 @@ enum class AgentOp : uint32_t {
   kWait = 8,
   kProbeTcp = 9,
   kProbeHttp = 10,
+  kRefresh = 11,  // set the guest's clock and reseed its RNG (after a restore)
 };
 
 enum class AgentStatus : uint32_t {
@@ -66,6 +67,8 @@ enum class AgentTag : uint16_t {
   kTimeoutMs = 16,
   kParents = 17,     // one byte
   kLinkTarget = 18,
+  kRealtimeNs = 19,  // u64: the host's CLOCK_REALTIME, ns since the epoch
+  kEntropy = 20,     // host random bytes, at most kMaxRefreshEntropy
   // Results.
   kStatus = 32,
   kErrno = 33,
@@ -99,6 +102,10 @@ struct FileInfo {
   bool operator==(const FileInfo&) const = default;
 };
 
+// The most entropy one kRefresh carries (the kernel's RNDADDENTROPY takes
+// any size, but more than this adds nothing).
+inline constexpr size_t kMaxRefreshEntropy = 512;
+
 struct AgentRequest {
   uint32_t op = 0;  // an AgentOp; unknown values are kept (answer: kUnsupported)
   uint32_t id = 0;
@@ -121,6 +128,10 @@ struct AgentRequest {
   // Probes.
   uint32_t port = 0;
   uint32_t timeout_ms = 0;  // 0: the agent's default
+  // kRefresh: the host's wall clock (unset: leave the guest's) and bytes to
+  // mix into the guest's RNG.
+  std::optional<int64_t> realtime_ns;
+  std::string entropy;
 
   bool operator==(const AgentRequest&) const = default;
 };
@@ -153,7 +164,7 @@ Result<FileInfo> decodeFileInfo(std::string_view payload);
 
 std::string encodeRequest(const AgentRequest& request);
 // An error for a truncated field, an integer of the wrong width, a window
-// size above 65535, or no op.
+// size above 65535, entropy above kMaxRefreshEntropy, or no op.
 Result<AgentRequest> decodeRequest(std::string_view payload);
 
 std::string encodeResult(const AgentResult& result);

@@ -453,6 +453,17 @@ Result<int> AgentClient::waitWorkload() const {
   return static_cast<int>(result->exit_code);
 }
 
+Result<void> AgentClient::refresh(std::optional<int64_t> realtime_ns, std::string_view entropy) const {
+  AgentRequest request = requestFor(AgentOp::kRefresh);
+  request.realtime_ns = realtime_ns;
+  request.entropy = std::string(entropy.substr(0, kMaxRefreshEntropy));
+  auto session = begin(request);
+  if (!session) return std::move(session).error();
+  auto result = session->result("refresh the guest's clock and RNG");
+  if (!result) return std::move(result).error();
+  return success();
+}
+
 Result<void> AgentClient::probeTcp(uint16_t port, std::chrono::milliseconds timeout) const {
   AgentRequest request = requestFor(AgentOp::kProbeTcp);
   request.port = port;

@@ -117,6 +117,12 @@ class AgentClient {
   Result<int> probeHttp(uint16_t port, const std::string& path,
                         std::chrono::milliseconds timeout = std::chrono::milliseconds(1000)) const;
 
+  // After a restore: sets the guest's wall clock to `realtime_ns` (the
+  // host's CLOCK_REALTIME, read just before; unset: left alone) and mixes
+  // `entropy` (at most kMaxRefreshEntropy bytes) into the guest's RNG, which
+  // then reseeds. An agent older than the operation answers kUnsupported.
+  Result<void> refresh(std::optional<int64_t> realtime_ns, std::string_view entropy) const;
+
   // A connection that has sent its hello and `request` and read the agent's
   // hello; the caller carries the operation on (tests use this for raw frames).
   class Session;

@@ -92,6 +92,8 @@
 //   kWait        -> kResult ok {exit_code} once the workload has exited
 //   kProbeTcp    -> kResult ok if 127.0.0.1:port or [::1]:port accepts
 //   kProbeHttp   -> kResult ok {http_status} for GET `path` on 127.0.0.1:port
+//   kRefresh     -> kResult once the guest's clock is set to realtime_ns (if
+//                   given) and `entropy` is mixed into its RNG and reseeded
 // Any other op -> kResult with status kUnsupported. The agent closes the
 // connection after the last frame of the operation. Unknown frame types are
 // ignored; unknown fields are skipped; a malformed frame or request ends the

@@ -213,6 +213,36 @@ TEST(AgentProtocolTest, MalformedRequestsAreRefused) {
   EXPECT_TRUE(decodeRequest(unknown).ok());
 }
 
+TEST(AgentProtocolTest, RefreshCarriesTheClockAndEntropyAndBoundsTheEntropy) {
+  AgentRequest request;
+  request.op = static_cast<uint32_t>(AgentOp::kRefresh);
+  request.id = 3;
+  request.realtime_ns = int64_t{1'765'000'000'123'456'789};
+  request.entropy = std::string("\0\xff", 2) + std::string(kMaxRefreshEntropy - 2, 'e');
+  auto decoded = decodeRequest(encodeRequest(request));
+  ASSERT_TRUE(decoded.ok()) << decoded.error().message();
+  EXPECT_EQ(*decoded, request);
+
+  // An older request has neither field: nothing to set.
+  AgentRequest bare;
+  bare.op = static_cast<uint32_t>(AgentOp::kRefresh);
+  auto plain = decodeRequest(encodeRequest(bare));
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE(plain->realtime_ns.has_value());
+  EXPECT_TRUE(plain->entropy.empty());
+
+  std::string too_much;
+  appendU32Field(too_much, AgentTag::kOp, static_cast<uint32_t>(AgentOp::kRefresh));
+  appendField(too_much, AgentTag::kEntropy, std::string(kMaxRefreshEntropy + 1, 'e'));
+  auto refused = decodeRequest(too_much);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message().find("entropy"), std::string::npos) << refused.error().message();
+  std::string short_clock;
+  appendU32Field(short_clock, AgentTag::kOp, static_cast<uint32_t>(AgentOp::kRefresh));
+  appendU32Field(short_clock, AgentTag::kRealtimeNs, 5);  // a u64 field
+  EXPECT_FALSE(decodeRequest(short_clock).ok());
+}
+
 TEST(AgentProtocolTest, ResultsAndEntriesRoundTripAndUnknownStatusIsFailure) {
   AgentResult result;
   result.id = 3;

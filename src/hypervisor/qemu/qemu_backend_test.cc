@@ -125,7 +125,7 @@ TEST(QemuBackendTest, VhostVsockPutsGuestRamInASharedMemfd) {
   QemuBackend backend("qemu");
   MachineConfig config = tcgConfig();
   auto plain = backend.commandLine(config);
-  EXPECT_EQ(std::find(plain.begin(), plain.end(), "-object"), plain.end());
+  for (const auto& arg : plain) EXPECT_EQ(arg.find("memory-backend"), std::string::npos) << arg;
 
   config.vhost_vsock_socket = "/run/vm/vhost-vsock.sock";
   auto argv = backend.commandLine(config);
