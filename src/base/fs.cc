@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
+#include <string>
 #include <system_error>
 
 #include "base/unique_fd.h"
@@ -189,6 +191,55 @@ std::string tailLines(int fd, size_t lines) {
   }
   if (start < s.size() && s[start] == '\n') ++start;
   return std::string(s.substr(start));
+}
+
+}  // namespace microvm
+
+namespace microvm {
+
+Result<uint64_t> copySparse(int from, int to, uint64_t size) {
+  constexpr size_t kBlock = 4096;
+  constexpr size_t kChunk = size_t{1} << 20;
+  static const char zeros[kBlock] = {};
+  std::string buffer(kChunk, '\0');
+  uint64_t written = 0;
+  off_t offset = 0;
+  while (static_cast<uint64_t>(offset) < size) {
+    off_t data = ::lseek(from, offset, SEEK_DATA);
+    if (data < 0 && errno == ENXIO) break;  // only a hole is left
+    if (data < 0) return Error::fromErrno("seek to data");
+    if (static_cast<uint64_t>(data) >= size) break;
+    off_t hole = ::lseek(from, data, SEEK_HOLE);
+    if (hole < 0) return Error::fromErrno("seek to a hole");
+    uint64_t end = std::min<uint64_t>(static_cast<uint64_t>(hole), size);
+    for (uint64_t at = static_cast<uint64_t>(data); at < end;) {
+      size_t want = static_cast<size_t>(std::min<uint64_t>(kChunk, end - at));
+      ssize_t got = ::pread(from, buffer.data(), want, static_cast<off_t>(at));
+      if (got < 0 && errno == EINTR) continue;
+      if (got < 0) return Error::fromErrno("read");
+      if (got == 0) return Error(ErrorCode::kIo, "copy: the source ended early");
+      for (size_t block = 0; block < static_cast<size_t>(got); block += kBlock) {
+        size_t length = std::min(kBlock, static_cast<size_t>(got) - block);
+        if (std::memcmp(buffer.data() + block, zeros, length) == 0) continue;
+        for (size_t done = 0; done < length;) {
+          ssize_t put = ::pwrite(to, buffer.data() + block + done, length - done,
+                                 static_cast<off_t>(at + block + done));
+          if (put < 0 && errno == EINTR) continue;
+          if (put <= 0) return Error::fromErrno("write");
+          done += static_cast<size_t>(put);
+        }
+        written += length;
+      }
+      at += static_cast<uint64_t>(got);
+    }
+    offset = static_cast<off_t>(end);
+  }
+  struct stat st {};
+  if (::fstat(to, &st) != 0) return Error::fromErrno("stat the copy");
+  if (static_cast<uint64_t>(st.st_size) != size && ::ftruncate(to, static_cast<off_t>(size)) != 0) {
+    return Error::fromErrno("size the copy");
+  }
+  return written;
 }
 
 }  // namespace microvm

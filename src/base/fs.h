@@ -43,6 +43,13 @@ Result<void> removeTree(const std::filesystem::path& path);
 Result<void> writeAll(int fd, std::string_view data);
 
 // Directory of the running executable (/proc/self/exe's parent).
+// Copies the first `size` bytes of `from` to the same offsets of `to`,
+// reading only `from`'s data (SEEK_DATA/SEEK_HOLE) and writing only the 4 KiB
+// blocks that are not all zero, so that `to` stays as sparse as it can; `to`
+// ends `size` bytes long. For guest RAM: a memfd saved to a file and back.
+// Returns the bytes written.
+Result<uint64_t> copySparse(int from, int to, uint64_t size);
+
 Result<std::filesystem::path> executableDir();
 
 // Directory of the module (shared library or executable) holding `address`:

@@ -1,13 +1,17 @@
 #include "base/fs.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "base/temp_dir.h"
+#include "base/unique_fd.h"
 
 namespace microvm {
 namespace {
@@ -76,3 +80,42 @@ TEST(ReadUntrustedFile, RefusesLinksOtherFilesAndTooLongOnes) {
 
 }  // namespace
 }  // namespace microvm
+
+TEST(CopySparse, CopiesDataSkipsHolesAndZeroBlocksAndSizesTheCopy) {
+  using microvm::copySparse;
+  using microvm::UniqueFd;
+  char pattern[] = "/tmp/microvm-sparse-XXXXXX";
+  ASSERT_NE(::mkdtemp(pattern), nullptr);
+  std::filesystem::path dir = pattern;
+  UniqueFd from(::memfd_create("from", MFD_CLOEXEC));
+  ASSERT_TRUE(from.valid());
+  constexpr uint64_t kSize = 8 << 20;
+  ASSERT_EQ(::ftruncate(from.get(), kSize), 0);
+  std::string page(4096, 'x');
+  std::string zeros(4096, '\0');
+  ASSERT_EQ(::pwrite(from.get(), page.data(), page.size(), 4096), 4096);
+  ASSERT_EQ(::pwrite(from.get(), zeros.data(), zeros.size(), 1 << 20), 4096);  // data, but zero
+  ASSERT_EQ(::pwrite(from.get(), page.data(), 100, kSize - 100), 100);          // a partial last block
+  UniqueFd to(::open((dir / "copy").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  auto written = copySparse(from.get(), to.get(), kSize);
+  ASSERT_TRUE(written.ok()) << written.error().message();
+  EXPECT_EQ(*written, 2 * 4096u);  // the two blocks with data; the zero one stays a hole
+  struct stat st {};
+  ASSERT_EQ(::fstat(to.get(), &st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_size), kSize);
+  EXPECT_LE(st.st_blocks * 512, 64 * 1024);  // sparse
+  std::string back(kSize, '?');
+  ASSERT_EQ(::pread(to.get(), back.data(), kSize, 0), static_cast<ssize_t>(kSize));
+  std::string expected(kSize, '\0');
+  expected.replace(4096, 4096, page);
+  expected.replace(kSize - 100, 100, page.substr(0, 100));
+  EXPECT_TRUE(back == expected);
+  // And back into a memfd of the same size, as a restore does.
+  UniqueFd again(::memfd_create("again", MFD_CLOEXEC));
+  ASSERT_EQ(::ftruncate(again.get(), kSize), 0);
+  ASSERT_TRUE(copySparse(to.get(), again.get(), kSize).ok());
+  std::string round(kSize, '?');
+  ASSERT_EQ(::pread(again.get(), round.data(), kSize, 0), static_cast<ssize_t>(kSize));
+  EXPECT_TRUE(round == expected);
+  std::filesystem::remove_all(dir);
+}

@@ -8,7 +8,7 @@
 //     runner.sock qmp.sock vsock.sock vsock.sock_<port> vhost-vsock.sock
 //   <data dir>/images/                   ImagePaths
 //     store.lock blobs/sha256/<hex> rootfs/<key>/{base.ext4,image.json}
-//   <data dir>/snapshots/<name>/          SnapshotPaths: memory.bin disk.qcow2 snapshot.json seal.json
+//   <data dir>/snapshots/<name>/          SnapshotPaths: memory.bin memory.ram disk.qcow2 snapshot.json seal.json
 //
 // Where the data, runtime and cache dirs are is state/layout.h's job; this
 // header only names what is inside them, so that every reader and writer of a
@@ -115,6 +115,8 @@ class SnapshotPaths {
 
   // Inside one snapshot's directory.
   static std::filesystem::path memory(const std::filesystem::path& snapshot) { return snapshot / "memory.bin"; }
+  // Guest RAM itself, sparse (memory.bin then holds only the device state).
+  static std::filesystem::path ram(const std::filesystem::path& snapshot) { return snapshot / "memory.ram"; }
   static std::filesystem::path disk(const std::filesystem::path& snapshot) { return snapshot / VmFiles::kDisk; }
   // The source VM's spec, and what the snapshot is of (core/snapshots.cc).
   static std::filesystem::path spec(const std::filesystem::path& snapshot) { return snapshot / VmFiles::kSpec; }

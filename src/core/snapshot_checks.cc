@@ -212,6 +212,7 @@ std::string machineSignature(const VmSpec& spec) {
   fds.control = 3;
   if (spec.network != "none") fds.net = 4;
   if (spec.vsock) fds.agent = 5;
+  fds.memory = 6;
   MachineConfig config = machineConfigFor(spec, {}, fds);
   QemuCommand command = buildQemuCommand("qemu", config, false);
   std::string signature;

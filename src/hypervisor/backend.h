@@ -44,6 +44,10 @@ struct MachineConfig {
   std::filesystem::path qmp_socket;   // empty: no QMP
   int control_fd = -1;                // the guest's microvm.ctl port; -1: none
   int agent_fd = -1;                  // the guest's microvm.agent port (the agent's streams); -1: none
+  // Guest RAM as this memfd (shared with the caller, who saves and restores
+  // it itself: QEMU's migration stream then holds only the device state);
+  // -1: QEMU allocates RAM.
+  int memory_fd = -1;
   int incoming_fd = -1;               // restore the machine from this saved state; -1: boot
   int net_fd = -1;                    // a virtio-net NIC whose frames go over this stream socket; -1: no NIC
   int net_mtu = 1500;                 // the MTU the NIC advertises to the guest

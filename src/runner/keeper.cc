@@ -27,7 +27,7 @@ constexpr char kConnect = 'c';
 constexpr char kSnapshot = 's';
 constexpr char kFinish = 'f';
 constexpr size_t kMaxRequest = 4096 + 1;  // an op byte and a path
-constexpr size_t kMaxFds = 2;
+constexpr size_t kMaxFds = 3;
 
 // One reply: an errno (0: done) and up to kMaxFds fds.
 void reply(int socket, int error, const std::vector<UniqueFd>& fds) {
@@ -89,9 +89,10 @@ int createFile(const fs::path& path, UniqueFd& fd) {
           reply(socket, EACCES, fds);
           break;
         }
-        fds.resize(2);
+        fds.resize(3);
         int failed = createFile(SnapshotPaths::memory(argument), fds[0]);
         if (failed == 0) failed = createFile(SnapshotPaths::disk(argument), fds[1]);
+        if (failed == 0) failed = createFile(SnapshotPaths::ram(argument), fds[2]);
         if (failed != 0) fds.clear();
         reply(socket, failed, fds);
         break;
@@ -207,10 +208,10 @@ Result<UniqueFd> Keeper::connect(const fs::path& target) {
   return std::move((*fds)[0]);
 }
 
-Result<std::pair<UniqueFd, UniqueFd>> Keeper::snapshotFiles(const fs::path& dir) {
-  auto fds = ask(kSnapshot, dir.string(), 2);
+Result<SnapshotFiles> Keeper::snapshotFiles(const fs::path& dir) {
+  auto fds = ask(kSnapshot, dir.string(), 3);
   if (!fds) return std::move(fds).error().withContext("create snapshot files in " + dir.string());
-  return std::pair<UniqueFd, UniqueFd>(std::move((*fds)[0]), std::move((*fds)[1]));
+  return SnapshotFiles{std::move((*fds)[0]), std::move((*fds)[1]), std::move((*fds)[2])};
 }
 
 Result<void> Keeper::finish() {

@@ -7,7 +7,7 @@
 //   - connect a guest's vsock connection to a host unix socket the spec
 //     allows ("<vsock.sock>_P" or a --vsock mapping), which may sit in
 //     directories or belong to users the runner's id cannot reach;
-//   - open a snapshot's two files in the snapshot directory the CLI made;
+//   - create a snapshot's files in the snapshot directory the CLI made;
 //   - at the end, remove the VM's runtime directory and, for --rm, its
 //     directory (both are root's).
 //
@@ -33,6 +33,13 @@
 
 namespace microvm {
 
+// A snapshot's files, created empty by the keeper (SnapshotPaths).
+struct SnapshotFiles {
+  UniqueFd memory;  // QEMU's device state
+  UniqueFd disk;    // the disk overlay's copy
+  UniqueFd ram;     // guest RAM, sparse
+};
+
 class Keeper {
  public:
   // Forks the keeper. Call while single-threaded.
@@ -48,7 +55,7 @@ class Keeper {
   Result<UniqueFd> connect(const std::filesystem::path& target);
   // memory.bin and disk.qcow2, created (write-only, 0600) in `dir`, which
   // must be a snapshot being made: <data dir>/snapshots/.tmp-*.
-  Result<std::pair<UniqueFd, UniqueFd>> snapshotFiles(const std::filesystem::path& dir);
+  Result<SnapshotFiles> snapshotFiles(const std::filesystem::path& dir);
   // Removes the runtime directory (and for --rm the VM's directory) and
   // waits for the keeper to exit.
   Result<void> finish();

@@ -27,6 +27,7 @@ MachineConfig machineConfigFor(const VmSpec& spec, const std::filesystem::path& 
   config.qmp_socket = VmSockets(spec.runtime_dir).qmp();
   config.control_fd = fds.control;
   config.agent_fd = fds.agent;
+  config.memory_fd = fds.memory;
   config.stderr_fd = fds.diagnostics;
   if (hasVsockDevice(spec)) config.vhost_vsock_socket = VmSockets(spec.runtime_dir).vhostVsock();
   if (fds.net >= 0) {

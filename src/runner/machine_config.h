@@ -30,6 +30,7 @@ struct MachineFds {
   int console = -1;     // QEMU's end of the serial console's socket
   int control = -1;     // QEMU's end of the guest's control port socket
   int agent = -1;       // QEMU's end of the microvm.agent port's socket; -1: no agent
+  int memory = -1;      // guest RAM, a memfd the runner keeps too; -1: QEMU's own
   int diagnostics = -1; // where QEMU's own stderr goes (runner.log)
   int net = -1;         // QEMU's end of the network's frame stream; -1: no NIC
   int incoming = -1;    // the saved machine state to restore; -1: boot

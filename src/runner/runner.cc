@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -60,6 +62,35 @@ void Runner::onTimer() {
 void Runner::sendSpec() {
   // The guest reads the spec once its port opens; the socket buffers it.
   sendFrame(agent::FrameType::kSpec, agent::encodeSpec(workloadSpecFor(spec_)));
+}
+
+// Guest RAM is a memfd the runner keeps, so that it can save and restore the
+// pages itself (QEMU's migration stream then carries only the devices). A
+// restore copies the saved RAM's data into it before QEMU starts: only the
+// pages the guest had used are read, and the rest stay unallocated holes.
+Result<void> Runner::createGuestMemory(bool restoring) {
+  uint64_t size = uint64_t{static_cast<uint64_t>(spec_.memory_mib)} << 20;
+  guest_ram_.reset(::memfd_create("microvm-guest-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!guest_ram_.valid()) return Error::fromErrno("memfd_create for guest memory");
+  if (::ftruncate(guest_ram_.get(), static_cast<off_t>(size)) != 0) return Error::fromErrno("size guest memory");
+  if (restoring) {
+    fs::path saved = SnapshotPaths::ram(fs::path(spec_.restore_from).parent_path());
+    UniqueFd from(::open(saved.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!from.valid()) return Error::fromErrno("open saved guest memory " + saved.string());
+    struct stat st {};
+    if (::fstat(from.get(), &st) != 0) return Error::fromErrno("stat " + saved.string());
+    if (static_cast<uint64_t>(st.st_size) != size) {
+      return Error(ErrorCode::kInvalidArgument, saved.string() + " is " + std::to_string(st.st_size) +
+                                                    " bytes, not the VM's " + std::to_string(size));
+    }
+    auto copied = copySparse(from.get(), guest_ram_.get(), size);
+    if (!copied) return std::move(copied).error().withContext("load " + saved.string());
+  }
+  // The vhost-user back-end maps it too: it must never shrink under a mapping.
+  if (::fcntl(guest_ram_.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0) {
+    return Error::fromErrno("seal guest memory");
+  }
+  return success();
 }
 
 Result<void> Runner::start() {
@@ -195,6 +226,8 @@ Result<void> Runner::start() {
     if (!incoming.valid()) return Error::fromErrno("open snapshot state " + spec_.restore_from);
     fds.incoming = incoming.get();
   }
+  MICROVM_TRY(createGuestMemory(restoring));
+  fds.memory = guest_ram_.get();
   MachineConfig config = machineConfigFor(spec_, vm_dir_, fds);
   if (vsock_) config.while_waiting = {vsock_->controlFd(), [this] { vsock_->serviceControl(); }};
   if (::geteuid() == 0) MICROVM_TRY(chooseVmmUser(config));

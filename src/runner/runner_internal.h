@@ -76,6 +76,7 @@ class Runner {
   void acceptRequest();
   Result<void> handleRequest(const RunnerRequest& request);
   Result<void> snapshot(const Path& dir);
+  Result<void> createGuestMemory(bool restoring);
   Result<void> copyDisk(int to);
 
   // runner_streams.cc
@@ -119,6 +120,8 @@ class Runner {
   UniqueFd console_read_;
   UniqueFd runner_log_read_;
   UniqueFd disk_read_;
+  // Guest RAM (a memfd QEMU maps shared): saved and restored by the runner.
+  UniqueFd guest_ram_;
   VmState state_;
   UniqueFd log_fd_;
   std::optional<RotatingFile> workload_log_;

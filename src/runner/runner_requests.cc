@@ -2,6 +2,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <variant>
 
 #include "base/paths.h"
@@ -120,26 +121,42 @@ Result<void> Runner::snapshot(const fs::path& dir) {
   bool was_running = state_.status == VmStatus::kRunning;
   // Run as root, the runner's id cannot reach the snapshot directory: its
   // keeper creates the files there.
-  UniqueFd memory;
-  UniqueFd disk;
+  SnapshotFiles files;
   if (keeper_) {
-    auto files = keeper_->snapshotFiles(dir);
-    if (!files) return std::move(files).error();
-    memory = std::move(files->first);
-    disk = std::move(files->second);
+    auto created = keeper_->snapshotFiles(dir);
+    if (!created) return std::move(created).error();
+    files = std::move(*created);
   } else {
-    memory.reset(::open(SnapshotPaths::memory(dir).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-    if (!memory.valid()) return Error::fromErrno("create " + SnapshotPaths::memory(dir).string());
+    auto create = [](const fs::path& path, UniqueFd& fd) -> Result<void> {
+      fd.reset(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+      if (!fd.valid()) return Error::fromErrno("create " + path.string());
+      return success();
+    };
+    MICROVM_TRY(create(SnapshotPaths::memory(dir), files.memory));
+    MICROVM_TRY(create(SnapshotPaths::ram(dir), files.ram));
   }
   log("snapshot: saving to " + dir.string());
-  auto saved = vmm_->saveState(memory.get());
-  // The disk is consistent once the state is saved (QEMU flushed it); copy
-  // it before the guest runs again.
-  std::error_code ec;
+  auto started = std::chrono::steady_clock::now();
+  // QEMU saves the devices (RAM is shared: x-ignore-shared) and leaves the
+  // guest stopped; then the RAM and the disk are consistent, and are copied
+  // before the guest runs again.
+  auto saved = vmm_->saveState(files.memory.get());
   Result<void> copied = success();
-  if (saved && disk.valid()) {
-    copied = copyDisk(disk.get());
-  } else if (saved) {
+  if (saved) {
+    uint64_t size = uint64_t{static_cast<uint64_t>(spec_.memory_mib)} << 20;
+    auto ram = copySparse(guest_ram_.get(), files.ram.get(), size);
+    if (!ram) {
+      copied = std::move(ram).error().withContext("save guest memory");
+    } else if (::fsync(files.ram.get()) != 0) {
+      copied = Error::fromErrno("fsync the snapshot's memory");
+    } else {
+      log("snapshot: " + std::to_string(*ram >> 20) + " MiB of guest memory in use saved");
+    }
+  }
+  std::error_code ec;
+  if (saved && copied && files.disk.valid()) {
+    copied = copyDisk(files.disk.get());
+  } else if (saved && copied) {
     fs::copy_file(spec_.root_disk, SnapshotPaths::disk(dir), ec);
   }
   if (was_running) {
@@ -150,7 +167,10 @@ Result<void> Runner::snapshot(const fs::path& dir) {
   if (!saved) return saved;
   if (!copied) return copied;
   if (ec) return Error(ErrorCode::kIo, "copy disk to " + dir.string() + ": " + ec.message(), ec.value());
-  log("snapshot: done");
+  log("snapshot: done in " +
+      std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started)
+                         .count()) +
+      " ms");
   return success();
 }
 

@@ -23,8 +23,12 @@ namespace {
 // A QEMU process and, once first needed, a QMP connection to it.
 class QemuVmm : public Vmm {
  public:
-  QemuVmm(Process process, std::filesystem::path qmp_socket, MachineConfig::WaitService while_waiting)
-      : process_(std::move(process)), qmp_socket_(std::move(qmp_socket)), while_waiting_(std::move(while_waiting)) {}
+  QemuVmm(Process process, std::filesystem::path qmp_socket, MachineConfig::WaitService while_waiting,
+          bool shared_ram)
+      : process_(std::move(process)),
+        qmp_socket_(std::move(qmp_socket)),
+        while_waiting_(std::move(while_waiting)),
+        shared_ram_(shared_ram) {}
 
   Process& process() override { return process_; }
   Result<void> pause() override { return run("stop"); }
@@ -37,6 +41,7 @@ class QemuVmm : public Vmm {
     // we hand over, not to an exec: URI.
     auto passed = qmp_->executeWithFd("getfd", {{"fdname", "snapshot"}}, fd);
     if (!passed) return std::move(passed).error();
+    MICROVM_TRY(skipSharedRam());
     auto started = qmp_->execute("migrate", {{"uri", "fd:snapshot"}});
     if (!started) return std::move(started).error();
     return waitFor("query-migrate", qmpMigrationOutcome);
@@ -45,11 +50,28 @@ class QemuVmm : public Vmm {
   Result<void> connectControl() override { return connectQmp(); }
 
   Result<void> finishRestore() override {
+    if (shared_ram_) {
+      // Started with -incoming defer: the capability must be on before the
+      // state comes in, as it was when it went out.
+      MICROVM_TRY(skipSharedRam());
+      auto started = qmp_->execute("migrate-incoming", {{"uri", "fd:" + std::to_string(kQemuIncomingFd)}});
+      if (!started) return std::move(started).error();
+    }
     MICROVM_TRY(waitFor("query-status", qmpRestoreOutcome));
     return run("cont");
   }
 
  private:
+  // Guest RAM the runner saves itself stays out of the migration stream.
+  Result<void> skipSharedRam() {
+    if (!shared_ram_) return success();
+    MICROVM_TRY(connectQmp());
+    auto set = qmp_->execute("migrate-set-capabilities",
+                             {{"capabilities", nlohmann::json::array({{{"capability", "x-ignore-shared"}, {"state", true}}})}});
+    if (!set) return std::move(set).error();
+    return success();
+  }
+
   Result<void> connectQmp() {
     if (qmp_) return success();
     if (qmp_socket_.empty()) return Error(ErrorCode::kUnsupported, "this VM has no QMP socket");
@@ -92,6 +114,7 @@ class QemuVmm : public Vmm {
   Process process_;
   std::filesystem::path qmp_socket_;
   MachineConfig::WaitService while_waiting_;
+  bool shared_ram_;  // RAM is the runner's memfd: migration skips it
   std::optional<QmpClient> qmp_;
 };
 
@@ -187,7 +210,8 @@ Result<std::unique_ptr<Vmm>> QemuBackend::launch(const MachineConfig& config) {
   options.die_with_parent = true;
   auto process = spawn(options);
   if (!process) return std::move(process).error().withContext("start QEMU");
-  return std::unique_ptr<Vmm>(std::make_unique<QemuVmm>(std::move(*process), config.qmp_socket, config.while_waiting));
+  return std::unique_ptr<Vmm>(std::make_unique<QemuVmm>(std::move(*process), config.qmp_socket, config.while_waiting,
+                                                           config.memory_fd >= 0));
 }
 
 }  // namespace microvm

@@ -58,7 +58,16 @@ QemuCommand buildQemuCommand(const std::string& binary, const MachineConfig& con
   auto add = [&argv](std::initializer_list<std::string> args) { argv.insert(argv.end(), args); };
 
   std::string machine = "microvm,x-option-roms=off,isa-serial=on,acpi=off";
-  if (!config.vhost_vsock_socket.empty()) {
+  if (config.memory_fd >= 0) {
+    // RAM the runner shares: it copies the pages itself when it saves the
+    // VM and maps them back on restore, so the migration stream skips RAM
+    // (x-ignore-shared, set over QMP by the backend), and a restore need
+    // not load, and fault in, every page of guest memory before it runs.
+    add({"-object", "memory-backend-file,id=mem,size=" + std::to_string(config.memory_mib) +
+                        "M,mem-path=" + procFd(kQemuMemoryFd) + ",share=on"});
+    fds.push_back(inherited(kQemuMemoryFd, config.memory_fd, "guest memory"));
+    machine += ",memory-backend=mem";
+  } else if (!config.vhost_vsock_socket.empty()) {
     // A vhost-user back-end reads and writes guest RAM itself: it must be a
     // shared file it can map (PLATFORM_NOTES: vhost-user section).
     add({"-object", "memory-backend-memfd,id=mem,size=" + std::to_string(config.memory_mib) + "M,share=on"});
@@ -159,7 +168,9 @@ QemuCommand buildQemuCommand(const std::string& binary, const MachineConfig& con
     fds.push_back(opened(kQemuQmpFd, Source::kUnixListen, config.qmp_socket, "QMP"));
   }
   if (config.incoming_fd >= 0) {
-    add({"-incoming", "fd:" + std::to_string(kQemuIncomingFd)});
+    // With shared RAM the x-ignore-shared capability must be set (over QMP)
+    // before the state is read: the backend starts it (migrate-incoming).
+    add({"-incoming", config.memory_fd >= 0 ? "defer" : "fd:" + std::to_string(kQemuIncomingFd)});
     fds.push_back(inherited(kQemuIncomingFd, config.incoming_fd, "saved state"));
   }
   // QEMU's own diagnostics; not named in the argv.

@@ -35,7 +35,8 @@ inline constexpr int kQemuBaseDiskFd = 10;   // fd set 3
 inline constexpr int kQemuKernelFd = 11;
 inline constexpr int kQemuInitramfsFd = 12;
 inline constexpr int kQemuAgentFd = 13;       // the microvm.agent port
-inline constexpr int kQemuFirstShareFd = 14;  // share i at kQemuFirstShareFd + i
+inline constexpr int kQemuMemoryFd = 14;      // guest RAM (a memfd)
+inline constexpr int kQemuFirstShareFd = 15;  // share i at kQemuFirstShareFd + i
 // The guest NIC's MAC address (QEMU's default; one NIC per VM, alone on its link).
 inline constexpr char kGuestMac[] = "52:54:00:12:34:56";
 

@@ -163,13 +163,13 @@ TEST(QemuCommandTest, VolumesAreDirectoryFdsReadonlyOnesSaySoAndOwnersPassThroug
             (QemuFd{kQemuFirstShareFd, Source::kDirectory, -1, "/home/data", 0, "volume /home/data"}));
   EXPECT_EQ(*entryAt(command, kQemuFirstShareFd + 2),
             (QemuFd{kQemuFirstShareFd + 2, Source::kInherited, 45, {}, 0, "volume /home/mapped"}));
-  EXPECT_TRUE(hasPair(command.argv, "-fsdev", "local,id=fs0,path=/proc/self/fd/14,security_model=none"));
-  EXPECT_TRUE(hasPair(command.argv, "-fsdev", "local,id=fs1,path=/proc/self/fd/15,security_model=none,readonly=on"));
-  EXPECT_TRUE(hasPair(command.argv, "-fsdev", "local,id=fs2,path=/proc/self/fd/16,security_model=none,readonly=on"));
+  EXPECT_TRUE(hasPair(command.argv, "-fsdev", "local,id=fs0,path=/proc/self/fd/15,security_model=none"));
+  EXPECT_TRUE(hasPair(command.argv, "-fsdev", "local,id=fs1,path=/proc/self/fd/16,security_model=none,readonly=on"));
+  EXPECT_TRUE(hasPair(command.argv, "-fsdev", "local,id=fs2,path=/proc/self/fd/17,security_model=none,readonly=on"));
   EXPECT_TRUE(hasPair(command.argv, "-device", "virtio-9p-device,fsdev=fs1,mount_tag=vol1"));
 
   auto as_root = buildQemuCommand("qemu", config, /*as_root=*/true);
-  EXPECT_TRUE(hasPair(as_root.argv, "-fsdev", "local,id=fs0,path=/proc/self/fd/14,security_model=passthrough"));
+  EXPECT_TRUE(hasPair(as_root.argv, "-fsdev", "local,id=fs0,path=/proc/self/fd/15,security_model=passthrough"));
   EXPECT_EQ(as_root.fds, command.fds);
 }
 
