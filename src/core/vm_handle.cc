@@ -56,6 +56,8 @@ Result<std::string> VmHandle::status() const {
 Result<void> VmHandle::stop(int timeout_seconds) const { return runtime_->stop(id_, timeout_seconds); }
 Result<void> VmHandle::kill(int signal) const { return runtime_->kill(id_, signal); }
 Result<void> VmHandle::pause() const { return runtime_->pause(id_); }
+Result<void> VmHandle::unpause() const { return runtime_->unpause(id_); }
+Result<void> VmHandle::suspend() const { return runtime_->suspend(id_); }
 Result<void> VmHandle::resume() const { return runtime_->resume(id_); }
 Result<void> VmHandle::remove(bool force) const { return runtime_->remove(id_, force); }
 Result<int> VmHandle::exec(const ExecOptions& options) const { return runtime_->exec(id_, options); }

@@ -7,7 +7,8 @@
 //   - connect a guest's vsock connection to a host unix socket the spec
 //     allows ("<vsock.sock>_P" or a --vsock mapping), which may sit in
 //     directories or belong to users the runner's id cannot reach;
-//   - open a snapshot's two files in the snapshot directory the CLI made;
+//   - open a snapshot's two files in the snapshot directory the CLI made,
+//     and a suspending VM's memory file in its directory's saving dir;
 //   - at the end, remove the VM's runtime directory and, for --rm, its
 //     directory (both are root's).
 //
@@ -49,6 +50,9 @@ class Keeper {
   // memory.bin and disk.qcow2, created (write-only, 0600) in `dir`, which
   // must be a snapshot being made: <data dir>/snapshots/.tmp-*.
   Result<std::pair<UniqueFd, UniqueFd>> snapshotFiles(const std::filesystem::path& dir);
+  // The memory file of a suspend, created (write-only, 0600) in the VM's
+  // saving dir (VmPaths::saving), which the CLI made as root.
+  Result<UniqueFd> savedStateFile();
   // Removes the runtime directory (and for --rm the VM's directory) and
   // waits for the keeper to exit.
   Result<void> finish();
@@ -67,5 +71,8 @@ bool keeperMayConnect(const VmSpec& spec, const std::filesystem::path& target);
 
 // Whether `dir` is a snapshot being made in the data dir that holds vm_dir.
 bool keeperMayWriteSnapshot(const std::filesystem::path& vm_dir, const std::filesystem::path& dir);
+
+// Whether vm_dir's saving dir is one the CLI made: a real directory of root's.
+bool keeperMayWriteSavedState(const std::filesystem::path& vm_dir);
 
 }  // namespace microvm

@@ -1,4 +1,5 @@
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -67,11 +68,14 @@ Result<void> Runner::handleRequest(const RunnerRequest& request) {
           [this](const ResumeRequest&) -> Result<void> {
             if (state_.status != VmStatus::kPaused) return Error(ErrorCode::kInvalidArgument, "the VM is not paused");
             MICROVM_TRY(vmm_->resume());
+            suspend_saved_ = false;  // a held suspend that was not committed carries on
             setStatus(VmStatus::kRunning);
             log("resumed");
             return success();
           },
           [this](const SnapshotRequest& snapshot_request) -> Result<void> { return snapshot(snapshot_request.dir); },
+          [this](const SuspendRequest&) -> Result<void> { return suspend(); },
+          [this](const SuspendCommitRequest&) -> Result<void> { return commitSuspend(); },
           [](const AttachRequest&) -> Result<void> {
             // Attaching keeps the connection, so acceptRequest takes it before here.
             return Error(ErrorCode::kInvalidArgument, "attach needs its own connection");
@@ -151,6 +155,55 @@ Result<void> Runner::snapshot(const fs::path& dir) {
   if (!copied) return copied;
   if (ec) return Error(ErrorCode::kIo, "copy disk to " + dir.string() + ": " + ec.message(), ec.value());
   log("snapshot: done");
+  return success();
+}
+
+// The first step of a suspend: memory and devices into the VM directory's
+// saving dir; the guest stays paused until the commit (or an unpause).
+Result<void> Runner::suspend() {
+  if (spec_.remove_on_exit) {
+    return Error(ErrorCode::kInvalidArgument, "the VM was started with --rm: it would be removed, not suspended");
+  }
+  bool was_running = state_.status == VmStatus::kRunning;
+  fs::path dir = VmPaths(vm_dir_).saving();
+  fs::path file = dir / VmPaths(vm_dir_).savedMemory().filename();
+  // Run as root, the runner's id cannot write in the directory the CLI
+  // made: its keeper creates the file there.
+  UniqueFd memory;
+  if (keeper_) {
+    auto created = keeper_->savedStateFile();
+    if (!created) return std::move(created).error();
+    memory = std::move(*created);
+  } else {
+    memory.reset(::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!memory.valid()) return Error::fromErrno("create " + file.string());
+  }
+  log("suspend: saving to " + file.string());
+  auto saved = vmm_->saveState(memory.get());
+  // Whole on disk before the caller marks the VM suspended.
+  if (saved && ::fsync(memory.get()) != 0) saved = Error::fromErrno("fsync " + file.string());
+  if (!saved) {
+    if (was_running) {
+      if (auto resumed = vmm_->resume(); !resumed) log("suspend: resume failed: " + resumed.error().message());
+    }
+    log("suspend: " + saved.error().message());
+    return saved;
+  }
+  suspend_saved_ = true;
+  setStatus(VmStatus::kPaused);
+  log("suspend: saved; held until the caller commits");
+  return success();
+}
+
+// The second step: the caller has the saved state in place; QEMU goes and
+// the runner follows (finish() records the VM as suspended).
+Result<void> Runner::commitSuspend() {
+  if (!suspend_saved_ || state_.status != VmStatus::kPaused) {
+    return Error(ErrorCode::kInvalidArgument, "no suspend is in progress");
+  }
+  suspended_ = true;
+  log("suspend: committed, ending QEMU");
+  vmm_->process().kill(SIGKILL);
   return success();
 }
 
