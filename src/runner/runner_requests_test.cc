@@ -26,6 +26,7 @@ struct RunnerTestPeer {
   }
   static void exited(Runner& runner, int code) { runner.exit_code_ = code; }
   static bool stopRequested(Runner& runner) { return runner.stop_requested_; }
+  static bool suspended(Runner& runner) { return runner.suspended_; }
 };
 
 namespace {
@@ -46,8 +47,10 @@ class FakeVmm : public Vmm {
   }
   Result<void> saveState(int fd) override {
     ++saves;
+    if (fail_save) return Error(ErrorCode::kIo, "no space left on device");
     return writeAll(fd, "state");
   }
+  bool fail_save = false;
   int pauses = 0;
   int resumes = 0;
   int saves = 0;
@@ -141,6 +144,44 @@ TEST_F(RunnerRequestTest, SnapshotSavesStateAndDiskAndTheVmRunsOn) {
   auto copied = readFile(snapshot / "disk.qcow2");
   ASSERT_TRUE(copied);
   EXPECT_EQ(*copied, "disk bytes");
+}
+
+TEST_F(RunnerRequestTest, SuspendSavesIntoTheSavingDirHoldsTheVmAndEndsItOnlyOnCommit) {
+  EXPECT_FALSE(request(R"({"op":"suspend_commit"})"));  // nothing saved yet
+  EXPECT_FALSE(RunnerTestPeer::suspended(*runner_));
+  fs::create_directory(dir_ / ".saving");
+  ASSERT_TRUE(request(R"({"op":"suspend"})"));
+  EXPECT_EQ(vmm_->saves, 1);
+  EXPECT_EQ(vmm_->resumes, 0);  // held for the commit
+  EXPECT_EQ(saved(), VmStatus::kPaused);
+  auto memory = readFile(dir_ / ".saving" / "memory.bin");
+  ASSERT_TRUE(memory);
+  EXPECT_EQ(*memory, "state");
+  ASSERT_TRUE(request(R"({"op":"suspend_commit"})"));
+  EXPECT_TRUE(RunnerTestPeer::suspended(*runner_));
+}
+
+TEST_F(RunnerRequestTest, AFailedOrAbandonedSuspendLetsTheVmCarryOn) {
+  fs::create_directory(dir_ / ".saving");
+  vmm_->fail_save = true;
+  auto failed = request(R"({"op":"suspend"})");
+  ASSERT_FALSE(failed);
+  EXPECT_NE(failed.error().message().find("no space"), std::string::npos);
+  EXPECT_EQ(vmm_->resumes, 1);  // it was running, and runs on
+  EXPECT_FALSE(request(R"({"op":"suspend_commit"})"));
+  // Saved, then the caller gives up (it could not seal): an unpause, and a
+  // late commit is refused.
+  vmm_->fail_save = false;
+  (void)removeTree(dir_ / ".saving");
+  fs::create_directory(dir_ / ".saving");
+  ASSERT_TRUE(request(R"({"op":"suspend"})"));
+  ASSERT_TRUE(request(R"({"op":"resume"})"));
+  EXPECT_EQ(saved(), VmStatus::kRunning);
+  EXPECT_FALSE(request(R"({"op":"suspend_commit"})"));
+  EXPECT_FALSE(RunnerTestPeer::suspended(*runner_));
+  // A --rm VM is not suspended.
+  RunnerTestPeer::spec(*runner_).remove_on_exit = true;
+  EXPECT_FALSE(request(R"({"op":"suspend"})"));
 }
 
 TEST_F(RunnerRequestTest, EverythingIsRefusedOnceTheWorkloadExited) {
