@@ -36,10 +36,18 @@ namespace {
 
 constexpr std::chrono::seconds kSuspendEndTimeout{30};
 
+// Whether the recorded process still runs. An exited one that its parent
+// has not reaped yet (a runner the library's caller started) is gone: it
+// holds no memory.
 bool stillRuns(pid_t pid, unsigned long long start_time) {
   if (pid <= 0) return false;
   auto now = processStartTime(pid);
-  return now && *now == start_time;
+  if (!now || *now != start_time) return false;
+  auto stat = readFile("/proc/" + std::to_string(pid) + "/stat");
+  size_t close = stat ? stat->rfind(')') : std::string::npos;
+  if (close == std::string::npos || close + 2 >= stat->size()) return true;
+  char state = (*stat)[close + 2];
+  return state != 'Z' && state != 'X';
 }
 
 std::string millis(std::chrono::steady_clock::time_point since) {

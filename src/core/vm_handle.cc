@@ -43,6 +43,13 @@ Result<int> VmHandle::wait() {
     if (errno != EINTR) return Error::fromErrno("wait for the runner of VM " + id_);
   }
   runner_pid_ = -1;
+  if (WIFEXITED(status) && runtime_) {
+    // Our runner also ends when the VM is suspended: the VM goes on (resumed
+    // by another runner, or stopped while suspended), and its record says.
+    auto info = runtime_->inspect(id_);
+    if (info && info->status != "exited") return runtime_->wait(id_);
+    if (info && info->has_exit_code) return info->exit_code;
+  }
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   return Error(ErrorCode::kInternal, "the runner of VM " + id_ + " was " + describeWaitStatus(status));
 }
