@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
+#include <fstream>
+#include <iterator>
 #include <thread>
 
 #include "harness.h"
@@ -87,7 +89,15 @@ bool eventuallyServes(int port, const std::string& needle, seconds limit) {
   return eventually([&] { return httpGet(port, seconds(5)).find(needle) != std::string::npos; }, limit);
 }
 
-bool alive(pid_t pid) { return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM); }
+// Whether `pid` is a live process. An exited one not yet reaped (a zombie)
+// holds no memory, and counts as gone.
+bool alive(pid_t pid) {
+  if (pid <= 0) return false;
+  std::ifstream file("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(file)), {});
+  size_t close = stat.rfind(')');
+  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z' && stat[close + 2] != 'X';
+}
 
 double secondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -147,6 +157,18 @@ TEST(SuspendTest, SuspendResumeKeepsTheVmItsFileItsForwardAndItsCounterAndStopAn
   EXPECT_NE(exec.exit_code, 0);
   EXPECT_NE(exec.err.find("suspended"), std::string::npos) << exec.err;
   EXPECT_NE(microvm({"suspend", "sleeper"}).exit_code, 0);
+
+  // A resume that fails (here: the saved state cut short) leaves the VM
+  // suspended with its state file, to be resumed once the file is whole.
+  fs::path memory = vm_dir / "saved" / "memory.bin";
+  fs::copy_file(memory, home() / "memory.whole");
+  fs::resize_file(memory, memory_bytes / 2);
+  auto failed = microvm({"resume", "sleeper"});
+  EXPECT_NE(failed.exit_code, 0);
+  EXPECT_EQ(inspect(id)["status"], "suspended") << failed.err;
+  EXPECT_TRUE(fs::exists(memory));
+  EXPECT_TRUE(processesMentioning(id).empty());
+  fs::rename(home() / "memory.whole", memory);
 
   // As after a host reboot: the runtime directory is gone.
   fs::remove_all(runtime_dir);
