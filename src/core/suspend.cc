@@ -13,7 +13,9 @@
 //   2. here: seal the file, rename .saving to saved (atomic);
 //   3. SuspendCommitRequest: the runner ends QEMU and records "suspended".
 // A failure in 2 or 3 unpauses the VM and removes what was written.
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 
 #include <chrono>
 #include <cmath>
@@ -23,6 +25,7 @@
 #include "base/paths.h"
 #include "base/process.h"
 #include "base/scope_guard.h"
+#include "base/unique_fd.h"
 #include "core/guest_refresh.h"
 #include "core/runtime_impl.h"
 #include "core/snapshot_checks.h"
@@ -50,6 +53,22 @@ bool stillRuns(pid_t pid, unsigned long long start_time) {
   return state != 'Z' && state != 'X';
 }
 
+// One suspend, resume or discard of a VM at a time: an exclusive flock on
+// the VM's directory (nothing else locks it; the runner never does), held
+// for the whole operation. A second caller is refused rather than queued:
+// what it asked for is probably being done already.
+Result<UniqueFd> lockForSuspend(const VmRecord& record) {
+  UniqueFd fd(::open(record.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) return Error::fromErrno("open " + record.dir.string());
+  while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      return Error(ErrorCode::kInvalidArgument, "VM " + record.spec.name + " is being suspended or resumed already");
+    }
+    if (errno != EINTR) return Error::fromErrno("lock " + record.dir.string());
+  }
+  return fd;
+}
+
 std::string millis(std::chrono::steady_clock::time_point since) {
   double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since).count();
   return std::to_string(static_cast<long long>(std::round(ms)));
@@ -61,6 +80,10 @@ Result<void> Runtime::suspend(const std::string& reference) {
   auto store = impl_->store();
   if (!store) return std::move(store).error();
   auto record = store->find(reference);
+  if (!record) return std::move(record).error();
+  auto lock = lockForSuspend(*record);
+  if (!lock) return std::move(lock).error();
+  record = store->load(record->spec.id);  // as it is now that it is ours
   if (!record) return std::move(record).error();
   const VmSpec& spec = record->spec;
   if (record->state.status == VmStatus::kSuspended) {
@@ -133,6 +156,10 @@ Result<void> Runtime::resume(const std::string& reference) {
   if (!store) return std::move(store).error();
   auto record = store->find(reference);
   if (!record) return std::move(record).error();
+  auto lock = lockForSuspend(*record);
+  if (!lock) return std::move(lock).error();
+  record = store->load(record->spec.id);
+  if (!record) return std::move(record).error();
   const VmSpec& spec = record->spec;
   // resume() unpaused before suspend existed: a paused VM still unpauses.
   if (record->state.status == VmStatus::kPaused) return unpause(spec.id);
@@ -163,10 +190,17 @@ Result<void> Runtime::resume(const std::string& reference) {
 
 Result<void> discardSuspended(const VmRecord& record) {
   VmPaths paths(record.dir);
+  auto suspend_lock = lockForSuspend(record);
+  if (!suspend_lock) return std::move(suspend_lock).error();
   {
     auto lock = StateLock::acquire(record.dir);
     if (!lock) return std::move(lock).error();
-    VmState state = record.state;
+    auto current = loadState(record.dir);
+    if (!current) return std::move(current).error();
+    if (current->status != VmStatus::kSuspended) {
+      return Error(ErrorCode::kInvalidArgument, "VM " + record.spec.name + " was resumed meanwhile; stop it again");
+    }
+    VmState state = *current;
     state.status = VmStatus::kExited;
     state.exit_code = 137;  // as a hard stop: the workload never finished
     state.finished_at = nowRfc3339();
