@@ -69,6 +69,22 @@ Result<UniqueFd> lockForSuspend(const VmRecord& record) {
   return fd;
 }
 
+// Marks the VM suspended in place of a runner that died after the commit,
+// with the port mappings it had.
+Result<void> recordSuspended(const VmRecord& before, const VmState& now) {
+  auto lock = StateLock::acquire(before.dir);
+  if (!lock) return std::move(lock).error();
+  VmState state = now;
+  state.status = VmStatus::kSuspended;
+  state.exit_code.reset();
+  state.error.clear();
+  state.finished_at.clear();
+  state.ports = before.state.ports;
+  MICROVM_TRY(saveState(before.dir, state));
+  // What the runner would have removed as it ended.
+  return before.spec.runtime_dir.empty() ? success() : removeTree(before.spec.runtime_dir);
+}
+
 std::string millis(std::chrono::steady_clock::time_point since) {
   double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since).count();
   return std::to_string(static_cast<long long>(std::round(ms)));
@@ -136,8 +152,11 @@ Result<void> Runtime::suspend(const std::string& reference) {
                 !stillRuns(record->state.qemu_pid, record->state.qemu_start_time);
     if (current->state.status == VmStatus::kSuspended && gone) break;
     if (current->state.status == VmStatus::kExited) {
-      // The runner died between the commit and its record.
-      return Error(ErrorCode::kIo, "VM " + spec.name + " ended while it was being suspended: " + current->state.error);
+      // The runner died between the commit and its record; QEMU died with
+      // it (PR_SET_PDEATHSIG). The saved state is whole and sealed: the VM
+      // is suspended all the same.
+      MICROVM_TRY(recordSuspended(*record, current->state));
+      break;
     }
     if (std::chrono::steady_clock::now() >= deadline) {
       return Error(ErrorCode::kTimeout, "VM " + spec.name + "'s runner did not end after saving its state");
