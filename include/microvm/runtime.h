@@ -379,6 +379,8 @@ class VmHandle {
 
   // Blocks until the VM ends; returns the workload's exit code (125 if the
   // VM failed before the workload reported one, 137 if it was hard-stopped).
+  // A suspend does not end it: the VM ends after its resume, or when it is
+  // stopped while suspended (137).
   Result<int> wait();
 
   Result<VmInfo> inspect() const;
