@@ -137,13 +137,19 @@ Result<void> Runtime::suspend(const std::string& reference) {
   remove_saving.dismiss();
   ScopeGuard remove_saved([&] { (void)removeTree(paths.saved()); });
   MICROVM_TRY(syncDirectory(record->dir));
-  MICROVM_TRY(sendRunnerRequest(socket, SuspendCommitRequest{}));
+  std::string id = spec.id;
+  if (auto committed = sendRunnerRequest(socket, SuspendCommitRequest{}); !committed) {
+    // A runner that refused carries on; one that died took QEMU with it,
+    // and the saved state is whole: the VM is suspended all the same.
+    auto now = store->load(id);
+    if (!now || now->state.status != VmStatus::kExited) return committed;
+    MICROVM_TRY(recordSuspended(*record, now->state));
+  }
   remove_saved.dismiss();
   carry_on.dismiss();
 
   // The runner records "suspended" as it ends; return once neither it nor
   // QEMU is left.
-  std::string id = spec.id;
   auto deadline = std::chrono::steady_clock::now() + kSuspendEndTimeout;
   for (auto pause = std::chrono::milliseconds(5);; pause = std::min(pause * 2, std::chrono::milliseconds(100))) {
     auto current = store->load(id);
