@@ -118,7 +118,14 @@ microvm_status microvm_vm_wait(microvm_vm* vm, int* exit_code, char** error);
 /* SIGTERM to the workload, a hard stop after timeout_seconds. */
 microvm_status microvm_vm_stop(microvm_vm* vm, int timeout_seconds, char** error);
 microvm_status microvm_vm_kill(microvm_vm* vm, int signal, char** error);
+/* Freezes / thaws the VM's vCPUs; its memory stays on the host. */
 microvm_status microvm_vm_pause(microvm_vm* vm, char** error);
+microvm_status microvm_vm_unpause(microvm_vm* vm, char** error);
+/* Saves the VM's memory and devices to disk and ends its processes: the VM
+ * is "suspended" (refused, the VM running on, if it cannot be saved). */
+microvm_status microvm_vm_suspend(microvm_vm* vm, char** error);
+/* Brings a suspended VM back where it was (same id, name, ports, volumes);
+ * a paused VM is unpaused. */
 microvm_status microvm_vm_resume(microvm_vm* vm, char** error);
 /* Deletes the VM's files; a running VM needs `force`. */
 microvm_status microvm_vm_remove(microvm_vm* vm, int force, char** error);

@@ -11,7 +11,8 @@
 // Detached VMs are managed by reference (full id, unique id prefix, or name):
 //   options.stdout_fd = options.stderr_fd = -1;          // output only to the log
 //   auto vm = runtime->run(options);
-//   runtime->pause(vm->id()); runtime->resume(vm->id());
+//   runtime->pause(vm->id()); runtime->unpause(vm->id());    // in memory
+//   runtime->suspend(vm->id()); runtime->resume(vm->id());   // to disk and back
 //   runtime->stop(vm->id(), 10); runtime->remove(vm->id(), false);
 //
 // The workload's stdout and stderr stream to the fds given in RunOptions, and
@@ -378,13 +379,17 @@ class VmHandle {
 
   // Blocks until the VM ends; returns the workload's exit code (125 if the
   // VM failed before the workload reported one, 137 if it was hard-stopped).
+  // A suspend does not end it: the VM ends after its resume, or when it is
+  // stopped while suspended (137).
   Result<int> wait();
 
   Result<VmInfo> inspect() const;
-  Result<std::string> status() const;  // "created", "running", "paused" or "exited"
+  Result<std::string> status() const;  // "created", "running", "paused", "suspended" or "exited"
   Result<void> stop(int timeout_seconds = 10) const;
   Result<void> kill(int signal) const;
   Result<void> pause() const;
+  Result<void> unpause() const;
+  Result<void> suspend() const;
   Result<void> resume() const;
   Result<void> remove(bool force = false) const;
   Result<int> exec(const ExecOptions& options) const;
@@ -419,7 +424,8 @@ class Runtime {
   // Prepares a VM (root disk, records) without booting it; returns its id.
   Result<std::string> create(const RunOptions& options);
 
-  // Boots a created or exited VM (its disk keeps what earlier runs wrote).
+  // Boots a created or exited VM (its disk keeps what earlier runs wrote);
+  // a suspended VM is resumed (see resume()).
   // Returns once the VM is running; output goes to the fds (-1: log only).
   // stdin_fd feeds the workload's stdin if the VM was created interactive.
   Result<VmHandle> start(const std::string& reference, int stdout_fd = -1, int stderr_fd = -1, int stdin_fd = -1);
@@ -439,7 +445,18 @@ class Runtime {
   Result<void> stop(const std::string& reference, int timeout_seconds);
   // Delivers `signal` to the workload.
   Result<void> kill(const std::string& reference, int signal);
+  // Freezes the VM's vCPUs, and thaws them; its memory stays on the host.
   Result<void> pause(const std::string& reference);
+  Result<void> unpause(const std::string& reference);
+  // Saves a running or paused VM's memory and devices into its directory
+  // (its disk stays where it is), then ends QEMU and the runner: the VM is
+  // "suspended" and holds no process or memory on the host. Refused, with
+  // the VM left running, for a VM that cannot be saved.
+  Result<void> suspend(const std::string& reference);
+  // Brings a suspended VM back under the same id, name, ports and volumes:
+  // the workload continues where it was. Works after the runtime directory
+  // is gone (a host reboot). A paused VM is unpaused (what resume did before
+  // suspend existed). A failed resume leaves the VM suspended.
   Result<void> resume(const std::string& reference);
   // Deletes every file of the VM; a running VM needs `force` (then it is
   // stopped hard first).
@@ -506,6 +523,8 @@ class Runtime {
   explicit Runtime(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
   Result<void> runPostBootHooks(VmHandle& vm, const RunOptions& options);
+  // start()'s second half: spawns the VM's runner and waits until it runs.
+  Result<VmHandle> spawnRunner(const std::string& id, int stdout_fd, int stderr_fd, int stdin_fd);
   Result<std::string> resolveImage(const RunOptions& options);
   // A runtime for a handle: another reference to the same state.
   std::shared_ptr<Runtime> share() const { return std::shared_ptr<Runtime>(new Runtime(impl_)); }

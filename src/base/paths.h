@@ -4,6 +4,7 @@
 //     spec.json state.json state.lock    the plan the runner runs; its state (state/vm_record.h)
 //     disk.qcow2 initramfs.cpio          the VM's overlay; its own initramfs (rootfs hooks)
 //     workload.log console.log runner.log
+//     saved/{memory.bin,seal.json}       a suspended VM's memory and devices (made in .saving/)
 //   <runtime dir>/<short id>/            VmSockets (unix socket paths: 107 bytes at most)
 //     runner.sock qmp.sock vsock.sock vsock.sock_<port> vhost-vsock.sock
 //   <data dir>/images/                   ImagePaths
@@ -35,6 +36,8 @@ struct VmFiles {
   static constexpr const char* kWorkloadLog = "workload.log";
   static constexpr const char* kConsoleLog = "console.log";
   static constexpr const char* kRunnerLog = "runner.log";
+  static constexpr const char* kSaved = "saved";
+  static constexpr const char* kSaving = ".saving";
   static constexpr const char* kRunnerSocket = "runner.sock";
   static constexpr const char* kQmpSocket = "qmp.sock";
   static constexpr const char* kVsockSocket = "vsock.sock";
@@ -74,6 +77,14 @@ class VmPaths {
   std::filesystem::path workloadLog() const { return vm_dir_ / VmFiles::kWorkloadLog; }
   std::filesystem::path consoleLog() const { return vm_dir_ / VmFiles::kConsoleLog; }
   std::filesystem::path runnerLog() const { return vm_dir_ / VmFiles::kRunnerLog; }
+  // A suspended VM's saved state: memory.bin (QEMU's migration stream) and
+  // seal.json (core/snapshot_checks.h). `suspend` writes both into saving()
+  // and renames it to saved() once whole, so saved() is never half written.
+  std::filesystem::path saved() const { return vm_dir_ / VmFiles::kSaved; }
+  std::filesystem::path savedMemory() const { return saved() / "memory.bin"; }
+  std::filesystem::path savedRam() const { return saved() / "memory.ram"; }
+  std::filesystem::path savedSeal() const { return saved() / "seal.json"; }
+  std::filesystem::path saving() const { return vm_dir_ / VmFiles::kSaving; }
 
  private:
   std::filesystem::path vm_dir_;

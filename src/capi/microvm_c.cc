@@ -436,6 +436,14 @@ microvm_status microvm_vm_pause(microvm_vm* vm, char** error) {
   return onVm(vm, error, [](const microvm::VmHandle& handle) { return handle.pause(); });
 }
 
+microvm_status microvm_vm_unpause(microvm_vm* vm, char** error) {
+  return onVm(vm, error, [](const microvm::VmHandle& handle) { return handle.unpause(); });
+}
+
+microvm_status microvm_vm_suspend(microvm_vm* vm, char** error) {
+  return onVm(vm, error, [](const microvm::VmHandle& handle) { return handle.suspend(); });
+}
+
 microvm_status microvm_vm_resume(microvm_vm* vm, char** error) {
   return onVm(vm, error, [](const microvm::VmHandle& handle) { return handle.resume(); });
 }

@@ -89,6 +89,8 @@ int main(int argc, char** argv) {
   addWaitCommand(app, global, commands);
   addPauseCommand(app, global, commands);
   addUnpauseCommand(app, global, commands);
+  addSuspendCommand(app, global, commands);
+  addResumeCommand(app, global, commands);
   addPruneCommand(app, global, commands);
   addPortCommand(app, global, commands);
   addSnapshotCommand(app, global, commands);

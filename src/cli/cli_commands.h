@@ -36,6 +36,8 @@ void addRmCommand(CLI::App& app, GlobalFlags& global, Commands& commands);
 void addWaitCommand(CLI::App& app, GlobalFlags& global, Commands& commands);
 void addPauseCommand(CLI::App& app, GlobalFlags& global, Commands& commands);
 void addUnpauseCommand(CLI::App& app, GlobalFlags& global, Commands& commands);
+void addSuspendCommand(CLI::App& app, GlobalFlags& global, Commands& commands);
+void addResumeCommand(CLI::App& app, GlobalFlags& global, Commands& commands);
 void addPruneCommand(CLI::App& app, GlobalFlags& global, Commands& commands);
 void addPortCommand(CLI::App& app, GlobalFlags& global, Commands& commands);
 

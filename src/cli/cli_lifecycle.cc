@@ -1,6 +1,6 @@
 // `microvm ps`, `inspect`, `logs`, `wait`, `port`, and the commands that
-// change a VM's state: `stop`, `restart`, `kill`, `rm`, `pause`, `unpause`
-// and `prune`.
+// change a VM's state: `stop`, `restart`, `kill`, `rm`, `pause`, `unpause`,
+// `suspend`, `resume` and `prune`.
 #include <unistd.h>
 
 #include <cstdio>
@@ -19,6 +19,7 @@ namespace {
 std::string describeStatus(const VmInfo& vm) {
   if (vm.status == "running") return "Up " + duration(::time(nullptr) - parseTime(vm.started_at));
   if (vm.status == "paused") return "Up " + duration(::time(nullptr) - parseTime(vm.started_at)) + " (Paused)";
+  if (vm.status == "suspended") return "Suspended";
   if (vm.status == "exited") {
     std::string code = vm.has_exit_code ? std::to_string(vm.exit_code) : "?";
     return "Exited (" + code + ") " + ago(vm.finished_at);
@@ -298,9 +299,28 @@ void addPauseCommand(CLI::App& app, GlobalFlags& global, Commands& commands) {
 
 void addUnpauseCommand(CLI::App& app, GlobalFlags& global, Commands& commands) {
   auto refs = std::make_shared<std::vector<std::string>>();
-  auto* unpause_cmd = app.add_subcommand("unpause", "Resume paused VMs");
+  auto* unpause_cmd = app.add_subcommand("unpause", "Thaw the vCPUs of paused VMs");
   unpause_cmd->add_option("vm", *refs, "VM id, id prefix or name")->required();
   commands.add(unpause_cmd, [&global, refs] {
+    return forEachVmOpened(global, *refs, [](Runtime& runtime, const std::string& ref) { return runtime.unpause(ref); });
+  });
+}
+
+void addSuspendCommand(CLI::App& app, GlobalFlags& global, Commands& commands) {
+  auto refs = std::make_shared<std::vector<std::string>>();
+  auto* suspend_cmd =
+      app.add_subcommand("suspend", "Save VMs' memory to disk and end their processes (resume brings them back)");
+  suspend_cmd->add_option("vm", *refs, "VM id, id prefix or name")->required();
+  commands.add(suspend_cmd, [&global, refs] {
+    return forEachVmOpened(global, *refs, [](Runtime& runtime, const std::string& ref) { return runtime.suspend(ref); });
+  });
+}
+
+void addResumeCommand(CLI::App& app, GlobalFlags& global, Commands& commands) {
+  auto refs = std::make_shared<std::vector<std::string>>();
+  auto* resume_cmd = app.add_subcommand("resume", "Bring suspended VMs back where they were (paused ones: unpause)");
+  resume_cmd->add_option("vm", *refs, "VM id, id prefix or name")->required();
+  commands.add(resume_cmd, [&global, refs] {
     return forEachVmOpened(global, *refs, [](Runtime& runtime, const std::string& ref) { return runtime.resume(ref); });
   });
 }

@@ -31,6 +31,9 @@ using agent::FileType;
 // The agent of the running VM `record` is (as Runtime::Impl::findVm found it).
 Result<agent::AgentClient> agentOf(Result<VmRecord> record) {
   if (!record) return std::move(record).error();
+  if (record->state.status == VmStatus::kSuspended) {
+    return Error(ErrorCode::kInvalidArgument, "VM " + record->spec.name + " is suspended: resume it first");
+  }
   if (record->state.status == VmStatus::kPaused) {
     return Error(ErrorCode::kInvalidArgument, "VM " + record->spec.name + " is paused: unpause it first");
   }

@@ -45,7 +45,7 @@ VmInfo toInfo(const VmRecord& record) {
   info.user = record.spec.user;
   info.hostname = record.spec.hostname;
   info.network = record.spec.network;
-  if (active) {
+  if (active || record.state.status == VmStatus::kSuspended) {  // a resume forwards the same ones
     for (const auto& text : record.state.ports) {
       if (auto mapping = net::parsePortMapping(text); mapping) info.ports.push_back(net::describePortMapping(*mapping));
     }
@@ -92,7 +92,8 @@ Result<std::vector<VmInfo>> Runtime::list(bool all) {
   if (!records) return std::move(records).error();
   std::vector<VmInfo> infos;
   for (const auto& record : *records) {
-    if (all || isActive(record)) infos.push_back(toInfo(record));
+    // Suspended VMs are listed too, as Docker lists paused containers.
+    if (all || isActive(record) || record.state.status == VmStatus::kSuspended) infos.push_back(toInfo(record));
   }
   return infos;
 }
@@ -108,6 +109,7 @@ Result<void> Runtime::stop(const std::string& reference, int timeout_seconds) {
   if (!store) return std::move(store).error();
   auto record = store->find(reference);
   if (!record) return std::move(record).error();
+  if (record->state.status == VmStatus::kSuspended) return discardSuspended(*record);
   if (!isActive(*record)) return success();  // as Docker: stopping a stopped VM is fine
   if (auto sent = sendRunnerRequest(runnerSocket(*record), StopRequest{timeout_seconds}); !sent) {
     // The runner may have finished between our look and the request.
@@ -171,7 +173,7 @@ Result<void> Runtime::kill(const std::string& reference, int signal) {
 
 Result<void> Runtime::pause(const std::string& reference) { return impl_->requestRunning(reference, PauseRequest{}); }
 
-Result<void> Runtime::resume(const std::string& reference) {
+Result<void> Runtime::unpause(const std::string& reference) {
   return impl_->requestRunning(reference, ResumeRequest{});
 }
 
@@ -232,7 +234,9 @@ Result<std::vector<std::string>> Runtime::prune() {
   if (!records) return std::move(records).error();
   std::vector<std::string> removed;
   for (const auto& record : *records) {
-    if (isActive(record)) continue;
+    // A suspended VM is not over: its saved state is kept until it is
+    // resumed, stopped or removed.
+    if (isActive(record) || record.state.status == VmStatus::kSuspended) continue;
     MICROVM_TRY(removeTree(record.dir));
     removed.push_back(record.spec.id);
   }

@@ -291,7 +291,20 @@ Result<VmHandle> Runtime::start(const std::string& reference, int stdout_fd, int
   auto record = impl_->findVm(reference);
   if (!record) return std::move(record).error();
   if (isActive(*record)) return Error(ErrorCode::kInvalidArgument, "VM " + record->spec.name + " is already running");
+  if (record->state.status == VmStatus::kSuspended) {
+    // It comes back where it was; to boot afresh, stop it first.
+    MICROVM_TRY(resume(record->spec.id));
+    return get(record->spec.id);
+  }
+  // Saved state left by a suspend that did not complete is not this VM's.
+  (void)removeTree(VmPaths(record->dir).saved());
+  (void)removeTree(VmPaths(record->dir).saving());
+  return spawnRunner(record->spec.id, stdout_fd, stderr_fd, stdin_fd);
+}
 
+Result<VmHandle> Runtime::spawnRunner(const std::string& id, int stdout_fd, int stderr_fd, int stdin_fd) {
+  auto record = impl_->findVm(id);
+  if (!record) return std::move(record).error();
   SpawnOptions runner;
   runner.argv = {impl_->runner_.string(), record->dir.string()};
   if (stdin_fd >= 0 && record->spec.open_stdin) {

@@ -58,6 +58,10 @@ inline bool isActive(const VmRecord& record) {
   return record.state.status == VmStatus::kRunning || record.state.status == VmStatus::kPaused;
 }
 
+// `stop` of a suspended VM (core/suspend.cc): it is recorded as exited
+// (hard-stopped, 137), then its saved state goes. A later start boots afresh.
+Result<void> discardSuspended(const VmRecord& record);
+
 inline std::filesystem::path runnerSocket(const VmRecord& record) {
   return VmSockets(record.spec.runtime_dir).runner();
 }

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <utility>
@@ -58,11 +59,56 @@ Result<uint64_t> readThrough(const fs::path& path, Update update) {
   }
 }
 
+// Guest RAM beside the device state (memory.bin): memory.ram, sparse.
+fs::path ramFile(const fs::path& memory_file) { return memory_file.parent_path() / "memory.ram"; }
+
+// Feeds `hasher` the RAM file's non-zero 4 KiB blocks with their offsets:
+// what it holds, however sparse a copy of it is. A missing file adds nothing.
+Result<void> hashRam(const fs::path& path, Xxh64& hasher) {
+  UniqueFd fd(retryOnEintr([&] { return ::open(path.c_str(), O_RDONLY | O_CLOEXEC); }));
+  if (!fd.valid() && errno == ENOENT) return success();
+  if (!fd.valid()) return Error::fromErrno("open " + path.string());
+  constexpr size_t kBlock = 4096;
+  static const char zeros[kBlock] = {};
+  std::string buffer(kReadChunk, '\0');
+  off_t offset = 0;
+  for (;;) {
+    off_t data = ::lseek(fd.get(), offset, SEEK_DATA);
+    if (data < 0 && errno == ENXIO) return success();
+    if (data < 0) return Error::fromErrno("seek " + path.string());
+    off_t hole = ::lseek(fd.get(), data, SEEK_HOLE);
+    if (hole < 0) return Error::fromErrno("seek " + path.string());
+    for (off_t at = data; at < hole;) {
+      size_t want = static_cast<size_t>(std::min<off_t>(static_cast<off_t>(buffer.size()), hole - at));
+      ssize_t got = retryOnEintr([&] { return ::pread(fd.get(), buffer.data(), want, at); });
+      if (got < 0) return Error::fromErrno("read " + path.string());
+      if (got == 0) return success();
+      for (size_t block = 0; block < static_cast<size_t>(got); block += kBlock) {
+        size_t length = std::min(kBlock, static_cast<size_t>(got) - block);
+        if (std::memcmp(buffer.data() + block, zeros, length) == 0) continue;
+        uint64_t where = static_cast<uint64_t>(at) + block;
+        hasher.update(std::string_view(reinterpret_cast<const char*>(&where), sizeof where));
+        hasher.update(std::string_view(buffer.data() + block, length));
+      }
+      at += got;
+    }
+    offset = hole;
+  }
+}
+
+// The device state's bytes, then the RAM's blocks.
 Result<std::string> memoryChecksum(const fs::path& path) {
   Xxh64 hasher;
   auto read = readThrough(path, [&](std::string_view bytes) { hasher.update(bytes); });
   if (!read) return std::move(read).error();
+  MICROVM_TRY(hashRam(ramFile(path), hasher));
   return hex64(hasher.finish());
+}
+
+uint64_t ramSize(const fs::path& memory_file) {
+  std::error_code ec;
+  uint64_t size = fs::file_size(ramFile(memory_file), ec);
+  return ec ? 0 : size;
 }
 
 Result<std::string> fileSha256(const fs::path& path) {
@@ -128,6 +174,7 @@ CheckedRecord checkedRecord(const std::string& seal_text, const fs::path& memory
   int64_t now = realtimeNs();
   record.files = {{"seal", hex64(xxh64(seal_text))}};
   for (const auto& [key, path] : {std::pair<const char*, fs::path>{"memory", memory_file},
+                                  {"ram", ramFile(memory_file)},
                                   {"kernel", spec.kernel},
                                   {"initramfs", spec.initramfs},
                                   {"qemu", spec.qemu}}) {
@@ -231,7 +278,7 @@ std::string machineSignature(const VmSpec& spec) {
 
 std::string encodeSeal(const Seal& seal) {
   json j = {{"version", kSealVersion},
-            {"memory", {{"size", seal.memory_size}, {"xxh64", seal.memory_xxh64}}},
+            {"memory", {{"size", seal.memory_size}, {"ram_size", seal.ram_size}, {"xxh64", seal.memory_xxh64}}},
             {"kernel", {{"sha256", seal.kernel_sha256}}},
             {"initramfs", {{"sha256", seal.initramfs_sha256}}},
             {"machine", seal.machine},
@@ -271,6 +318,10 @@ Result<Seal> parseSeal(std::string_view text) {
   auto size = memory->find("size");
   if (size == memory->end() || !size->is_number_unsigned()) return malformed("no memory.size");
   seal.memory_size = size->get<uint64_t>();
+  if (auto ram = memory->find("ram_size"); ram != memory->end()) {
+    if (!ram->is_number_unsigned()) return malformed("memory.ram_size is not a size");
+    seal.ram_size = ram->get<uint64_t>();
+  }
   MICROVM_TRY(text_at("memory", "xxh64", seal.memory_xxh64));
   MICROVM_TRY(text_at("kernel", "sha256", seal.kernel_sha256));
   MICROVM_TRY(text_at("initramfs", "sha256", seal.initramfs_sha256));
@@ -283,11 +334,13 @@ Result<void> writeSeal(const fs::path& memory_file, const VmSpec& spec, const fs
   // The seal's digest is known only at the end; the stamps are taken now.
   CheckedRecord before = checkedRecord("", memory_file, spec);
   Seal seal;
-  Xxh64 hasher;
-  auto size = readThrough(memory_file, [&](std::string_view bytes) { hasher.update(bytes); });
-  if (!size) return std::move(size).error();
-  seal.memory_size = *size;
-  seal.memory_xxh64 = hex64(hasher.finish());
+  std::error_code ec;
+  seal.memory_size = fs::file_size(memory_file, ec);
+  if (ec) return Error(ErrorCode::kIo, "size of " + memory_file.string() + ": " + ec.message(), ec.value());
+  seal.ram_size = ramSize(memory_file);
+  auto checksum = memoryChecksum(memory_file);
+  if (!checksum) return std::move(checksum).error();
+  seal.memory_xxh64 = *checksum;
   auto kernel = fileSha256(spec.kernel);
   if (!kernel) return std::move(kernel).error();
   seal.kernel_sha256 = *kernel;
@@ -325,6 +378,11 @@ Result<void> checkSeal(const fs::path& memory_file, const VmSpec& spec, const fs
                    memory_file.string() + " has " + std::to_string(size) + " bytes, " +
                    std::to_string(seal->memory_size) + " were saved");
   }
+  if (uint64_t ram = ramSize(memory_file); ram != seal->ram_size) {
+    return refused(where + " is " + (ram < seal->ram_size ? "truncated" : "damaged") + ": its guest memory file " +
+                   ramFile(memory_file).string() + " has " + std::to_string(ram) + " bytes, " +
+                   std::to_string(seal->ram_size) + " were saved");
+  }
   // Cheap, and the code that builds the machine may have changed since.
   if (std::string machine = machineSignature(spec); machine != seal->machine) {
     return refused(where +
@@ -360,7 +418,7 @@ Result<void> checkSeal(const fs::path& memory_file, const VmSpec& spec, const fs
       return refused(where + " was saved by " + seal->qemu_version + ", but " + spec.qemu + " is " + *version);
     }
   }
-  if (!unchanged.count("memory")) {
+  if (!unchanged.count("memory") || !unchanged.count("ram")) {
     if (auto memory = checkMemory(memory_file, *seal); !memory) return refused(where + ": " + memory.error().message());
   }
   if (unchanged.size() < 4) recordChecked(before, seal_file);

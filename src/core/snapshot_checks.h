@@ -46,8 +46,9 @@ Result<void> checkSeal(const std::filesystem::path& memory_file, const VmSpec& s
 
 // What a seal records.
 struct Seal {
-  uint64_t memory_size = 0;
-  std::string memory_xxh64;  // 16 hex digits
+  uint64_t memory_size = 0;  // memory.bin: the device state
+  uint64_t ram_size = 0;     // memory.ram beside it (sparse guest RAM); 0: none
+  std::string memory_xxh64;  // 16 hex digits, over both (snapshot_checks.cc)
   std::string kernel_sha256;
   std::string initramfs_sha256;
   std::string machine;       // the QEMU machine and devices the state was saved from

@@ -223,7 +223,7 @@ TEST_F(SealTest, AnEditedSealIsCheckedInFullAgain) {
 }
 
 TEST(SealParseTest, RoundTripsAndRefusesWrongTypes) {
-  Seal seal{123, "0123456789abcdef", "aa", "bb", "-M microvm", "QEMU emulator version 7.2.0"};
+  Seal seal{123, 1 << 20, "0123456789abcdef", "aa", "bb", "-M microvm", "QEMU emulator version 7.2.0"};
   auto parsed = parseSeal(encodeSeal(seal));
   ASSERT_TRUE(parsed.ok()) << parsed.error().message();
   EXPECT_EQ(*parsed, seal);

@@ -43,6 +43,13 @@ Result<int> VmHandle::wait() {
     if (errno != EINTR) return Error::fromErrno("wait for the runner of VM " + id_);
   }
   runner_pid_ = -1;
+  if (WIFEXITED(status) && runtime_) {
+    // Our runner also ends when the VM is suspended: the VM goes on (resumed
+    // by another runner, or stopped while suspended), and its record says.
+    auto info = runtime_->inspect(id_);
+    if (info && info->status != "exited") return runtime_->wait(id_);
+    if (info && info->has_exit_code) return info->exit_code;
+  }
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   return Error(ErrorCode::kInternal, "the runner of VM " + id_ + " was " + describeWaitStatus(status));
 }
@@ -56,6 +63,8 @@ Result<std::string> VmHandle::status() const {
 Result<void> VmHandle::stop(int timeout_seconds) const { return runtime_->stop(id_, timeout_seconds); }
 Result<void> VmHandle::kill(int signal) const { return runtime_->kill(id_, signal); }
 Result<void> VmHandle::pause() const { return runtime_->pause(id_); }
+Result<void> VmHandle::unpause() const { return runtime_->unpause(id_); }
+Result<void> VmHandle::suspend() const { return runtime_->suspend(id_); }
 Result<void> VmHandle::resume() const { return runtime_->resume(id_); }
 Result<void> VmHandle::remove(bool force) const { return runtime_->remove(id_, force); }
 Result<int> VmHandle::exec(const ExecOptions& options) const { return runtime_->exec(id_, options); }

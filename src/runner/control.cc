@@ -31,6 +31,8 @@ std::string encodeRequest(const RunnerRequest& request) {
                                 [](const PauseRequest&) { return json{{"op", "pause"}}; },
                                 [](const ResumeRequest&) { return json{{"op", "resume"}}; },
                                 [](const SnapshotRequest& snapshot) { return json{{"op", "snapshot"}, {"dir", snapshot.dir}}; },
+                                [](const SuspendRequest&) { return json{{"op", "suspend"}}; },
+                                [](const SuspendCommitRequest&) { return json{{"op", "suspend_commit"}}; },
                                 [](const AttachRequest& attach) { return json{{"op", "attach"}, {"stdin", attach.stdin}}; },
                                 [](const PortAddRequest& add) { return json{{"op", "port_add"}, {"mapping", add.mapping}}; },
                                 [](const PortRemoveRequest& remove) {
@@ -65,6 +67,8 @@ Result<RunnerRequest> decodeRequest(std::string_view line) {
   }
   if (op == "pause") return RunnerRequest(PauseRequest{});
   if (op == "resume") return RunnerRequest(ResumeRequest{});
+  if (op == "suspend") return RunnerRequest(SuspendRequest{});
+  if (op == "suspend_commit") return RunnerRequest(SuspendCommitRequest{});
   if (op == "snapshot") {
     const json& dir = message["dir"];
     if (!dir.is_string() || dir.get<std::string>().empty() || dir.get<std::string>()[0] != '/') {

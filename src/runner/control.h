@@ -6,6 +6,7 @@
 // JSON object per connection, one line each way.
 //   -> {"op":"stop","timeout":10}      <- {"ok":true}
 //   -> {"op":"pause"}                  <- {"ok":false,"error":"..."}
+//   -> {"op":"suspend"}  then  {"op":"suspend_commit"}
 //   -> {"op":"port_add","mapping":"127.0.0.1:8080:80/tcp"}
 //
 //   MICROVM_TRY(sendRunnerRequest(socket, StopRequest{10}));
@@ -36,6 +37,17 @@ struct ResumeRequest {};
 struct SnapshotRequest {
   std::string dir;
 };
+// Suspending takes two steps, so that a VM is never marked suspended with a
+// half saved state, nor lost when saving fails:
+//   SuspendRequest: save memory and device state (not the disk, which stays
+//     in place) into the VM directory's saving dir (base/paths.h VmPaths),
+//     which the caller made empty; the VM is then held paused. On failure a
+//     running VM carries on.
+//   SuspendCommitRequest: the caller sealed the file and renamed the dir into
+//     place; end QEMU and the runner, leaving the VM suspended.
+// A held VM that is not committed carries on with ResumeRequest.
+struct SuspendRequest {};
+struct SuspendCommitRequest {};
 // Keep the connection: after the reply it carries agent frames both ways.
 // The runner sends kStdout/kStderr (output from now on) and finally kExit;
 // the client may send kStdin/kStdinClose when `stdin` is set and the VM was
@@ -62,8 +74,9 @@ struct TimingRequest {
   double ms = 0;
 };
 
-using RunnerRequest = std::variant<StopRequest, KillRequest, PauseRequest, ResumeRequest, SnapshotRequest,
-                                   AttachRequest, PortAddRequest, PortRemoveRequest, TimingRequest>;
+using RunnerRequest =
+    std::variant<StopRequest, KillRequest, PauseRequest, ResumeRequest, SnapshotRequest, SuspendRequest,
+                 SuspendCommitRequest, AttachRequest, PortAddRequest, PortRemoveRequest, TimingRequest>;
 
 std::string encodeRequest(const RunnerRequest& request);
 // Bad JSON, an unknown op or out-of-range values are errors, never crashes.

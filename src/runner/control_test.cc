@@ -8,7 +8,7 @@ namespace {
 TEST(ControlTest, RequestsRoundTrip) {
   for (const RunnerRequest& request : std::vector<RunnerRequest>{
            StopRequest{7}, KillRequest{15}, PauseRequest{}, ResumeRequest{}, SnapshotRequest{"/tmp/snap"},
-           AttachRequest{true}, PortAddRequest{"127.0.0.1:8080:80/tcp"}, PortRemoveRequest{"127.0.0.1:8080:80/tcp"},
+           SuspendRequest{}, SuspendCommitRequest{}, AttachRequest{true}, PortAddRequest{"127.0.0.1:8080:80/tcp"}, PortRemoveRequest{"127.0.0.1:8080:80/tcp"},
            TimingRequest{"ready", 812.5}}) {
     std::string line = encodeRequest(request);
     ASSERT_EQ(line.back(), '\n');

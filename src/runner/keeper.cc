@@ -26,6 +26,7 @@ namespace {
 constexpr char kConnect = 'c';
 constexpr char kSnapshot = 's';
 constexpr char kFinish = 'f';
+constexpr char kSavedState = 'm';
 constexpr size_t kMaxRequest = 4096 + 1;  // an op byte and a path
 constexpr size_t kMaxFds = 3;
 
@@ -97,6 +98,18 @@ int createFile(const fs::path& path, UniqueFd& fd) {
         reply(socket, failed, fds);
         break;
       }
+      case kSavedState: {
+        if (!keeperMayWriteSavedState(vm_dir)) {
+          reply(socket, EACCES, fds);
+          break;
+        }
+        fds.resize(2);
+        int failed = createFile(VmPaths(vm_dir).saving() / VmPaths(vm_dir).savedMemory().filename(), fds[0]);
+        if (failed == 0) failed = createFile(VmPaths(vm_dir).saving() / VmPaths(vm_dir).savedRam().filename(), fds[1]);
+        if (failed != 0) fds.clear();
+        reply(socket, failed, fds);
+        break;
+      }
       case kFinish: {
         if (!spec.runtime_dir.empty()) (void)removeTree(spec.runtime_dir);
         if (spec.remove_on_exit) (void)removeTree(vm_dir);
@@ -134,6 +147,14 @@ bool keeperMayWriteSnapshot(const fs::path& vm_dir, const fs::path& dir) {
   if (dir.lexically_normal().parent_path() != SnapshotPaths(data_dir).dir() ||
       name.rfind(SnapshotPaths::kTempPrefix, 0) != 0) return false;
   struct stat st {};
+  return ::lstat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 0;
+}
+
+bool keeperMayWriteSavedState(const fs::path& vm_dir) {
+  // The VM's directory is writable by the runner's id (sticky): the saving
+  // dir must be root's own directory, not something the runner put there.
+  struct stat st {};
+  fs::path dir = VmPaths(vm_dir).saving();
   return ::lstat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 0;
 }
 
@@ -212,6 +233,12 @@ Result<SnapshotFiles> Keeper::snapshotFiles(const fs::path& dir) {
   auto fds = ask(kSnapshot, dir.string(), 3);
   if (!fds) return std::move(fds).error().withContext("create snapshot files in " + dir.string());
   return SnapshotFiles{std::move((*fds)[0]), std::move((*fds)[1]), std::move((*fds)[2])};
+}
+
+Result<SnapshotFiles> Keeper::savedStateFiles() {
+  auto fds = ask(kSavedState, "", 2);
+  if (!fds) return std::move(fds).error().withContext("create the saved state files");
+  return SnapshotFiles{std::move((*fds)[0]), UniqueFd(), std::move((*fds)[1])};
 }
 
 Result<void> Keeper::finish() {

@@ -7,7 +7,8 @@
 //   - connect a guest's vsock connection to a host unix socket the spec
 //     allows ("<vsock.sock>_P" or a --vsock mapping), which may sit in
 //     directories or belong to users the runner's id cannot reach;
-//   - create a snapshot's files in the snapshot directory the CLI made;
+//   - create a snapshot's files in the snapshot directory the CLI made,
+//     and a suspending VM's memory file in its directory's saving dir;
 //   - at the end, remove the VM's runtime directory and, for --rm, its
 //     directory (both are root's).
 //
@@ -56,6 +57,9 @@ class Keeper {
   // memory.bin and disk.qcow2, created (write-only, 0600) in `dir`, which
   // must be a snapshot being made: <data dir>/snapshots/.tmp-*.
   Result<SnapshotFiles> snapshotFiles(const std::filesystem::path& dir);
+  // The memory and RAM files of a suspend (no disk), created (write-only,
+  // 0600) in the VM's saving dir (VmPaths::saving), which the CLI made as root.
+  Result<SnapshotFiles> savedStateFiles();
   // Removes the runtime directory (and for --rm the VM's directory) and
   // waits for the keeper to exit.
   Result<void> finish();
@@ -74,5 +78,8 @@ bool keeperMayConnect(const VmSpec& spec, const std::filesystem::path& target);
 
 // Whether `dir` is a snapshot being made in the data dir that holds vm_dir.
 bool keeperMayWriteSnapshot(const std::filesystem::path& vm_dir, const std::filesystem::path& dir);
+
+// Whether vm_dir's saving dir is one the CLI made: a real directory of root's.
+bool keeperMayWriteSavedState(const std::filesystem::path& vm_dir);
 
 }  // namespace microvm

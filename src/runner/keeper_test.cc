@@ -62,6 +62,26 @@ TEST_F(KeeperTest, WritesSnapshotsOnlyInATemporarySnapshotDirectory) {
   EXPECT_FALSE(keeperMayWriteSnapshot(vm_dir_, snapshots / ".tmp-link"));
 }
 
+TEST_F(KeeperTest, SavedStateFileOnlyInTheVmsOwnSavingDir) {
+  EXPECT_FALSE(keeperMayWriteSavedState(vm_dir_));  // not made yet
+  auto keeper = Keeper::start(spec_, vm_dir_);
+  ASSERT_TRUE(keeper) << keeper.error().message();
+  EXPECT_FALSE(keeper->savedStateFiles());
+  fs::create_directory_symlink(temp_->path(), VmPaths(vm_dir_).saving());
+  EXPECT_FALSE(keeperMayWriteSavedState(vm_dir_));  // a link the runner's id could have made
+  fs::remove(VmPaths(vm_dir_).saving());
+  fs::create_directory(VmPaths(vm_dir_).saving());
+  bool root = ::geteuid() == 0;  // the directory must be root's
+  EXPECT_EQ(keeperMayWriteSavedState(vm_dir_), root);
+  if (!root) return;
+  auto file = keeper->savedStateFiles();
+  ASSERT_TRUE(file) << file.error().message();
+  EXPECT_TRUE(fs::exists(VmPaths(vm_dir_).saving() / "memory.bin"));
+  EXPECT_TRUE(fs::exists(VmPaths(vm_dir_).saving() / "memory.ram"));
+  EXPECT_TRUE(file->memory.valid() && file->ram.valid());
+  EXPECT_FALSE(keeper->savedStateFiles());  // never over an existing one
+}
+
 TEST_F(KeeperTest, ConnectsRefusesAndCleansUpForReal) {
   std::string base = VmSockets(spec_.runtime_dir).vsock().string();
   auto listener = listenUnix(base + "_77", 4);

@@ -68,13 +68,12 @@ void Runner::sendSpec() {
 // pages itself (QEMU's migration stream then carries only the devices). A
 // restore copies the saved RAM's data into it before QEMU starts: only the
 // pages the guest had used are read, and the rest stay unallocated holes.
-Result<void> Runner::createGuestMemory(bool restoring) {
+Result<void> Runner::createGuestMemory(const fs::path& saved) {
   uint64_t size = uint64_t{static_cast<uint64_t>(spec_.memory_mib)} << 20;
   guest_ram_.reset(::memfd_create("microvm-guest-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (!guest_ram_.valid()) return Error::fromErrno("memfd_create for guest memory");
   if (::ftruncate(guest_ram_.get(), static_cast<off_t>(size)) != 0) return Error::fromErrno("size guest memory");
-  if (restoring) {
-    fs::path saved = SnapshotPaths::ram(fs::path(spec_.restore_from).parent_path());
+  if (!saved.empty()) {
     UniqueFd from(::open(saved.c_str(), O_RDONLY | O_CLOEXEC));
     if (!from.valid()) return Error::fromErrno("open saved guest memory " + saved.string());
     struct stat st {};
@@ -97,6 +96,9 @@ Result<void> Runner::start() {
   auto spec = loadSpec(vm_dir_);
   if (!spec) return std::move(spec).error();
   spec_ = std::move(*spec);
+  if (auto previous = loadState(vm_dir_); previous && previous->status == VmStatus::kSuspended) {
+    suspended_state_ = std::move(*previous);
+  }
   // First, while the runner has nothing open it should not share.
   if (::geteuid() == 0) {
     auto keeper = Keeper::start(spec_, vm_dir_);
@@ -218,15 +220,18 @@ Result<void> Runner::start() {
     fds.shares.push_back(fd);
   }
   // A VM made from a snapshot resumes it on its first start only; started
-  // again after it exits, it boots afresh from its disk.
-  bool restoring = !spec_.restore_from.empty() && !fs::exists(VmPaths(vm_dir_).state());
+  // again after it exits, it boots afresh from its disk. A suspended VM
+  // resumes its own saved state (suspended_state_, read in start()).
+  bool restoring = suspended_state_ || (!spec_.restore_from.empty() && !fs::exists(VmPaths(vm_dir_).state()));
+  fs::path saved_state = suspended_state_ ? VmPaths(vm_dir_).savedMemory() : fs::path(spec_.restore_from);
   UniqueFd incoming;
   if (restoring) {
-    incoming.reset(::open(spec_.restore_from.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!incoming.valid()) return Error::fromErrno("open snapshot state " + spec_.restore_from);
+    incoming.reset(::open(saved_state.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!incoming.valid()) return Error::fromErrno("open saved state " + saved_state.string());
     fds.incoming = incoming.get();
   }
-  MICROVM_TRY(createGuestMemory(restoring));
+  // memory.ram beside memory.bin, in a snapshot as in a suspended VM's saved/.
+  MICROVM_TRY(createGuestMemory(restoring ? saved_state.parent_path() / SnapshotPaths::ram({}).filename() : fs::path()));
   fds.memory = guest_ram_.get();
   MachineConfig config = machineConfigFor(spec_, vm_dir_, fds);
   if (vsock_) config.while_waiting = {vsock_->controlFd(), [this] { vsock_->serviceControl(); }};
@@ -248,14 +253,18 @@ Result<void> Runner::start() {
   state_.qemu_pid = qemu_pid;
   if (auto start_time = processStartTime(qemu_pid); start_time) state_.qemu_start_time = *start_time;
   state_.started_at = nowRfc3339();
-  setStatus(VmStatus::kRunning);
   log("started QEMU pid " + std::to_string(qemu_pid) + " (" + spec_.accel + ")");
 
   if (restoring) {
     // The guest's init is mid-conversation already: no spec, just resume.
+    // Running is recorded once the state is loaded: a resume that fails
+    // before that leaves the VM suspended (finish()).
     MICROVM_TRY(vmm_->finishRestore());
-    log("restored from " + spec_.restore_from);
+    restored_ = true;
+    log("restored from " + saved_state.string());
+    setStatus(VmStatus::kRunning);
   } else {
+    setStatus(VmStatus::kRunning);
     sendSpec();
   }
 
@@ -298,6 +307,16 @@ Result<UniqueFd> Runner::startNetwork() {
   }
   auto plan = guestNetworkPlan(spec_);
   if (!plan) return std::move(plan).error();
+  if (suspended_state_) {
+    // A resumed VM forwards what it forwarded when suspended: the host
+    // ports picked then and those `port add` added.
+    plan->ports.clear();
+    for (const auto& text : suspended_state_->ports) {
+      auto mapping = net::parsePortMapping(text);
+      if (!mapping) return std::move(mapping).error().withContext("port recorded at suspend");
+      plan->ports.push_back(*mapping);
+    }
+  }
   auto network = GuestNetwork::create(*loop_, std::move(runner_end), *plan, [this](const std::string& line) { log(line); });
   if (!network) return std::move(network).error();
   network_ = std::move(*network);
@@ -426,6 +445,7 @@ Result<void> Runner::loop() {
 int Runner::finish() {
   // What QEMU wrote to the console before it went, into console.log.
   for (int turn = 0; turn < 64 && console_.valid() && console_log_; ++turn) readConsole();
+  if (suspended_ || (suspended_state_ && !restored_)) return finishSuspended();
   int code = kExitVmFailed;
   if (exit_code_) {
     code = *exit_code_;
@@ -475,6 +495,40 @@ int Runner::finish() {
     setStatus(VmStatus::kExited);
   }
   return code;
+}
+
+// The runner ends with the VM suspended: committed by `suspend`, or a
+// resume that failed before the guest ran (the saved state is untouched).
+int Runner::finishSuspended() {
+  bool resume_failed = !suspended_;
+  if (resume_failed) {
+    std::string why = failure_.empty() ? "QEMU did not load the saved state" : failure_;
+    if (vmm_status_) why += " (QEMU " + describeWaitStatus(*vmm_status_) + ")";
+    log("resume failed, the VM stays suspended: " + why);
+    // The state it had, pids and all (none of them runs), with the reason.
+    state_ = *suspended_state_;
+    state_.error = "resume failed: " + why;
+  } else {
+    log("VM suspended");
+    state_.error.clear();
+    if (network_) state_.net_counters = network_->counters();
+    // state_.ports stay: a resume forwards the same host ports again.
+  }
+  attached_.clear();  // attached clients see their connection end
+  listener_.reset();
+  vsock_.reset();
+  network_.reset();
+  if (keeper_) {
+    if (auto finished = keeper_->finish(); !finished) log(finished.error().message());
+  } else if (!spec_.runtime_dir.empty()) {
+    (void)removeTree(spec_.runtime_dir);
+  }
+  setStatus(VmStatus::kSuspended);
+  if (err_fd_ >= 0) {
+    (void)writeAll(err_fd_, resume_failed ? "microvm: " + state_.error + "\n"
+                                          : "microvm: VM " + spec_.name + " suspended\n");
+  }
+  return resume_failed ? kExitVmFailed : 0;
 }
 
 int Runner::run() {

@@ -71,13 +71,18 @@ class Runner {
   void onTimer();
   void log(const std::string& message);
   int finish();
+  int finishSuspended();
 
   // runner_requests.cc
   void acceptRequest();
   Result<void> handleRequest(const RunnerRequest& request);
   Result<void> snapshot(const Path& dir);
-  Result<void> createGuestMemory(bool restoring);
+  // Guest RAM as a memfd; filled from `saved_ram` (a sparse file) when not empty.
+  Result<void> createGuestMemory(const Path& saved_ram);
+  Result<void> saveMachine(const SnapshotFiles& files);
   Result<void> copyDisk(int to);
+  Result<void> suspend();
+  Result<void> commitSuspend();
 
   // runner_streams.cc
   void sendFrame(agent::FrameType type, std::string_view payload);
@@ -147,6 +152,15 @@ class Runner {
   std::optional<int> vmm_status_;
   bool stop_requested_ = false;
   bool hard_stopped_ = false;
+  // `suspend` (runner_requests.cc): the state is saved and the VM held
+  // paused for the caller's commit; committed, QEMU was ended on purpose and
+  // finish() records the VM as suspended.
+  bool suspend_saved_ = false;
+  bool suspended_ = false;
+  // Started to resume a suspended VM: the state it had, written back if the
+  // resume fails before the guest runs again, so the VM stays suspended.
+  std::optional<VmState> suspended_state_;
+  bool restored_ = false;
   std::string failure_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };

@@ -1,4 +1,5 @@
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -68,11 +69,14 @@ Result<void> Runner::handleRequest(const RunnerRequest& request) {
           [this](const ResumeRequest&) -> Result<void> {
             if (state_.status != VmStatus::kPaused) return Error(ErrorCode::kInvalidArgument, "the VM is not paused");
             MICROVM_TRY(vmm_->resume());
+            suspend_saved_ = false;  // a held suspend that was not committed carries on
             setStatus(VmStatus::kRunning);
             log("resumed");
             return success();
           },
           [this](const SnapshotRequest& snapshot_request) -> Result<void> { return snapshot(snapshot_request.dir); },
+          [this](const SuspendRequest&) -> Result<void> { return suspend(); },
+          [this](const SuspendCommitRequest&) -> Result<void> { return commitSuspend(); },
           [](const AttachRequest&) -> Result<void> {
             // Attaching keeps the connection, so acceptRequest takes it before here.
             return Error(ErrorCode::kInvalidArgument, "attach needs its own connection");
@@ -117,6 +121,20 @@ Result<void> Runner::copyDisk(int to) {
   return success();
 }
 
+// QEMU saves the devices (RAM is shared: x-ignore-shared) and leaves the
+// guest stopped; the RAM is then consistent and copied, sparse, by us. Both
+// files are on disk (fsync) when this returns.
+Result<void> Runner::saveMachine(const SnapshotFiles& files) {
+  MICROVM_TRY(vmm_->saveState(files.memory.get()));
+  if (::fsync(files.memory.get()) != 0) return Error::fromErrno("fsync the saved device state");
+  uint64_t size = uint64_t{static_cast<uint64_t>(spec_.memory_mib)} << 20;
+  auto ram = copySparse(guest_ram_.get(), files.ram.get(), size);
+  if (!ram) return std::move(ram).error().withContext("save guest memory");
+  if (::fsync(files.ram.get()) != 0) return Error::fromErrno("fsync the saved guest memory");
+  log("saved " + std::to_string(*ram >> 20) + " MiB of guest memory in use");
+  return success();
+}
+
 Result<void> Runner::snapshot(const fs::path& dir) {
   bool was_running = state_.status == VmStatus::kRunning;
   // Run as root, the runner's id cannot reach the snapshot directory: its
@@ -137,26 +155,14 @@ Result<void> Runner::snapshot(const fs::path& dir) {
   }
   log("snapshot: saving to " + dir.string());
   auto started = std::chrono::steady_clock::now();
-  // QEMU saves the devices (RAM is shared: x-ignore-shared) and leaves the
-  // guest stopped; then the RAM and the disk are consistent, and are copied
+  // The disk is consistent too once the machine is saved: it is copied
   // before the guest runs again.
-  auto saved = vmm_->saveState(files.memory.get());
+  auto saved = saveMachine(files);
   Result<void> copied = success();
-  if (saved) {
-    uint64_t size = uint64_t{static_cast<uint64_t>(spec_.memory_mib)} << 20;
-    auto ram = copySparse(guest_ram_.get(), files.ram.get(), size);
-    if (!ram) {
-      copied = std::move(ram).error().withContext("save guest memory");
-    } else if (::fsync(files.ram.get()) != 0) {
-      copied = Error::fromErrno("fsync the snapshot's memory");
-    } else {
-      log("snapshot: " + std::to_string(*ram >> 20) + " MiB of guest memory in use saved");
-    }
-  }
   std::error_code ec;
-  if (saved && copied && files.disk.valid()) {
+  if (saved && files.disk.valid()) {
     copied = copyDisk(files.disk.get());
-  } else if (saved && copied) {
+  } else if (saved) {
     fs::copy_file(spec_.root_disk, SnapshotPaths::disk(dir), ec);
   }
   if (was_running) {
@@ -171,6 +177,56 @@ Result<void> Runner::snapshot(const fs::path& dir) {
       std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started)
                          .count()) +
       " ms");
+  return success();
+}
+
+// The first step of a suspend: memory and devices into the VM directory's
+// saving dir; the guest stays paused until the commit (or an unpause).
+Result<void> Runner::suspend() {
+  if (spec_.remove_on_exit) {
+    return Error(ErrorCode::kInvalidArgument, "the VM was started with --rm: it would be removed, not suspended");
+  }
+  bool was_running = state_.status == VmStatus::kRunning;
+  fs::path dir = VmPaths(vm_dir_).saving();
+  fs::path file = dir / VmPaths(vm_dir_).savedMemory().filename();
+  // Run as root, the runner's id cannot write in the directory the CLI
+  // made: its keeper creates the files there.
+  SnapshotFiles files;
+  if (keeper_) {
+    auto created = keeper_->savedStateFiles();
+    if (!created) return std::move(created).error();
+    files = std::move(*created);
+  } else {
+    files.memory.reset(::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!files.memory.valid()) return Error::fromErrno("create " + file.string());
+    fs::path ram = dir / VmPaths(vm_dir_).savedRam().filename();
+    files.ram.reset(::open(ram.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!files.ram.valid()) return Error::fromErrno("create " + ram.string());
+  }
+  log("suspend: saving to " + dir.string());
+  auto saved = saveMachine(files);
+  if (!saved) {
+    if (was_running) {
+      if (auto resumed = vmm_->resume(); !resumed) log("suspend: resume failed: " + resumed.error().message());
+    }
+    log("suspend: " + saved.error().message());
+    return saved;
+  }
+  suspend_saved_ = true;
+  setStatus(VmStatus::kPaused);
+  log("suspend: saved; held until the caller commits");
+  return success();
+}
+
+// The second step: the caller has the saved state in place; QEMU goes and
+// the runner follows (finish() records the VM as suspended).
+Result<void> Runner::commitSuspend() {
+  if (!suspend_saved_ || state_.status != VmStatus::kPaused) {
+    return Error(ErrorCode::kInvalidArgument, "no suspend is in progress");
+  }
+  suspended_ = true;
+  log("suspend: committed, ending QEMU");
+  vmm_->process().kill(SIGKILL);
   return success();
 }
 

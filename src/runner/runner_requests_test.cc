@@ -1,5 +1,6 @@
 // The runner's request dispatch, on a Runner that never started: a fake VMM,
 // no guest (frames to it go nowhere), state.json in a temporary directory.
+#include <sys/mman.h>
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -26,6 +27,8 @@ struct RunnerTestPeer {
   }
   static void exited(Runner& runner, int code) { runner.exit_code_ = code; }
   static bool stopRequested(Runner& runner) { return runner.stop_requested_; }
+  static bool suspended(Runner& runner) { return runner.suspended_; }
+  static void setGuestRam(Runner& runner, UniqueFd ram) { runner.guest_ram_ = std::move(ram); }
 };
 
 namespace {
@@ -46,8 +49,10 @@ class FakeVmm : public Vmm {
   }
   Result<void> saveState(int fd) override {
     ++saves;
+    if (fail_save) return Error(ErrorCode::kIo, "no space left on device");
     return writeAll(fd, "state");
   }
+  bool fail_save = false;
   int pauses = 0;
   int resumes = 0;
   int saves = 0;
@@ -67,6 +72,12 @@ class RunnerRequestTest : public ::testing::Test {
     vmm_ = vmm.get();
     RunnerTestPeer::setVmm(*runner_, std::move(vmm));
     RunnerTestPeer::state(*runner_).status = VmStatus::kRunning;
+    // 1 MiB of guest RAM with one page in use, which saves must copy.
+    RunnerTestPeer::spec(*runner_).memory_mib = 1;
+    UniqueFd ram(::memfd_create("ram", MFD_CLOEXEC));
+    ASSERT_EQ(::ftruncate(ram.get(), 1 << 20), 0);
+    ASSERT_EQ(::pwrite(ram.get(), "guest page", 10, 8192), 10);
+    RunnerTestPeer::setGuestRam(*runner_, std::move(ram));
   }
   void TearDown() override {
     runner_.reset();
@@ -141,6 +152,49 @@ TEST_F(RunnerRequestTest, SnapshotSavesStateAndDiskAndTheVmRunsOn) {
   auto copied = readFile(snapshot / "disk.qcow2");
   ASSERT_TRUE(copied);
   EXPECT_EQ(*copied, "disk bytes");
+  // Guest RAM beside it, the VM's size, with the page in use.
+  auto ram = readFile(snapshot / "memory.ram");
+  ASSERT_TRUE(ram);
+  ASSERT_EQ(ram->size(), 1u << 20);
+  EXPECT_EQ(ram->substr(8192, 10), "guest page");
+}
+
+TEST_F(RunnerRequestTest, SuspendSavesIntoTheSavingDirHoldsTheVmAndEndsItOnlyOnCommit) {
+  EXPECT_FALSE(request(R"({"op":"suspend_commit"})"));  // nothing saved yet
+  EXPECT_FALSE(RunnerTestPeer::suspended(*runner_));
+  fs::create_directory(dir_ / ".saving");
+  ASSERT_TRUE(request(R"({"op":"suspend"})"));
+  EXPECT_EQ(vmm_->saves, 1);
+  EXPECT_EQ(vmm_->resumes, 0);  // held for the commit
+  EXPECT_EQ(saved(), VmStatus::kPaused);
+  auto memory = readFile(dir_ / ".saving" / "memory.bin");
+  ASSERT_TRUE(memory);
+  EXPECT_EQ(*memory, "state");
+  ASSERT_TRUE(request(R"({"op":"suspend_commit"})"));
+  EXPECT_TRUE(RunnerTestPeer::suspended(*runner_));
+}
+
+TEST_F(RunnerRequestTest, AFailedOrAbandonedSuspendLetsTheVmCarryOn) {
+  fs::create_directory(dir_ / ".saving");
+  vmm_->fail_save = true;
+  auto failed = request(R"({"op":"suspend"})");
+  ASSERT_FALSE(failed);
+  EXPECT_NE(failed.error().message().find("no space"), std::string::npos);
+  EXPECT_EQ(vmm_->resumes, 1);  // it was running, and runs on
+  EXPECT_FALSE(request(R"({"op":"suspend_commit"})"));
+  // Saved, then the caller gives up (it could not seal): an unpause, and a
+  // late commit is refused.
+  vmm_->fail_save = false;
+  (void)removeTree(dir_ / ".saving");
+  fs::create_directory(dir_ / ".saving");
+  ASSERT_TRUE(request(R"({"op":"suspend"})"));
+  ASSERT_TRUE(request(R"({"op":"resume"})"));
+  EXPECT_EQ(saved(), VmStatus::kRunning);
+  EXPECT_FALSE(request(R"({"op":"suspend_commit"})"));
+  EXPECT_FALSE(RunnerTestPeer::suspended(*runner_));
+  // A --rm VM is not suspended.
+  RunnerTestPeer::spec(*runner_).remove_on_exit = true;
+  EXPECT_FALSE(request(R"({"op":"suspend"})"));
 }
 
 TEST_F(RunnerRequestTest, EverythingIsRefusedOnceTheWorkloadExited) {

@@ -23,6 +23,7 @@ const char* toString(VmStatus status) {
     case VmStatus::kRunning: return "running";
     case VmStatus::kPaused: return "paused";
     case VmStatus::kExited: return "exited";
+    case VmStatus::kSuspended: return "suspended";
   }
   return "unknown";
 }
@@ -30,7 +31,8 @@ const char* toString(VmStatus status) {
 namespace {
 
 Result<VmStatus> statusFromString(const std::string& text) {
-  for (auto status : {VmStatus::kCreated, VmStatus::kRunning, VmStatus::kPaused, VmStatus::kExited}) {
+  for (auto status :
+       {VmStatus::kCreated, VmStatus::kRunning, VmStatus::kPaused, VmStatus::kExited, VmStatus::kSuspended}) {
     if (text == toString(status)) return status;
   }
   return Error(ErrorCode::kProtocol, "unknown VM status \"" + text + "\"");

@@ -115,7 +115,10 @@ struct VmSpec {
   int log_max_files = 5;
 };
 
-enum class VmStatus { kCreated, kRunning, kPaused, kExited };
+// kSuspended: `suspend` saved the VM's memory and devices into its
+// directory (VmPaths::saved) and ended QEMU and the runner; `resume` brings
+// it back. No process of the VM exists while it is suspended.
+enum class VmStatus { kCreated, kRunning, kPaused, kExited, kSuspended };
 
 struct VmState {
   VmStatus status = VmStatus::kCreated;

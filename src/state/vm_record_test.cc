@@ -78,6 +78,28 @@ TEST_F(VmRecordTest, StateRoundTripsWithAndWithoutExitCode) {
   EXPECT_EQ(loaded->exit_code, 3);
 }
 
+TEST_F(VmRecordTest, SuspendedRoundTripsWithItsPortsAndOlderStatusesStillLoad) {
+  VmState state;
+  state.status = VmStatus::kSuspended;
+  state.ports = {"127.0.0.1:8080:80/tcp"};
+  ASSERT_TRUE(saveState(dir_, state));
+  auto loaded = loadState(dir_);
+  ASSERT_TRUE(loaded);
+  EXPECT_EQ(loaded->status, VmStatus::kSuspended);
+  EXPECT_EQ(loaded->ports, state.ports);
+  EXPECT_STREQ(toString(VmStatus::kSuspended), "suspended");
+  // The older statuses keep their names: a state.json written before
+  // suspend existed reads as it did.
+  state.status = VmStatus::kPaused;
+  ASSERT_TRUE(saveState(dir_, state));
+  auto text = readFile(dir_ / "state.json");
+  ASSERT_TRUE(text);
+  EXPECT_NE(text->find(R"("status": "paused")"), std::string::npos) << *text;
+  loaded = loadState(dir_);
+  ASSERT_TRUE(loaded) << loaded.error().message();
+  EXPECT_EQ(loaded->status, VmStatus::kPaused);
+}
+
 TEST_F(VmRecordTest, ShareTagsAndTheParsedNetworkRoundTrip) {
   VmSpec spec;
   spec.id = "abc";

@@ -10,7 +10,9 @@
 
 #include <chrono>
 #include <fstream>
+#include <iterator>
 #include <mutex>
+#include <thread>
 
 #include "harness.h"
 #include "microvm/runtime.h"
@@ -196,6 +198,95 @@ TEST(LibraryTest, PostBootHookHandlesAndTimings) {
   bool logged_ready = false;
   for (const auto& record : records) logged_ready = logged_ready || record.message == "ready";
   EXPECT_TRUE(logged_ready);
+}
+
+// The workload's log so far (JSON lines), read from the VM's directory.
+std::string workloadLog(const VmHandle& vm) {
+  auto info = vm.inspect();
+  if (!info) return "";
+  std::ifstream file(info->dir / "workload.log");
+  return std::string(std::istreambuf_iterator<char>(file), {});
+}
+
+size_t occurrences(const std::string& text, const std::string& needle) {
+  size_t found = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++found;
+  return found;
+}
+
+template <typename Done>
+bool within(std::chrono::seconds limit, Done done) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return true;
+}
+
+TEST(LibraryTest, SuspendResumeUnpauseThroughHandles) {
+  Runtime runtime = openRuntime();
+  RunOptions options;
+  options.rootfs = rootfs();
+  options.name = "lib-suspend";
+  options.vsock = false;  // QEMU cannot save the vsock device
+  options.command = {"/bin/sh", "-c", "i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.2; done"};
+  options.stdout_fd = options.stderr_fd = -1;
+  auto vm = runtime.run(options);
+  ASSERT_TRUE(vm) << vm.error().message();
+  struct RemoveAtEnd {  // whatever fails, no VM outlives the test
+    Runtime& runtime;
+    std::string id;
+    ~RemoveAtEnd() { (void)runtime.remove(id, true); }
+  } remove_at_end{runtime, vm->id()};
+  ASSERT_TRUE(within(std::chrono::seconds(120), [&] { return workloadLog(*vm).find(R"(tick 2\n)") != std::string::npos; }));
+
+  auto suspended = vm->suspend();
+  ASSERT_TRUE(suspended) << suspended.error().message();
+  EXPECT_EQ(*vm->status(), "suspended");
+  auto info = vm->inspect();
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->runner_pid, 0);
+  EXPECT_EQ(info->qemu_pid, 0);
+  auto listed = runtime.list(false);  // suspended VMs are listed without `all`
+  ASSERT_TRUE(listed);
+  bool found = false;
+  for (const auto& entry : *listed) found = found || entry.id == vm->id();
+  EXPECT_TRUE(found);
+  auto again = vm->suspend();
+  ASSERT_FALSE(again);
+  EXPECT_NE(again.error().message().find("already suspended"), std::string::npos) << again.error().message();
+  std::string at_suspend = workloadLog(*vm);
+
+  ASSERT_TRUE(vm->resume()) << workloadLog(*vm);
+  EXPECT_EQ(*vm->status(), "running");
+  // It goes on from where it was: more ticks, and never a second "tick 0".
+  ASSERT_TRUE(within(std::chrono::seconds(60), [&] { return workloadLog(*vm).size() > at_suspend.size() + 20; }));
+  EXPECT_EQ(occurrences(workloadLog(*vm), R"(tick 0\n)"), 1u);
+
+  // In memory: pause / unpause, and resume() of a paused VM unpauses it.
+  ASSERT_TRUE(vm->pause());
+  EXPECT_EQ(*vm->status(), "paused");
+  ASSERT_TRUE(vm->unpause());
+  EXPECT_EQ(*vm->status(), "running");
+  ASSERT_TRUE(vm->pause());
+  ASSERT_TRUE(runtime.resume(vm->id()));
+  EXPECT_EQ(*vm->status(), "running");
+  auto not_paused = vm->unpause();
+  EXPECT_FALSE(not_paused);
+
+  // Suspended, then stopped: exited, and its saved state is gone.
+  ASSERT_TRUE(vm->suspend());
+  ASSERT_TRUE(vm->stop(0));
+  EXPECT_EQ(*vm->status(), "exited");
+  EXPECT_FALSE(fs::exists(info->dir / "saved"));
+  // The handle's wait() sees through the suspends: the VM's end, not its
+  // first runner's.
+  auto code = vm->wait();
+  ASSERT_TRUE(code) << code.error().message();
+  EXPECT_EQ(*code, 137);
+  ASSERT_TRUE(vm->remove());
+  EXPECT_FALSE(fs::exists(info->dir));
 }
 
 TEST(LibraryTest, FailingPostBootHookStopsTheVm) {
