@@ -2,6 +2,7 @@
 // refuses to hold (user vsock ports, writable volumes), what a restore
 // refuses to resume (a truncated, corrupted or mismatched snapshot), and
 // what is fresh in a restored copy (its clock, its RNG, the virtio-rng).
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -142,7 +143,10 @@ TEST(SnapshotTest, TruncatedCorruptedOrMismatchedSnapshotsAreRefusedOnRestore) {
   ASSERT_TRUE(fs::exists(seal));
   const std::string original_memory = readAll(memory);
   const std::string original_seal = readAll(seal);
-  ASSERT_GT(original_memory.size(), 1u << 20);
+  // memory.bin holds the devices; guest RAM is memory.ram beside it, sparse.
+  ASSERT_GT(original_memory.size(), 4096u);
+  fs::path ram = snapshotDir("sealed") / "memory.ram";
+  ASSERT_TRUE(fs::exists(ram));
 
   auto refusedRestore = [&](const std::string& expected) {
     auto refused = microvm({"snapshot", "restore", "sealed", "--name", "never-restored"});
@@ -163,6 +167,32 @@ TEST(SnapshotTest, TruncatedCorruptedOrMismatchedSnapshotsAreRefusedOnRestore) {
   writeAll(memory, original_memory.substr(0, original_memory.size() / 2));
   refusedRestore("is truncated");
   writeAll(memory, original_memory);
+
+  // The RAM file: a byte of a page in use flipped, then cut short.
+  {
+    int fd = ::open(ram.c_str(), O_RDWR | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    off_t data = ::lseek(fd, 0, SEEK_DATA);
+    ASSERT_GE(data, 0);
+    char byte = 0;
+    ASSERT_EQ(::pread(fd, &byte, 1, data + 100), 1);
+    byte = static_cast<char>(byte ^ 0x5a);
+    ASSERT_EQ(::pwrite(fd, &byte, 1, data + 100), 1);
+    ::close(fd);
+    refusedRestore("is corrupted");
+    fd = ::open(ram.c_str(), O_RDWR | O_CLOEXEC);
+    byte = static_cast<char>(byte ^ 0x5a);
+    ASSERT_EQ(::pwrite(fd, &byte, 1, data + 100), 1);
+    off_t size = ::lseek(fd, 0, SEEK_END);
+    std::string last(4096, '\0');
+    ASSERT_EQ(::pread(fd, last.data(), last.size(), size - 4096), 4096);
+    ASSERT_EQ(::ftruncate(fd, size - 4096), 0);
+    ::close(fd);
+    refusedRestore("is truncated");
+    fd = ::open(ram.c_str(), O_RDWR | O_CLOEXEC);
+    ASSERT_EQ(::pwrite(fd, last.data(), last.size(), size - 4096), 4096);  // whole again
+    ::close(fd);
+  }
 
   // A seal that names another kernel, then another QEMU.
   auto edited = json::parse(original_seal);
