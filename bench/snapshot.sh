@@ -5,7 +5,8 @@
 #     `exec VM true`, timed from before `run -d`;
 #   - restore to running (`run -d --snapshot NAME` returns: the VM is
 #     Running) and to the first successful `exec`, timed the same way;
-#   - `snapshot create` time, and the snapshot's size (memory file + disk,
+#   - `snapshot create` time (RUNS saves of one VM: the first, and the
+#     median of the others), and the snapshot's size (memory file + disk,
 #     apparent and allocated);
 #   - the ratio restore-to-exec / cold-boot-to-exec against the target 0.1
 #     (reported as met or not; it does not fail the script).
@@ -60,9 +61,14 @@ PROBE_TIMEOUT_S = 10        # one CONNECT; the runner answers or closes within i
 # bounds the whole run (and the shell's trap then removes every VM).
 signal.alarm(1800)
 
-def run(*args, **kw):
-    return subprocess.run([binary, *args], check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, **kw).stdout
+def run(*args):
+    done = subprocess.run([binary, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        hint = ""
+        if args[:2] == ("snapshot", "create") and "vsock" in done.stderr:
+            hint = "\n(this build cannot save the agent's vsock device yet: BENCH_SNAPSHOT_NO_VSOCK=1 measures --no-vsock VMs)"
+        raise SystemExit(f"bench/snapshot.sh: microvm {' '.join(args)}: {done.stderr.strip()}{hint}")
+    return done.stdout
 
 def quiet(*args):
     return subprocess.run([binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
@@ -106,7 +112,8 @@ def wait_exec(vm, vm_id):
         start = time.monotonic()
         if probe(path) and quiet("exec", vm, "true") == 0:
             return
-        probe_failures.append(time.monotonic() - start)
+        if path is not None:
+            probe_failures.append(time.monotonic() - start)
         time.sleep(POLL_PAUSE_S)
     raise SystemExit(f"bench/snapshot.sh: VM {vm} not ready for exec within {READY_TIMEOUT_S} s")
 
@@ -251,7 +258,10 @@ for memory in MEMORY_SIZES_MIB:
         "restore_to_exec_median_s": med(restore_exec),
         "ratio_restore_to_exec_over_cold_boot_to_exec": ratio,
         "meets_target": None if ratio is None else ratio <= TARGET_RATIO,
-        "snapshot_create_median_s": med(creates),
+        # The first save of a VM reads all of its memory for the first
+        # time; later ones find it mapped and are faster.
+        "snapshot_create_first_s": round(creates[0], 3),
+        "snapshot_create_again_median_s": med(creates[1:]),
         "snapshot_memory_bytes": sizes["memory"][0],
         "snapshot_disk_bytes": sizes["disk"][0],
         "snapshot_total_bytes": sizes["memory"][0] + sizes["disk"][0],
@@ -270,9 +280,14 @@ if agent:
     if probe_failures:
         harness["probe_refused_median_ms"] = round(statistics.median(probe_failures) * 1000, 2)
         harness["probe_refused_max_ms"] = round(max(probe_failures) * 1000, 2)
-    # After the agent starts listening, the poll finds it within one pause
-    # plus one refused probe; then one exec, which is part of the figure.
-    harness["poll_adds_at_most_ms"] = round(POLL_PAUSE_S * 1000 + max(probe_failures, default=0) * 1000, 2)
+    # A probe sent just before the agent listens is refused; the next one
+    # follows a pause later and is accepted: that is what the poll adds to a
+    # figure, beside the exec it ends with. (A probe sent while the guest's
+    # vsock driver is not up yet waits in the runner until the guest
+    # answers; such a wait ends with the guest and adds nothing: it is why
+    # probe_refused_max_ms can be large.)
+    harness["poll_adds_typically_ms"] = round(
+        POLL_PAUSE_S * 1000 + harness.get("probe_refused_median_ms", 0) + harness["probe_ok_median_ms"], 2)
 met = [r["meets_target"] for r in results]
 print(json.dumps({
     "benchmark": "snapshot",
