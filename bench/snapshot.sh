@@ -6,8 +6,8 @@
 #   - restore to running (`run -d --snapshot NAME` returns: the VM is
 #     Running) and to the first successful `exec`, timed the same way;
 #   - `snapshot create` time (RUNS saves of one VM: the first, and the
-#     median of the others), and the snapshot's size (memory file + disk,
-#     apparent and allocated);
+#     median of the others), and the snapshot's size (device state, guest
+#     RAM (sparse: apparent and allocated), disk, and all allocated);
 #   - the ratio restore-to-exec / cold-boot-to-exec against the target 0.1
 #     (reported as met or not; it does not fail the script).
 # Medians of RUNS samples; cold boots and restores are interleaved so that
@@ -174,7 +174,7 @@ def restore(snapshot, single_cli=False):
 
 def snapshot_files(name):
     sizes = {}
-    for key, file in (("memory", "memory.bin"), ("disk", "disk.qcow2")):
+    for key, file in (("memory", "memory.bin"), ("ram", "memory.ram"), ("disk", "disk.qcow2")):
         st = os.stat(os.path.join(home, "snapshots", name, file))
         sizes[key] = (st.st_size, st.st_blocks * 512)
     return sizes
@@ -262,10 +262,13 @@ for memory in MEMORY_SIZES_MIB:
         # time; later ones find it mapped and are faster.
         "snapshot_create_first_s": round(creates[0], 3),
         "snapshot_create_again_median_s": med(creates[1:]),
+        # memory.bin: the device state; memory.ram: guest RAM, sparse (its
+        # apparent size is the VM's memory, its allocation what was in use).
         "snapshot_memory_bytes": sizes["memory"][0],
+        "snapshot_ram_bytes": sizes["ram"][0],
+        "snapshot_ram_allocated_bytes": sizes["ram"][1],
         "snapshot_disk_bytes": sizes["disk"][0],
-        "snapshot_total_bytes": sizes["memory"][0] + sizes["disk"][0],
-        "snapshot_total_allocated_bytes": sizes["memory"][1] + sizes["disk"][1],
+        "snapshot_total_allocated_bytes": sizes["memory"][1] + sizes["ram"][1] + sizes["disk"][1],
         "samples_ms": {
             "cold_boot_to_running": ms(cold_running),
             "cold_boot_to_exec": ms(cold_exec),
