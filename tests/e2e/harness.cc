@@ -349,4 +349,32 @@ HostServer::HostServer(const std::string& token) : port_(freePort()) {
   EXPECT_TRUE(waitForPort(port_, std::chrono::seconds(10)));
 }
 
+const std::vector<std::string> kCounter = {"/bin/sh", "-c",
+                                           "i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.2; done"};
+
+std::string runDetached(std::vector<std::string> flags, const std::vector<std::string>& command) {
+  std::vector<std::string> args = {"run", "-d", "--rootfs", rootfs().string()};
+  args.insert(args.end(), flags.begin(), flags.end());
+  args.push_back("--");
+  args.insert(args.end(), command.begin(), command.end());
+  auto result = microvm(args);
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  std::string id = result.out.substr(0, result.out.find('\n'));
+  EXPECT_EQ(id.size(), 64u) << result.out;
+  return id;
+}
+
+nlohmann::json inspect(const std::string& ref) {
+  auto result = microvm({"inspect", ref});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  auto list = nlohmann::json::parse(result.out, nullptr, false);
+  return list.is_array() && !list.empty() ? list[0] : nlohmann::json();
+}
+
+int lastTick(const std::string& ref) {
+  auto logs = microvm({"logs", "--tail", "1", ref});
+  size_t at = logs.out.rfind("tick ");
+  return at == std::string::npos ? -1 : std::stoi(logs.out.substr(at + 5));
+}
+
 }  // namespace microvm::e2e

@@ -2,6 +2,10 @@
 // temporary data dir and a busybox rootfs built once per test binary.
 #pragma once
 
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
 #include <sys/ioctl.h>
 #include <sys/types.h>
 
@@ -126,5 +130,27 @@ std::vector<pid_t> processesMentioning(const std::string& needle);
 // Entries directly under `dir`, except dotfiles such as lock files (empty if
 // `dir` does not exist).
 std::vector<std::string> listDir(const std::filesystem::path& dir);
+
+// Detached VMs running a counter, shared by the lifecycle, snapshot and
+// suspend tests.
+// A workload that prints "tick N" every 0.2 s, so progress is observable.
+extern const std::vector<std::string> kCounter;
+// `run -d --rootfs <busybox> FLAGS -- COMMAND`; the VM's full id.
+std::string runDetached(std::vector<std::string> flags, const std::vector<std::string>& command);
+// `inspect REF`'s object (null if there is none).
+nlohmann::json inspect(const std::string& ref);
+// The last "tick N" in the VM's log, or -1.
+int lastTick(const std::string& ref);
+
+// Polls `done` every 100 ms for up to `limit`.
+template <typename Done>
+bool eventually(Done done, std::chrono::seconds limit = std::chrono::seconds(60)) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return done();
+}
 
 }  // namespace microvm::e2e

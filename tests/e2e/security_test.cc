@@ -68,21 +68,6 @@ TEST_F(Volumes, MissingHostDirectoryStopsTheRunBeforeBoot) {
   EXPECT_NE(result.err.find("no such directory"), std::string::npos) << result.err;
 }
 
-std::string runDetached(std::vector<std::string> flags, const std::vector<std::string>& command) {
-  std::vector<std::string> args = {"run", "-d", "--rootfs", rootfs().string()};
-  args.insert(args.end(), flags.begin(), flags.end());
-  args.push_back("--");
-  args.insert(args.end(), command.begin(), command.end());
-  auto result = microvm(args);
-  EXPECT_EQ(result.exit_code, 0) << result.err;
-  return result.out.substr(0, result.out.find('\n'));
-}
-
-nlohmann::json inspect(const std::string& ref) {
-  auto list = nlohmann::json::parse(microvm({"inspect", ref}).out, nullptr, false);
-  return list.is_array() && !list.empty() ? list[0] : nlohmann::json();
-}
-
 // "Key" -> "value" from /proc/PID/status.
 std::map<std::string, std::string> processStatus(int pid) {
   std::map<std::string, std::string> fields;

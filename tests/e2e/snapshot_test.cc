@@ -21,39 +21,10 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using std::chrono::seconds;
 
-const std::vector<std::string> kCounter = {"/bin/sh", "-c",
-                                           "i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.2; done"};
-
-std::string runDetached(std::vector<std::string> flags, const std::vector<std::string>& command) {
-  std::vector<std::string> args = {"run", "-d", "--rootfs", rootfs().string()};
-  args.insert(args.end(), flags.begin(), flags.end());
-  args.push_back("--");
-  args.insert(args.end(), command.begin(), command.end());
-  auto result = microvm(args);
-  EXPECT_EQ(result.exit_code, 0) << result.err;
-  return result.out.substr(0, result.out.find('\n'));
-}
-
 std::string status(const std::string& ref) {
   auto result = microvm({"inspect", ref});
   auto list = json::parse(result.out, nullptr, false);
   return list.is_array() && !list.empty() ? list[0].value("status", "") : "";
-}
-
-int lastTick(const std::string& ref) {
-  auto logs = microvm({"logs", "--tail", "1", ref});
-  size_t at = logs.out.rfind("tick ");
-  return at == std::string::npos ? -1 : std::stoi(logs.out.substr(at + 5));
-}
-
-template <typename Done>
-bool eventually(Done done, seconds limit = seconds(60)) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return done();
 }
 
 // The error output is one line (a trailing newline aside).

@@ -25,34 +25,10 @@ using nlohmann::json;
 using std::chrono::seconds;
 namespace fs = std::filesystem;
 
-json inspect(const std::string& ref) {
-  auto result = microvm({"inspect", ref});
-  EXPECT_EQ(result.exit_code, 0) << result.err;
-  auto list = json::parse(result.out, nullptr, false);
-  return list.is_array() && !list.empty() ? list[0] : json();
-}
-
-// The last "tick N" in the VM's log, or -1.
-int lastTick(const std::string& ref) {
-  auto logs = microvm({"logs", "--tail", "1", ref});
-  size_t at = logs.out.rfind("tick ");
-  return at == std::string::npos ? -1 : std::stoi(logs.out.substr(at + 5));
-}
-
 size_t count(const std::string& text, const std::string& needle) {
   size_t found = 0;
   for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++found;
   return found;
-}
-
-template <typename Done>
-bool eventually(Done done, seconds limit = seconds(60)) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return done();
 }
 
 // One HTTP/1.0 GET to 127.0.0.1:port; the whole response, or "" if the
