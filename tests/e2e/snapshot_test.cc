@@ -193,17 +193,11 @@ int64_t hostSeconds() {
   return static_cast<int64_t>(::time(nullptr));
 }
 
-// What must be fresh in each restored copy of a default (agent-on) VM. Such
-// a VM can be saved once the agent no longer needs the vsock device; until
-// then `snapshot create` refuses it and this test is skipped.
+// What must be fresh in each restored copy of a default (agent-on) VM.
 TEST(SnapshotTest, EachRestoredCopyHasTheHostsClockAndItsOwnRandomBytes) {
   std::string source = runDetached({"--name", "fresh-source"}, kCounter);
   ASSERT_TRUE(eventually([&] { return lastTick(source) >= 2; }));
   auto saved = microvm({"snapshot", "create", source, "fresh"});
-  if (saved.exit_code != 0 && saved.err.find("vsock") != std::string::npos) {
-    EXPECT_EQ(microvm({"rm", "-f", source}).exit_code, 0);
-    GTEST_SKIP() << "a VM with the agent cannot be saved yet: " << saved.err;
-  }
   ASSERT_EQ(saved.exit_code, 0) << saved.err;
   EXPECT_EQ(microvm({"rm", "-f", source}).exit_code, 0);
   // The saved guest's clock stops at the save; the copies run later.

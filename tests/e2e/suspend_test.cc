@@ -90,7 +90,7 @@ std::vector<std::string> workload(const std::string& token) {
 TEST(SuspendTest, SuspendResumeKeepsTheVmItsFileItsForwardAndItsCounterAndStopAndRmEndIt) {
   int port = freePort();
   const std::string token = "kept-across-suspend-4711";
-  std::vector<std::string> args = {"run", "-d", "--name", "sleeper", "--no-vsock", "-p",
+  std::vector<std::string> args = {"run", "-d", "--name", "sleeper", "-p",
                                    std::to_string(port) + ":8080", "--rootfs", rootfs().string(), "--"};
   for (const auto& word : workload(token)) args.push_back(word);
   auto started = microvm(args);
@@ -233,11 +233,6 @@ TEST(SuspendTest, DefaultVmWithTheAgentExecsAtOnceAfterResume) {
   auto ready = [] { return microvm({"exec", "agent-sleeper", "cat", "/note"}).out == "agent-token-99\n"; };
   ASSERT_TRUE(eventually(ready, seconds(120)));
   auto suspended = microvm({"suspend", "agent-sleeper"});
-  if (suspended.exit_code != 0 && suspended.err.find("vsock") != std::string::npos) {
-    EXPECT_EQ(inspect("agent-sleeper")["status"], "running");  // refused, and it runs on
-    EXPECT_EQ(microvm({"rm", "-f", "agent-sleeper"}).exit_code, 0);
-    GTEST_SKIP() << "a VM with the agent on vsock cannot be saved yet: " << suspended.err;
-  }
   ASSERT_EQ(suspended.exit_code, 0) << suspended.err;
   EXPECT_EQ(inspect("agent-sleeper")["status"], "suspended");
   ASSERT_EQ(microvm({"resume", "agent-sleeper"}).exit_code, 0);
