@@ -2,8 +2,12 @@
 // refuses to hold (user vsock ports, writable volumes), what a restore
 // refuses to resume (a truncated, corrupted or mismatched snapshot), and
 // what is fresh in a restored copy (its clock, its RNG, the virtio-rng).
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -223,6 +227,47 @@ TEST(SnapshotTest, EachRestoredCopyHasTheHostsClockAndItsOwnRandomBytes) {
   EXPECT_NE(bytes[0], bytes[1]);
   EXPECT_EQ(microvm({"rm", "-f", "fresh-1", "fresh-2"}).exit_code, 0);
   EXPECT_EQ(microvm({"snapshot", "rm", "fresh"}).exit_code, 0);
+}
+
+
+// A connection the saved guest had open to the outside (through the user
+// network, to a host server) cannot survive a restore: the copy's new network
+// stack does not know it. The copy's end must fail, not hang.
+TEST(SnapshotTest, AnOutsideConnectionOfTheSavedGuestEndsInTheCopyInsteadOfHanging) {
+  int port = freePort();
+  int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  int one = 1;
+  ::setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  // SAFETY: sockaddr_in is AF_INET's sockaddr.
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(::listen(listener, 4), 0);
+  // The guest streams a line a second to the host (10.0.2.2 is the host's
+  // loopback), and says when the connection ends.
+  std::string script = "i=0; (while :; do echo line $i; i=$((i+1)); sleep 1; done) | nc 10.0.2.2 " +
+                       std::to_string(port) + "; echo connection-ended; exec sleep 100000";
+  std::string source = runDetached({"--name", "outside-source"}, {"/bin/sh", "-c", script});
+  pollfd watch{listener, POLLIN, 0};
+  ASSERT_EQ(::poll(&watch, 1, 60'000), 1) << "the guest never connected";
+  int connection = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+  ASSERT_GE(connection, 0);
+  char buffer[64];
+  ASSERT_GT(::read(connection, buffer, sizeof buffer), 0);  // it flows
+  ASSERT_EQ(microvm({"snapshot", "create", source, "outside"}).exit_code, 0);
+  EXPECT_EQ(microvm({"rm", "-f", source}).exit_code, 0);
+  ::close(connection);
+  ::close(listener);
+
+  ASSERT_EQ(microvm({"snapshot", "restore", "outside", "--name", "outside-copy"}).exit_code, 0);
+  EXPECT_TRUE(eventually([] { return microvm({"logs", "outside-copy"}).out.find("connection-ended") != std::string::npos; },
+                         seconds(60)))
+      << microvm({"logs", "outside-copy"}).out;
+  EXPECT_EQ(microvm({"rm", "-f", "outside-copy"}).exit_code, 0);
+  EXPECT_EQ(microvm({"snapshot", "rm", "outside"}).exit_code, 0);
 }
 
 }  // namespace
