@@ -271,7 +271,18 @@ Result<int> Runtime::exec(const std::string& reference, const ExecOptions& optio
   streams.stderr_fd = options.stderr_fd;
   streams.signal_fd = options.signal_fd;
   streams.terminal_fd = options.terminal_fd;
-  return client->exec(command, streams);
+  auto code = client->exec(command, streams);
+  if (!code && code.error().code() == ErrorCode::kProtocol) {
+    // The session was cut: say so if the VM was suspended, stopped or
+    // restored under it, rather than only that the connection ended.
+    if (auto now = impl_->findVm(reference); now && now->state.status != VmStatus::kRunning &&
+                                             now->state.status != VmStatus::kPaused) {
+      return Error(ErrorCode::kUnavailable, "exec in VM " + now->spec.name + " ended: the VM is " +
+                                                std::string(toString(now->state.status)) + " (" +
+                                                code.error().message() + ")");
+    }
+  }
+  return code;
 }
 
 Result<void> Runtime::ping(const std::string& reference) {

@@ -5,6 +5,8 @@
 // files and TCP connections.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+
+#include <future>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -232,9 +234,17 @@ TEST(SuspendTest, DefaultVmWithTheAgentExecsAtOnceAfterResume) {
   ASSERT_EQ(started.exit_code, 0) << started.err;
   auto ready = [] { return microvm({"exec", "agent-sleeper", "cat", "/note"}).out == "agent-token-99\n"; };
   ASSERT_TRUE(eventually(ready, seconds(120)));
+  // A session open while the VM is suspended ends with an error; it does
+  // not hang until the VM comes back.
+  auto open_session = std::async(std::launch::async, [] { return microvm({"exec", "agent-sleeper", "sleep", "600"}); });
+  std::this_thread::sleep_for(std::chrono::seconds(1));
   auto suspended = microvm({"suspend", "agent-sleeper"});
   ASSERT_EQ(suspended.exit_code, 0) << suspended.err;
   EXPECT_EQ(inspect("agent-sleeper")["status"], "suspended");
+  ASSERT_EQ(open_session.wait_for(seconds(30)), std::future_status::ready) << "an exec session hangs after suspend";
+  auto ended = open_session.get();
+  EXPECT_NE(ended.exit_code, 0);
+  EXPECT_NE(ended.err.find("the VM is suspended"), std::string::npos) << ended.err;
   ASSERT_EQ(microvm({"resume", "agent-sleeper"}).exit_code, 0);
   // Ready as soon as resume returns: no retry.
   auto exec = microvm({"exec", "agent-sleeper", "cat", "/note"});
