@@ -117,7 +117,6 @@ class MuxServer {
         if (got < 0 && errno == EAGAIN) break;
         if (got <= 0) return hostGone();
         mux_.receive(std::string_view(buffer, static_cast<size_t>(got)));
-        if (mux_.bufferedInput() == 0) continue;
       }
       return;
     }
@@ -229,11 +228,8 @@ class MuxServer {
             it->second.host_eof = true;
             flushLocal(event.stream, it->second);
             break;
-          case Kind::kReset:
-            agentLog("agent channel: stream " + std::to_string(event.stream) + " reset: " + event.text);
-            if (it != sessions_.end()) sessions_.erase(it);
-            break;
           case Kind::kClosed:
+          case Kind::kReset:
             // Closing our end ends the session: its process reads EOF or
             // gets EPIPE and exits.
             if (it != sessions_.end()) sessions_.erase(it);
