@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "agent/client.h"
+#include "guest/agent_for_test.h"
 #include "base/event_loop.h"
 #include "guest/agent.h"
 #include "runner/agent_gateway.h"
@@ -30,23 +31,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using agent::AgentClient;
-
-std::string readAll(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-std::string randomBytes(size_t size, unsigned seed) {
-  std::mt19937_64 generator(seed);
-  std::string data(size, '\0');
-  for (size_t i = 0; i + 8 <= size; i += 8) {
-    uint64_t word = generator();
-    std::memcpy(&data[i], &word, 8);
-  }
-  return data;
-}
 
 // The runner's side: an event loop thread that owns one gateway at a time.
 class HostSide {

@@ -26,28 +26,12 @@
 #include <thread>
 
 #include "agent/client.h"
+#include "guest/agent_for_test.h"
 
 namespace microvm::guest {
 namespace {
 
 using microvm::agent::AgentClient;
-
-std::string readAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-std::string randomBytes(size_t size, unsigned seed) {
-  std::mt19937_64 generator(seed);
-  std::string data(size, '\0');
-  for (size_t i = 0; i + 8 <= size; i += 8) {
-    uint64_t word = generator();
-    std::memcpy(&data[i], &word, 8);
-  }
-  return data;
-}
 
 // A pipe whose read end the test hands to the client as its signal_fd: the
 // client reads signalfd_siginfo records from it, whoever wrote them.

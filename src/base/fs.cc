@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <system_error>
 
@@ -197,43 +198,51 @@ std::string tailLines(int fd, size_t lines) {
 
 namespace microvm {
 
-Result<uint64_t> copySparse(int from, int to, uint64_t size) {
+Result<void> forEachNonZeroBlock(int fd, uint64_t size,
+                                 const std::function<Result<void>(uint64_t offset, std::string_view block)>& visit) {
   constexpr size_t kBlock = 4096;
   constexpr size_t kChunk = size_t{1} << 20;
   static const char zeros[kBlock] = {};
   std::string buffer(kChunk, '\0');
-  uint64_t written = 0;
   off_t offset = 0;
   while (static_cast<uint64_t>(offset) < size) {
-    off_t data = ::lseek(from, offset, SEEK_DATA);
+    off_t data = ::lseek(fd, offset, SEEK_DATA);
     if (data < 0 && errno == ENXIO) break;  // only a hole is left
     if (data < 0) return Error::fromErrno("seek to data");
     if (static_cast<uint64_t>(data) >= size) break;
-    off_t hole = ::lseek(from, data, SEEK_HOLE);
+    off_t hole = ::lseek(fd, data, SEEK_HOLE);
     if (hole < 0) return Error::fromErrno("seek to a hole");
     uint64_t end = std::min<uint64_t>(static_cast<uint64_t>(hole), size);
     for (uint64_t at = static_cast<uint64_t>(data); at < end;) {
       size_t want = static_cast<size_t>(std::min<uint64_t>(kChunk, end - at));
-      ssize_t got = ::pread(from, buffer.data(), want, static_cast<off_t>(at));
+      ssize_t got = ::pread(fd, buffer.data(), want, static_cast<off_t>(at));
       if (got < 0 && errno == EINTR) continue;
       if (got < 0) return Error::fromErrno("read");
-      if (got == 0) return Error(ErrorCode::kIo, "copy: the source ended early");
+      if (got == 0) break;  // the file ends before `size`
       for (size_t block = 0; block < static_cast<size_t>(got); block += kBlock) {
         size_t length = std::min(kBlock, static_cast<size_t>(got) - block);
         if (std::memcmp(buffer.data() + block, zeros, length) == 0) continue;
-        for (size_t done = 0; done < length;) {
-          ssize_t put = ::pwrite(to, buffer.data() + block + done, length - done,
-                                 static_cast<off_t>(at + block + done));
-          if (put < 0 && errno == EINTR) continue;
-          if (put <= 0) return Error::fromErrno("write");
-          done += static_cast<size_t>(put);
-        }
-        written += length;
+        MICROVM_TRY(visit(at + block, std::string_view(buffer.data() + block, length)));
       }
       at += static_cast<uint64_t>(got);
     }
     offset = static_cast<off_t>(end);
   }
+  return success();
+}
+
+Result<uint64_t> copySparse(int from, int to, uint64_t size) {
+  uint64_t written = 0;
+  MICROVM_TRY(forEachNonZeroBlock(from, size, [&](uint64_t offset, std::string_view block) -> Result<void> {
+    for (size_t done = 0; done < block.size();) {
+      ssize_t put = ::pwrite(to, block.data() + done, block.size() - done, static_cast<off_t>(offset + done));
+      if (put < 0 && errno == EINTR) continue;
+      if (put <= 0) return Error::fromErrno("write");
+      done += static_cast<size_t>(put);
+    }
+    written += block.size();
+    return success();
+  }));
   struct stat st {};
   if (::fstat(to, &st) != 0) return Error::fromErrno("stat the copy");
   if (static_cast<uint64_t>(st.st_size) != size && ::ftruncate(to, static_cast<off_t>(size)) != 0) {

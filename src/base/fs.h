@@ -4,6 +4,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -43,6 +44,13 @@ Result<void> removeTree(const std::filesystem::path& path);
 Result<void> writeAll(int fd, std::string_view data);
 
 // Directory of the running executable (/proc/self/exe's parent).
+// Calls `visit` with each 4 KiB block of the first `size` bytes of `fd` that
+// is not all zero, in order, reading only the file's data (SEEK_DATA and
+// SEEK_HOLE), so that it costs what the file holds, not its apparent size.
+// Stops at the first error `visit` returns.
+Result<void> forEachNonZeroBlock(int fd, uint64_t size,
+                                 const std::function<Result<void>(uint64_t offset, std::string_view block)>& visit);
+
 // Copies the first `size` bytes of `from` to the same offsets of `to`,
 // reading only `from`'s data (SEEK_DATA/SEEK_HOLE) and writing only the 4 KiB
 // blocks that are not all zero, so that `to` stays as sparse as it can; `to`

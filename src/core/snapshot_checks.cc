@@ -68,32 +68,13 @@ Result<void> hashRam(const fs::path& path, Xxh64& hasher) {
   UniqueFd fd(retryOnEintr([&] { return ::open(path.c_str(), O_RDONLY | O_CLOEXEC); }));
   if (!fd.valid() && errno == ENOENT) return success();
   if (!fd.valid()) return Error::fromErrno("open " + path.string());
-  constexpr size_t kBlock = 4096;
-  static const char zeros[kBlock] = {};
-  std::string buffer(kReadChunk, '\0');
-  off_t offset = 0;
-  for (;;) {
-    off_t data = ::lseek(fd.get(), offset, SEEK_DATA);
-    if (data < 0 && errno == ENXIO) return success();
-    if (data < 0) return Error::fromErrno("seek " + path.string());
-    off_t hole = ::lseek(fd.get(), data, SEEK_HOLE);
-    if (hole < 0) return Error::fromErrno("seek " + path.string());
-    for (off_t at = data; at < hole;) {
-      size_t want = static_cast<size_t>(std::min<off_t>(static_cast<off_t>(buffer.size()), hole - at));
-      ssize_t got = retryOnEintr([&] { return ::pread(fd.get(), buffer.data(), want, at); });
-      if (got < 0) return Error::fromErrno("read " + path.string());
-      if (got == 0) return success();
-      for (size_t block = 0; block < static_cast<size_t>(got); block += kBlock) {
-        size_t length = std::min(kBlock, static_cast<size_t>(got) - block);
-        if (std::memcmp(buffer.data() + block, zeros, length) == 0) continue;
-        uint64_t where = static_cast<uint64_t>(at) + block;
-        hasher.update(std::string_view(reinterpret_cast<const char*>(&where), sizeof where));
-        hasher.update(std::string_view(buffer.data() + block, length));
-      }
-      at += got;
-    }
-    offset = hole;
-  }
+  auto hashed = forEachNonZeroBlock(fd.get(), UINT64_MAX, [&](uint64_t offset, std::string_view block) {
+    hasher.update(std::string_view(reinterpret_cast<const char*>(&offset), sizeof offset));
+    hasher.update(block);
+    return success();
+  });
+  if (!hashed) return std::move(hashed).error().withContext(path.string());
+  return success();
 }
 
 // The device state's bytes, then the RAM's blocks.

@@ -377,4 +377,51 @@ int lastTick(const std::string& ref) {
   return at == std::string::npos ? -1 : std::stoi(logs.out.substr(at + 5));
 }
 
+// One HTTP/1.0 GET to 127.0.0.1:port (or [::1]:port with `ipv6`); the whole response, or "" if the
+// connection failed (refused) or nothing came within `limit`.
+std::string httpGet(int port, const std::string& path, std::chrono::seconds limit, bool ipv6) {
+  int fd = ::socket(ipv6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return "";
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  sockaddr_in6 address6{};
+  address6.sin6_family = AF_INET6;
+  address6.sin6_port = htons(static_cast<uint16_t>(port));
+  address6.sin6_addr = in6addr_loopback;
+  // SAFETY: sockaddr_in / sockaddr_in6 are the sockaddrs of AF_INET / AF_INET6.
+  int connected = ipv6 ? ::connect(fd, reinterpret_cast<sockaddr*>(&address6), sizeof address6)
+                       : ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+  if (connected != 0) {
+    ::close(fd);
+    return "";
+  }
+  std::string request = "GET " + path + " HTTP/1.0\r\nHost: test\r\n\r\n";
+  (void)!::write(fd, request.data(), request.size());
+  std::string response;
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd pfd{fd, POLLIN, 0};
+    if (::poll(&pfd, 1, 200) <= 0) continue;
+    char buffer[4096];
+    ssize_t got = ::read(fd, buffer, sizeof buffer);
+    if (got <= 0) break;
+    response.append(buffer, static_cast<size_t>(got));
+  }
+  ::close(fd);
+  return response;
+}
+
+// Retries httpGet until the body contains `needle` (the guest server may
+// still be booting); bounded by `limit`.
+bool eventuallyServes(int port, const std::string& needle, std::chrono::seconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (httpGet(port, "/", std::chrono::seconds(5)).find(needle) != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  return false;
+}
+
 }  // namespace microvm::e2e

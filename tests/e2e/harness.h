@@ -142,6 +142,13 @@ nlohmann::json inspect(const std::string& ref);
 // The last "tick N" in the VM's log, or -1.
 int lastTick(const std::string& ref);
 
+// One HTTP/1.0 GET to 127.0.0.1:port (or [::1]:port with `ipv6`); the whole
+// response, or "" if the connection failed or nothing came within `limit`.
+std::string httpGet(int port, const std::string& path = "/", std::chrono::seconds limit = std::chrono::seconds(10),
+                    bool ipv6 = false);
+// Retries httpGet until the body contains `needle`; bounded by `limit`.
+bool eventuallyServes(int port, const std::string& needle, std::chrono::seconds limit);
+
 // Polls `done` every 100 ms for up to `limit`.
 template <typename Done>
 bool eventually(Done done, std::chrono::seconds limit = std::chrono::seconds(60)) {

@@ -33,40 +33,6 @@ size_t count(const std::string& text, const std::string& needle) {
   return found;
 }
 
-// One HTTP/1.0 GET to 127.0.0.1:port; the whole response, or "" if the
-// connection failed or nothing came within `limit`.
-std::string httpGet(int port, seconds limit = seconds(10)) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return "";
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<uint16_t>(port));
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  // SAFETY: sockaddr_in is AF_INET's sockaddr.
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-    ::close(fd);
-    return "";
-  }
-  std::string request = "GET / HTTP/1.0\r\nHost: test\r\n\r\n";
-  (void)!::write(fd, request.data(), request.size());
-  std::string response;
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline && response.size() < 65536) {
-    pollfd pfd{fd, POLLIN, 0};
-    if (::poll(&pfd, 1, 200) <= 0) continue;
-    char buffer[4096];
-    ssize_t got = ::read(fd, buffer, sizeof buffer);
-    if (got <= 0) break;
-    response.append(buffer, static_cast<size_t>(got));
-  }
-  ::close(fd);
-  return response;
-}
-
-bool eventuallyServes(int port, const std::string& needle, seconds limit) {
-  return eventually([&] { return httpGet(port, seconds(5)).find(needle) != std::string::npos; }, limit);
-}
-
 // Whether `pid` is a live process. An exited one not yet reaped (a zombie)
 // holds no memory, and counts as gone.
 bool alive(pid_t pid) {
@@ -127,7 +93,7 @@ TEST(SuspendTest, SuspendResumeKeepsTheVmItsFileItsForwardAndItsCounterAndStopAn
   auto ps = microvm({"ps"});  // without -a, as Docker lists paused containers
   EXPECT_NE(ps.out.find("Suspended"), std::string::npos) << ps.out;
   EXPECT_NE(ps.out.find("sleeper"), std::string::npos) << ps.out;
-  EXPECT_EQ(httpGet(port, seconds(3)), "");  // no one forwards while it is suspended
+  EXPECT_EQ(httpGet(port, "/", seconds(3)), "");  // no one forwards while it is suspended
   std::this_thread::sleep_for(std::chrono::seconds(1));
   EXPECT_EQ(lastTick(id), at_suspend) << "a suspended VM must not make progress";
   // Things that need a running VM say so.
@@ -207,7 +173,7 @@ TEST(SuspendTest, SuspendResumeKeepsTheVmItsFileItsForwardAndItsCounterAndStopAn
   EXPECT_FALSE(fs::exists(vm_dir));
   EXPECT_FALSE(fs::exists(runtime_dir));
   EXPECT_TRUE(processesMentioning(id).empty());
-  EXPECT_EQ(httpGet(port, seconds(3)), "");
+  EXPECT_EQ(httpGet(port, "/", seconds(3)), "");
 }
 
 TEST(SuspendTest, ARunningVmThatCannotBeSavedIsRefusedAndRunsOn) {
