@@ -36,6 +36,12 @@ void decodeEverything(std::string_view payload) {
     auto again = agent::decodeWindowSize(agent::encodeWindowSize(*size));
     if (!again || again->rows != size->rows || again->cols != size->cols) mismatch("window size");
   }
+  if (auto refresh = agent::decodeRefresh(payload)) {
+    auto again = agent::decodeRefresh(agent::encodeRefresh(*refresh));
+    if (!again || again->realtime_ns != refresh->realtime_ns || again->entropy != refresh->entropy) {
+      mismatch("refresh");
+    }
+  }
   (void)agent::decodeFileInfo(payload);
   (void)agent::decodeU32(payload);
 }

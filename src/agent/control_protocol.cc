@@ -150,4 +150,27 @@ Result<WorkloadSpec> decodeSpec(std::string_view payload) {
   return spec;
 }
 
+std::string encodeRefresh(const ControlRefresh& refresh) {
+  std::string out(8, '\0');
+  uint64_t ns = static_cast<uint64_t>(refresh.realtime_ns);
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((ns >> (8 * i)) & 0xff);
+  out += refresh.entropy.substr(0, kMaxControlRefreshEntropy);
+  return out;
+}
+
+Result<ControlRefresh> decodeRefresh(std::string_view payload) {
+  if (payload.size() < 8) return Error(ErrorCode::kProtocol, "refresh frame: shorter than its clock");
+  if (payload.size() > 8 + kMaxControlRefreshEntropy) {
+    return Error(ErrorCode::kProtocol, "refresh frame: more than " + std::to_string(kMaxControlRefreshEntropy) +
+                                           " bytes of entropy");
+  }
+  uint64_t ns = 0;
+  for (int i = 0; i < 8; ++i) ns |= uint64_t{static_cast<unsigned char>(payload[i])} << (8 * i);
+  if (ns > static_cast<uint64_t>(INT64_MAX)) return Error(ErrorCode::kProtocol, "refresh frame: clock out of range");
+  ControlRefresh refresh;
+  refresh.realtime_ns = static_cast<int64_t>(ns);
+  refresh.entropy = std::string(payload.substr(8));
+  return refresh;
+}
+
 }  // namespace microvm::agent

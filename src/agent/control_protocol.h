@@ -113,4 +113,16 @@ Result<MountSpec> decodeMount(std::string_view value);
 // has the wrong width, a mount is malformed, or argv is empty.
 Result<WorkloadSpec> decodeSpec(std::string_view payload);
 
+// kRefresh, sent by a runner that restored saved state, before anything
+// else: the host's wall clock (u64 ns since the epoch, little-endian) and
+// then host entropy (at most kMaxControlRefreshEntropy bytes). Init sets the
+// clock and reseeds the RNG at once, without a round trip.
+inline constexpr size_t kMaxControlRefreshEntropy = 512;
+struct ControlRefresh {
+  int64_t realtime_ns = 0;
+  std::string entropy;
+};
+std::string encodeRefresh(const ControlRefresh& refresh);
+Result<ControlRefresh> decodeRefresh(std::string_view payload);
+
 }  // namespace microvm::agent

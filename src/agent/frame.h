@@ -32,6 +32,7 @@ enum class FrameType : uint16_t {
   kExitAck = 3,
   kStdin = 4,
   kStdinClose = 5,
+  kRefresh = 6,  // host -> init after a restore: encodeRefresh()
   kHello = 16,
   kStarted = 17,
   kStdout = 18,

@@ -5,6 +5,18 @@
 namespace microvm::agent {
 namespace {
 
+TEST(ProtocolTest, RefreshFramesRoundTripAndBadOnesAreRefused) {
+  ControlRefresh refresh{1'765'000'000'123'456'789, std::string(64, '\x5a')};
+  auto back = decodeRefresh(encodeRefresh(refresh));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->realtime_ns, refresh.realtime_ns);
+  EXPECT_EQ(back->entropy, refresh.entropy);
+  EXPECT_FALSE(decodeRefresh("short").ok());
+  EXPECT_FALSE(decodeRefresh(std::string(8 + kMaxControlRefreshEntropy + 1, '\0')).ok());
+  EXPECT_FALSE(decodeRefresh(std::string(7, '\0') + "\xff").ok());  // beyond INT64_MAX
+  EXPECT_TRUE(decodeRefresh(std::string(8, '\0')).ok());             // no entropy is allowed
+}
+
 TEST(ProtocolTest, FrameRoundTripsAcrossArbitraryChunks) {
   std::string wire;
   appendFrame(wire, FrameType::kStdout, "hello");

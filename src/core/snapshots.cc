@@ -10,7 +10,6 @@
 #include "base/scope_guard.h"
 #include "microvm/runtime.h"
 #include "runner/control.h"
-#include "core/guest_refresh.h"
 #include "core/runtime_impl.h"
 #include "core/snapshot_checks.h"
 #include "state/vm_store.h"
@@ -117,10 +116,8 @@ Result<VmHandle> Runtime::restore(const std::string& snapshot_name, const RunOpt
     if (ec) return Error(ErrorCode::kIo, "copy snapshot disk: " + ec.message(), ec.value());
     return success();
   }));
-  auto handle = start(spec.id, options.stdout_fd, options.stderr_fd);
-  if (!handle) return handle;
-  MICROVM_TRY(refreshGuest(spec));
-  return handle;
+  // The runner refreshes the guest's clock and RNG as it resumes it.
+  return start(spec.id, options.stdout_fd, options.stderr_fd);
 }
 
 Result<std::vector<SnapshotInfo>> Runtime::listSnapshots() {

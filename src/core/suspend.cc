@@ -26,7 +26,6 @@
 #include "base/process.h"
 #include "base/scope_guard.h"
 #include "base/unique_fd.h"
-#include "core/guest_refresh.h"
 #include "core/runtime_impl.h"
 #include "core/snapshot_checks.h"
 #include "microvm/runtime.h"
@@ -208,7 +207,7 @@ Result<void> Runtime::resume(const std::string& reference) {
   if (auto removed = removeTree(paths.saved()); !removed) {
     impl_->log(LogLevel::kWarn, "saved state not removed", {{"vm", spec.id.substr(0, 12)}, {"error", removed.error().message()}});
   }
-  MICROVM_TRY(refreshGuest(spec));
+  // The runner refreshed the guest's clock and RNG as it resumed it.
   impl_->log(LogLevel::kInfo, "resumed", {{"vm", spec.id.substr(0, 12)}, {"ms", loaded_ms}});
   return success();
 }

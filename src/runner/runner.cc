@@ -3,14 +3,17 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -62,6 +65,22 @@ void Runner::onTimer() {
 void Runner::sendSpec() {
   // The guest reads the spec once its port opens; the socket buffers it.
   sendFrame(agent::FrameType::kSpec, agent::encodeSpec(workloadSpecFor(spec_)));
+}
+
+// The guest resumes with the clock and RNG state of the moment it was saved
+// (and every copy with the same): init gets the host's time and entropy as
+// the first frame after the restore.
+void Runner::sendRefresh() {
+  agent::ControlRefresh refresh;
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  refresh.realtime_ns = static_cast<int64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
+  refresh.entropy.resize(64);
+  if (::getrandom(refresh.entropy.data(), refresh.entropy.size(), 0) != static_cast<ssize_t>(refresh.entropy.size())) {
+    refresh.entropy.clear();
+    log("refresh: no host entropy (" + std::string(std::strerror(errno)) + "); the guest keeps its RNG state");
+  }
+  sendFrame(agent::FrameType::kRefresh, agent::encodeRefresh(refresh));
 }
 
 // Guest RAM is a memfd the runner keeps, so that it can save and restore the
@@ -260,6 +279,7 @@ Result<void> Runner::start() {
     // Running is recorded once the state is loaded: a resume that fails
     // before that leaves the VM suspended (finish()).
     MICROVM_TRY(vmm_->finishRestore());
+    sendRefresh();
     restored_ = true;
     log("restored from " + saved_state.string());
     setStatus(VmStatus::kRunning);

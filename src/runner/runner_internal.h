@@ -79,6 +79,7 @@ class Runner {
   Result<void> snapshot(const Path& dir);
   // Guest RAM as a memfd; filled from `saved_ram` (a sparse file) when not empty.
   Result<void> createGuestMemory(const Path& saved_ram);
+  void sendRefresh();
   Result<void> saveMachine(const SnapshotFiles& files);
   Result<void> copyDisk(int to);
   Result<void> suspend();

@@ -91,7 +91,7 @@ QemuCommand buildQemuCommand(const std::string& binary, const MachineConfig& con
   // A source of entropy for the guest's RNG (hw_random, which feeds the
   // kernel's pool): rng-builtin reads QEMU's own getrandom, so no file needs
   // to be opened in QEMU's sandbox. A restored copy reseeds from it and from
-  // the agent's refresh (core/guest_refresh.h).
+  // the runner's refresh frame (agent/control_protocol.h).
   add({"-object", "rng-builtin,id=rng0", "-device", "virtio-rng-device,rng=rng0"});
   if (config.console_fd >= 0) {
     add({"-chardev", "socket,id=con,fd=" + std::to_string(kQemuConsoleFd), "-serial", "chardev:con"});
