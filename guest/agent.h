@@ -98,6 +98,10 @@ struct RefreshEffects {
 // ioctls RNDADDENTROPY (credited) then RNDRESEEDCRNG, so that every later
 // read of /dev/urandom or getrandom() comes from the new seed.
 RefreshEffects systemRefreshEffects();
+// A kRefresh control frame (agent::decodeRefresh) from a runner that
+// restored saved state, applied with systemRefreshEffects() at once, before
+// the workload or any exec reads the time. A malformed one is logged.
+void applyControlRefresh(std::string_view payload);
 
 struct AgentOptions {
   // The workload's spec: exec's defaults (env, working directory, user,

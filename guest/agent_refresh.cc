@@ -11,6 +11,7 @@
 #include <cstring>
 #include <vector>
 
+#include "agent/control_protocol.h"
 #include "base/eintr.h"
 #include "guest/agent_operations.h"
 #include "guest/support.h"
@@ -53,6 +54,19 @@ Result<void> addEntropyAndReseed(std::string_view entropy) {
 
 RefreshEffects systemRefreshEffects() {
   return {setRealtimeClock, addEntropyAndReseed};
+}
+
+void applyControlRefresh(std::string_view payload) {
+  auto refresh = agent::decodeRefresh(payload);
+  if (!refresh) {
+    log("ignoring a malformed refresh frame: " + refresh.error().message());
+    return;
+  }
+  RefreshEffects effects = systemRefreshEffects();
+  if (auto set = effects.set_clock(refresh->realtime_ns); !set) log("refresh: " + set.error().message());
+  if (!refresh->entropy.empty()) {
+    if (auto added = effects.add_entropy(refresh->entropy); !added) log("refresh: " + added.error().message());
+  }
 }
 
 void handleRefresh(FramedConnection& connection, const agent::AgentRequest& request, const AgentOptions& options) {

@@ -1,6 +1,8 @@
 #include "guest/boot.h"
 
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -54,6 +56,13 @@ Result<void> attachConsole() {
 Result<void> mountRoot(const agent::WorkloadSpec& spec) {
   if (auto made = makeDirectories(kNewRoot, 0755); !made.ok()) return made;
   if (auto appeared = waitForPath(spec.root_device, kDeviceTimeout); !appeared.ok()) return appeared;
+  // A guest restored from a boot template read the disk's first blocks
+  // (the kernel's partition scan) before it was saved, from the template's
+  // disk: drop them, so that the mount reads this VM's disk.
+  if (UniqueFd disk(retryOnEintr([&] { return ::open(spec.root_device.c_str(), O_RDONLY | O_CLOEXEC); }));
+      !disk.valid() || ::ioctl(disk.get(), BLKFLSBUF, 0) != 0) {
+    log(systemError("drop the cached blocks of " + spec.root_device).message());
+  }
   // noatime: reading the image's files must not dirty its inodes, which
   // would cost disk writes into the VM's overlay and a flush at power-off.
   return mountFilesystem(spec.root_device, kNewRoot, spec.root_fstype.c_str(), MS_NOATIME, nullptr);

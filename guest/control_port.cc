@@ -97,10 +97,12 @@ void ControlPort::receive() {
   }
 }
 
-Result<agent::Frame> ControlPort::waitFor(agent::FrameType type, std::optional<Clock::time_point> deadline) {
+Result<agent::Frame> ControlPort::waitFor(agent::FrameType type, std::optional<Clock::time_point> deadline,
+                                          const std::function<void(const agent::Frame&)>& other) {
   for (;;) {
     while (auto frame = connection_.nextFrame()) {
       if (frame->type == type) return std::move(*frame);
+      if (other) other(*frame);
     }
     if (corrupt()) return Error(ErrorCode::kProtocol, "control port: corrupt frame stream from the host: " + corruption());
     if (!connected_) return disconnected();
@@ -147,8 +149,10 @@ Result<UniqueFd> openVirtioPort(std::string_view name, milliseconds timeout) {
 
 Result<UniqueFd> openControlPort() { return openVirtioPort(agent::kControlPortName, kDeviceTimeout); }
 
-Result<agent::WorkloadSpec> receiveSpec(ControlPort& port) {
-  auto frame = port.waitFor(agent::FrameType::kSpec, std::nullopt);
+Result<agent::WorkloadSpec> receiveSpec(ControlPort& port, const std::function<void(std::string_view)>& refresh) {
+  auto frame = port.waitFor(agent::FrameType::kSpec, std::nullopt, [&](const agent::Frame& other) {
+    if (other.type == agent::FrameType::kRefresh && refresh) refresh(other.payload);
+  });
   if (!frame.ok()) return frame.error();
   auto spec = agent::decodeSpec(frame->payload);
   if (!spec) {

@@ -15,6 +15,7 @@
 // lossless) from "the host is not there" (give up after kHostConnectTimeout).
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string_view>
 
@@ -47,9 +48,11 @@ class ControlPort {
   void receive();
   std::optional<agent::Frame> nextFrame() { return connection_.nextFrame(); }
 
-  // The next frame of `type`, skipping frames of other types, or an error if
-  // the host goes away, corrupts the stream, or `deadline` passes first.
-  Result<agent::Frame> waitFor(agent::FrameType type, std::optional<Clock::time_point> deadline);
+  // The next frame of `type`, or an error if the host goes away, corrupts
+  // the stream, or `deadline` passes first. Frames of other types go to
+  // `other` if given, and are skipped otherwise.
+  Result<agent::Frame> waitFor(agent::FrameType type, std::optional<Clock::time_point> deadline,
+                               const std::function<void(const agent::Frame&)>& other = {});
 
   // The host closed its side (logged once).
   void hostGone();
@@ -69,7 +72,10 @@ Result<UniqueFd> openVirtioPort(std::string_view name, milliseconds timeout);
 Result<UniqueFd> openControlPort();
 
 // The spec the host sends right after kHello. No timeout here: a host that
-// never sends it stops the VM by its own deadline.
-Result<agent::WorkloadSpec> receiveSpec(ControlPort& port);
+// never sends it stops the VM by its own deadline. A guest restored from a
+// boot template waits here, and gets kRefresh (the host's clock and
+// entropy) before the spec: `refresh` applies it.
+Result<agent::WorkloadSpec> receiveSpec(ControlPort& port,
+                                        const std::function<void(std::string_view)>& refresh = {});
 
 }  // namespace microvm::guest

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "agent/protocol.h"
+#include "guest/agent.h"
 #include "guest/agent_process.h"
 #include "guest/boot.h"
 #include "guest/confinement.h"
@@ -48,7 +49,7 @@ class Init {
     if (auto hello = port_->send(agent::FrameType::kHello, agent::encodeU32(agent::kProtocolVersion)); !hello.ok()) {
       fail(hello.error());
     }
-    auto spec = receiveSpec(*port_);
+    auto spec = receiveSpec(*port_, applyControlRefresh);
     if (!spec.ok()) fail(spec.error());
     if (auto entered = enterRoot(*spec); !entered.ok()) fail(entered.error());
     if (auto volumes = mountVolumes(*spec); !volumes.ok()) fail(volumes.error());

@@ -111,26 +111,10 @@ void Supervisor::handleControlFrames() {
     if (frame->type == agent::FrameType::kSignal) forwardSignal(frame->payload);
     if (frame->type == agent::FrameType::kStdin && stdin_.fd.valid()) stdin_.pending += frame->payload;
     if (frame->type == agent::FrameType::kStdinClose) stdin_.close_requested = true;
-    if (frame->type == agent::FrameType::kRefresh) refresh(frame->payload);
+    if (frame->type == agent::FrameType::kRefresh) applyControlRefresh(frame->payload);
   }
   flushStdin();
   if (port_.corrupt()) log("control port: corrupt frame stream from the host (" + port_.corruption() + "); ignoring further input");
-}
-
-// Restored from saved state: the host's clock, and entropy for the RNG,
-// applied here at once (no agent round trip), before the workload or any
-// exec reads the time.
-void Supervisor::refresh(std::string_view payload) {
-  auto refresh = agent::decodeRefresh(payload);
-  if (!refresh) {
-    log("ignoring a malformed refresh frame: " + refresh.error().message());
-    return;
-  }
-  RefreshEffects effects = systemRefreshEffects();
-  if (auto set = effects.set_clock(refresh->realtime_ns); !set) log("refresh: " + set.error().message());
-  if (!refresh->entropy.empty()) {
-    if (auto added = effects.add_entropy(refresh->entropy); !added) log("refresh: " + added.error().message());
-  }
 }
 
 // The workload is a session leader; like Docker, only it gets the signal.

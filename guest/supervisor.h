@@ -52,7 +52,6 @@ class Supervisor {
   void receiveFromHost(short revents);
   void handleControlFrames();
   void forwardSignal(std::string_view payload);
-  void refresh(std::string_view payload);
   void flushStdin();
   bool forwardChunk(Output& output);
   void drain(Output& output);

@@ -216,6 +216,10 @@ struct RunOptions {
   std::string name;                   // empty: the short id
   int cpus = 1;
   int memory_mib = 512;
+  // Restore a boot template of this machine (image, kernel, cpus, memory,
+  // devices) instead of booting the kernel, saving one on the first run;
+  // VMs that cannot use one boot cold (VmInfo::boot_note says why).
+  bool boot_template = true;
   bool remove = false;                // delete every file of the VM when it ends
   std::vector<Volume> volumes;
   std::vector<VsockPort> vsock_ports;  // in order; a port at most once
@@ -300,6 +304,10 @@ struct VmInfo {
   std::string workdir;
   std::string user;
   std::string hostname;
+  // How its first start began: "template" (restored a boot template) or
+  // "cold" (booted the kernel), and why (which template, or why none).
+  std::string boot;
+  std::string boot_note;
   std::string network;                 // "user" or "none"
   std::vector<std::string> ports;      // while running: "80/tcp -> 127.0.0.1:8080", as `docker port`
   std::vector<std::string> published;  // the -p mappings as asked (host port 0: picked at start)
@@ -328,6 +336,19 @@ struct LogOptions {
   long tail = -1;            // only the last N records (-1: all)
   bool timestamps = false;   // prefix each record with its RFC 3339 time
   bool console = false;      // the kernel console instead of the workload's output
+};
+
+// A boot template, as `template ls` shows it (docs/ARCHITECTURE.md, "Boot
+// templates").
+struct TemplateInfo {
+  std::string key;         // 32 hex digits
+  std::string created_at;
+  std::string source;      // the image, or the root disk of a --rootfs
+  int cpus = 0;
+  int memory_mib = 0;
+  uint64_t bytes = 0;      // on the host (guest RAM is sparse)
+  bool stale = false;      // made from a kernel, initramfs, QEMU or disk that has changed since
+  std::string stale_reason;
 };
 
 struct SnapshotInfo {
@@ -505,6 +526,10 @@ class Runtime {
   Result<VmHandle> restore(const std::string& snapshot_name, const RunOptions& options);
   Result<std::vector<SnapshotInfo>> listSnapshots();
   Result<void> removeSnapshot(const std::string& name);
+  // Boot templates (made by runs, RunOptions::boot_template).
+  Result<std::vector<TemplateInfo>> listTemplates();
+  Result<void> removeTemplate(const std::string& key);  // a key or unique prefix
+  Result<std::vector<std::string>> pruneTemplates();    // removes all; returns their keys
 
   // Images: registry references or oci:PATH[:TAG].
   Result<ImageInfo> pull(const std::string& reference, const std::string& platform = "linux/amd64");

@@ -139,4 +139,30 @@ class SnapshotPaths {
   std::filesystem::path dir_;
 };
 
+// Boot templates: <data dir>/templates/<key>, each a guest saved where init
+// waits for its spec (core/templates.h). A runner saves one into a
+// ".tmp-<key>-<vm id>" sibling; the next run that wants it seals it and
+// renames it into place.
+class TemplatePaths {
+ public:
+  static constexpr const char* kTempPrefix = ".tmp-";
+
+  explicit TemplatePaths(const std::filesystem::path& data_dir) : dir_(data_dir / "templates") {}
+
+  const std::filesystem::path& dir() const { return dir_; }
+  std::filesystem::path entry(const std::string& key) const { return dir_ / key; }
+
+  // Inside one template's directory: the files of a snapshot's memory
+  // (SnapshotPaths::memory, ram, seal), what it was made from, and the
+  // runner's mark that it saved both memory files whole.
+  static std::filesystem::path memory(const std::filesystem::path& entry) { return entry / "memory.bin"; }
+  static std::filesystem::path ram(const std::filesystem::path& entry) { return entry / "memory.ram"; }
+  static std::filesystem::path seal(const std::filesystem::path& entry) { return entry / "seal.json"; }
+  static std::filesystem::path meta(const std::filesystem::path& entry) { return entry / "template.json"; }
+  static std::filesystem::path saved(const std::filesystem::path& entry) { return entry / "saved"; }
+
+ private:
+  std::filesystem::path dir_;
+};
+
 }  // namespace microvm

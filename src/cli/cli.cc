@@ -94,6 +94,7 @@ int main(int argc, char** argv) {
   addPruneCommand(app, global, commands);
   addPortCommand(app, global, commands);
   addSnapshotCommand(app, global, commands);
+  addTemplateCommand(app, global, commands);
   addPullCommand(app, global, commands);
   addImagesCommand(app, global, commands);
   addRmiCommand(app, global, commands);

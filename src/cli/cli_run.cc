@@ -143,6 +143,7 @@ Result<RunOptions> toRunOptions(const RunFlags& flags, std::vector<std::string> 
     options.volumes.push_back(std::move(*volume));
   }
   options.vsock = !flags.no_vsock;
+  options.boot_template = !flags.no_template;
   for (const auto& text : flags.vsock) {
     auto mapping = parseVsockPort(text);
     if (!mapping) return std::move(mapping).error();
@@ -189,6 +190,8 @@ void addRunFlags(CLI::App& command, RunFlags& flags) {
   command.add_option("--vsock", flags.vsock,
                      "Wire guest vsock port PORT to a host unix socket: PORT:HOST_SOCKET_PATH (the guest "
                      "connects to it), or PORT:HOST_SOCKET_PATH:listen (host clients connect there)");
+  command.add_flag("--no-template", flags.no_template,
+                   "Boot the kernel even if a boot template of this machine exists (and make none)");
   command.add_flag("--no-vsock", flags.no_vsock,
                    "No agent and no vsock: no exec, cp, readiness probes or --vsock ports");
   command.add_option("--tmpfs", flags.tmpfs, "Mount a tmpfs: PATH[:OPTIONS], e.g. /scratch:size=64m");

@@ -1,4 +1,5 @@
-// `microvm snapshot create|ls|rm|restore`: saved VMs, and new VMs from them.
+// `microvm snapshot create|ls|rm|restore`: saved VMs, and new VMs from them;
+// `microvm template ls|rm|prune`: the boot templates runs make and restore.
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -36,7 +37,72 @@ int cmdSnapshotList(const GlobalFlags& global, const std::string& format) {
   return 0;
 }
 
+int cmdTemplateList(const GlobalFlags& global, const std::string& format) {
+  if (format != "table" && format != "json") return fail("unknown format \"" + format + "\" (want table or json)");
+  auto runtime = openRuntime(global);
+  if (!runtime) return fail(runtime.error());
+  auto templates = runtime->listTemplates();
+  if (!templates) return fail(templates.error());
+  if (format == "json") {
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& entry : *templates) {
+      list.push_back({{"key", entry.key},
+                      {"created_at", entry.created_at},
+                      {"source", entry.source},
+                      {"cpus", entry.cpus},
+                      {"memory_mib", entry.memory_mib},
+                      {"bytes", entry.bytes},
+                      {"stale", entry.stale},
+                      {"stale_reason", entry.stale_reason}});
+    }
+    std::cout << list.dump(2) << "\n";
+    return 0;
+  }
+  std::printf("%-12s   %-36s   %-4s   %-8s   %-16s   %-9s   %s\n", "KEY", "SOURCE", "CPUS", "MEMORY", "CREATED", "SIZE",
+              "STATE");
+  for (const auto& entry : *templates) {
+    std::string memory = std::to_string(entry.memory_mib) + " MiB";
+    std::string size = std::to_string(entry.bytes / 1'000'000) + " MB";
+    std::string state = entry.stale ? "stale (" + entry.stale_reason + ")" : "current";
+    std::printf("%-12s   %-36s   %-4d   %-8s   %-16s   %-9s   %s\n", entry.key.substr(0, 12).c_str(),
+                entry.source.c_str(), entry.cpus, memory.c_str(), ago(entry.created_at).c_str(), size.c_str(),
+                state.c_str());
+  }
+  return 0;
+}
+
 }  // namespace
+
+void addTemplateCommand(CLI::App& app, GlobalFlags& global, Commands& commands) {
+  struct TemplateFlags {
+    std::vector<std::string> keys;
+    std::string format;
+  };
+  auto flags = std::make_shared<TemplateFlags>();
+  auto* template_cmd = app.add_subcommand("template", "Boot templates: saved guests that runs restore instead of booting");
+  template_cmd->require_subcommand(1);
+  auto* template_ls = template_cmd->add_subcommand("ls", "List boot templates");
+  template_ls->add_option("--format", flags->format, "table (default) or json");
+  auto* template_rm = template_cmd->add_subcommand("rm", "Remove boot templates");
+  template_rm->add_option("key", flags->keys, "Template key or unique prefix")->required();
+  auto* template_prune = template_cmd->add_subcommand("prune", "Remove every boot template (runs make them again)");
+
+  commands.add(template_ls,
+               [&global, flags] { return cmdTemplateList(global, flags->format.empty() ? "table" : flags->format); });
+  commands.add(template_rm, [&global, flags] {
+    auto runtime = openRuntime(global);
+    if (!runtime) return fail(runtime.error());
+    return forEachVm(flags->keys, [&](const std::string& key) { return runtime->removeTemplate(key); });
+  });
+  commands.add(template_prune, [&global] {
+    auto runtime = openRuntime(global);
+    if (!runtime) return fail(runtime.error());
+    auto removed = runtime->pruneTemplates();
+    if (!removed) return fail(removed.error());
+    for (const auto& key : *removed) std::printf("%s\n", key.c_str());
+    return 0;
+  });
+}
 
 void addSnapshotCommand(CLI::App& app, GlobalFlags& global, Commands& commands) {
   struct SnapshotFlags {

@@ -33,6 +33,7 @@ std::string inspectJson(const VmInfo& vm) {
             {"workdir", vm.workdir},
             {"user", vm.user},
             {"hostname", vm.hostname}}},
+          {"boot", {{"path", vm.boot}, {"note", vm.boot_note}}},
           {"network",
            {{"mode", vm.network},
             {"ports", vm.ports},

@@ -44,6 +44,8 @@ VmInfo toInfo(const VmRecord& record) {
   info.workdir = record.spec.workdir;
   info.user = record.spec.user;
   info.hostname = record.spec.hostname;
+  info.boot = record.spec.template_dir.empty() ? "cold" : "template";
+  info.boot_note = record.spec.template_note;
   info.network = record.spec.network;
   if (active || record.state.status == VmStatus::kSuspended) {  // a resume forwards the same ones
     for (const auto& text : record.state.ports) {

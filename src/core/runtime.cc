@@ -20,6 +20,7 @@
 #include "core/rootfs_injection.h"
 #include "core/runner_watch.h"
 #include "core/runtime_impl.h"
+#include "core/templates.h"
 #include "core/vm_plan.h"
 
 namespace microvm {
@@ -249,6 +250,7 @@ Result<std::string> Runtime::create(const RunOptions& options) {
   if (!rootfs.entries().empty()) spec.initramfs = VmPaths(vm_dir).initramfs().string();
   spec.timings_ms = timings;
   double prepare_ms = step.lap();
+  MICROVM_TRY(chooseBootTemplate(layout->dataDir(), spec, options.boot_template, vm_dir));
   auto make_disks = [&](const fs::path&) -> Result<void> {
     if (!rootfs.entries().empty()) {
       MICROVM_TRY(writeInjectionInitramfs(plan->machine.initramfs, rootfs.entries(), spec.initramfs));

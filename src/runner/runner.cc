@@ -241,16 +241,27 @@ Result<void> Runner::start() {
   // A VM made from a snapshot resumes it on its first start only; started
   // again after it exits, it boots afresh from its disk. A suspended VM
   // resumes its own saved state (suspended_state_, read in start()).
-  bool restoring = suspended_state_ || (!spec_.restore_from.empty() && !fs::exists(VmPaths(vm_dir_).state()));
+  bool first_start = !fs::exists(VmPaths(vm_dir_).state());
+  bool restoring = suspended_state_ || (!spec_.restore_from.empty() && first_start);
   fs::path saved_state = suspended_state_ ? VmPaths(vm_dir_).savedMemory() : fs::path(spec_.restore_from);
   UniqueFd incoming;
   if (restoring) {
     incoming.reset(::open(saved_state.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
     if (!incoming.valid()) return Error::fromErrno("open saved state " + saved_state.string());
-    fds.incoming = incoming.get();
+  } else if (first_start && !spec_.template_dir.empty()) {
+    // A template removed since the VM was made: it boots instead.
+    saved_state = TemplatePaths::memory(spec_.template_dir);
+    incoming.reset(::open(saved_state.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    from_template_ = incoming.valid();
+    if (!from_template_) log("template " + spec_.template_dir + " is gone (" + std::strerror(errno) + "); booting");
+  } else if (first_start && !spec_.template_capture.empty()) {
+    if (auto opened = openTemplateCapture(); !opened) log("not saving a template: " + opened.error().message());
   }
-  // memory.ram beside memory.bin, in a snapshot as in a suspended VM's saved/.
-  MICROVM_TRY(createGuestMemory(restoring ? saved_state.parent_path() / SnapshotPaths::ram({}).filename() : fs::path()));
+  if (incoming.valid()) fds.incoming = incoming.get();
+  // memory.ram beside memory.bin, in a snapshot as in a suspended VM's
+  // saved/ and in a template.
+  MICROVM_TRY(createGuestMemory(incoming.valid() ? saved_state.parent_path() / SnapshotPaths::ram({}).filename()
+                                                 : fs::path()));
   fds.memory = guest_ram_.get();
   MachineConfig config = machineConfigFor(spec_, vm_dir_, fds);
   if (vsock_) config.while_waiting = {vsock_->controlFd(), [this] { vsock_->serviceControl(); }};
@@ -274,7 +285,15 @@ Result<void> Runner::start() {
   state_.started_at = nowRfc3339();
   log("started QEMU pid " + std::to_string(qemu_pid) + " (" + spec_.accel + ")");
 
-  if (restoring) {
+  if (from_template_) {
+    // Init waits for its spec, as at a cold boot's hello: the clock and
+    // entropy first, then this VM's spec.
+    MICROVM_TRY(vmm_->finishRestore());
+    sendRefresh();
+    log("restored template " + spec_.template_dir);
+    setStatus(VmStatus::kRunning);
+    sendSpec();
+  } else if (restoring) {
     // The guest's init is mid-conversation already: no spec, just resume.
     // Running is recorded once the state is loaded: a resume that fails
     // before that leaves the VM suspended (finish()).
@@ -285,7 +304,8 @@ Result<void> Runner::start() {
     setStatus(VmStatus::kRunning);
   } else {
     setStatus(VmStatus::kRunning);
-    sendSpec();
+    // Saving a template, the spec waits for the guest's hello (handleFrame).
+    if (!template_capture_) sendSpec();
   }
 
   MICROVM_TRY(loop_->add(console_.get(), EPOLLIN, [this](uint32_t) { readConsole(); }));
@@ -365,6 +385,10 @@ void Runner::handleFrame(const agent::Frame& frame) {
     case FrameType::kHello: {
       auto version = agent::decodeU32(frame.payload);
       log("guest init up, protocol version " + (version ? std::to_string(*version) : "?"));
+      if (template_capture_) {
+        captureTemplate();
+        sendSpec();
+      }
       break;
     }
     case FrameType::kStarted:

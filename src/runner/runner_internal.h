@@ -81,6 +81,10 @@ class Runner {
   Result<void> createGuestMemory(const Path& saved_ram);
   void sendRefresh();
   Result<void> saveMachine(const SnapshotFiles& files);
+  // Boot templates (core/templates.h): opens the staging files while root.
+  Result<void> openTemplateCapture();
+  // At the guest's hello: saves the template, closes its files.
+  void captureTemplate();
   Result<void> copyDisk(int to);
   Result<void> suspend();
   Result<void> commitSuspend();
@@ -162,6 +166,12 @@ class Runner {
   // resume fails before the guest runs again, so the VM stays suspended.
   std::optional<VmState> suspended_state_;
   bool restored_ = false;
+  // Restored from a boot template: init waits for its spec.
+  bool from_template_ = false;
+  // A boot template this boot saves at the guest's hello (memory.bin,
+  // memory.ram; `disk` is the mark that both are whole). Closed before the
+  // guest gets its spec: nothing of the workload's time may write them.
+  std::optional<SnapshotFiles> template_capture_;
   std::string failure_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };

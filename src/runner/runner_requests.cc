@@ -135,6 +135,44 @@ Result<void> Runner::saveMachine(const SnapshotFiles& files) {
   return success();
 }
 
+// Opened before QEMU runs and before the runner gives up root, in the
+// staging directory the caller made (core/templates.cc); O_EXCL and
+// O_NOFOLLOW, as nothing may be there yet.
+Result<void> Runner::openTemplateCapture() {
+  fs::path dir = spec_.template_capture;
+  SnapshotFiles files;
+  auto create = [](const fs::path& path, UniqueFd& fd) -> Result<void> {
+    fd.reset(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!fd.valid()) return Error::fromErrno("create " + path.string());
+    return success();
+  };
+  MICROVM_TRY(create(TemplatePaths::memory(dir), files.memory));
+  MICROVM_TRY(create(TemplatePaths::ram(dir), files.ram));
+  MICROVM_TRY(create(TemplatePaths::saved(dir), files.disk));
+  template_capture_ = std::move(files);
+  return success();
+}
+
+// The guest has booted and init waits for its spec: nothing of this VM is
+// in it yet, and its disk is not mounted. Saved, it is every later VM's
+// start; a failure here only costs the template, not this VM's boot.
+void Runner::captureTemplate() {
+  SnapshotFiles files = std::move(*template_capture_);
+  template_capture_.reset();
+  auto started = std::chrono::steady_clock::now();
+  auto saved = saveMachine(files);
+  if (auto resumed = vmm_->resume(); !resumed) log("template: resume failed: " + resumed.error().message());
+  if (saved) saved = writeAll(files.disk.get(), "saved\n");
+  if (!saved) {
+    log("template: not saved: " + saved.error().message());
+    return;
+  }
+  log("template: saved to " + spec_.template_capture + " in " +
+      std::to_string(
+          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count()) +
+      " ms");
+}
+
 Result<void> Runner::snapshot(const fs::path& dir) {
   bool was_running = state_.status == VmStatus::kRunning;
   // Run as root, the runner's id cannot reach the snapshot directory: its

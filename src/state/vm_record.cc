@@ -171,7 +171,8 @@ Result<void> saveSpec(const fs::path& vm_dir, const VmSpec& spec) {
         {"root_disk", spec.root_disk},
         {"base_disk", spec.base_disk},
         {"runtime_dir", spec.runtime_dir},
-        {"restore_from", spec.restore_from}}},
+        {"restore_from", spec.restore_from},
+        {"template", {{"dir", spec.template_dir}, {"capture", spec.template_capture}, {"note", spec.template_note}}}}},
       {"workload",
        {{"image", spec.image},
         {"exposed_ports", spec.exposed_ports},
@@ -229,6 +230,11 @@ Result<VmSpec> loadSpec(const fs::path& vm_dir) {
     machine.at("base_disk").get_to(spec.base_disk);
     machine.at("runtime_dir").get_to(spec.runtime_dir);
     spec.restore_from = machine.value("restore_from", "");
+    if (auto boot_template = machine.find("template"); boot_template != machine.end() && boot_template->is_object()) {
+      spec.template_dir = boot_template->value("dir", "");
+      spec.template_capture = boot_template->value("capture", "");
+      spec.template_note = boot_template->value("note", "");
+    }
     const json& workload = j.at("workload");
     spec.image = workload.value("image", "");
     spec.exposed_ports = workload.value("exposed_ports", std::vector<std::string>());

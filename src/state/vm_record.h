@@ -37,6 +37,14 @@ struct VmSpec {
   std::string base_disk;  // the cached base it overlays (read-only)
   std::string runtime_dir;
   std::string restore_from;  // saved machine state to resume on first start; empty: boot
+  // Boot templates (core/templates.h), on the first start only: restore the
+  // template in `template_dir` and send the spec, instead of booting; or
+  // boot, and save a template into `template_capture` (a staging dir) when
+  // init says hello, before it gets the spec. `template_note` says which
+  // path the VM took and why, for inspect.
+  std::string template_dir;
+  std::string template_capture;
+  std::string template_note;
 
   // Workload.
   std::string image;  // the reference it was created from; empty for --rootfs

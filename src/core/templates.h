@@ -1,0 +1,54 @@
+// Boot templates: `run` restores a guest saved where init waits for its
+// spec, instead of booting the kernel again.
+//
+// The first VM of a machine boots cold, and its runner saves the guest when
+// init says hello, before the spec arrives: nothing of that VM is in the
+// guest yet, and its disk has not been mounted. Later VMs with the same key
+// restore that state, get the host's clock and entropy, then their own spec,
+// and init goes on exactly as after a cold boot (mount the disk, network,
+// workload). The key covers everything the saved guest depends on: the root
+// disk's base, the kernel, the initramfs, QEMU, the machine and its devices
+// (cpus, memory, network, agent) and the kernel command line.
+//
+//   <data dir>/templates/<key>/   memory.bin memory.ram seal.json template.json
+//
+// What cannot be templated boots cold, and says why in `inspect`: volumes
+// (mounted at boot), user vsock ports (the vsock device cannot be saved),
+// files injected at boot (a per-VM initramfs) and `--no-template`.
+//
+//   MICROVM_TRY(chooseBootTemplate(layout.dataDir(), spec, options.boot_template, vm_dir));
+//   // spec.template_dir: restore it; spec.template_capture: save one there
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "microvm/result.h"
+#include "microvm/runtime.h"
+#include "state/vm_record.h"
+
+namespace microvm {
+
+// The template key of `spec`'s machine: 32 hex digits.
+std::string templateKey(const VmSpec& spec);
+
+// Why `spec` cannot use or make a template, if it cannot.
+std::optional<std::string> templateRefusal(const VmSpec& spec, bool enabled, const std::filesystem::path& vm_dir);
+
+// Sets spec.template_dir (a sealed template to restore), or
+// spec.template_capture (a staging directory, created here, that this VM's
+// runner saves a template into), and spec.template_note. A staged template
+// another runner finished is sealed and put in place here. A template whose
+// seal no longer holds is removed and made again.
+Result<void> chooseBootTemplate(const std::filesystem::path& data_dir, VmSpec& spec, bool enabled,
+                                const std::filesystem::path& vm_dir);
+
+Result<std::vector<TemplateInfo>> listTemplates(const std::filesystem::path& data_dir);
+// `key`: a template's key or a unique prefix of one.
+Result<void> removeTemplate(const std::filesystem::path& data_dir, const std::string& key);
+// Removes every template and staging directory; returns the keys removed.
+Result<std::vector<std::string>> pruneTemplates(const std::filesystem::path& data_dir);
+
+}  // namespace microvm
