@@ -67,6 +67,9 @@ void applyControlRefresh(std::string_view payload) {
   if (!refresh->entropy.empty()) {
     if (auto added = effects.add_entropy(refresh->entropy); !added) log("refresh: " + added.error().message());
   }
+  if (!refresh->hostname.empty() && ::sethostname(refresh->hostname.data(), refresh->hostname.size()) != 0) {
+    log(systemError("refresh: sethostname " + refresh->hostname).message());
+  }
 }
 
 void handleRefresh(FramedConnection& connection, const agent::AgentRequest& request, const AgentOptions& options) {

@@ -127,6 +127,13 @@ microvm_status microvm_vm_suspend(microvm_vm* vm, char** error);
 /* Brings a suspended VM back where it was (same id, name, ports, volumes);
  * a paused VM is unpaused. */
 microvm_status microvm_vm_resume(microvm_vm* vm, char** error);
+/* Starts `count` (1 to 64) running copies of the running VM that continue
+ * from this instant; the VM runs on. Children are named "<name_prefix>-<i>"
+ * (name_prefix NULL: their short ids). On success *children is an array of
+ * `count` handles, each freed with microvm_vm_free, and the array itself
+ * with free(). */
+microvm_status microvm_vm_fork(microvm_vm* vm, int count, const char* name_prefix, microvm_vm*** children,
+                               char** error);
 /* Deletes the VM's files; a running VM needs `force`. */
 microvm_status microvm_vm_remove(microvm_vm* vm, int force, char** error);
 /* Runs argv (NULL-terminated) in the running VM; its output goes to

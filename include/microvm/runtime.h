@@ -412,6 +412,8 @@ class VmHandle {
   Result<void> unpause() const;
   Result<void> suspend() const;
   Result<void> resume() const;
+  // Runtime::fork of this VM.
+  Result<std::vector<VmHandle>> fork(int count, const std::string& name_prefix = "") const;
   Result<void> remove(bool force = false) const;
   Result<int> exec(const ExecOptions& options) const;
   Result<void> copyTo(const std::string& host_source, const std::string& guest_destination) const;
@@ -526,6 +528,12 @@ class Runtime {
   Result<VmHandle> restore(const std::string& snapshot_name, const RunOptions& options);
   Result<std::vector<SnapshotInfo>> listSnapshots();
   Result<void> removeSnapshot(const std::string& name);
+  // Starts `count` new VMs (1 to 64) that continue from this instant of a
+  // running VM, which is paused only while it is saved and then runs on.
+  // Each child is detached, has its own disk copy, hostname, clock and RNG
+  // seed; outside connections of the parent end in the children. Names:
+  // "<name_prefix>-1" ... (empty prefix: each child's short id).
+  Result<std::vector<VmHandle>> fork(const std::string& reference, int count, const std::string& name_prefix = "");
   // Boot templates (made by runs, RunOptions::boot_template).
   Result<std::vector<TemplateInfo>> listTemplates();
   Result<void> removeTemplate(const std::string& key);  // a key or unique prefix

@@ -151,25 +151,37 @@ Result<WorkloadSpec> decodeSpec(std::string_view payload) {
 }
 
 std::string encodeRefresh(const ControlRefresh& refresh) {
-  std::string out(8, '\0');
+  std::string entropy = refresh.entropy.substr(0, kMaxControlRefreshEntropy);
+  std::string out(10, '\0');
   uint64_t ns = static_cast<uint64_t>(refresh.realtime_ns);
   for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((ns >> (8 * i)) & 0xff);
-  out += refresh.entropy.substr(0, kMaxControlRefreshEntropy);
+  out[8] = static_cast<char>(entropy.size() & 0xff);
+  out[9] = static_cast<char>(entropy.size() >> 8);
+  out += entropy;
+  out += refresh.hostname.substr(0, kMaxControlRefreshHostname);
   return out;
 }
 
 Result<ControlRefresh> decodeRefresh(std::string_view payload) {
-  if (payload.size() < 8) return Error(ErrorCode::kProtocol, "refresh frame: shorter than its clock");
-  if (payload.size() > 8 + kMaxControlRefreshEntropy) {
-    return Error(ErrorCode::kProtocol, "refresh frame: more than " + std::to_string(kMaxControlRefreshEntropy) +
-                                           " bytes of entropy");
-  }
+  if (payload.size() < 10) return Error(ErrorCode::kProtocol, "refresh frame: shorter than its header");
   uint64_t ns = 0;
   for (int i = 0; i < 8; ++i) ns |= uint64_t{static_cast<unsigned char>(payload[i])} << (8 * i);
   if (ns > static_cast<uint64_t>(INT64_MAX)) return Error(ErrorCode::kProtocol, "refresh frame: clock out of range");
+  size_t entropy = static_cast<unsigned char>(payload[8]) | (size_t{static_cast<unsigned char>(payload[9])} << 8);
+  if (entropy > kMaxControlRefreshEntropy) {
+    return Error(ErrorCode::kProtocol, "refresh frame: more than " + std::to_string(kMaxControlRefreshEntropy) +
+                                           " bytes of entropy");
+  }
+  if (payload.size() < 10 + entropy) return Error(ErrorCode::kProtocol, "refresh frame: entropy cut short");
+  std::string_view hostname = payload.substr(10 + entropy);
+  if (hostname.size() > kMaxControlRefreshHostname || hostname.find('\0') != std::string_view::npos) {
+    return Error(ErrorCode::kProtocol, "refresh frame: hostname longer than " +
+                                           std::to_string(kMaxControlRefreshHostname) + " bytes or with a NUL");
+  }
   ControlRefresh refresh;
   refresh.realtime_ns = static_cast<int64_t>(ns);
-  refresh.entropy = std::string(payload.substr(8));
+  refresh.entropy = std::string(payload.substr(10, entropy));
+  refresh.hostname = std::string(hostname);
   return refresh;
 }
 

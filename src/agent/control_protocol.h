@@ -114,13 +114,18 @@ Result<MountSpec> decodeMount(std::string_view value);
 Result<WorkloadSpec> decodeSpec(std::string_view payload);
 
 // kRefresh, sent by a runner that restored saved state, before anything
-// else: the host's wall clock (u64 ns since the epoch, little-endian) and
-// then host entropy (at most kMaxControlRefreshEntropy bytes). Init sets the
-// clock and reseeds the RNG at once, without a round trip.
+// else: the host's wall clock (u64 ns since the epoch, little-endian), the
+// length of the host entropy that follows (u16, at most
+// kMaxControlRefreshEntropy), the entropy, and then the VM's hostname (the
+// rest, at most kMaxControlRefreshHostname bytes; empty: unchanged). Init
+// sets the clock, reseeds the RNG and sets the hostname at once, without a
+// round trip: a copy of a saved guest is a VM of its own.
 inline constexpr size_t kMaxControlRefreshEntropy = 512;
+inline constexpr size_t kMaxControlRefreshHostname = 64;
 struct ControlRefresh {
   int64_t realtime_ns = 0;
   std::string entropy;
+  std::string hostname;
 };
 std::string encodeRefresh(const ControlRefresh& refresh);
 Result<ControlRefresh> decodeRefresh(std::string_view payload);

@@ -6,15 +6,27 @@ namespace microvm::agent {
 namespace {
 
 TEST(ProtocolTest, RefreshFramesRoundTripAndBadOnesAreRefused) {
-  ControlRefresh refresh{1'765'000'000'123'456'789, std::string(64, '\x5a')};
+  ControlRefresh refresh{1'765'000'000'123'456'789, std::string(64, '\x5a'), "child-1"};
   auto back = decodeRefresh(encodeRefresh(refresh));
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(back->realtime_ns, refresh.realtime_ns);
   EXPECT_EQ(back->entropy, refresh.entropy);
+  EXPECT_EQ(back->hostname, "child-1");
   EXPECT_FALSE(decodeRefresh("short").ok());
-  EXPECT_FALSE(decodeRefresh(std::string(8 + kMaxControlRefreshEntropy + 1, '\0')).ok());
-  EXPECT_FALSE(decodeRefresh(std::string(7, '\0') + "\xff").ok());  // beyond INT64_MAX
-  EXPECT_TRUE(decodeRefresh(std::string(8, '\0')).ok());             // no entropy is allowed
+  std::string too_much(10, '\0');
+  too_much[8] = static_cast<char>((kMaxControlRefreshEntropy + 1) & 0xff);
+  too_much[9] = static_cast<char>((kMaxControlRefreshEntropy + 1) >> 8);
+  EXPECT_FALSE(decodeRefresh(too_much + std::string(kMaxControlRefreshEntropy + 1, 'x')).ok());
+  std::string cut(10, '\0');
+  cut[8] = 16;
+  EXPECT_FALSE(decodeRefresh(cut + "abc").ok());                       // entropy cut short
+  EXPECT_FALSE(decodeRefresh(std::string(7, '\0') + "\xff\0\0").ok());  // beyond INT64_MAX
+  EXPECT_FALSE(decodeRefresh(std::string(10, '\0') + std::string(kMaxControlRefreshHostname + 1, 'h')).ok());
+  EXPECT_FALSE(decodeRefresh(std::string(10, '\0') + std::string("a\0b", 3)).ok());
+  auto bare = decodeRefresh(std::string(10, '\0'));  // no entropy, no hostname
+  ASSERT_TRUE(bare.ok());
+  EXPECT_TRUE(bare->entropy.empty());
+  EXPECT_TRUE(bare->hostname.empty());
 }
 
 TEST(ProtocolTest, FrameRoundTripsAcrossArbitraryChunks) {

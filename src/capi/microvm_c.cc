@@ -448,6 +448,27 @@ microvm_status microvm_vm_resume(microvm_vm* vm, char** error) {
   return onVm(vm, error, [](const microvm::VmHandle& handle) { return handle.resume(); });
 }
 
+microvm_status microvm_vm_fork(microvm_vm* vm, int count, const char* name_prefix, microvm_vm*** children,
+                               char** error) {
+  return guarded(error, [&] {
+    if (vm == nullptr || !vm->handle || children == nullptr) {
+      return fail(error, MICROVM_ERROR_INVALID_ARGUMENT, "vm and children must not be NULL");
+    }
+    *children = nullptr;
+    auto forked = vm->handle->fork(count, name_prefix == nullptr ? "" : name_prefix);
+    if (!forked) return fail(error, forked.error());
+    auto* array = static_cast<microvm_vm**>(std::calloc(forked->size(), sizeof(microvm_vm*)));
+    if (array == nullptr) return fail(error, MICROVM_ERROR_INTERNAL, "out of memory");
+    for (size_t i = 0; i < forked->size(); ++i) {
+      auto child = std::make_unique<microvm_vm>();
+      child->handle.emplace(std::move((*forked)[i]));
+      array[i] = child.release();
+    }
+    *children = array;
+    return MICROVM_OK;
+  });
+}
+
 microvm_status microvm_vm_remove(microvm_vm* vm, int force, char** error) {
   return onVm(vm, error, [&](const microvm::VmHandle& handle) { return handle.remove(force != 0); });
 }

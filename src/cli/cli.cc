@@ -95,6 +95,7 @@ int main(int argc, char** argv) {
   addPortCommand(app, global, commands);
   addSnapshotCommand(app, global, commands);
   addTemplateCommand(app, global, commands);
+  addForkCommand(app, global, commands);
   addPullCommand(app, global, commands);
   addImagesCommand(app, global, commands);
   addRmiCommand(app, global, commands);

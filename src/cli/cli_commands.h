@@ -41,9 +41,10 @@ void addResumeCommand(CLI::App& app, GlobalFlags& global, Commands& commands);
 void addPruneCommand(CLI::App& app, GlobalFlags& global, Commands& commands);
 void addPortCommand(CLI::App& app, GlobalFlags& global, Commands& commands);
 
-// cli_snapshot.cc: `snapshot create|ls|rm|restore`, `template ls|rm|prune`.
+// cli_snapshot.cc: `snapshot create|ls|rm|restore`, `template ls|rm|prune`, `fork`.
 void addSnapshotCommand(CLI::App& app, GlobalFlags& global, Commands& commands);
 void addTemplateCommand(CLI::App& app, GlobalFlags& global, Commands& commands);
+void addForkCommand(CLI::App& app, GlobalFlags& global, Commands& commands);
 
 // cli_images.cc: images and registry credentials.
 void addPullCommand(CLI::App& app, GlobalFlags& global, Commands& commands);

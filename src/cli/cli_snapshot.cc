@@ -1,5 +1,6 @@
 // `microvm snapshot create|ls|rm|restore`: saved VMs, and new VMs from them;
-// `microvm template ls|rm|prune`: the boot templates runs make and restore.
+// `microvm template ls|rm|prune`: the boot templates runs make and restore;
+// `microvm fork`: running copies of a running VM.
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -100,6 +101,28 @@ void addTemplateCommand(CLI::App& app, GlobalFlags& global, Commands& commands) 
     auto removed = runtime->pruneTemplates();
     if (!removed) return fail(removed.error());
     for (const auto& key : *removed) std::printf("%s\n", key.c_str());
+    return 0;
+  });
+}
+
+void addForkCommand(CLI::App& app, GlobalFlags& global, Commands& commands) {
+  struct ForkFlags {
+    std::string vm;
+    int count = 1;
+    std::string prefix;
+  };
+  auto flags = std::make_shared<ForkFlags>();
+  auto* fork_cmd = app.add_subcommand(
+      "fork", "Start running copies of a VM that continue from this instant (the VM runs on); prints their ids");
+  fork_cmd->add_option("vm", flags->vm, "VM id, id prefix or name")->required();
+  fork_cmd->add_option("-n,--count", flags->count, "How many children (1 to 64)");
+  fork_cmd->add_option("--name", flags->prefix, "Name the children PREFIX-1, PREFIX-2, ...");
+  commands.add(fork_cmd, [&global, flags] {
+    auto runtime = openRuntime(global);
+    if (!runtime) return fail(runtime.error());
+    auto children = runtime->fork(flags->vm, flags->count, flags->prefix);
+    if (!children) return fail(children.error());
+    for (const auto& child : *children) std::printf("%s\n", child.id().c_str());
     return 0;
   });
 }

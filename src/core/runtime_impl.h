@@ -62,6 +62,13 @@ inline bool isActive(const VmRecord& record) {
 // (hard-stopped, 137), then its saved state goes. A later start boots afresh.
 Result<void> discardSuspended(const VmRecord& record);
 
+// A new VM, not started, that resumes the state `source`'s VM saved in
+// `saved_dir` (a snapshot's files) with its own copy of the disk
+// (core/snapshots.cc); `note` is what inspect shows of how it began.
+Result<std::string> createRestoredVm(const Layout& layout, const std::filesystem::path& saved_dir,
+                                     const VmSpec& source, const std::string& name, bool remove,
+                                     const std::string& note);
+
 inline std::filesystem::path runnerSocket(const VmRecord& record) {
   return VmSockets(record.spec.runtime_dir).runner();
 }

@@ -88,7 +88,6 @@ Result<VmHandle> Runtime::restore(const std::string& snapshot_name, const RunOpt
   MICROVM_TRY(checkSnapshotName(snapshot_name));
   auto layout = impl_->layout();
   if (!layout) return std::move(layout).error();
-  VmStore store(*layout);
   fs::path snapshot_dir = snapshotsDir(*layout) / snapshot_name;
   if (!fs::exists(SnapshotPaths::meta(snapshot_dir))) {
     return Error(ErrorCode::kNotFound, "no such snapshot: " + snapshot_name);
@@ -96,28 +95,43 @@ Result<VmHandle> Runtime::restore(const std::string& snapshot_name, const RunOpt
   auto source = loadSpec(snapshot_dir);
   if (!source) return std::move(source).error();
   MICROVM_TRY(checkSeal(SnapshotPaths::memory(snapshot_dir), *source, SnapshotPaths::seal(snapshot_dir)));
+  auto id = createRestoredVm(*layout, snapshot_dir, *source, options.name, options.remove,
+                             "restored from snapshot " + snapshot_name);
+  if (!id) return std::move(id).error();
+  // The runner refreshes the guest's clock and RNG as it resumes it.
+  return start(*id, options.stdout_fd, options.stderr_fd);
+}
 
+// A new VM (not started) that resumes the state saved in `saved_dir` from
+// `source`'s VM, with its own copy of the disk.
+Result<std::string> createRestoredVm(const Layout& layout, const fs::path& saved_dir, const VmSpec& source,
+                                     const std::string& name, bool remove, const std::string& note) {
   // The machine must match the saved one exactly; only identity and
   // lifecycle options are the new VM's own.
-  VmSpec spec = *source;
+  VmSpec spec = source;
   spec.id = randomHex(32);
-  spec.name = options.name.empty() ? spec.id.substr(0, 12) : options.name;
+  spec.name = name.empty() ? spec.id.substr(0, 12) : name;
   spec.created_at = nowRfc3339();
-  spec.remove_on_exit = options.remove;
-  spec.restore_from = SnapshotPaths::memory(snapshot_dir).string();
-  fs::path vm_dir = layout->vmDir(spec.id);
+  spec.remove_on_exit = remove;
+  // A hostname that was only the source's short id becomes the copy's own
+  // (the runner's refresh sets it); one the user chose stays.
+  if (source.hostname == source.id.substr(0, 12)) spec.hostname = spec.id.substr(0, 12);
+  spec.restore_from = SnapshotPaths::memory(saved_dir).string();
+  spec.template_dir.clear();
+  spec.template_capture.clear();
+  spec.template_note = note;
+  fs::path vm_dir = layout.vmDir(spec.id);
   spec.root_disk = VmPaths(vm_dir).disk().string();
-  spec.runtime_dir = layout->vmRuntimeDir(spec.id).string();
+  spec.runtime_dir = layout.vmRuntimeDir(spec.id).string();
   MICROVM_TRY(checkSocketPath(VmSockets(spec.runtime_dir).runner()));
 
-  MICROVM_TRY(store.add(spec, !options.name.empty(), [&](const fs::path&) -> Result<void> {
+  MICROVM_TRY(VmStore(layout).add(spec, !name.empty(), [&](const fs::path&) -> Result<void> {
     std::error_code ec;
-    fs::copy_file(SnapshotPaths::disk(snapshot_dir), spec.root_disk, ec);
+    fs::copy_file(SnapshotPaths::disk(saved_dir), spec.root_disk, ec);
     if (ec) return Error(ErrorCode::kIo, "copy snapshot disk: " + ec.message(), ec.value());
     return success();
   }));
-  // The runner refreshes the guest's clock and RNG as it resumes it.
-  return start(spec.id, options.stdout_fd, options.stderr_fd);
+  return spec.id;
 }
 
 Result<std::vector<SnapshotInfo>> Runtime::listSnapshots() {

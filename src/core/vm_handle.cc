@@ -66,6 +66,9 @@ Result<void> VmHandle::pause() const { return runtime_->pause(id_); }
 Result<void> VmHandle::unpause() const { return runtime_->unpause(id_); }
 Result<void> VmHandle::suspend() const { return runtime_->suspend(id_); }
 Result<void> VmHandle::resume() const { return runtime_->resume(id_); }
+Result<std::vector<VmHandle>> VmHandle::fork(int count, const std::string& name_prefix) const {
+  return runtime_->fork(id_, count, name_prefix);
+}
 Result<void> VmHandle::remove(bool force) const { return runtime_->remove(id_, force); }
 Result<int> VmHandle::exec(const ExecOptions& options) const { return runtime_->exec(id_, options); }
 Result<void> VmHandle::copyTo(const std::string& host_source, const std::string& guest_destination) const {

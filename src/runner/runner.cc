@@ -80,6 +80,7 @@ void Runner::sendRefresh() {
     refresh.entropy.clear();
     log("refresh: no host entropy (" + std::string(std::strerror(errno)) + "); the guest keeps its RNG state");
   }
+  refresh.hostname = spec_.hostname;
   sendFrame(agent::FrameType::kRefresh, agent::encodeRefresh(refresh));
 }
 

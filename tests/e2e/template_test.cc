@@ -1,0 +1,170 @@
+// Boot templates end to end: a machine's first run saves one, later runs
+// restore it and behave exactly as a cold boot does (output, env, user,
+// workdir, exit code), two VMs from one template differ in what must be
+// their own, a changed initramfs makes a new template, and what cannot be
+// templated boots cold and says why. Each test uses a memory size of its
+// own, so that its machine's template is its own in the shared data dir.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <chrono>
+#include <ctime>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <nlohmann/json.hpp>
+
+#include "harness.h"
+
+namespace microvm::e2e {
+namespace {
+
+using nlohmann::json;
+using std::chrono::seconds;
+namespace fs = std::filesystem;
+
+std::string bootPath(const std::string& ref) { return inspect(ref)["boot"].value("path", ""); }
+std::string bootNote(const std::string& ref) { return inspect(ref)["boot"].value("note", ""); }
+
+// A workload that shows what the spec decides.
+const std::vector<std::string> kShowSpec = {
+    "/bin/sh", "-c", "echo \"id=$(id -u):$(id -g) pwd=$(pwd) foo=$FOO host=$(hostname)\"; exit 7"};
+
+Outcome runNamed(const std::string& name, std::vector<std::string> flags) {
+  std::vector<std::string> args = {"run", "--name", name, "--rootfs", rootfs().string()};
+  args.insert(args.end(), flags.begin(), flags.end());
+  args.push_back("--");
+  args.insert(args.end(), kShowSpec.begin(), kShowSpec.end());
+  return microvm(args);
+}
+
+TEST(TemplateTest, TheFirstRunSavesATemplateAndLaterRunsRestoreItAndBehaveAsAColdBoot) {
+  const std::vector<std::string> flags = {"--memory", "272", "-e", "FOO=bar", "-u", "1000:1000", "-w", "/tmp",
+                                          "--hostname", "same-host"};
+  auto first = runNamed("tpl-first", flags);
+  EXPECT_EQ(first.exit_code, 7) << first.err;
+  EXPECT_EQ(bootPath("tpl-first"), "cold");
+  EXPECT_NE(bootNote("tpl-first").find("saving template"), std::string::npos) << bootNote("tpl-first");
+
+  auto cold = runNamed("tpl-cold", [&] {
+    auto with = flags;
+    with.push_back("--no-template");
+    return with;
+  }());
+  EXPECT_EQ(bootPath("tpl-cold"), "cold");
+  EXPECT_NE(bootNote("tpl-cold").find("--no-template"), std::string::npos) << bootNote("tpl-cold");
+
+  for (int round = 0; round < 3; ++round) {
+    std::string name = "tpl-restored-" + std::to_string(round);
+    auto restored = runNamed(name, flags);
+    EXPECT_EQ(bootPath(name), "template") << bootNote(name);
+    EXPECT_EQ(restored.exit_code, cold.exit_code) << restored.err;
+    EXPECT_EQ(restored.out, cold.out);
+    EXPECT_EQ(restored.out, "id=1000:1000 pwd=/tmp foo=bar host=same-host\n");
+    EXPECT_EQ(microvm({"rm", name}).exit_code, 0);
+  }
+  EXPECT_EQ(microvm({"rm", "tpl-first", "tpl-cold"}).exit_code, 0);
+
+  auto listed = microvm({"template", "ls", "--format", "json"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  bool found = false;
+  for (const auto& entry : json::parse(listed.out)) {
+    if (entry.value("memory_mib", 0) == 272) found = !entry.value("stale", true);
+  }
+  EXPECT_TRUE(found) << listed.out;
+}
+
+TEST(TemplateTest, TwoVmsFromOneTemplateHaveTheirOwnHostnameRandomBytesAndTheHostsClock) {
+  // The first run makes the template.
+  auto made = microvm(runArgs({"--memory", "288"}, {"/bin/true"}));
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 2; ++i) ids.push_back(runDetached({"--memory", "288"}, {"sleep", "600"}));
+  std::vector<std::string> hostnames, random;
+  for (const auto& id : ids) {
+    EXPECT_EQ(bootPath(id), "template") << bootNote(id);
+    auto shown = microvm({"exec", id, "/bin/sh", "-c",
+                          "hostname; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; date +%s"});
+    ASSERT_EQ(shown.exit_code, 0) << shown.err;
+    std::istringstream lines(shown.out);
+    std::string hostname, bytes, clock;
+    std::getline(lines, hostname);
+    std::getline(lines, bytes);
+    std::getline(lines, clock);
+    hostnames.push_back(hostname);
+    random.push_back(bytes);
+    EXPECT_EQ(bytes.size(), 32u) << shown.out;
+    // The template was saved seconds ago; the guest must show the host's time.
+    long long guest = std::atoll(clock.c_str());
+    long long host = static_cast<long long>(std::time(nullptr));
+    EXPECT_LE(std::llabs(host - guest), 1) << "guest clock " << guest << ", host " << host;
+  }
+  EXPECT_NE(hostnames[0], hostnames[1]);
+  EXPECT_EQ(hostnames[0], inspect(ids[0])["config"].value("hostname", ""));
+  EXPECT_NE(random[0], random[1]);
+  EXPECT_EQ(microvm({"rm", "-f", ids[0], ids[1]}).exit_code, 0);
+}
+
+TEST(TemplateTest, AChangedInitramfsMakesANewTemplateAndTheOldOneShowsStale) {
+  fs::path initramfs = fs::path(home()) / "tpl-initramfs.cpio";
+  fs::copy_file(binDir().parent_path() / "share" / "microvm" / "initramfs.cpio", initramfs,
+                fs::copy_options::overwrite_existing);
+  std::vector<std::string> env = {"MICROVM_INITRAMFS=" + initramfs.string()};
+  auto run = [&](const std::string& name) {
+    return microvm({"run", "--name", name, "--memory", "304", "--rootfs", rootfs().string(), "--", "/bin/true"}, env);
+  };
+  ASSERT_EQ(run("tpl-init-a").exit_code, 0);
+  ASSERT_EQ(run("tpl-init-b").exit_code, 0);
+  EXPECT_EQ(bootPath("tpl-init-b"), "template") << bootNote("tpl-init-b");
+  // The same bytes, written again: a rebuilt init as far as anyone can tell
+  // without reading it.
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  fs::copy_file(binDir().parent_path() / "share" / "microvm" / "initramfs.cpio", initramfs,
+                fs::copy_options::overwrite_existing);
+  ASSERT_EQ(run("tpl-init-c").exit_code, 0);
+  EXPECT_EQ(bootPath("tpl-init-c"), "cold");
+  EXPECT_NE(bootNote("tpl-init-c").find("saving template"), std::string::npos) << bootNote("tpl-init-c");
+  ASSERT_EQ(run("tpl-init-d").exit_code, 0);
+  EXPECT_EQ(bootPath("tpl-init-d"), "template") << bootNote("tpl-init-d");
+  auto listed = microvm({"template", "ls", "--format", "json"});
+  int stale = 0, current = 0;
+  for (const auto& entry : json::parse(listed.out)) {
+    if (entry.value("memory_mib", 0) != 304) continue;
+    entry.value("stale", false) ? ++stale : ++current;
+  }
+  EXPECT_EQ(stale, 1) << listed.out;
+  EXPECT_EQ(current, 1) << listed.out;
+  EXPECT_EQ(microvm({"rm", "tpl-init-a", "tpl-init-b", "tpl-init-c", "tpl-init-d"}).exit_code, 0);
+}
+
+TEST(TemplateTest, WhatCannotBeTemplatedBootsColdAndSaysWhy) {
+  fs::path volume = fs::path(home()) / "tpl-volume";
+  fs::create_directories(volume);
+  auto with_volume = microvm({"run", "--name", "tpl-vol", "--memory", "320", "-v", volume.string() + ":/data",
+                              "--rootfs", rootfs().string(), "--", "/bin/true"});
+  ASSERT_EQ(with_volume.exit_code, 0) << with_volume.err;
+  EXPECT_EQ(bootPath("tpl-vol"), "cold");
+  EXPECT_NE(bootNote("tpl-vol").find("volumes"), std::string::npos) << bootNote("tpl-vol");
+  EXPECT_EQ(microvm({"rm", "tpl-vol"}).exit_code, 0);
+}
+
+TEST(TemplateTest, PruneLeavesNothingBehindAndTheNextRunMakesOneAgain) {
+  auto made = microvm(runArgs({"--memory", "336"}, {"/bin/true"}));
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  auto pruned = microvm({"template", "prune"});
+  ASSERT_EQ(pruned.exit_code, 0) << pruned.err;
+  EXPECT_FALSE(pruned.out.empty());
+  std::vector<std::string> left;
+  for (const auto& entry : fs::directory_iterator(home() / "templates")) left.push_back(entry.path().filename());
+  EXPECT_TRUE(left.empty()) << left.size() << " left, the first: " << (left.empty() ? "" : left.front());
+  auto listed = microvm({"template", "ls", "--format", "json"});
+  EXPECT_EQ(json::parse(listed.out).size(), 0u) << listed.out;
+  auto again = microvm({"run", "--name", "tpl-again", "--memory", "336", "--rootfs", rootfs().string(), "--", "/bin/true"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(bootNote("tpl-again").find("saving template"), std::string::npos) << bootNote("tpl-again");
+  EXPECT_EQ(microvm({"rm", "tpl-again"}).exit_code, 0);
+}
+
+}  // namespace
+}  // namespace microvm::e2e
