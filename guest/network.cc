@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <net/if.h>
+#include <net/if_arp.h>
 #include <net/route.h>
 #include <netinet/in.h>
 #include <sys/ioctl.h>
@@ -13,6 +14,7 @@
 
 #include <charconv>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 
 #include "base/eintr.h"
@@ -56,6 +58,17 @@ Result<void> configureIpv4(const agent::WorkloadSpec& spec) {
   if (!socket_fd.valid()) return systemError("socket for eth0");
   ifreq request{};
   std::strncpy(request.ifr_name, kGuestInterface, IFNAMSIZ - 1);
+  if (!spec.net_mac.empty()) {
+    unsigned bytes[6] = {};
+    if (std::sscanf(spec.net_mac.c_str(), "%2x:%2x:%2x:%2x:%2x:%2x", &bytes[0], &bytes[1], &bytes[2], &bytes[3],
+                    &bytes[4], &bytes[5]) != 6) {
+      return Error(ErrorCode::kInvalidArgument, "network: bad MAC address \"" + spec.net_mac + "\"");
+    }
+    request.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+    for (int i = 0; i < 6; ++i) request.ifr_hwaddr.sa_data[i] = static_cast<char>(bytes[i]);
+    // SAFETY: SIOCSIFHWADDR reads only `request`, an ifreq that outlives the call.
+    if (::ioctl(socket_fd.get(), SIOCSIFHWADDR, &request) != 0) return systemError("set MAC address of eth0");
+  }
   sockaddr_in in{};
   in.sin_family = AF_INET;
   ::inet_pton(AF_INET, address->address.c_str(), &in.sin_addr);

@@ -27,6 +27,7 @@ const char* specTagName(uint16_t tag) {
     case SpecTag::kNetGateway6: return "IPv6 gateway";
     case SpecTag::kEtcHosts: return "/etc/hosts";
     case SpecTag::kEtcResolvConf: return "/etc/resolv.conf";
+    case SpecTag::kNetMac: return "net mac";
     case SpecTag::kOpenStdin: return "open stdin";
   }
   return nullptr;
@@ -65,6 +66,7 @@ std::string encodeSpec(const WorkloadSpec& spec) {
   if (!spec.net_gateway6.empty()) field.bytes(SpecTag::kNetGateway6, spec.net_gateway6);
   if (!spec.etc_hosts.empty()) field.bytes(SpecTag::kEtcHosts, spec.etc_hosts);
   if (!spec.etc_resolv_conf.empty()) field.bytes(SpecTag::kEtcResolvConf, spec.etc_resolv_conf);
+  if (!spec.net_mac.empty()) field.bytes(SpecTag::kNetMac, spec.net_mac);
   return out;
 }
 
@@ -131,6 +133,7 @@ Result<void> applySpecField(const TlvReader& reader, const TlvField& field, Work
     case SpecTag::kNetGateway6: spec.net_gateway6 = std::move(value); break;
     case SpecTag::kEtcHosts: spec.etc_hosts = std::move(value); break;
     case SpecTag::kEtcResolvConf: spec.etc_resolv_conf = std::move(value); break;
+    case SpecTag::kNetMac: spec.net_mac = std::move(value); break;
     default: break;
   }
   return success();

@@ -69,6 +69,9 @@ struct WorkloadSpec {
   std::string net_gateway4;  // "10.0.2.2"
   std::string net_address6;  // "fd00::15/64"
   std::string net_gateway6;  // "fd00::2"
+  // eth0's MAC address, "xx:xx:xx:xx:xx:xx"; empty: the device's. Every VM
+  // has its own, also one restored from a boot template.
+  std::string net_mac;
   // Whole files init writes into the root before the workload (empty: left
   // as the image has them).
   std::string etc_hosts;
@@ -97,6 +100,7 @@ enum class SpecTag : uint16_t {
   kNetGateway6 = 17,
   kEtcHosts = 18,
   kEtcResolvConf = 19,
+  kNetMac = 20,          // "02:..": eth0's address, the VM's own
   kOpenStdin = 30,       // one byte, 0 or 1
 };
 

@@ -149,6 +149,7 @@ TEST(ProtocolTest, NetworkFieldsRoundTripAndAreOmittedWhenEmpty) {
   spec.net_gateway6 = "fd00::2";
   spec.etc_hosts = "127.0.0.1\tlocalhost\n";
   spec.etc_resolv_conf = "nameserver 10.0.2.3\n";
+  spec.net_mac = "02:12:34:56:78:9a";
   auto decoded = decodeSpec(encodeSpec(spec));
   ASSERT_TRUE(decoded.ok());
   EXPECT_EQ(decoded->net_address4, spec.net_address4);
@@ -157,6 +158,7 @@ TEST(ProtocolTest, NetworkFieldsRoundTripAndAreOmittedWhenEmpty) {
   EXPECT_EQ(decoded->net_gateway6, spec.net_gateway6);
   EXPECT_EQ(decoded->etc_hosts, spec.etc_hosts);
   EXPECT_EQ(decoded->etc_resolv_conf, spec.etc_resolv_conf);
+  EXPECT_EQ(decoded->net_mac, spec.net_mac);
   // A spec without networking encodes as before: no new tags at all.
   auto plain = decodeSpec(without);
   ASSERT_TRUE(plain.ok());

@@ -217,6 +217,11 @@ void describeGuestNetwork(const VmSpec& spec, agent::WorkloadSpec& workload) {
   }
   workload.etc_hosts = hosts;
   if (!user) return;
+  // Locally administered, unicast, from the VM's id: its own, also when it
+  // was restored from a boot template saved by another VM.
+  std::string mac = "02";
+  for (size_t i = 0; i < 5; ++i) mac += ":" + (spec.id.size() >= 2 * (i + 1) ? spec.id.substr(2 * i, 2) : std::string("00"));
+  workload.net_mac = mac;
   workload.net_address4 = std::string(net::kGuestAddress4) + "/" + std::to_string(net::kPrefixLength4);
   workload.net_gateway4 = net::kGateway4;
   workload.net_address6 = std::string(net::kGuestAddress6) + "/" + std::to_string(net::kPrefixLength6);

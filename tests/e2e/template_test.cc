@@ -75,24 +75,28 @@ TEST(TemplateTest, TheFirstRunSavesATemplateAndLaterRunsRestoreItAndBehaveAsACol
   EXPECT_TRUE(found) << listed.out;
 }
 
-TEST(TemplateTest, TwoVmsFromOneTemplateHaveTheirOwnHostnameRandomBytesAndTheHostsClock) {
+TEST(TemplateTest, TwoVmsFromOneTemplateHaveTheirOwnHostnameRandomBytesMacAndTheHostsClock) {
   // The first run makes the template.
   auto made = microvm(runArgs({"--memory", "288"}, {"/bin/true"}));
   ASSERT_EQ(made.exit_code, 0) << made.err;
   std::vector<std::string> ids;
   for (int i = 0; i < 2; ++i) ids.push_back(runDetached({"--memory", "288"}, {"sleep", "600"}));
-  std::vector<std::string> hostnames, random;
+  std::vector<std::string> hostnames, random, macs;
   for (const auto& id : ids) {
     EXPECT_EQ(bootPath(id), "template") << bootNote(id);
     auto shown = microvm({"exec", id, "/bin/sh", "-c",
-                          "hostname; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; date +%s"});
+                          "hostname; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; date +%s; "
+                          "cat /sys/class/net/eth0/address"});
     ASSERT_EQ(shown.exit_code, 0) << shown.err;
     std::istringstream lines(shown.out);
-    std::string hostname, bytes, clock;
+    std::string hostname, bytes, clock, mac;
     std::getline(lines, hostname);
     std::getline(lines, bytes);
     std::getline(lines, clock);
+    std::getline(lines, mac);
     hostnames.push_back(hostname);
+    macs.push_back(mac);
+    EXPECT_EQ(mac.substr(0, 3), "02:") << shown.out;
     random.push_back(bytes);
     EXPECT_EQ(bytes.size(), 32u) << shown.out;
     // The template was saved seconds ago; the guest must show the host's time.
@@ -103,6 +107,7 @@ TEST(TemplateTest, TwoVmsFromOneTemplateHaveTheirOwnHostnameRandomBytesAndTheHos
   EXPECT_NE(hostnames[0], hostnames[1]);
   EXPECT_EQ(hostnames[0], inspect(ids[0])["config"].value("hostname", ""));
   EXPECT_NE(random[0], random[1]);
+  EXPECT_NE(macs[0], macs[1]);
   EXPECT_EQ(microvm({"rm", "-f", ids[0], ids[1]}).exit_code, 0);
 }
 
