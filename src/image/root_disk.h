@@ -7,6 +7,7 @@
 //   MICROVM_TRY(createOverlay(*base, vm_dir / "disk.qcow2"));
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 
@@ -38,7 +39,10 @@ Result<std::filesystem::path> ensureBaseDisk(const std::filesystem::path& cache_
 Result<void> buildExt4Image(const std::filesystem::path& tree, const TreeDigest& digest,
                             const std::filesystem::path& destination);
 
-// Creates `overlay` as a qcow2 image backed by `base` (read-only).
+// Creates `overlay` as a qcow2 image backed by `base` (raw, read-only), the
+// base's size, written directly (no qemu-img process).
 Result<void> createOverlay(const std::filesystem::path& base, const std::filesystem::path& overlay);
+// Its bytes (exposed for the tests, which check them with qemu-img).
+std::string qcow2OverlayHeader(const std::string& base, uint64_t size);
 
 }  // namespace microvm

@@ -2,12 +2,16 @@
 
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+
+#include <cstdio>
 #include <optional>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/fs.h"
 #include "base/temp_dir.h"
+#include "base/unique_fd.h"
 
 namespace microvm {
 namespace {
@@ -72,6 +76,42 @@ TEST_F(RootDiskTest, BaseDiskIsBuiltOnceAndReadOnly) {
   auto overlay = dir_ / "disk.qcow2";
   ASSERT_TRUE(createOverlay(*base, overlay));
   EXPECT_TRUE(fs::exists(overlay));
+  EXPECT_FALSE(createOverlay(*base, overlay));  // never over an existing file
+}
+
+std::string commandOutput(const std::string& command) {
+  std::string out;
+  if (FILE* pipe = ::popen(command.c_str(), "r")) {
+    char buffer[4096];
+    for (size_t got; (got = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) out.append(buffer, got);
+    if (::pclose(pipe) != 0) out += "\n(exit status non-zero)";
+  }
+  return out;
+}
+
+// The overlay is written without qemu-img; qemu-img must find it a whole,
+// clean qcow2 image over the base, of the base's size, with no data yet.
+TEST_F(RootDiskTest, AnOverlayIsACleanQcow2ImageOverItsBaseAsQemuImgSeesIt) {
+  for (uint64_t size : {uint64_t{700} << 20, uint64_t{3} << 30, uint64_t{64} << 10}) {
+    fs::path base = dir_ / ("base-" + std::to_string(size) + ".raw");
+    {
+      UniqueFd fd(::open(base.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+      ASSERT_TRUE(fd.valid());
+      ASSERT_EQ(::ftruncate(fd.get(), static_cast<off_t>(size)), 0);
+    }
+    fs::path overlay = dir_ / ("overlay-" + std::to_string(size) + ".qcow2");
+    ASSERT_TRUE(createOverlay(base, overlay));
+    std::string check = commandOutput("qemu-img check " + overlay.string() + " 2>&1");
+    EXPECT_NE(check.find("No errors were found"), std::string::npos) << check;
+    std::string info = commandOutput("qemu-img info --output json " + overlay.string() + " 2>&1");
+    EXPECT_NE(info.find("\"virtual-size\": " + std::to_string(size)), std::string::npos) << info;
+    EXPECT_NE(info.find("\"backing-filename\": \"" + base.string() + "\""), std::string::npos) << info;
+    EXPECT_NE(info.find("\"backing-filename-format\": \"raw\""), std::string::npos) << info;
+    std::string map = commandOutput("qemu-img map --output json -f qcow2 " + overlay.string() + " 2>&1");
+    EXPECT_EQ(map.find("\"depth\": 0"), std::string::npos) << "the overlay holds data of its own: " << map;
+  }
+  EXPECT_FALSE(createOverlay(dir_ / "missing.raw", dir_ / "never.qcow2"));
+  EXPECT_FALSE(fs::exists(dir_ / "never.qcow2"));
 }
 
 }  // namespace
