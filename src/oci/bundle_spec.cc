@@ -387,17 +387,33 @@ Result<void> Planner::readLinux(const json& linux) {
           if (!text) return std::move(text).error();
           path = *text;
         }
-        if (*type == "network") has_network_namespace_ = true;
-        if (!path.empty()) {
-          MICROVM_TRY(refuse(field + "[" + *type + "].path",
-                             "joins an existing namespace, which a VM cannot (docs/KUBERNETES.md, networking)"));
+        if (*type == "network") {
+          has_network_namespace_ = true;
+          if (!path.empty() && path[0] != '/') return invalid(field + "[network].path", "must be absolute");
+          plan_.netns_path = path;
+        } else if (!path.empty()) {
+          notApplied(field + "[" + *type + "].path");  // the VM has its own kernel: nothing to share
         }
       }
     } else if (key == "resources") {
       MICROVM_TRY(readResources(value));
     } else if (key == "seccomp") {
       MICROVM_TRY(requireObject(value, field));
-      plan_.seccomp_profile = value.dump();
+      // The guest's filter takes whole syscalls: a rule with argument
+      // filters would become stricter than written (a deny of socket(AF_VSOCK)
+      // would deny every socket). Such profiles, engines' defaults among them,
+      // get microvm's default profile (Docker's, with its AF_VSOCK rule) instead.
+      bool has_args = false;
+      if (value.contains("syscalls") && value["syscalls"].is_array()) {
+        for (const auto& rule : value["syscalls"]) {
+          if (rule.is_object() && rule.contains("args") && !isEmptyValue(rule["args"])) has_args = true;
+        }
+      }
+      if (has_args) {
+        notApplied("linux.seccomp (argument filters: microvm's default profile instead)");
+      } else {
+        plan_.seccomp_profile = value.dump();
+      }
     } else if (key == "cgroupsPath" || key == "sysctl" || key == "maskedPaths" || key == "readonlyPaths" ||
                key == "mountLabel" || key == "rootfsPropagation") {
       notApplied(field);  // host kernel features the VM boundary stands in for
@@ -418,7 +434,9 @@ Result<void> Planner::readHooks(const json& hooks) {
 
 Result<void> Planner::applyOverrides() {
   RunOptions& options = plan_.options;
-  options.network = has_network_namespace_ ? "none" : "user";
+  // A new, empty network namespace: the VM has only lo. The engine's
+  // namespace, or none (the host's): the runner's NAT, from there.
+  options.network = has_network_namespace_ && plan_.netns_path.empty() ? "none" : "user";
   auto number = [&](const char* key, int low, int high, int& out) -> Result<void> {
     auto found = plan_.annotations.find(key);
     if (found == plan_.annotations.end()) return success();
@@ -439,6 +457,19 @@ Result<void> Planner::applyOverrides() {
       return invalid(std::string("annotations.") + kNetworkAnnotation, "must be none or user");
     }
     options.network = network->second;
+  }
+  auto publish = plan_.annotations.find(kPublishAnnotation);
+  if (publish != plan_.annotations.end()) {
+    std::string list = publish->second;
+    size_t start = 0;
+    while (start < list.size()) {
+      size_t comma = list.find(',', start);
+      if (comma == std::string::npos) comma = list.size();
+      std::string item = list.substr(start, comma - start);
+      if (!item.empty()) options.publish.push_back(item);  // checked by Runtime::create
+      start = comma + 1;
+    }
+    if (options.publish.size() > 256) return invalid(std::string("annotations.") + kPublishAnnotation, "too many ports");
   }
   return success();
 }
@@ -554,13 +585,17 @@ std::string featuresJson() {
         {kIgnoreAnnotation, "comma-separated spec fields to run without (or *) instead of refusing them"},
         {kCpusAnnotation, "vCPUs (default: linux.resources.cpu quota/period, else 1)"},
         {kMemoryAnnotation, "memory in MiB (default: linux.resources.memory.limit, else 512)"},
-        {kNetworkAnnotation, "none or user (default: none with a network namespace, user without)"},
+        {kNetworkAnnotation,
+         "none or user (default: none with a new network namespace; user, the runner's NAT, in the engine's "
+         "namespace when it gives a path, else in the host's)"},
+        {kPublishAnnotation, "comma-separated [IP:]PORT:GUESTPORT[/udp], listened on in the container's network namespace"},
         {"org.microvm.not-applied",
          "process.rlimits, process.oomScoreAdj, process.user.umask, linux.cgroupsPath, linux.sysctl, "
+         "linux.namespaces paths other than network (a VM shares no kernel namespace), "
          "linux.maskedPaths, linux.readonlyPaths, linux.resources.devices, linux.resources.pids: the VM boundary "
          "stands in for them"},
         {"org.microvm.unsupported",
-         "root.readonly, hooks, process.user.additionalGids, apparmor/selinux labels, namespaces with a path, "
+         "root.readonly, hooks createContainer/startContainer, process.user.additionalGids, apparmor/selinux labels, "
          "linux.uidMappings/gidMappings, linux.devices, mounts other than bind/tmpfs/proc/sysfs/devpts/mqueue/cgroup"}}}};
   return features.dump(2);
 }

@@ -28,6 +28,7 @@ inline constexpr const char* kIgnoreAnnotation = "org.microvm.ignore";
 inline constexpr const char* kCpusAnnotation = "org.microvm.cpus";
 inline constexpr const char* kMemoryAnnotation = "org.microvm.memory-mib";
 inline constexpr const char* kNetworkAnnotation = "org.microvm.network";
+inline constexpr const char* kPublishAnnotation = "org.microvm.publish";
 
 // A bind mount of a single file (/etc/hosts, /etc/resolv.conf...): 9p shares
 // directories, so the file is copied into the VM's disk at create.
@@ -41,6 +42,9 @@ struct BundlePlan {
   std::vector<FileCopy> files;
   std::string seccomp_profile;    // the spec's linux.seccomp as JSON ("" none)
   bool terminal = false;          // process.terminal
+  // linux.namespaces' network path: the VM's runner (its NAT and published
+  // ports) runs in that namespace, so the VM's traffic leaves from it.
+  std::string netns_path;
   std::string oci_version;
   std::map<std::string, std::string> annotations;
   std::vector<std::string> ignored;  // fields accepted but not applied, for the log

@@ -109,6 +109,16 @@ TEST_F(BundleSpec, PodmanSpecBecomesRunOptions) {
   EXPECT_NE(std::find(plan->ignored.begin(), plan->ignored.end(), "process.rlimits"), plan->ignored.end());
 }
 
+TEST_F(BundleSpec, SeccompProfilesWithArgumentFiltersGetTheDefaultProfile) {
+  json spec = podmanSpec();
+  spec["linux"]["seccomp"]["syscalls"].push_back(
+      {{"names", {"socket"}}, {"action", "SCMP_ACT_ERRNO"}, {"errnoRet", 22},
+       {"args", {{{"index", 0}, {"value", 40}, {"op", "SCMP_CMP_EQ"}}}}});
+  auto plan = this->plan(spec);
+  ASSERT_TRUE(plan) << plan.error().message();
+  EXPECT_EQ(plan->seccomp_profile, "");  // not every socket() denied
+}
+
 TEST_F(BundleSpec, AnnotationsOverrideSizeAndNetwork) {
   json spec = podmanSpec();
   spec["annotations"]["org.microvm.cpus"] = "3";
@@ -133,6 +143,20 @@ TEST_F(BundleSpec, NoNetworkNamespaceMeansTheRunnersNat) {
   EXPECT_EQ(plan->options.network, "user");
 }
 
+TEST_F(BundleSpec, TheEnginesNetworkNamespaceIsWhereTheRunnerNats) {
+  json spec = podmanSpec();
+  spec["linux"]["namespaces"][1]["path"] = "/run/netns/pod";
+  spec["linux"]["namespaces"][0]["path"] = "/proc/1/ns/pid";  // a pod's shared namespace: nothing to share
+  spec["annotations"]["org.microvm.publish"] = "127.0.0.1:8080:80,9090:90/udp";
+  auto plan = this->plan(spec);
+  ASSERT_TRUE(plan) << plan.error().message();
+  EXPECT_EQ(plan->netns_path, "/run/netns/pod");
+  EXPECT_EQ(plan->options.network, "user");
+  EXPECT_EQ(plan->options.publish, (std::vector<std::string>{"127.0.0.1:8080:80", "9090:90/udp"}));
+  spec["linux"]["namespaces"][1]["path"] = "relative";
+  EXPECT_FALSE(this->plan(spec));
+}
+
 TEST_F(BundleSpec, UnsupportedFieldsAreRefusedByNameUnlessIgnored) {
   struct Case {
     const char* pointer;
@@ -141,7 +165,6 @@ TEST_F(BundleSpec, UnsupportedFieldsAreRefusedByNameUnlessIgnored) {
   };
   std::vector<Case> cases = {
       {"/root/readonly", true, "root.readonly"},
-      {"/linux/namespaces/1/path", "/run/netns/pod", "linux.namespaces[network].path"},
       {"/process/user/additionalGids", json::array({10}), "process.user.additionalGids"},
       {"/hooks", {{"prestart", json::array({{{"path", "/bin/true"}}})}}, "hooks.prestart"},
       {"/linux/uidMappings", json::array({{{"containerID", 0}, {"hostID", 1000}, {"size", 1}}}), "linux.uidMappings"},

@@ -8,6 +8,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
@@ -92,7 +93,7 @@ void closeFdsFrom(int lowest) {
 
 // The supervisor: see the file comment. Never returns.
 [[noreturn]] void supervise(const GlobalOptions& global, const ContainerDir& dir, const std::string& vm_id,
-                            bool interactive) {
+                            bool interactive, const std::string& netns) {
   ::signal(SIGPIPE, SIG_IGN);
   sigset_t set = forwardedSignals();
   ::sigprocmask(SIG_BLOCK, &set, nullptr);
@@ -124,6 +125,13 @@ void closeFdsFrom(int lowest) {
     }
   }
   ::close(fifo);
+  if (!netns.empty()) {
+    // The runner (and so its NAT and published ports) lives in the engine's
+    // network namespace: the VM's traffic leaves from the pod's interface.
+    int ns = ::open(netns.c_str(), O_RDONLY | O_CLOEXEC);
+    if (ns < 0 || ::setns(ns, CLONE_NEWNET) != 0) startFailed(Error::fromErrno("join network namespace " + netns).message());
+    ::close(ns);
+  }
   auto runtime = openRuntime(global, dir);
   if (!runtime) startFailed(runtime.error().message());
   auto vm = runtime->start(vm_id, STDOUT_FILENO, STDERR_FILENO, interactive ? STDIN_FILENO : -1);
@@ -231,6 +239,7 @@ int cmdCreate(const GlobalOptions& global, const Command& command) {
   state.oci_version = plan->oci_version;
   state.created = nowRfc3339();
   state.annotations = plan->annotations;
+  state.netns = plan->netns_path;
   std::cout.flush();
   std::cerr.flush();
   pid_t pid = ::fork();
@@ -242,7 +251,7 @@ int cmdCreate(const GlobalOptions& global, const Command& command) {
       for (int fd = 0; fd < 3; ++fd) ::dup2(pty.slave, fd);
     }
     closeFdsFrom(3);
-    supervise(global, dir, *vm_id, options.interactive);
+    supervise(global, dir, *vm_id, options.interactive, plan->netns_path);
   }
   if (pty.slave >= 0) ::close(pty.slave);
   state.pid = pid;

@@ -49,6 +49,7 @@ Result<ContainerState> ContainerDir::load() const {
   state.vm_id = doc.value("vm_id", "");
   state.oci_version = doc.value("ociVersion", "1.0.2");
   state.created = doc.value("created", "");
+  state.netns = doc.value("netns", "");
   state.pid = doc.value("pid", 0);
   state.pid_start = doc.value("pid_start", 0ULL);
   if (doc.contains("annotations") && doc["annotations"].is_object()) {
@@ -61,7 +62,7 @@ Result<ContainerState> ContainerDir::load() const {
 
 Result<void> ContainerDir::save(const ContainerState& state) const {
   json doc = {{"id", state.id},           {"bundle", state.bundle},       {"vm_id", state.vm_id},
-              {"ociVersion", state.oci_version}, {"created", state.created}, {"pid", state.pid},
+              {"ociVersion", state.oci_version}, {"created", state.created}, {"netns", state.netns}, {"pid", state.pid},
               {"pid_start", state.pid_start},     {"annotations", state.annotations}};
   return writeFileAtomic(stateFile(), doc.dump());
 }

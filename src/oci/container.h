@@ -25,6 +25,7 @@ struct ContainerState {
   std::string vm_id;
   std::string oci_version;
   std::string created;        // RFC 3339
+  std::string netns;          // the engine's network namespace the runner joins ("" none)
   pid_t pid = 0;              // the supervisor
   unsigned long long pid_start = 0;  // its start time (/proc/PID/stat), against pid reuse
   std::map<std::string, std::string> annotations;

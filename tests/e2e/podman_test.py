@@ -204,6 +204,36 @@ class Podman(unittest.TestCase):
         finally:
             sh(tmux + ["kill-server"])
 
+    def test_runner_lives_in_the_engines_network_namespace(self):
+        # A namespace with only lo, as an engine would make one: the runner joins
+        # it, so a published port listens there (loopback only) and not on the host.
+        if os.geteuid() != 0 or shutil.which("ip") is None:
+            self.skipTest("needs root and iproute2 for a network namespace")
+        netns = "microvm-podman-%d" % os.getpid()
+        self.assertEqual(sh(["ip", "netns", "add", netns]).returncode, 0)
+        name = "mvm-netns"
+        try:
+            sh(["ip", "-n", netns, "link", "set", "lo", "up"])
+            port = free_port()
+            run = podman("run", "-d", "--name", name, "--network", "ns:/run/netns/" + netns,
+                         "--annotation", "org.microvm.publish=127.0.0.1:%d:80" % port, IMAGE, "sh", "-c",
+                         "mkdir -p /www && echo served-from-vm > /www/index && exec httpd -f -p 0.0.0.0:80 -h /www")
+            self.assertEqual(run.returncode, 0, run.stderr)
+            fetch = ("import sys, time, urllib.request\n"
+                     "for _ in range(240):\n"
+                     "    try:\n"
+                     "        sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:%d/index', timeout=5)"
+                     ".read().decode()); break\n"
+                     "    except OSError: time.sleep(0.5)\n" % port)
+            inside = sh(["ip", "netns", "exec", netns, sys.executable, "-c", fetch])
+            self.assertEqual(inside.stdout, "served-from-vm\n", inside.stderr + podman("logs", name).stderr)
+            with socket.socket() as s:
+                self.assertNotEqual(s.connect_ex(("127.0.0.1", port)), 0)  # nothing in the host's namespace
+        finally:
+            podman("rm", "-f", "-t", "0", name)
+            sh(["ip", "netns", "del", netns])
+        self.assertEqual(records(), [])
+
     def test_unsupported_field_is_refused_by_name(self):
         run = podman("run", "--rm", "--network", "none", "--read-only", IMAGE, "true")
         self.assertNotEqual(run.returncode, 0)
