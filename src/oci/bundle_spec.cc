@@ -426,8 +426,12 @@ Result<void> Planner::readLinux(const json& linux) {
 
 Result<void> Planner::readHooks(const json& hooks) {
   MICROVM_TRY(requireObject(hooks, "hooks"));
-  for (const auto& [key, value] : hooks.items()) {
-    if (!isEmptyValue(value)) MICROVM_TRY(refuse("hooks." + key, "are not supported yet"));
+  std::vector<std::string> refused;
+  auto parsed = parseHooks(hooks.dump(), refused);
+  if (!parsed) return std::move(parsed).error();
+  plan_.hooks = std::move(*parsed);
+  for (const auto& stage : refused) {
+    MICROVM_TRY(refuse("hooks." + stage, "would run in the container's namespaces, which a VM does not have"));
   }
   return success();
 }
@@ -571,7 +575,7 @@ std::string featuresJson() {
   json features = {
       {"ociVersionMin", "1.0.0"},
       {"ociVersionMax", "1.1.0"},
-      {"hooks", json::array()},
+      {"hooks", {"prestart", "createRuntime", "poststart", "poststop"}},
       {"mountOptions", {"bind", "rbind", "ro", "rw"}},
       {"linux",
        {{"namespaces", {"pid", "network", "ipc", "uts", "mount", "cgroup"}},

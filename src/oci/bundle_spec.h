@@ -20,6 +20,7 @@
 
 #include "microvm/result.h"
 #include "microvm/runtime.h"
+#include "oci/hooks.h"
 
 namespace microvm::oci {
 
@@ -45,6 +46,7 @@ struct BundlePlan {
   // linux.namespaces' network path: the VM's runner (its NAT and published
   // ports) runs in that namespace, so the VM's traffic leaves from it.
   std::string netns_path;
+  Hooks hooks;                    // run on the host (hooks.h)
   std::string oci_version;
   std::map<std::string, std::string> annotations;
   std::vector<std::string> ignored;  // fields accepted but not applied, for the log

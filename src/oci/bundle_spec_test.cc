@@ -166,7 +166,7 @@ TEST_F(BundleSpec, UnsupportedFieldsAreRefusedByNameUnlessIgnored) {
   std::vector<Case> cases = {
       {"/root/readonly", true, "root.readonly"},
       {"/process/user/additionalGids", json::array({10}), "process.user.additionalGids"},
-      {"/hooks", {{"prestart", json::array({{{"path", "/bin/true"}}})}}, "hooks.prestart"},
+      {"/hooks", {{"createContainer", json::array({{{"path", "/bin/true"}}})}}, "hooks.createContainer"},
       {"/linux/uidMappings", json::array({{{"containerID", 0}, {"hostID", 1000}, {"size", 1}}}), "linux.uidMappings"},
       {"/linux/resources/blockIO", {{"weight", 10}}, "linux.resources.blockIO"},
       {"/mounts/0/type", "nfs", "mounts[0].type"},
@@ -254,6 +254,39 @@ TEST_F(BundleSpec, FeaturesNameTheAnnotations) {
   EXPECT_EQ(features["ociVersionMax"], "1.1.0");
   EXPECT_TRUE(features["annotations"].contains("org.microvm.ignore"));
   EXPECT_FALSE(features["linux"]["cgroup"]["v1"].get<bool>());
+}
+
+TEST_F(BundleSpec, HooksRunOnTheHostWithTheStateOnStdin) {
+  json spec = podmanSpec();
+  std::string out = (bundle_ / "hook.out").string();
+  spec["hooks"] = {{"prestart", {{{"path", "/bin/sh"}, {"args", {"sh", "-c", "echo $X; cat"}}, {"env", {"X=1"}}}}},
+                   {"poststop", {{{"path", "/bin/sh"}, {"args", {"sh", "-c", "exit 3"}}}}},
+                   {"poststart", {{{"path", "/bin/sleep"}, {"args", {"sleep", "10"}}, {"timeout", 1}}}}};
+  auto plan = this->plan(spec);
+  ASSERT_TRUE(plan) << plan.error().message();
+  ASSERT_EQ(plan->hooks.at("prestart").size(), 1u);
+  // The hook's stdout is /dev/null: have it write a file instead.
+  plan->hooks["prestart"][0].args = {"sh", "-c", "{ echo $X; cat; } > " + out};
+  ASSERT_TRUE(runHooks(plan->hooks, "prestart", "{\"id\":\"c\"}"));
+  std::ifstream written(out);
+  std::string text((std::istreambuf_iterator<char>(written)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text, "1\n{\"id\":\"c\"}");
+  auto failed = runHooks(plan->hooks, "poststop", "{}");
+  ASSERT_FALSE(failed);
+  EXPECT_NE(failed.error().message().find("exited with 3"), std::string::npos);
+  auto slow = runHooks(plan->hooks, "poststart", "{}");
+  ASSERT_FALSE(slow);
+  EXPECT_NE(slow.error().message().find("timed out after 1 s"), std::string::npos);
+  EXPECT_TRUE(runHooks(plan->hooks, "createRuntime", "{}"));  // none
+
+  std::vector<std::string> refused;
+  auto again = parseHooks(hooksJson(plan->hooks), refused);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->at("poststart")[0].timeout_seconds, 1);
+  spec["hooks"] = {{"prestart", {{{"path", "relative"}}}}};
+  EXPECT_FALSE(this->plan(spec));
+  spec["hooks"] = {{"sometime", {{{"path", "/bin/true"}}}}};
+  EXPECT_FALSE(this->plan(spec));
 }
 
 TEST(OciContainer, IdsSignalsAndState) {

@@ -28,6 +28,7 @@
 #include "microvm/runtime.h"
 #include "oci/bundle_spec.h"
 #include "oci/container.h"
+#include "oci/hooks.h"
 
 namespace microvm::oci {
 namespace fs = std::filesystem;
@@ -161,6 +162,13 @@ void closeFdsFrom(int lowest) {
   }
 }
 
+Result<Hooks> loadHooks(const ContainerDir& dir) {
+  auto text = readFileBounded(dir.dir() / "hooks.json", kMaxConfigBytes);
+  if (!text) return Hooks{};  // a record from before hooks were saved
+  std::vector<std::string> refused;
+  return parseHooks(*text, refused);
+}
+
 Result<std::string> readConfig(const fs::path& bundle) {
   fs::path config = bundle / "config.json";
   std::error_code error;
@@ -261,6 +269,15 @@ int cmdCreate(const GlobalOptions& global, const Command& command) {
     ::kill(pid, SIGKILL);
     return fail(global, saved.error());
   }
+  auto hooks_saved = writeFileAtomic(dir.dir() / "hooks.json", hooksJson(plan->hooks));
+  for (const char* stage : {"prestart", "createRuntime"}) {
+    if (!hooks_saved) break;
+    hooks_saved = runHooks(plan->hooks, stage, stateJson(state, "creating"));
+  }
+  if (!hooks_saved) {
+    ::kill(pid, SIGKILL);
+    return fail(global, hooks_saved.error());
+  }
   auto pid_written = writePidFile(command.pid_file, pid);
   if (!pid_written) {
     ::kill(pid, SIGKILL);
@@ -291,7 +308,12 @@ int cmdStart(const GlobalOptions& global, const Command& command) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
   std::error_code error;
   while (std::chrono::steady_clock::now() < deadline) {
-    if (fs::exists(dir.startedMark(), error)) return 0;
+    if (fs::exists(dir.startedMark(), error)) {
+      auto hooks = loadHooks(dir);
+      auto ran = hooks ? runHooks(*hooks, "poststart", stateJson(*state, "running")) : Result<void>(hooks.error());
+      if (!ran) appendLog(global, "warning", ran.error().message());
+      return 0;
+    }
     if (fs::exists(dir.startError(), error) || !processAlive(state->pid, state->pid_start)) {
       auto message = readFileBounded(dir.startError(), 64 << 10);
       if (message) return fail(global, "start: " + *message);
@@ -365,6 +387,9 @@ int cmdDelete(const GlobalOptions& global, const Command& command) {
     waitForExit(*state, std::chrono::seconds(5));
   }
   if (runtime) (void)runtime->remove(state->vm_id, true);
+  auto hooks = loadHooks(dir);
+  auto ran = hooks ? runHooks(*hooks, "poststop", stateJson(*state, "stopped")) : Result<void>(hooks.error());
+  if (!ran) appendLog(global, "warning", ran.error().message());
   fs::remove_all(dir.dataDir(), error);
   fs::remove_all(dir.dir(), error);
   if (error) return fail(global, "remove " + dir.dir().string() + ": " + error.message());

@@ -268,8 +268,13 @@ class RuntimeSpec(unittest.TestCase):
         # Adopt the supervisor (as conmon does) to see its exit status.
         ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
         cid = "spec-lifecycle"
+        hook_out = lambda stage: os.path.join(WORK, "hook-%s.json" % stage)
+        hook = lambda stage: {"path": "/bin/sh", "args": ["sh", "-c", "cat > " + hook_out(stage)]}
+        ran = lambda: [st for st in ("prestart", "createRuntime", "poststart", "poststop") if os.path.exists(hook_out(st))]
         bundle = self.bundle(["sh", "-c", "echo hello from $(hostname); trap 'echo term; exit 7' TERM; "
-                                          "while true; do sleep 1; done"])
+                                          "while true; do sleep 1; done"],
+                             hooks={stage: [hook(stage)] for stage in ("prestart", "createRuntime", "poststart",
+                                                                        "poststop")})
         pid_file = os.path.join(WORK, "spec.pid")
         out_path = os.path.join(WORK, "spec.out")
         created = create("--bundle", bundle, "--pid-file", pid_file, cid, out_path=out_path)
@@ -280,6 +285,8 @@ class RuntimeSpec(unittest.TestCase):
                          ("1.0.2", cid, "created", pid, bundle))
         self.assertIn("annotations", state)
         self.assertEqual(read(out_path), "")  # nothing runs before start
+        self.assertEqual(ran(), ["prestart", "createRuntime"])  # hooks on the host, the state on stdin
+        self.assertEqual(json.loads(read(hook_out("prestart")))["id"], cid)
         listed = json.loads(runtime("list", "--format", "json").stdout)
         self.assertEqual([c["id"] for c in listed], [cid])
         self.assertNotEqual(create("--bundle", bundle, cid).returncode, 0)  # the id is taken
@@ -304,6 +311,9 @@ class RuntimeSpec(unittest.TestCase):
         self.assertNotEqual(runtime("kill", cid, "KILL").returncode, 0)  # not running
         deleted = runtime("delete", cid)
         self.assertEqual(deleted.returncode, 0, deleted.stderr)
+        self.assertEqual(ran(), ["prestart", "createRuntime", "poststart", "poststop"])
+        self.assertEqual(json.loads(read(hook_out("poststart")))["status"], "running")
+        self.assertEqual(json.loads(read(hook_out("poststop")))["status"], "stopped")
         gone = runtime("state", cid)
         self.assertNotEqual(gone.returncode, 0)
         self.assertIn("does not exist", gone.stderr)
