@@ -4,13 +4,11 @@
 // pass them.
 #include <unistd.h>
 
-#include <fstream>
 #include <iostream>
 #include <set>
 
 #include "microvm/version.h"
 #include "oci/commands.h"
-#include "oci/container.h"
 
 namespace microvm::oci {
 namespace {
@@ -109,12 +107,9 @@ int runtimeMain(int argc, char** argv) {
     command.id = operands[0];
     command.args.assign(operands.begin() + 1, operands.end());
   }
-  if (!global.log.empty()) {
-    std::ofstream log(global.log, std::ios::app);
-    log << "time=\"" << nowRfc3339() << "\" level=debug msg=\"argv:";
-    for (int i = 1; i < argc; ++i) log << " " << argv[i];
-    log << "\"\n";
-  }
+  std::string line = "argv:";
+  for (int i = 1; i < argc; ++i) line += std::string(" ") + argv[i];
+  appendLog(global, "debug", line);
   return runCommand(global, command);
 }
 

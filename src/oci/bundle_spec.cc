@@ -141,6 +141,7 @@ Result<void> Planner::readAnnotations(const json& spec) {
 Result<void> Planner::readUser(const json& user) {
   MICROVM_TRY(requireObject(user, "process.user"));
   int64_t uid = 0, gid = 0;
+  std::vector<int64_t> additional;
   for (const auto& [key, value] : user.items()) {
     if (key == "uid" || key == "gid") {
       auto id = getInteger(value, "process.user." + key);
@@ -150,7 +151,12 @@ Result<void> Planner::readUser(const json& user) {
     } else if (key == "umask") {
       notApplied("process.user.umask");
     } else if (key == "additionalGids") {
-      if (!isEmptyValue(value)) MICROVM_TRY(refuse("process.user.additionalGids", "is not supported in the VM"));
+      if (!value.is_array() || value.size() > 1024) return invalid("process.user.additionalGids", "must be an array");
+      for (const auto& id : value) {
+        auto gid_value = getInteger(id, "process.user.additionalGids");
+        if (!gid_value) return std::move(gid_value).error();
+        additional.push_back(*gid_value);
+      }
     } else if (key == "username") {
       continue;  // Windows only
     } else {
@@ -158,6 +164,10 @@ Result<void> Planner::readUser(const json& user) {
     }
   }
   plan_.options.user = std::to_string(uid) + ":" + std::to_string(gid);
+  // Only the primary group is expressible (containerd lists it here).
+  for (int64_t extra : additional) {
+    if (extra != gid) return refuse("process.user.additionalGids", "other than the primary group are not supported");
+  }
   return success();
 }
 

@@ -86,6 +86,9 @@ TEST_F(BundleSpec, PodmanSpecBecomesRunOptions) {
   EXPECT_EQ(options.env.size(), 3u);
   EXPECT_EQ(options.workdir, "/srv");
   EXPECT_EQ(options.user, "1000:50");
+  json primary_only = podmanSpec();
+  primary_only["process"]["user"]["additionalGids"] = {50};  // what containerd writes
+  EXPECT_TRUE(this->plan(primary_only));
   EXPECT_EQ(options.hostname, "abc");
   EXPECT_EQ(options.network, "none");  // a new network namespace: nothing but lo
   EXPECT_EQ(options.memory_mib, 256);

@@ -34,8 +34,6 @@ namespace microvm::oci {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-namespace {
-
 void appendLog(const GlobalOptions& global, const std::string& level, const std::string& message) {
   if (global.log.empty()) return;
   std::ofstream out(global.log, std::ios::app);
@@ -45,6 +43,8 @@ void appendLog(const GlobalOptions& global, const std::string& level, const std:
     out << "time=\"" << nowRfc3339() << "\" level=" << level << " msg=" << json(message).dump() << "\n";
   }
 }
+
+namespace {
 
 int fail(const GlobalOptions& global, const std::string& message) {
   std::cerr << "microvm-runtime: " << message << std::endl;
@@ -391,6 +391,7 @@ int cmdDelete(const GlobalOptions& global, const Command& command) {
   auto ran = hooks ? runHooks(*hooks, "poststop", stateJson(*state, "stopped")) : Result<void>(hooks.error());
   if (!ran) appendLog(global, "warning", ran.error().message());
   fs::remove_all(dir.dataDir(), error);
+  fs::remove(dir.dataDir().parent_path(), error);  // .vm, once empty
   fs::remove_all(dir.dir(), error);
   if (error) return fail(global, "remove " + dir.dir().string() + ": " + error.message());
   return 0;

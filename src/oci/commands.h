@@ -40,4 +40,7 @@ int runtimeMain(int argc, char** argv);
 
 int runCommand(const GlobalOptions& global, const Command& command);
 
+// One line in --log, in --log-format (engines parse runc's JSON lines).
+void appendLog(const GlobalOptions& global, const std::string& level, const std::string& message);
+
 }  // namespace microvm::oci

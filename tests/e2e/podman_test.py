@@ -243,6 +243,44 @@ class Podman(unittest.TestCase):
         self.assertEqual(records(), [])
 
 
+class Containerd(unittest.TestCase):
+    """containerd's runc shim (io.containerd.runc.v2) with the runtime as its runc binary."""
+
+    def test_ctr_run_with_the_runtime_as_runc(self):
+        if shutil.which("containerd") is None or shutil.which("ctr") is None:
+            self.skipTest("containerd missing")
+        base = os.path.join(WORK, "containerd")
+        os.makedirs(base)
+        with open(os.path.join(base, "config.toml"), "w") as f:
+            f.write('version = 2\nroot = "%s/root"\nstate = "%s/state"\n'
+                    'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+                    '[grpc]\n  address = "%s/c.sock"\n[ttrpc]\n  address = "%s/t.sock"\n' % ((base,) * 4))
+        had_run_dir = os.path.exists("/run/containerd")  # shims' sockets and ctr's fifos go there
+        daemon = subprocess.Popen(["containerd", "--config", os.path.join(base, "config.toml")],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        namespace = "microvm-test-%d" % os.getpid()
+        ctr = ["ctr", "--address", base + "/c.sock", "--namespace", namespace]
+        try:
+            deadline = time.time() + 30
+            while time.time() < deadline and sh(ctr + ["version"]).returncode != 0:
+                time.sleep(0.2)
+            pulled = sh(ctr + ["images", "pull", "--plain-http", IMAGE])
+            self.assertEqual(pulled.returncode, 0, pulled.stderr)
+            # The shim passes its own --root and --log: the runtime's defaults hold.
+            run = sh(ctr + ["run", "--rm", "--runtime", "io.containerd.runc.v2", "--runc-binary", RUNTIME, IMAGE,
+                            "ctr-test", "sh", "-c", "echo hi from containerd; exit 3"])
+            self.assertEqual(run.stdout, "hi from containerd\n", run.stderr)
+            self.assertEqual(run.returncode, 3, run.stderr)
+            self.assertEqual(sh(ctr + ["containers", "ls", "-q"]).stdout, "")
+        finally:
+            daemon.terminate()
+            daemon.wait(timeout=30)
+            if had_run_dir:
+                shutil.rmtree("/run/containerd/runc/" + namespace, ignore_errors=True)
+            else:
+                shutil.rmtree("/run/containerd", ignore_errors=True)
+
+
 class RuntimeSpec(unittest.TestCase):
     """The runtime's own lifecycle, as an engine drives it."""
 
