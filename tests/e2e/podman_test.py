@@ -14,6 +14,7 @@ missing; scripts/deps.sh installs them.
 """
 import ctypes
 import json
+import select
 import os
 import shutil
 import signal
@@ -123,6 +124,25 @@ def records():
     return sorted(n for n in os.listdir(RUNTIME_ROOT) if n != ".vm") if os.path.isdir(RUNTIME_ROOT) else []
 
 
+def in_tmux(command, keys, expect, timeout=120):
+    """Runs command in a tmux terminal, types keys once it runs, returns the screen once expect shows."""
+    tmux = ["tmux", "-L", "microvm-podman-%d" % os.getpid(), "-f", "/dev/null"]
+    sh(tmux + ["new-session", "-d", "-x", "120", "-y", "30", command + "; sleep 60"])
+    try:
+        screen = ""
+        deadline = time.time() + timeout
+        typed_at = 0.0
+        while time.time() < deadline and expect not in screen:
+            if time.time() - typed_at > 20:  # retype if the terminal was not ready yet
+                sh(tmux + ["send-keys", keys, "Enter"])
+                typed_at = time.time()
+            time.sleep(1)
+            screen = sh(tmux + ["capture-pane", "-p"]).stdout
+        return screen
+    finally:
+        sh(tmux + ["kill-server"])
+
+
 class Podman(unittest.TestCase):
     def test_run_prints_and_returns_the_exit_code(self):
         hi = podman("run", "--rm", "--network", "none", IMAGE, "echo", "hi")
@@ -137,7 +157,7 @@ class Podman(unittest.TestCase):
     def test_detached_exec_logs_stop_rm(self):
         name = "mvm-detached"
         run = podman("run", "-d", "--name", name, "--network", "none", IMAGE, "sh", "-c",
-                     "echo started; trap 'echo got-term; exit 0' TERM; while true; do sleep 1; done")
+                     "echo started; trap 'echo got-term; exit 0' TERM; while true; do echo tick; sleep 1; done")
         self.assertEqual(run.returncode, 0, run.stderr)
         try:
             ps = podman("ps", "--format", "{{.Names}} {{.Status}}")
@@ -148,6 +168,27 @@ class Podman(unittest.TestCase):
             logs = podman("logs", name)
             self.assertEqual(logs.returncode, 0, logs.stderr)
             self.assertIn("started", logs.stdout)
+            # attach streams the running workload's output (a tick a second).
+            attach = subprocess.Popen(PODMAN + ["attach", "--no-stdin", name], stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL)
+            try:
+                seen = b""
+                deadline = time.time() + 60
+                while time.time() < deadline and b"tick" not in seen:
+                    ready, _, _ = select.select([attach.stdout], [], [], 1)
+                    if ready:
+                        chunk = os.read(attach.stdout.fileno(), 4096)
+                        if not chunk:
+                            break
+                        seen += chunk
+                self.assertIn(b"tick", seen)
+            finally:
+                attach.kill()
+                attach.wait(timeout=30)
+            # exec -it gets a real terminal in the guest.
+            screen = in_tmux(" ".join(PODMAN + ["exec", "-it", name, "sh"]), "tty; echo $((6*7)) answered",
+                             "42 answered")
+            self.assertIn("/dev/pts/", screen)
             stop = podman("stop", "-t", "20", name)
             self.assertEqual(stop.returncode, 0, stop.stderr)
             state = podman("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name)
