@@ -162,6 +162,16 @@ void closeFdsFrom(int lowest) {
   }
 }
 
+bool throughSymlink(const fs::path& rootfs, const std::string& guest_path) {
+  fs::path path = rootfs;
+  std::error_code error;
+  for (const auto& part : fs::path(guest_path).relative_path()) {
+    path /= part;
+    if (fs::is_symlink(fs::symlink_status(path, error))) return true;
+  }
+  return false;
+}
+
 Result<Hooks> loadHooks(const ContainerDir& dir) {
   auto text = readFileBounded(dir.dir() / "hooks.json", kMaxConfigBytes);
   if (!text) return Hooks{};  // a record from before hooks were saved
@@ -219,6 +229,12 @@ int cmdCreate(const GlobalOptions& global, const Command& command) {
     options.seccomp = profile.string();
   }
   for (const auto& file : plan->files) {
+    // The guest's init refuses to write through a symlink (and the VM would
+    // not boot): an image whose /etc/resolv.conf is a link keeps its own.
+    if (throughSymlink(options.rootfs, file.guest)) {
+      appendLog(global, "info", "bind of " + file.guest + " not copied: a symlink in the image");
+      continue;
+    }
     options.rootfs_hooks.push_back([file](RootfsEditor& rootfs) { return rootfs.copyFile(file.host, file.guest); });
   }
   auto runtime = openRuntime(global, dir);

@@ -350,10 +350,18 @@ class RuntimeSpec(unittest.TestCase):
         hook_out = lambda stage: os.path.join(WORK, "hook-%s.json" % stage)
         hook = lambda stage: {"path": "/bin/sh", "args": ["sh", "-c", "cat > " + hook_out(stage)]}
         ran = lambda: [st for st in ("prestart", "createRuntime", "poststart", "poststop") if os.path.exists(hook_out(st))]
-        bundle = self.bundle(["sh", "-c", "echo hello from $(hostname); trap 'echo term; exit 7' TERM; "
-                                          "while true; do sleep 1; done"],
+        greeting = os.path.join(WORK, "greeting")
+        with open(greeting, "w") as f:
+            f.write("greeting-from-host\n")
+        # Single-file binds are copied in; one onto a symlink in the image is not (the image keeps its link).
+        binds = [{"destination": "/etc/greeting", "type": "bind", "source": greeting, "options": ["bind", "ro"]},
+                 {"destination": "/etc/linked", "type": "bind", "source": greeting, "options": ["bind"]}]
+        bundle = self.bundle(["sh", "-c", "echo hello from $(hostname); cat /etc/greeting; readlink /etc/linked; "
+                                          "trap 'echo term; exit 7' TERM; while true; do sleep 1; done"],
+                             mounts=binds,
                              hooks={stage: [hook(stage)] for stage in ("prestart", "createRuntime", "poststart",
                                                                         "poststop")})
+        os.symlink("/tmp/elsewhere", os.path.join(bundle, "rootfs/etc/linked"))
         pid_file = os.path.join(WORK, "spec.pid")
         out_path = os.path.join(WORK, "spec.out")
         created = create("--bundle", bundle, "--pid-file", pid_file, cid, out_path=out_path)
@@ -374,9 +382,10 @@ class RuntimeSpec(unittest.TestCase):
         self.assertEqual(started.returncode, 0, started.stderr)
         self.assertEqual(self.state(cid)["status"], "running")
         deadline = time.time() + 120
-        while time.time() < deadline and "hello" not in read(out_path):
+        while time.time() < deadline and "elsewhere" not in read(out_path):
             time.sleep(0.2)
-        self.assertEqual(read(out_path), "hello from spec-test\n")  # the stdio create was given
+        # The stdio create was given.
+        self.assertEqual(read(out_path), "hello from spec-test\ngreeting-from-host\n/tmp/elsewhere\n")
         refused = runtime("delete", cid)
         self.assertNotEqual(refused.returncode, 0)
         self.assertIn("not stopped", refused.stderr)
