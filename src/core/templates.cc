@@ -63,6 +63,18 @@ bool markedSaved(const fs::path& dir) {
   return mark && *mark == kSavedMark;
 }
 
+// Whether the VM (by short id) that made a staging directory may still save
+// into it: it exists and has not ended.
+bool stillSaving(const fs::path& data_dir, const std::string& short_id) {
+  std::error_code ec;
+  for (const auto& item : fs::directory_iterator(data_dir / "vms", ec)) {
+    if (item.path().filename().string().rfind(short_id, 0) != 0) continue;
+    auto state = loadState(item.path());
+    return !state || (state->status != VmStatus::kExited && state->status != VmStatus::kSuspended);
+  }
+  return false;
+}
+
 bool olderThan(const fs::path& path, std::chrono::seconds age) {
   std::error_code ec;
   auto written = fs::last_write_time(path, ec);
@@ -113,10 +125,11 @@ Result<std::optional<fs::path>> findTemplate(const TemplatePaths& paths, const s
       }
       return std::optional<fs::path>(entry);
     }
-    if (olderThan(staged, kStagingTimeout)) {
+    std::string saver = staged.filename().string().substr(prefix.size());
+    if (olderThan(staged, kStagingTimeout) || !stillSaving(paths.dir().parent_path(), saver)) {
       (void)removeTree(staged);
     } else {
-      busy = staged.filename().string().substr(prefix.size());
+      busy = saver;
     }
   }
   return std::optional<fs::path>();

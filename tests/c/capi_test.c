@@ -114,6 +114,26 @@ int main(int argc, char** argv) {
     exit_code = -1;
     CHECK(microvm_vm_exec(vm, after_argv, NULL, NULL, &exit_code, &error) == MICROVM_OK);
     CHECK(exit_code == 0);
+    /* Forked: a running copy that answers exec, the VM running on. */
+    microvm_vm** children = NULL;
+    CHECK(microvm_vm_fork(vm, 1, "capi-child", &children, &error) == MICROVM_OK);
+    if (children != NULL) {
+      exit_code = -1;
+      CHECK(microvm_vm_exec(children[0], after_argv, NULL, NULL, &exit_code, &error) == MICROVM_OK);
+      CHECK(exit_code == 0);
+      json = NULL;
+      CHECK(microvm_vm_inspect(children[0], &json, &error) == MICROVM_OK);
+      CHECK(json != NULL && strstr(json, "\"name\":\"capi-child-1\"") != NULL);
+      microvm_free_string(json);
+      CHECK(microvm_vm_stop(children[0], 0, &error) == MICROVM_OK);
+      CHECK(microvm_vm_remove(children[0], 0, &error) == MICROVM_OK);
+      microvm_vm_free(children[0]);
+      free(children);
+    }
+    CHECK(microvm_vm_fork(vm, 0, NULL, &children, &error) == MICROVM_ERROR_INVALID_ARGUMENT);
+    CHECK(error != NULL && strstr(error, "out of range") != NULL);
+    microvm_free_string(error);
+    error = NULL;
     CHECK(microvm_vm_resume(vm, &error) == MICROVM_ERROR_INVALID_ARGUMENT);
     CHECK(error != NULL && strstr(error, "not suspended") != NULL);
     microvm_free_string(error);
