@@ -11,6 +11,7 @@ packages=(
   linux-source-6.1 bc bison flex libelf-dev xz-utils rsync
   python3 jq docker-registry skopeo umoci apache2-utils
   libslirp-dev libglib2.0-dev dnsmasq-base iproute2
+  libboost-dev python3-pytest python3-yaml wrk curl
 )
 
 missing=()
