@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <ctime>
 #include <fstream>
 #include <set>
@@ -50,17 +51,30 @@ std::vector<std::string> splitPath(const std::string& path) {
 }
 
 // Runner processes we started are our children: reap those that ended
-// (never anything else, which the library waits for itself).
+// (never anything else, which the library waits for itself). Cheap when no
+// child has ended; else a scan of /proc for our zombie runners.
 void reapRunners() {
-  for (int round = 0; round < 64; ++round) {
-    siginfo_t info{};
-    if (::waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid == 0) return;
-    std::ifstream comm("/proc/" + std::to_string(info.si_pid) + "/comm");
-    std::string name;
-    std::getline(comm, name);
-    if (name != "microvm-runner") return;
+  siginfo_t info{};
+  if (::waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid == 0) return;
+  pid_t self = ::getpid();
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+    std::string name = entry.path().filename().string();
+    if (name.empty() || !std::isdigit(static_cast<unsigned char>(name[0]))) continue;
+    std::ifstream in(entry.path() / "stat");
+    std::string stat;
+    std::getline(in, stat);
+    // "pid (comm) S ppid ...": comm may hold spaces, so split at the last ')'.
+    size_t open = stat.find('('), close = stat.rfind(')');
+    if (open == std::string::npos || close == std::string::npos || close + 4 > stat.size()) continue;
+    std::string comm = stat.substr(open + 1, close - open - 1);
+    std::istringstream rest(stat.substr(close + 2));
+    char state = 0;
+    long ppid = 0;
+    rest >> state >> ppid;
+    if (comm != "microvm-runner" || state != 'Z' || ppid != self) continue;
     int status = 0;
-    ::waitpid(info.si_pid, &status, WNOHANG);
+    ::waitpid(static_cast<pid_t>(std::stol(name)), &status, WNOHANG);
   }
 }
 
@@ -433,7 +447,14 @@ void Api::startHousekeeping() {
       lock.unlock();
       housekeep();
       lock.lock();
-      housekeeping_wake_.wait_for(lock, std::chrono::seconds(1), [this] { return housekeeping_stop_; });
+      // Zombie runners are reaped often (a remove waits for its runner to
+      // go); the rest of the housekeeping runs every second.
+      for (int i = 0; i < 5 && !housekeeping_stop_; ++i) {
+        housekeeping_wake_.wait_for(lock, std::chrono::milliseconds(200), [this] { return housekeeping_stop_; });
+        lock.unlock();
+        reapRunners();
+        lock.lock();
+      }
     }
   });
 }

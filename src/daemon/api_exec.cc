@@ -183,7 +183,7 @@ Result<void> untar(const std::string& data, const fs::path& dir) {
   archive_read_support_filter_none(reader);
   struct archive* writer = archive_write_disk_new();
   archive_write_disk_set_options(writer, ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
-                                             ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS);
+                                             ARCHIVE_EXTRACT_SECURE_SYMLINKS);
   std::string failure;
   if (archive_read_open_memory(reader, data.data(), data.size()) != ARCHIVE_OK) failure = archive_error_string(reader);
   while (failure.empty()) {
@@ -196,7 +196,20 @@ Result<void> untar(const std::string& data, const fs::path& dir) {
     }
     auto type = archive_entry_filetype(entry);
     if (type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK) continue;  // no devices or fifos
-    std::string target = (dir / archive_entry_pathname(entry)).string();
+    if (archive_entry_hardlink(entry) != nullptr) {
+      failure = "hard links are not accepted";
+      break;
+    }
+    // Relative paths without "..", checked here because the entry is then
+    // placed under `dir` by an absolute path.
+    std::string name = archive_entry_pathname(entry) ? archive_entry_pathname(entry) : "";
+    bool unsafe = name.empty() || name[0] == '/';
+    for (const auto& part : fs::path(name)) unsafe = unsafe || part == "..";
+    if (unsafe) {
+      failure = "entry \"" + name + "\" is absolute or climbs out with \"..\"";
+      break;
+    }
+    std::string target = (dir / name).string();
     archive_entry_set_pathname(entry, target.c_str());
     archive_entry_set_uid(entry, ::getuid());
     archive_entry_set_gid(entry, ::getgid());

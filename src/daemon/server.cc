@@ -127,6 +127,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       return close();
     }
     if (ec == http::error::body_limit) {
+      linger_ = true;  // the client is still sending: read it away before closing
       return respond(jsonError(413, "the request body is larger than " + std::to_string(server_.options.max_body) +
                                         " bytes (microvmd --max-body)"),
                      11, false, "");
@@ -192,8 +193,23 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     res->prepare_payload();
     lowest(stream_).expires_after(server_.options.write_timeout);
     http::async_write(stream_, *res, [self = this->shared_from_this(), res](beast::error_code ec, size_t) {
+      if (!ec && self->linger_) return self->lingerClose();
       if (ec || !res->keep_alive()) return self->close();
       self->read();
+    });
+  }
+
+  // After an early error answer (413): a client still sending its body would
+  // get a reset instead of the answer if we closed now, so what it sends is
+  // read and dropped, up to a bound in bytes and time, before closing.
+  void lingerClose() {
+    beast::error_code ignored;
+    if constexpr (!std::is_same_v<Stream, TlsStream>) stream_.socket().shutdown(asio::socket_base::shutdown_send, ignored);
+    lowest(stream_).expires_after(std::chrono::seconds(10));
+    stream_.async_read_some(asio::buffer(discard_), [self = this->shared_from_this()](beast::error_code ec, size_t n) {
+      self->lingered_ += n;
+      if (ec || self->lingered_ > 2 * self->server_.options.max_body + (size_t{1} << 20)) return self->close();
+      self->lingerClose();
     });
   }
 
@@ -280,7 +296,9 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   uint64_t subscription_ = 0;
   std::deque<std::string> events_;
   std::shared_ptr<asio::steady_timer> timer_;
-  char discard_[512];
+  char discard_[16384];
+  bool linger_ = false;
+  size_t lingered_ = 0;
   bool closed_ = false;
 };
 
