@@ -246,7 +246,7 @@ Result<ExecRequest> parseExecRequest(std::string_view body, bool streaming) {
   if (!parsed) return std::move(parsed).error();
   const json& j = *parsed;
   if (streaming) {
-    MICROVM_TRY(onlyKnown(j, {"cmd", "env", "cwd", "user", "timeout_seconds", "tty"}, "exec"));
+    MICROVM_TRY(onlyKnown(j, {"cmd", "env", "cwd", "user", "timeout_seconds", "tty", "rows", "cols"}, "exec"));
   } else {
     MICROVM_TRY(onlyKnown(j, {"cmd", "env", "cwd", "user", "stdin", "timeout_seconds"}, "exec"));
   }
@@ -269,9 +269,14 @@ Result<ExecRequest> parseExecRequest(std::string_view body, bool streaming) {
   auto decoded = base64Decode(*input);
   if (!decoded) return bad("\"stdin\" must be base64: " + decoded.error().message());
   request.stdin_data = *decoded;
-  auto timeout = intField(j, "timeout_seconds", 60, 1, kMaxExecTimeoutSeconds);
+  // A stream is often a shell: no timeout unless asked for.
+  auto timeout = intField(j, "timeout_seconds", streaming ? 0 : 60, streaming ? 0 : 1, kMaxExecTimeoutSeconds);
   if (!timeout) return std::move(timeout).error();
   request.timeout_seconds = static_cast<int>(*timeout);
+  for (const char* key : {"rows", "cols"}) {
+    auto size = intField(j, key, 0, 0, 65535);
+    if (!size) return std::move(size).error();
+  }
   if (j.contains("tty")) {
     if (!j["tty"].is_boolean()) return bad("\"tty\" must be true or false");
     request.tty = j["tty"].get<bool>();

@@ -32,7 +32,7 @@ struct ExecRequest {
   std::string cwd;
   std::string user;
   std::string stdin_data;  // decoded
-  int timeout_seconds = 60;
+  int timeout_seconds = 60;  // 0 (streaming only): none
   bool tty = false;
 };
 
@@ -46,7 +46,8 @@ inline constexpr int64_t kMaxTtlSeconds = int64_t{30} * 24 * 3600;
 inline constexpr int kMaxExecTimeoutSeconds = 24 * 3600;
 
 Result<CreateRequest> parseCreateRequest(std::string_view body);
-// `streaming`: the WebSocket form (no stdin in the body; tty allowed).
+// `streaming`: the WebSocket form (no stdin in the body; tty, rows and cols
+// allowed; no timeout unless given).
 Result<ExecRequest> parseExecRequest(std::string_view body, bool streaming = false);
 // {"name": "..."} for /snapshot.
 Result<std::string> parseSnapshotName(std::string_view body);
