@@ -86,7 +86,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       : server_(server),
         stream_(std::forward<Args>(args)...),
         needs_token_(needs_token),
-        slot_(server.connections, server.options.max_connections) {}
+        slot_(std::make_shared<Slot>(server.connections, server.options.max_connections)) {}
 
   void start() {
     if constexpr (std::is_same_v<Stream, TlsStream>) {
@@ -103,7 +103,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 
  private:
   void afterHandshake() {
-    if (slot_.over()) {
+    if (slot_->over()) {
       respond(jsonError(503, "microvmd serves at most " + std::to_string(server_.options.max_connections) +
                                  " connections at once (--max-connections); retry later"),
               11, false, "");
@@ -169,7 +169,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       server_.metrics.countRequest(method, 101);
       auto upgrade = parser_->release();
       lowest(stream_).expires_never();
-      return startWebSocketExec(server_.api, server_.workers, std::move(stream_), std::move(upgrade), request.path);
+      return startWebSocketExec(server_.api, server_.workers, std::move(stream_), std::move(upgrade), request.path,
+                                slot_);
     }
     request.body = std::move(req.body());
     if (Api::isQuick(request)) return respond(server_.api.handle(request), version, keep_alive, method);
@@ -290,7 +291,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   Server::Impl& server_;
   Stream stream_;
   bool needs_token_;
-  Slot slot_;
+  std::shared_ptr<Slot> slot_;  // shared with a WebSocket this connection becomes
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   uint64_t subscription_ = 0;

@@ -55,8 +55,13 @@ void sendSignal(int fd, int signal) {
 template <class Stream>
 class WsExec : public std::enable_shared_from_this<WsExec<Stream>> {
  public:
-  WsExec(Api& api, asio::thread_pool& workers, Stream&& stream, std::string id)
-      : api_(api), workers_(workers), ws_(std::move(stream)), id_(std::move(id)), timer_(ws_.get_executor()) {}
+  WsExec(Api& api, asio::thread_pool& workers, Stream&& stream, std::string id, std::shared_ptr<void> slot)
+      : api_(api),
+        workers_(workers),
+        ws_(std::move(stream)),
+        id_(std::move(id)),
+        timer_(ws_.get_executor()),
+        slot_(std::move(slot)) {}
 
   ~WsExec() {
     for (int* fd : {&stdin_read_, &stdin_write_, &signal_read_, &signal_write_, &pty_master_, &pty_slave_}) closeFd(*fd);
@@ -338,6 +343,7 @@ class WsExec : public std::enable_shared_from_this<WsExec<Stream>> {
   websocket::stream<Stream> ws_;
   std::string id_;
   asio::steady_timer timer_;
+  std::shared_ptr<void> slot_;  // the connection's place under --max-connections
   beast::flat_buffer in_;
   ExecRequest request_;
   unsigned rows_ = 0, cols_ = 0;
@@ -368,24 +374,25 @@ std::string idOf(const std::string& path) {
 }
 
 template <class Stream>
-void startOn(Api& api, asio::thread_pool& workers, Stream&& stream, WsRequest&& request, const std::string& path) {
-  auto session = std::make_shared<WsExec<Stream>>(api, workers, std::move(stream), idOf(path));
+void startOn(Api& api, asio::thread_pool& workers, Stream&& stream, WsRequest&& request, const std::string& path,
+             std::shared_ptr<void> slot) {
+  auto session = std::make_shared<WsExec<Stream>>(api, workers, std::move(stream), idOf(path), std::move(slot));
   session->start(std::move(request));
 }
 
 }  // namespace
 
 void startWebSocketExec(Api& api, asio::thread_pool& workers, beast::basic_stream<asio::local::stream_protocol>&& stream,
-                        WsRequest&& request, const std::string& path) {
-  startOn(api, workers, std::move(stream), std::move(request), path);
+                        WsRequest&& request, const std::string& path, std::shared_ptr<void> slot) {
+  startOn(api, workers, std::move(stream), std::move(request), path, std::move(slot));
 }
 void startWebSocketExec(Api& api, asio::thread_pool& workers, beast::tcp_stream&& stream, WsRequest&& request,
-                        const std::string& path) {
-  startOn(api, workers, std::move(stream), std::move(request), path);
+                        const std::string& path, std::shared_ptr<void> slot) {
+  startOn(api, workers, std::move(stream), std::move(request), path, std::move(slot));
 }
 void startWebSocketExec(Api& api, asio::thread_pool& workers, beast::ssl_stream<beast::tcp_stream>&& stream,
-                        WsRequest&& request, const std::string& path) {
-  startOn(api, workers, std::move(stream), std::move(request), path);
+                        WsRequest&& request, const std::string& path, std::shared_ptr<void> slot) {
+  startOn(api, workers, std::move(stream), std::move(request), path, std::move(slot));
 }
 
 }  // namespace microvm::daemon

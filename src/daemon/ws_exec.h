@@ -4,6 +4,7 @@
 // command in the guest.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include <boost/asio/thread_pool.hpp>
@@ -24,11 +25,11 @@ bool isWebSocketExec(const std::string& path);
 
 void startWebSocketExec(Api& api, boost::asio::thread_pool& workers,
                         boost::beast::basic_stream<boost::asio::local::stream_protocol>&& stream, WsRequest&& request,
-                        const std::string& path);
+                        const std::string& path, std::shared_ptr<void> connection_slot);
 void startWebSocketExec(Api& api, boost::asio::thread_pool& workers, boost::beast::tcp_stream&& stream,
-                        WsRequest&& request, const std::string& path);
+                        WsRequest&& request, const std::string& path, std::shared_ptr<void> connection_slot);
 void startWebSocketExec(Api& api, boost::asio::thread_pool& workers,
                         boost::beast::ssl_stream<boost::beast::tcp_stream>&& stream, WsRequest&& request,
-                        const std::string& path);
+                        const std::string& path, std::shared_ptr<void> connection_slot);
 
 }  // namespace microvm::daemon

@@ -180,6 +180,17 @@ def test_suspend_resume_keeps_the_sandbox(shared):
     assert shared.exec(["cat", "/tmp/kept"]).stdout == b"kept\n"
 
 
+def test_snapshot_and_create_from_it(daemon, client, shared):
+    shared.exec(["sh", "-c", "echo saved > /tmp/saved"])
+    assert shared.snapshot("snap-sdk") == {"id": shared.id, "snapshot": "snap-sdk"}
+    assert shared.exec(["cat", "/tmp/saved"]).stdout == b"saved\n"  # it carries on
+    with Sandbox.create(snapshot="snap-sdk", client=client, labels={"from": "snapshot"}) as copy:
+        assert copy.id != shared.id and copy.info["source"] == "snapshot:snap-sdk"
+        assert copy.exec(["cat", "/tmp/saved"]).stdout == b"saved\n"
+    with pytest.raises(NotFound):
+        Sandbox.get(copy.id, client=client)
+
+
 def test_ttl_expiry_and_events(daemon, client):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(60)
