@@ -7,10 +7,9 @@
 #include <cctype>
 #include <ctime>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
-
-#include <nlohmann/json.hpp>
 
 namespace microvm::daemon {
 
@@ -20,7 +19,9 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-std::string dumpJson(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n"; }
+std::string dumpJson(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+}
 
 HttpResponse jsonOk(int status, const json& j) {
   HttpResponse response;
@@ -38,7 +39,9 @@ std::string rfc3339(int64_t unix_seconds) {
   return text;
 }
 
-int64_t unixNow() { return static_cast<int64_t>(std::time(nullptr)); }
+int64_t unixNow() {
+  return static_cast<int64_t>(std::time(nullptr));
+}
 
 std::vector<std::string> splitPath(const std::string& path) {
   std::vector<std::string> parts;
@@ -99,8 +102,7 @@ int statusFor(const Error& error) {
   }
 }
 
-Api::Api(Runtime runtime, SandboxBook book, EventBus& events, Metrics& metrics, ApiLimits limits,
-         fs::path work_dir)
+Api::Api(Runtime runtime, SandboxBook book, EventBus& events, Metrics& metrics, ApiLimits limits, fs::path work_dir)
     : runtime_(std::move(runtime)),
       book_(std::move(book)),
       events_(events),
@@ -113,7 +115,9 @@ Api::Api(Runtime runtime, SandboxBook book, EventBus& events, Metrics& metrics, 
   }
 }
 
-Api::~Api() { stopHousekeeping(); }
+Api::~Api() {
+  stopHousekeeping();
+}
 
 bool Api::isQuick(const HttpRequest& request) {
   return request.method == "GET" && (request.path == "/v1/healthz" || request.path == "/healthz");
@@ -131,9 +135,11 @@ HttpResponse Api::route(const HttpRequest& request) {
     return metrics();
   }
   auto parts = splitPath(request.path);
-  if (parts.empty() || parts[0] != "v1") return jsonError(404, "no such resource: " + request.path + " (the API is under /v1; see docs/API.md)");
+  if (parts.empty() || parts[0] != "v1")
+    return jsonError(404, "no such resource: " + request.path + " (the API is under /v1; see docs/API.md)");
   if (parts.size() == 2 && parts[1] == "healthz") return jsonOk(200, json{{"status", "ok"}});
-  if (parts.size() < 2 || parts[1] != "sandboxes") return jsonError(404, "no such resource: " + request.path + " (see docs/API.md)");
+  if (parts.size() < 2 || parts[1] != "sandboxes")
+    return jsonError(404, "no such resource: " + request.path + " (see docs/API.md)");
   if (parts.size() == 2) {
     if (method == "POST") return createSandbox(request);
     if (method == "GET") return listSandboxes(request);
@@ -230,7 +236,8 @@ HttpResponse Api::createSandbox(const HttpRequest& request) {
     ~Release() { --booting; }
   } release;
 
-  Result<VmHandle> vm = create.snapshot.empty() ? runtime_.run(create.run) : runtime_.restore(create.snapshot, create.run);
+  Result<VmHandle> vm =
+      create.snapshot.empty() ? runtime_.run(create.run) : runtime_.restore(create.snapshot, create.run);
   if (!vm) {
     int status = statusFor(vm.error());
     return jsonError(status == 500 ? 500 : status, "create: " + vm.error().message());
@@ -280,9 +287,15 @@ HttpResponse Api::listSandboxes(const HttpRequest& request) {
     auto note = book_.get(vm.id);
     bool match = true;
     for (const auto& filter : filters) {
-      if (!note) { match = false; break; }
+      if (!note) {
+        match = false;
+        break;
+      }
       auto it = note->labels.find(filter.key);
-      if (it == note->labels.end() || (filter.value && it->second != *filter.value)) { match = false; break; }
+      if (it == note->labels.end() || (filter.value && it->second != *filter.value)) {
+        match = false;
+        break;
+      }
     }
     if (match) items.push_back(sandboxObject(vm, note));
   }
@@ -292,7 +305,8 @@ HttpResponse Api::listSandboxes(const HttpRequest& request) {
 HttpResponse Api::getSandbox(const std::string& id) {
   auto info = runtime_.inspect(id);
   if (!info) {
-    if (info.error().code() == ErrorCode::kNotFound) return jsonError(404, "no sandbox " + id + " (GET /v1/sandboxes lists them)");
+    if (info.error().code() == ErrorCode::kNotFound)
+      return jsonError(404, "no sandbox " + id + " (GET /v1/sandboxes lists them)");
     return jsonError(statusFor(info.error()), info.error().message());
   }
   return jsonOk(200, sandboxObject(*info, book_.get(info->id)));
@@ -301,7 +315,8 @@ HttpResponse Api::getSandbox(const std::string& id) {
 HttpResponse Api::deleteSandbox(const std::string& id) {
   auto info = runtime_.inspect(id);
   if (!info) {
-    if (info.error().code() == ErrorCode::kNotFound) return jsonError(404, "no sandbox " + id + " (GET /v1/sandboxes lists them)");
+    if (info.error().code() == ErrorCode::kNotFound)
+      return jsonError(404, "no sandbox " + id + " (GET /v1/sandboxes lists them)");
     return jsonError(statusFor(info.error()), info.error().message());
   }
   if (auto removed = runtime_.remove(info->id, true); !removed) {
@@ -315,7 +330,8 @@ HttpResponse Api::deleteSandbox(const std::string& id) {
 std::optional<HttpResponse> Api::requireRunning(const std::string& id) {
   auto info = runtime_.inspect(id);
   if (!info) {
-    if (info.error().code() == ErrorCode::kNotFound) return jsonError(404, "no sandbox " + id + " (GET /v1/sandboxes lists them)");
+    if (info.error().code() == ErrorCode::kNotFound)
+      return jsonError(404, "no sandbox " + id + " (GET /v1/sandboxes lists them)");
     return jsonError(statusFor(info.error()), info.error().message());
   }
   if (info->status == "paused") {
@@ -325,19 +341,22 @@ std::optional<HttpResponse> Api::requireRunning(const std::string& id) {
     return jsonError(409, "sandbox " + id + " is suspended: POST /v1/sandboxes/" + id + "/resume first");
   }
   if (info->status != "running") {
-    return jsonError(409, "sandbox " + id + " is " + info->status + ", not running (its command ended; create a new one)");
+    return jsonError(409,
+                     "sandbox " + id + " is " + info->status + ", not running (its command ended; create a new one)");
   }
   return std::nullopt;
 }
 
 HttpResponse Api::lifecycle(const std::string& id, const std::string& action, const HttpRequest& request) {
   if (action == "fork") {
-    return jsonError(501, "fork is not supported yet: the runtime has no fork of a running VM (boot templates and fork are "
-                          "being added to the library); use /snapshot and create with {\"snapshot\": NAME}");
+    return jsonError(501,
+                     "fork is not supported yet: the runtime has no fork of a running VM (boot templates and fork are "
+                     "being added to the library); use /snapshot and create with {\"snapshot\": NAME}");
   }
   auto info = runtime_.inspect(id);
   if (!info) {
-    if (info.error().code() == ErrorCode::kNotFound) return jsonError(404, "no sandbox " + id + " (GET /v1/sandboxes lists them)");
+    if (info.error().code() == ErrorCode::kNotFound)
+      return jsonError(404, "no sandbox " + id + " (GET /v1/sandboxes lists them)");
     return jsonError(statusFor(info.error()), info.error().message());
   }
   const std::string& full = info->id;

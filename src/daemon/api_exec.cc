@@ -11,7 +11,6 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
 #include "api.h"
@@ -227,7 +226,8 @@ Result<void> untar(const std::string& data, const fs::path& dir) {
   }
   archive_read_free(reader);
   archive_write_free(writer);
-  if (!failure.empty()) return Error(ErrorCode::kInvalidArgument, "the body is not a tar stream microvmd accepts: " + failure);
+  if (!failure.empty())
+    return Error(ErrorCode::kInvalidArgument, "the body is not a tar stream microvmd accepts: " + failure);
   return success();
 }
 
@@ -321,8 +321,9 @@ HttpResponse Api::exec(const std::string& id, const HttpRequest& request) {
   streamField(outcome->stdout_data, "stdout", j);
   streamField(outcome->stderr_data, "stderr", j);
   if (outcome->truncated) {
-    j["truncated_reason"] = "output beyond " + std::to_string(limits_.max_exec_output) +
-                            " bytes per stream was dropped (microvmd --max-exec-output; use the WebSocket exec to stream)";
+    j["truncated_reason"] =
+        "output beyond " + std::to_string(limits_.max_exec_output) +
+        " bytes per stream was dropped (microvmd --max-exec-output; use the WebSocket exec to stream)";
   }
   HttpResponse response;
   response.body = j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
@@ -361,7 +362,8 @@ HttpResponse Api::putFile(const std::string& id, const HttpRequest& request) {
   } else {
     fs::path guest(*path);
     std::string name = guest.filename().string();
-    if (name.empty() || name == "." || name == "..") return jsonError(400, "path must name a file, e.g. ?path=/tmp/data.txt");
+    if (name.empty() || name == "." || name == "..")
+      return jsonError(400, "path must name a file, e.g. ?path=/tmp/data.txt");
     fs::path local = scratch / name;
     {
       std::ofstream file(local, std::ios::binary | std::ios::trunc);

@@ -1,9 +1,8 @@
 #include "events.h"
 
 #include <ctime>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 namespace microvm::daemon {
 

@@ -3,11 +3,10 @@
 // VMs live in the same data dir as the CLI's.
 #include <signal.h>
 
+#include <CLI/CLI.hpp>
 #include <fstream>
 #include <iostream>
 #include <sstream>
-
-#include <CLI/CLI.hpp>
 
 #include "api.h"
 #include "events.h"
@@ -40,11 +39,15 @@ int main(int argc, char** argv) {
   app.add_option("--tls-cert", tls_cert, "PEM certificate chain: TCP speaks TLS");
   app.add_option("--tls-key", tls_key, "PEM private key for --tls-cert");
   app.add_option("--max-body", max_body_mib, "Largest request body, MiB (uploads included)")->capture_default_str();
-  app.add_option("--max-download", max_download_mib, "Largest file or tar stream GET files serves, MiB")->capture_default_str();
-  app.add_option("--max-exec-output", max_exec_output_kib, "Output kept per stream of a JSON exec, KiB")->capture_default_str();
+  app.add_option("--max-download", max_download_mib, "Largest file or tar stream GET files serves, MiB")
+      ->capture_default_str();
+  app.add_option("--max-exec-output", max_exec_output_kib, "Output kept per stream of a JSON exec, KiB")
+      ->capture_default_str();
   app.add_option("--max-connections", max_connections, "Connections served at once")->capture_default_str();
   app.add_option("--max-sandboxes", max_sandboxes, "Sandboxes running at once")->capture_default_str();
-  app.add_option("--workers", workers, "Requests that block (boot, exec, copy) served at once")->capture_default_str()->check(CLI::Range(1, 1024));
+  app.add_option("--workers", workers, "Requests that block (boot, exec, copy) served at once")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
   CLI11_PARSE(app, argc, argv);
 
   // Clients that go away must not kill us with SIGPIPE.

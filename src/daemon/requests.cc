@@ -4,9 +4,8 @@
 #include <array>
 #include <cctype>
 #include <climits>
-#include <set>
-
 #include <nlohmann/json.hpp>
+#include <set>
 
 namespace microvm::daemon {
 
@@ -14,7 +13,9 @@ using nlohmann::json;
 
 namespace {
 
-Error bad(std::string message) { return Error(ErrorCode::kInvalidArgument, std::move(message)); }
+Error bad(std::string message) {
+  return Error(ErrorCode::kInvalidArgument, std::move(message));
+}
 
 Result<json> parseObject(std::string_view body, std::string_view what) {
   if (body.empty()) return json::object();
@@ -102,9 +103,8 @@ Result<std::vector<std::string>> commandField(const json& j, const char* key) {
 
 bool validLabelKey(const std::string& key) {
   if (key.empty() || key.size() > 128) return false;
-  return std::all_of(key.begin(), key.end(), [](unsigned char c) {
-    return std::isalnum(c) || c == '.' || c == '-' || c == '_' || c == '/';
-  });
+  return std::all_of(key.begin(), key.end(),
+                     [](unsigned char c) { return std::isalnum(c) || c == '.' || c == '-' || c == '_' || c == '/'; });
 }
 
 }  // namespace
@@ -127,7 +127,9 @@ Result<CreateRequest> parseCreateRequest(std::string_view body) {
   auto snapshot = stringField(j, "snapshot");
   if (!snapshot) return std::move(snapshot).error();
   int given = !image->empty() + !rootfs->empty() + !snapshot->empty();
-  if (given != 1) return bad("create: give exactly one of \"image\" (a reference), \"rootfs\" (a host directory) or \"snapshot\" (a name)");
+  if (given != 1)
+    return bad(
+        "create: give exactly one of \"image\" (a reference), \"rootfs\" (a host directory) or \"snapshot\" (a name)");
   if (!rootfs->empty() && (*rootfs)[0] != '/') return bad("\"rootfs\" must be an absolute host path");
   run.image = *image;
   run.rootfs = *rootfs;
@@ -141,8 +143,7 @@ Result<CreateRequest> parseCreateRequest(std::string_view body) {
   auto command = commandField(j, "cmd");
   if (!command) return std::move(command).error();
   // A sandbox is for exec: without a command it stays up until deleted.
-  run.command = command->empty() ? std::vector<std::string>{"/bin/sh", "-c", "while :; do sleep 3600; done"}
-                                 : *command;
+  run.command = command->empty() ? std::vector<std::string>{"/bin/sh", "-c", "while :; do sleep 3600; done"} : *command;
   auto env = envObject(j);
   if (!env) return std::move(env).error();
   run.env = *env;
@@ -167,7 +168,8 @@ Result<CreateRequest> parseCreateRequest(std::string_view body) {
 
   if (j.contains("ports") && !j["ports"].is_null()) {
     const json& ports = j["ports"];
-    if (!ports.is_array() || ports.size() > 256) return bad("\"ports\" must be an array (at most 256) of -p mappings or port numbers");
+    if (!ports.is_array() || ports.size() > 256)
+      return bad("\"ports\" must be an array (at most 256) of -p mappings or port numbers");
     for (const auto& port : ports) {
       if (port.is_number_integer()) {
         int64_t n = port.get<int64_t>();
@@ -183,9 +185,11 @@ Result<CreateRequest> parseCreateRequest(std::string_view body) {
 
   if (j.contains("volumes") && !j["volumes"].is_null()) {
     const json& volumes = j["volumes"];
-    if (!volumes.is_array() || volumes.size() > 64) return bad("\"volumes\" must be an array (at most 64) of {\"host\", \"guest\", \"readonly\"}");
+    if (!volumes.is_array() || volumes.size() > 64)
+      return bad("\"volumes\" must be an array (at most 64) of {\"host\", \"guest\", \"readonly\"}");
     for (const auto& item : volumes) {
-      if (!item.is_object()) return bad("\"volumes\": each entry is {\"host\": DIR, \"guest\": PATH, \"readonly\": BOOL}");
+      if (!item.is_object())
+        return bad("\"volumes\": each entry is {\"host\": DIR, \"guest\": PATH, \"readonly\": BOOL}");
       MICROVM_TRY(onlyKnown(item, {"host", "guest", "readonly"}, "volumes"));
       Volume volume;
       auto host = stringField(item, "host");
@@ -207,7 +211,8 @@ Result<CreateRequest> parseCreateRequest(std::string_view body) {
 
   if (j.contains("egress") && !j["egress"].is_null()) {
     const json& egress = j["egress"];
-    if (!egress.is_object()) return bad("\"egress\" must be {\"allow\": [...], \"allow_cidr\": [...], \"deny\": [...], \"deny_all\": BOOL}");
+    if (!egress.is_object())
+      return bad("\"egress\" must be {\"allow\": [...], \"allow_cidr\": [...], \"deny\": [...], \"deny_all\": BOOL}");
     MICROVM_TRY(onlyKnown(egress, {"allow", "allow_cidr", "deny", "deny_all"}, "egress"));
     auto allow = stringList(egress, "allow", 1024);
     if (!allow) return std::move(allow).error();
@@ -299,7 +304,8 @@ Result<LabelFilter> parseLabelFilter(std::string_view text) {
   size_t eq = text.find('=');
   filter.key = std::string(text.substr(0, eq));
   if (eq != std::string_view::npos) filter.value = std::string(text.substr(eq + 1));
-  if (!validLabelKey(filter.key)) return bad("label filter \"" + std::string(text) + "\": give label=KEY=VALUE or label=KEY");
+  if (!validLabelKey(filter.key))
+    return bad("label filter \"" + std::string(text) + "\": give label=KEY=VALUE or label=KEY");
   return filter;
 }
 
@@ -365,11 +371,21 @@ bool isUtf8(std::string_view data) {
     unsigned char c = static_cast<unsigned char>(data[i]);
     size_t extra;
     uint32_t cp;
-    if (c < 0x80) { ++i; continue; }
-    if ((c & 0xe0) == 0xc0) { extra = 1; cp = c & 0x1f; }
-    else if ((c & 0xf0) == 0xe0) { extra = 2; cp = c & 0x0f; }
-    else if ((c & 0xf8) == 0xf0) { extra = 3; cp = c & 0x07; }
-    else return false;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    if ((c & 0xe0) == 0xc0) {
+      extra = 1;
+      cp = c & 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
+      extra = 2;
+      cp = c & 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
+      extra = 3;
+      cp = c & 0x07;
+    } else
+      return false;
     if (i + extra >= data.size()) return false;
     for (size_t k = 1; k <= extra; ++k) {
       unsigned char next = static_cast<unsigned char>(data[i + k]);

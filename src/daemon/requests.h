@@ -18,7 +18,7 @@ namespace microvm::daemon {
 
 // POST /v1/sandboxes.
 struct CreateRequest {
-  RunOptions run;  // image or rootfs, command, env, ... (output fds: -1)
+  RunOptions run;        // image or rootfs, command, env, ... (output fds: -1)
   std::string snapshot;  // start from this snapshot instead of image/rootfs
   std::map<std::string, std::string> labels;
   int64_t ttl_seconds = 0;  // 0: none
@@ -31,7 +31,7 @@ struct ExecRequest {
   std::vector<std::string> env;  // KEY=VALUE
   std::string cwd;
   std::string user;
-  std::string stdin_data;  // decoded
+  std::string stdin_data;    // decoded
   int timeout_seconds = 60;  // 0 (streaming only): none
   bool tty = false;
 };

@@ -20,7 +20,7 @@ namespace microvm::daemon {
 struct SandboxNote {
   std::string id;
   std::map<std::string, std::string> labels;
-  std::string source;     // image reference, rootfs path or "snapshot:NAME"
+  std::string source;      // image reference, rootfs path or "snapshot:NAME"
   int64_t expires_at = 0;  // unix seconds; 0: never
 };
 

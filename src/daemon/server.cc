@@ -7,16 +7,15 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <deque>
-#include <iostream>
-#include <thread>
-#include <vector>
-
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <deque>
+#include <iostream>
+#include <thread>
+#include <vector>
 
 #include "ws_exec.h"
 
@@ -51,7 +50,11 @@ struct Server::Impl {
   std::atomic<size_t> connections{0};
 
   Impl(Api& a, Metrics& m, ServerOptions o)
-      : api(a), metrics(m), options(std::move(o)), ioc(options.io_threads), workers(static_cast<size_t>(options.workers)) {}
+      : api(a),
+        metrics(m),
+        options(std::move(o)),
+        ioc(options.io_threads),
+        workers(static_cast<size_t>(options.workers)) {}
 
   void acceptUnix();
   void acceptTcp();
@@ -91,11 +94,10 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   void start() {
     if constexpr (std::is_same_v<Stream, TlsStream>) {
       lowest(stream_).expires_after(server_.options.read_timeout);
-      stream_.async_handshake(ssl::stream_base::server,
-                              [self = this->shared_from_this()](beast::error_code ec) {
-                                if (ec) return;
-                                self->afterHandshake();
-                              });
+      stream_.async_handshake(ssl::stream_base::server, [self = this->shared_from_this()](beast::error_code ec) {
+        if (ec) return;
+        self->afterHandshake();
+      });
     } else {
       afterHandshake();
     }
@@ -147,8 +149,9 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       std::string header(req[http::field::authorization]);
       const std::string prefix = "Bearer ";
       if (!header.starts_with(prefix) || !tokenMatches(header.substr(prefix.size()), server_.options.token)) {
-        HttpResponse denied = jsonError(401, header.empty() ? "this listener needs Authorization: Bearer TOKEN (the --token-file's content)"
-                                                            : "the bearer token is not the one microvmd was given");
+        HttpResponse denied = jsonError(
+            401, header.empty() ? "this listener needs Authorization: Bearer TOKEN (the --token-file's content)"
+                                : "the bearer token is not the one microvmd was given");
         denied.headers.emplace_back("WWW-Authenticate", "Bearer");
         return respond(std::move(denied), version, false, method);
       }
@@ -164,7 +167,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     if (request.method == "GET" && request.path == "/v1/events") return startEvents(version);
     if (isWebSocketExec(request.path)) {
       if (!beast::websocket::is_upgrade(req)) {
-        return respond(jsonError(400, "this is a WebSocket endpoint: connect with a WebSocket client"), version, false, method);
+        return respond(jsonError(400, "this is a WebSocket endpoint: connect with a WebSocket client"), version, false,
+                       method);
       }
       server_.metrics.countRequest(method, 101);
       auto upgrade = parser_->release();
@@ -174,13 +178,14 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     }
     request.body = std::move(req.body());
     if (Api::isQuick(request)) return respond(server_.api.handle(request), version, keep_alive, method);
-    asio::post(server_.workers, [self = this->shared_from_this(), request = std::move(request), version, keep_alive]() mutable {
-      HttpResponse response = self->server_.api.handle(request);
-      asio::post(self->stream_.get_executor(), [self, response = std::move(response), version, keep_alive,
-                                                method = request.method]() mutable {
-        self->respond(std::move(response), version, keep_alive, method);
-      });
-    });
+    asio::post(server_.workers,
+               [self = this->shared_from_this(), request = std::move(request), version, keep_alive]() mutable {
+                 HttpResponse response = self->server_.api.handle(request);
+                 asio::post(self->stream_.get_executor(), [self, response = std::move(response), version, keep_alive,
+                                                           method = request.method]() mutable {
+                   self->respond(std::move(response), version, keep_alive, method);
+                 });
+               });
   }
 
   void respond(HttpResponse response, unsigned version, bool keep_alive, const std::string& method) {
@@ -205,7 +210,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   // read and dropped, up to a bound in bytes and time, before closing.
   void lingerClose() {
     beast::error_code ignored;
-    if constexpr (!std::is_same_v<Stream, TlsStream>) stream_.socket().shutdown(asio::socket_base::shutdown_send, ignored);
+    if constexpr (!std::is_same_v<Stream, TlsStream>)
+      stream_.socket().shutdown(asio::socket_base::shutdown_send, ignored);
     lowest(stream_).expires_after(std::chrono::seconds(10));
     stream_.async_read_some(asio::buffer(discard_), [self = this->shared_from_this()](beast::error_code ec, size_t n) {
       self->lingered_ += n;
@@ -224,19 +230,20 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     res->keep_alive(false);
     auto serializer = std::make_shared<http::response_serializer<http::empty_body>>(*res);
     lowest(stream_).expires_after(server_.options.write_timeout);
-    http::async_write_header(stream_, *serializer, [self = this->shared_from_this(), res, serializer](beast::error_code ec, size_t) {
-      if (ec) return self->close();
-      std::weak_ptr<Session> weak = self;
-      auto executor = self->stream_.get_executor();
-      self->subscription_ = self->server_.api.events().subscribe([weak, executor](const std::string& line) {
-        asio::post(executor, [weak, line] {
-          if (auto session = weak.lock()) session->queueEvent("data: " + line + "\n\n");
+    http::async_write_header(
+        stream_, *serializer, [self = this->shared_from_this(), res, serializer](beast::error_code ec, size_t) {
+          if (ec) return self->close();
+          std::weak_ptr<Session> weak = self;
+          auto executor = self->stream_.get_executor();
+          self->subscription_ = self->server_.api.events().subscribe([weak, executor](const std::string& line) {
+            asio::post(executor, [weak, line] {
+              if (auto session = weak.lock()) session->queueEvent("data: " + line + "\n\n");
+            });
+          });
+          self->queueEvent(": subscribed\n\n");
+          self->keepAlive();
+          self->watchPeer();
         });
-      });
-      self->queueEvent(": subscribed\n\n");
-      self->keepAlive();
-      self->watchPeer();
-    });
   }
 
   void queueEvent(std::string text) {
@@ -248,11 +255,12 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 
   void writeEvent() {
     lowest(stream_).expires_after(server_.options.write_timeout);
-    asio::async_write(stream_, asio::buffer(events_.front()), [self = this->shared_from_this()](beast::error_code ec, size_t) {
-      if (ec) return self->close();
-      self->events_.pop_front();
-      if (!self->events_.empty()) self->writeEvent();
-    });
+    asio::async_write(stream_, asio::buffer(events_.front()),
+                      [self = this->shared_from_this()](beast::error_code ec, size_t) {
+                        if (ec) return self->close();
+                        self->events_.pop_front();
+                        if (!self->events_.empty()) self->writeEvent();
+                      });
   }
 
   void keepAlive() {
@@ -362,7 +370,8 @@ Result<void> Server::start() {
       return Error(ErrorCode::kInvalidArgument, "--listen needs --token-file: TCP clients must present a bearer token");
     }
     size_t colon = options.listen.rfind(':');
-    if (colon == std::string::npos) return Error(ErrorCode::kInvalidArgument, "--listen takes ADDR:PORT, e.g. 127.0.0.1:8080");
+    if (colon == std::string::npos)
+      return Error(ErrorCode::kInvalidArgument, "--listen takes ADDR:PORT, e.g. 127.0.0.1:8080");
     std::string host = options.listen.substr(0, colon);
     if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
     auto address = asio::ip::make_address(host, ec);

@@ -28,9 +28,9 @@ struct ServerOptions {
   size_t max_body = size_t{64} << 20;  // request bodies (uploads included)
   size_t max_header = 16 << 10;
   size_t max_connections = 256;
-  size_t max_event_queue = 1024;      // events queued on one slow /v1/events stream
+  size_t max_event_queue = 1024;  // events queued on one slow /v1/events stream
   int io_threads = 2;
-  int workers = 64;                   // requests that block, at once
+  int workers = 64;                        // requests that block, at once
   std::chrono::seconds read_timeout{60};   // a whole request, or an idle keep-alive
   std::chrono::seconds write_timeout{60};  // a whole response
 };

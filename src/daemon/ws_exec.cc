@@ -8,15 +8,14 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <cerrno>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
-#include <thread>
-
-#include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 namespace microvm::daemon {
 
@@ -64,7 +63,8 @@ class WsExec : public std::enable_shared_from_this<WsExec<Stream>> {
         slot_(std::move(slot)) {}
 
   ~WsExec() {
-    for (int* fd : {&stdin_read_, &stdin_write_, &signal_read_, &signal_write_, &pty_master_, &pty_slave_}) closeFd(*fd);
+    for (int* fd : {&stdin_read_, &stdin_write_, &signal_read_, &signal_write_, &pty_master_, &pty_slave_})
+      closeFd(*fd);
   }
 
   void start(WsRequest request) {
@@ -119,7 +119,8 @@ class WsExec : public std::enable_shared_from_this<WsExec<Stream>> {
       for (int fd : {out[0], out[1], err[0], err[1], in[0], in[1], sig[0], sig[1]}) {
         if (fd >= 0) ::close(fd);
       }
-      return asio::post(ws_.get_executor(), [self = this->shared_from_this()] { self->fail("cannot set up the exec's pipes"); });
+      return asio::post(ws_.get_executor(),
+                        [self = this->shared_from_this()] { self->fail("cannot set up the exec's pipes"); });
     }
     {
       std::lock_guard lock(mutex_);
@@ -160,7 +161,8 @@ class WsExec : public std::enable_shared_from_this<WsExec<Stream>> {
     writer.join();
     ::close(out[0]);
     ::close(err[0]);
-    json result = code ? json{{"type", "exit"}, {"exit_code", *code}} : json{{"type", "error"}, {"error", code.error().message()}};
+    json result = code ? json{{"type", "exit"}, {"exit_code", *code}}
+                       : json{{"type", "error"}, {"error", code.error().message()}};
     asio::post(ws_.get_executor(), [self = this->shared_from_this(), text = result.dump()] {
       self->timer_.cancel();
       self->queue(false, text);
@@ -275,7 +277,9 @@ class WsExec : public std::enable_shared_from_this<WsExec<Stream>> {
       unsigned number = j["signal"].get<unsigned>();
       if (number >= 1 && number <= 64 && number != SIGWINCH) signal(static_cast<int>(number));
     } else {
-      queue(false, json{{"type", "error"}, {"error", "unknown control message; send {\"type\": \"resize\"|\"signal\"|\"eof\"}"}}.dump());
+      queue(false, json{{"type", "error"},
+                        {"error", "unknown control message; send {\"type\": \"resize\"|\"signal\"|\"eof\"}"}}
+                       .dump());
     }
   }
 
@@ -316,20 +320,21 @@ class WsExec : public std::enable_shared_from_this<WsExec<Stream>> {
     }
     writing_ = true;
     ws_.binary(outgoing_.front().binary);
-    ws_.async_write(asio::buffer(outgoing_.front().data), [self = this->shared_from_this()](beast::error_code ec, size_t) {
-      self->writing_ = false;
-      auto frame = std::move(self->outgoing_.front());
-      self->outgoing_.pop_front();
-      if (frame.counted) self->release(frame.data.size());
-      if (ec) {
-        while (!self->outgoing_.empty()) {
-          if (self->outgoing_.front().counted) self->release(self->outgoing_.front().data.size());
-          self->outgoing_.pop_front();
-        }
-        return self->clientGone();
-      }
-      self->writeNext();
-    });
+    ws_.async_write(asio::buffer(outgoing_.front().data),
+                    [self = this->shared_from_this()](beast::error_code ec, size_t) {
+                      self->writing_ = false;
+                      auto frame = std::move(self->outgoing_.front());
+                      self->outgoing_.pop_front();
+                      if (frame.counted) self->release(frame.data.size());
+                      if (ec) {
+                        while (!self->outgoing_.empty()) {
+                          if (self->outgoing_.front().counted) self->release(self->outgoing_.front().data.size());
+                          self->outgoing_.pop_front();
+                        }
+                        return self->clientGone();
+                      }
+                      self->writeNext();
+                    });
   }
 
   struct Frame {
@@ -382,8 +387,9 @@ void startOn(Api& api, asio::thread_pool& workers, Stream&& stream, WsRequest&& 
 
 }  // namespace
 
-void startWebSocketExec(Api& api, asio::thread_pool& workers, beast::basic_stream<asio::local::stream_protocol>&& stream,
-                        WsRequest&& request, const std::string& path, std::shared_ptr<void> slot) {
+void startWebSocketExec(Api& api, asio::thread_pool& workers,
+                        beast::basic_stream<asio::local::stream_protocol>&& stream, WsRequest&& request,
+                        const std::string& path, std::shared_ptr<void> slot) {
   startOn(api, workers, std::move(stream), std::move(request), path, std::move(slot));
 }
 void startWebSocketExec(Api& api, asio::thread_pool& workers, beast::tcp_stream&& stream, WsRequest&& request,

@@ -4,15 +4,14 @@
 // command in the guest.
 #pragma once
 
-#include <memory>
-#include <string>
-
-#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket.hpp>
+#include <memory>
+#include <string>
 
 #include "api.h"
 
