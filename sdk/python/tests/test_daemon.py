@@ -135,11 +135,26 @@ def test_bad_requests_get_clear_4xx_and_change_nothing(daemon, client, shared):
 
 
 def test_twenty_concurrent_execs_on_four_sandboxes(daemon, client, shared):
+    volume = os.path.join(daemon.root, "volume")
+    os.makedirs(volume, exist_ok=True)
+    with open(os.path.join(volume, "hello.txt"), "w") as f:
+        f.write("from host")
+
+    def create(i):
+        # The first also carries the options that pass through to the library.
+        extra = {"volumes": [{"host": volume, "guest": "/data", "readonly": True}], "ports": [8080],
+                 "egress": {"deny_all": True}, "cpus": 1, "memory_mib": 384} if i == 0 else {}
+        return Sandbox.create(rootfs=daemon.rootfs, client=client, labels={"suite": "sdk", "role": f"extra{i}"},
+                              **extra)
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
-        others = list(pool.map(lambda i: Sandbox.create(rootfs=daemon.rootfs, client=client,
-                                                        labels={"suite": "sdk", "role": f"extra{i}"}), range(3)))
+        others = list(pool.map(create, range(3)))
     sandboxes = [shared] + others
     try:
+        assert others[0].exec(["cat", "/data/hello.txt"]).stdout == b"from host"
+        assert others[0].exec(["sh", "-c", "echo x > /data/new"]).exit_code != 0
+        assert any(p.startswith("8080/tcp -> ") for p in others[0].info["ports"]), others[0].info
+        assert others[0].info["memory_mib"] == 384
         def run(i):
             sb = sandboxes[i % 4]
             return i, sb.id, sb.exec(["sh", "-c", f"echo {i} $(hostname); sleep 0.2"])
