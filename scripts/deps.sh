@@ -12,6 +12,7 @@ packages=(
   python3 jq docker-registry skopeo umoci apache2-utils
   libslirp-dev libglib2.0-dev dnsmasq-base iproute2
   podman conmon catatonit containernetworking-plugins tmux containerd
+  libboost-dev python3-pytest python3-yaml wrk curl
 )
 
 missing=()
