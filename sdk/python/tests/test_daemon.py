@@ -265,9 +265,9 @@ def test_fork_makes_a_running_copy_that_answers_exec_and_keeps_the_labels(client
     try:
         assert child.id != shared.id
         assert child.info["labels"] == shared.refresh()["labels"]
-        assert child.exec(["cat", "/tmp/forked.txt"]).stdout == "before-the-fork\n"
+        assert child.exec(["cat", "/tmp/forked.txt"]).stdout == b"before-the-fork\n"
         child.exec(["sh", "-c", "echo child-only > /tmp/forked.txt"])
-        assert shared.exec(["cat", "/tmp/forked.txt"]).stdout == "before-the-fork\n"
+        assert shared.exec(["cat", "/tmp/forked.txt"]).stdout == b"before-the-fork\n"
         assert shared.status == "running"
     finally:
         child.kill()
