@@ -302,6 +302,20 @@ Result<ExecOutcome> Api::runCapturedExec(const std::string& id, const ExecReques
   return outcome;
 }
 
+namespace {
+
+// A scratch directory of one request, removed with everything in it when
+// the request is answered.
+struct RemovedAtExit {
+  fs::path dir;
+  ~RemovedAtExit() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+};
+
+}  // namespace
+
 HttpResponse Api::exec(const std::string& id, const HttpRequest& request) {
   auto started = Clock::now();
   auto parsed = parseExecRequest(request.body);
@@ -345,13 +359,7 @@ HttpResponse Api::putFile(const std::string& id, const HttpRequest& request) {
   }
   if (auto refused = requireRunning(id)) return *refused;
   fs::path scratch = scratchDir();
-  struct Cleanup {
-    fs::path dir;
-    ~Cleanup() {
-      std::error_code ec;
-      fs::remove_all(dir, ec);
-    }
-  } cleanup{scratch};
+  RemovedAtExit cleanup{scratch};
   bool tar = request.content_type.starts_with("application/x-tar");
   Result<void> copied = success();
   if (tar) {
@@ -389,13 +397,7 @@ HttpResponse Api::getFile(const std::string& id, const HttpRequest& request) {
   if (!path) return jsonError(400, path.error().message());
   if (auto refused = requireRunning(id)) return *refused;
   fs::path scratch = scratchDir();
-  struct Cleanup {
-    fs::path dir;
-    ~Cleanup() {
-      std::error_code ec;
-      fs::remove_all(dir, ec);
-    }
-  } cleanup{scratch};
+  RemovedAtExit cleanup{scratch};
   fs::path local = scratch / "out";
   if (auto copied = runtime_.copyFrom(id, *path, local.string()); !copied) {
     return jsonError(statusFor(copied.error()), "files: " + copied.error().message());

@@ -118,6 +118,22 @@ def shared(daemon, client):
     sb.kill()
 
 
+def subscribe_events(daemon):
+    """A GET /v1/events stream read until the daemon says it is subscribed:
+    (the socket, what was read so far)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(60)
+    sock.connect(daemon.socket)
+    sock.sendall(b"GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+    buffer = b""
+    while b": subscribed" not in buffer:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise AssertionError("the event stream ended before it was subscribed: %r" % buffer)
+        buffer += chunk
+    return sock, buffer
+
+
 def parse_sse(buffer):
     events = []
     for block in buffer.split(b"\n\n"):

@@ -4,13 +4,12 @@ the documented schema (a small validator of the subset the file uses)."""
 import json
 import os
 import re
-import socket
 import urllib.parse
 
 import pytest
 import yaml
 
-from conftest import SOURCE_DIR, parse_sse
+from conftest import SOURCE_DIR, parse_sse, subscribe_events
 from microvm.client import _UnixConnection
 
 SPEC = yaml.safe_load(open(os.path.join(SOURCE_DIR, "docs", "openapi.yaml")))
@@ -120,13 +119,7 @@ def test_live_responses_match_openapi(daemon, shared):
         assert call(daemon, "DELETE", f"/v1/sandboxes/{child['id']}")[0] == 200
 
     # Pause and resume, with the events they cause checked too.
-    events = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    events.settimeout(60)
-    events.connect(daemon.socket)
-    events.sendall(b"GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
-    buffer = b""
-    while b": subscribed" not in buffer:
-        buffer += events.recv(4096)
+    events, buffer = subscribe_events(daemon)
     assert call(daemon, "POST", f"/v1/sandboxes/{sid}/pause")[0] == 200
     assert call(daemon, "POST", f"/v1/sandboxes/{sid}/exec", body={"cmd": ["true"]})[0] == 409
     assert call(daemon, "POST", f"/v1/sandboxes/{sid}/resume")[0] == 200

@@ -5,15 +5,14 @@ import http.client
 import io
 import json
 import os
-import socket
 import subprocess
 import tarfile
 import time
 
 import pytest
 
-from conftest import MAX_BODY_MIB, MAX_EXEC_OUTPUT_KIB, TOKEN, parse_sse
-from microvm import BadRequest, Client, Conflict, NotFound, NotImplementedByRuntime, Sandbox
+from conftest import MAX_BODY_MIB, MAX_EXEC_OUTPUT_KIB, TOKEN, parse_sse, subscribe_events
+from microvm import BadRequest, Client, Conflict, NotFound, Sandbox
 
 
 def runner_processes(vm_id):
@@ -207,13 +206,7 @@ def test_snapshot_and_create_from_it(daemon, client, shared):
 
 
 def test_ttl_expiry_and_events(daemon, client):
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(60)
-    sock.connect(daemon.socket)
-    sock.sendall(b"GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
-    buffer = b""
-    while b": subscribed" not in buffer:
-        buffer += sock.recv(4096)
+    sock, buffer = subscribe_events(daemon)
     assert b"text/event-stream" in buffer
     sb = Sandbox.create(rootfs=daemon.rootfs, client=client, ttl_seconds=2)
     assert sb.info["expires_at"]
