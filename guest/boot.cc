@@ -4,6 +4,7 @@
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include <optional>
 
 #include "base/eintr.h"
+#include "base/fs.h"
 #include "base/unique_fd.h"
 #include "guest/support.h"
 
@@ -281,10 +283,37 @@ Result<void> writeSysctls(const agent::WorkloadSpec& spec) {
   return {};
 }
 
+// An image that has /etc/machine-id gets one of the VM's own, as a systemd
+// first boot would make it: every VM of one image (and every VM restored
+// from one boot template) is a machine of its own. The RNG is this VM's by
+// now (reseeded after a restore).
+void writeMachineId() {
+  struct stat info {};
+  if (::lstat("/etc/machine-id", &info) != 0 || !S_ISREG(info.st_mode)) return;
+  unsigned char bytes[16];
+  if (::getrandom(bytes, sizeof bytes, 0) != static_cast<ssize_t>(sizeof bytes)) {
+    log(systemError("getrandom for /etc/machine-id").message());
+    return;
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string id;
+  for (unsigned char byte : bytes) {
+    id += kHex[byte >> 4];
+    id += kHex[byte & 0xf];
+  }
+  UniqueFd fd(retryOnEintr([] { return ::open("/etc/machine-id", O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC); }));
+  if (!fd.valid()) {
+    log(systemError("open /etc/machine-id").message());
+  } else if (auto written = writeAll(fd.get(), id + "\n"); !written) {
+    log(written.error().message());
+  }
+}
+
 void configureSystem(const agent::WorkloadSpec& spec) {
   if (!spec.hostname.empty() && ::sethostname(spec.hostname.data(), spec.hostname.size()) != 0) {
     log(systemError("sethostname " + spec.hostname).message());
   }
+  writeMachineId();
 }
 
 Result<std::vector<InjectEntry>> parseInjectManifest(std::string_view text) {

@@ -111,6 +111,28 @@ TEST(TemplateTest, TwoVmsFromOneTemplateHaveTheirOwnHostnameRandomBytesMacAndThe
   EXPECT_EQ(microvm({"rm", "-f", ids[0], ids[1]}).exit_code, 0);
 }
 
+TEST(TemplateTest, AnImageWithAMachineIdGivesEveryVmItsOwnAlsoFromATemplate) {
+  fs::path with_id = fs::path(home()) / "tpl-machine-id-rootfs";
+  ASSERT_EQ(shell("cp -a " + rootfs().string() + " " + with_id.string() + " && printf '%032d\\n' 0 > " +
+                  (with_id / "etc" / "machine-id").string()),
+            0);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {  // cold (saving the template), then two from it
+    std::string name = "tpl-machine-id-" + std::to_string(i);
+    auto shown = microvm({"run", "--name", name, "--memory", "352", "--rootfs", with_id.string(), "--", "cat",
+                          "/etc/machine-id"});
+    ASSERT_EQ(shown.exit_code, 0) << shown.err;
+    EXPECT_EQ(bootPath(name), i == 0 ? "cold" : "template") << bootNote(name);
+    EXPECT_EQ(microvm({"rm", name}).exit_code, 0);
+    ASSERT_EQ(shown.out.size(), 33u) << shown.out;
+    EXPECT_NE(shown.out, std::string(32, '0') + "\n");
+    ids.push_back(shown.out);
+  }
+  EXPECT_NE(ids[0], ids[1]);
+  EXPECT_NE(ids[1], ids[2]);
+  EXPECT_NE(ids[0], ids[2]);
+}
+
 TEST(TemplateTest, AChangedInitramfsMakesANewTemplateAndTheOldOneShowsStale) {
   fs::path initramfs = fs::path(home()) / "tpl-initramfs.cpio";
   fs::copy_file(binDir().parent_path() / "share" / "microvm" / "initramfs.cpio", initramfs,
