@@ -3,6 +3,7 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -118,8 +119,23 @@ Result<PreparedConfinement> prepareConfinement(const agent::WorkloadSpec& spec, 
   return prepared;
 }
 
+// The spec's resource limits, set while the process still may raise a hard
+// limit (CAP_SYS_RESOURCE, before the capabilities go).
+Result<void> setUlimits(const agent::WorkloadSpec& spec) {
+  for (const auto& text : spec.ulimits) {
+    auto limit = agent::parseUlimit(text);
+    if (!limit) return limit.error();
+    rlimit value{static_cast<rlim_t>(limit->soft), static_cast<rlim_t>(limit->hard)};
+    if (::setrlimit(static_cast<__rlimit_resource>(limit->resource), &value) != 0) {
+      return systemError("setrlimit " + text);
+    }
+  }
+  return {};
+}
+
 Result<void> confineProcess(const agent::WorkloadSpec& spec, const ExecUser& user,
                             const PreparedConfinement& prepared) {
+  if (auto limited = setUlimits(spec); !limited.ok()) return limited;
   CapabilityPlan plan = planCapabilities(spec.capabilities, prepared.last_capability, user.uid);
   const auto& filter = prepared.seccomp;
   if (auto dropped = dropBoundingCapabilities(plan); !dropped.ok()) return dropped;

@@ -228,6 +228,9 @@ struct RunOptions {
   bool vsock = true;
   std::vector<std::string> tmpfs;     // "PATH[:OPTIONS]", e.g. "/scratch:size=64m"
   std::string tmp_size;               // size of the guest's /tmp tmpfs ("" = the kernel's default)
+  // Resource limits of the workload and of every exec, as Docker's --ulimit:
+  // "nofile=1024:2048", "nproc=512", "core=unlimited" (soft[:hard]).
+  std::vector<std::string> ulimits;
   // Confinement of the workload (Docker's defaults unless changed).
   std::vector<std::string> cap_add;
   std::vector<std::string> cap_drop;

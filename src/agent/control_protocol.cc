@@ -1,5 +1,10 @@
 #include "agent/control_protocol.h"
 
+#include <sys/resource.h>
+
+#include <cctype>
+#include <charconv>
+#include <optional>
 #include <utility>
 
 #include "agent/tlv.h"
@@ -28,6 +33,7 @@ const char* specTagName(uint16_t tag) {
     case SpecTag::kEtcHosts: return "/etc/hosts";
     case SpecTag::kEtcResolvConf: return "/etc/resolv.conf";
     case SpecTag::kNetMac: return "net mac";
+    case SpecTag::kUlimit: return "ulimit";
     case SpecTag::kOpenStdin: return "open stdin";
   }
   return nullptr;
@@ -67,6 +73,7 @@ std::string encodeSpec(const WorkloadSpec& spec) {
   if (!spec.etc_hosts.empty()) field.bytes(SpecTag::kEtcHosts, spec.etc_hosts);
   if (!spec.etc_resolv_conf.empty()) field.bytes(SpecTag::kEtcResolvConf, spec.etc_resolv_conf);
   if (!spec.net_mac.empty()) field.bytes(SpecTag::kNetMac, spec.net_mac);
+  for (const auto& limit : spec.ulimits) field.bytes(SpecTag::kUlimit, limit);
   return out;
 }
 
@@ -134,6 +141,7 @@ Result<void> applySpecField(const TlvReader& reader, const TlvField& field, Work
     case SpecTag::kEtcHosts: spec.etc_hosts = std::move(value); break;
     case SpecTag::kEtcResolvConf: spec.etc_resolv_conf = std::move(value); break;
     case SpecTag::kNetMac: spec.net_mac = std::move(value); break;
+    case SpecTag::kUlimit: spec.ulimits.push_back(std::move(value)); break;
     default: break;
   }
   return success();
@@ -151,6 +159,68 @@ Result<WorkloadSpec> decodeSpec(std::string_view payload) {
   }
   if (spec.argv.empty()) return reader.error("no arg field: argv is empty");
   return spec;
+}
+
+namespace {
+
+struct UlimitName {
+  const char* name;
+  int resource;
+};
+constexpr UlimitName kUlimitNames[] = {
+    {"core", RLIMIT_CORE},         {"cpu", RLIMIT_CPU},         {"data", RLIMIT_DATA},
+    {"fsize", RLIMIT_FSIZE},       {"locks", RLIMIT_LOCKS},     {"memlock", RLIMIT_MEMLOCK},
+    {"msgqueue", RLIMIT_MSGQUEUE}, {"nice", RLIMIT_NICE},       {"nofile", RLIMIT_NOFILE},
+    {"nproc", RLIMIT_NPROC},       {"rss", RLIMIT_RSS},         {"rtprio", RLIMIT_RTPRIO},
+    {"rttime", RLIMIT_RTTIME},     {"sigpending", RLIMIT_SIGPENDING}, {"stack", RLIMIT_STACK},
+    {"as", RLIMIT_AS},
+};
+
+std::optional<uint64_t> ulimitValue(std::string_view text) {
+  if (text == "unlimited" || text == "-1") return uint64_t{RLIM_INFINITY};
+  uint64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+std::string ulimitText(uint64_t value) { return value == RLIM_INFINITY ? "unlimited" : std::to_string(value); }
+
+}  // namespace
+
+Result<Ulimit> parseUlimit(std::string_view text) {
+  auto bad = [&](const std::string& why) {
+    return Error(ErrorCode::kInvalidArgument, "ulimit \"" + std::string(text.substr(0, 64)) + "\": " + why);
+  };
+  size_t eq = text.find('=');
+  if (eq == std::string_view::npos) return bad("want NAME=SOFT[:HARD], e.g. nofile=1024:2048");
+  std::string name(text.substr(0, eq));
+  for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (name.rfind("rlimit_", 0) == 0) name = name.substr(7);
+  Ulimit limit;
+  bool known = false;
+  for (const auto& entry : kUlimitNames) {
+    if (name == entry.name) {
+      limit.resource = entry.resource;
+      known = true;
+    }
+  }
+  if (!known) return bad("unknown limit \"" + name + "\" (core, cpu, data, fsize, locks, memlock, msgqueue, nice, "
+                         "nofile, nproc, rss, rtprio, rttime, sigpending, stack, as)");
+  limit.name = name;
+  std::string_view values = text.substr(eq + 1);
+  size_t colon = values.find(':');
+  auto soft = ulimitValue(values.substr(0, colon));
+  auto hard = colon == std::string_view::npos ? soft : ulimitValue(values.substr(colon + 1));
+  if (!soft || !hard) return bad("limits are numbers or \"unlimited\"");
+  if (*soft > *hard) return bad("the soft limit is above the hard one");
+  limit.soft = *soft;
+  limit.hard = *hard;
+  return limit;
+}
+
+std::string formatUlimit(const Ulimit& limit) {
+  return limit.name + "=" + ulimitText(limit.soft) + ":" + ulimitText(limit.hard);
 }
 
 std::string encodeRefresh(const ControlRefresh& refresh) {

@@ -52,6 +52,7 @@ struct WorkloadSpec {
   // Hardening, applied by init; the host decides every value.
   std::vector<MountSpec> mounts;
   std::vector<std::string> sysctls;           // "kernel.kptr_restrict=2": written to /proc/sys before the workload
+  std::vector<std::string> ulimits;           // "nofile=1024:2048": set on the workload and every exec
   uint64_t capabilities = kAllCapabilities;   // bit N = capability N: the workload's bounding set, and for
                                               // a root workload also its permitted/effective/inheritable sets
   bool no_new_privs = false;                  // prctl(PR_SET_NO_NEW_PRIVS) for the workload
@@ -101,8 +102,24 @@ enum class SpecTag : uint16_t {
   kEtcHosts = 18,
   kEtcResolvConf = 19,
   kNetMac = 20,          // "02:..": eth0's address, the VM's own
+  kUlimit = 21,          // "nofile=1024:2048" (parseUlimit), repeated
   kOpenStdin = 30,       // one byte, 0 or 1
 };
+
+// A resource limit as Docker's --ulimit and the OCI spec's process.rlimits
+// give it: "NAME=SOFT[:HARD]" with NAME one of core, cpu, data, fsize, locks,
+// memlock, msgqueue, nice, nofile, nproc, rss, rtprio, rttime, sigpending,
+// stack, as (or RLIMIT_NOFILE, ...), and each number a count or "unlimited"
+// (or -1). HARD defaults to SOFT; SOFT may not exceed HARD.
+struct Ulimit {
+  int resource = 0;          // RLIMIT_*
+  std::string name;          // "nofile"
+  uint64_t soft = 0;         // RLIM_INFINITY for unlimited
+  uint64_t hard = 0;
+};
+Result<Ulimit> parseUlimit(std::string_view text);
+// "nofile=1024:2048": what parseUlimit reads back.
+std::string formatUlimit(const Ulimit& limit);
 
 // The name of a SpecTag for error messages ("arg"); nullptr if unknown.
 const char* specTagName(uint16_t tag);

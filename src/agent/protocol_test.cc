@@ -1,6 +1,7 @@
 #include "agent/protocol.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 namespace microvm::agent {
 namespace {
@@ -27,6 +28,36 @@ TEST(ProtocolTest, RefreshFramesRoundTripAndBadOnesAreRefused) {
   ASSERT_TRUE(bare.ok());
   EXPECT_TRUE(bare->entropy.empty());
   EXPECT_TRUE(bare->hostname.empty());
+}
+
+TEST(ProtocolTest, UlimitsParseAsDockerWritesThemAndTravelInTheSpec) {
+  auto nofile = parseUlimit("nofile=1024:2048");
+  ASSERT_TRUE(nofile.ok());
+  EXPECT_EQ(nofile->resource, RLIMIT_NOFILE);
+  EXPECT_EQ(nofile->soft, 1024u);
+  EXPECT_EQ(nofile->hard, 2048u);
+  EXPECT_EQ(formatUlimit(*nofile), "nofile=1024:2048");
+  auto one = parseUlimit("RLIMIT_NPROC=512");  // the OCI spec's name; hard = soft
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(formatUlimit(*one), "nproc=512:512");
+  auto unlimited = parseUlimit("core=unlimited:-1");
+  ASSERT_TRUE(unlimited.ok());
+  EXPECT_EQ(unlimited->soft, uint64_t{RLIM_INFINITY});
+  EXPECT_EQ(formatUlimit(*unlimited), "core=unlimited:unlimited");
+  for (const char* bad : {"nofile", "nofile=", "nofile=2048:1024", "nofile=x", "nofile=1:2:3", "bogus=1", "=1",
+                          "nofile=-2"}) {
+    auto refused = parseUlimit(bad);
+    EXPECT_FALSE(refused.ok()) << bad;
+    if (!refused.ok()) {
+      EXPECT_NE(refused.error().message().find("ulimit"), std::string::npos) << bad;
+    }
+  }
+  WorkloadSpec spec;
+  spec.argv = {"/bin/true"};
+  spec.ulimits = {"nofile=1024:2048", "nproc=64:64"};
+  auto decoded = decodeSpec(encodeSpec(spec));
+  ASSERT_TRUE(decoded.ok());
+  EXPECT_EQ(decoded->ulimits, spec.ulimits);
 }
 
 TEST(ProtocolTest, FrameRoundTripsAcrossArbitraryChunks) {

@@ -144,6 +144,7 @@ Result<RunOptions> toRunOptions(const RunFlags& flags, std::vector<std::string> 
   }
   options.vsock = !flags.no_vsock;
   options.boot_template = !flags.no_template;
+  options.ulimits = flags.ulimits;
   for (const auto& text : flags.vsock) {
     auto mapping = parseVsockPort(text);
     if (!mapping) return std::move(mapping).error();
@@ -195,6 +196,8 @@ void addRunFlags(CLI::App& command, RunFlags& flags) {
   command.add_flag("--no-vsock", flags.no_vsock,
                    "No agent and no vsock: no exec, cp, readiness probes or --vsock ports");
   command.add_option("--tmpfs", flags.tmpfs, "Mount a tmpfs: PATH[:OPTIONS], e.g. /scratch:size=64m");
+  command.add_option("--ulimit", flags.ulimits,
+                     "A resource limit of the workload and of every exec: NAME=SOFT[:HARD], e.g. nofile=1024:2048");
   command.add_option("--tmp-size", flags.tmp_size, "Size of the guest's /tmp tmpfs, e.g. 256m");
   command.add_option("--cap-add", flags.cap_add, "Add a capability (NET_ADMIN, ..., or ALL)");
   command.add_option("--cap-drop", flags.cap_drop, "Drop a capability (NET_RAW, ..., or ALL)");

@@ -42,6 +42,7 @@ struct RunFlags {
   std::vector<std::string> vsock;
   bool no_vsock = false;
   bool no_template = false;
+  std::vector<std::string> ulimits;
   std::vector<std::string> tmpfs;
   std::string tmp_size;
   std::vector<std::string> cap_add;

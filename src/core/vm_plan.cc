@@ -5,6 +5,7 @@
 
 #include <set>
 
+#include "agent/control_protocol.h"
 #include "base/fs.h"
 #include "hypervisor/accel.h"
 
@@ -271,6 +272,11 @@ Result<VmPlan> planVm(const RunOptions& options, const HostFacts& host) {
     size_t colon = entry.find(':');
     workload.tmpfs.emplace_back(entry.substr(0, colon), colon == std::string::npos ? "" : entry.substr(colon + 1));
   }
+  for (const auto& text : options.ulimits) {
+    auto limit = agent::parseUlimit(text);
+    if (!limit) return std::move(limit).error();
+    workload.ulimits.push_back(agent::formatUlimit(*limit));
+  }
   auto confinement = planConfinement(options, host);
   if (!confinement) return std::move(confinement).error();
   workload.confinement = std::move(*confinement);
@@ -301,6 +307,7 @@ void writePlan(const VmPlan& plan, VmSpec& spec) {
   spec.seccomp_default = workload.confinement.seccomp_default;
   spec.seccomp_rules = workload.confinement.seccomp_rules;
   spec.sysctls = workload.confinement.sysctls;
+  spec.ulimits = workload.ulimits;
   spec.stop_timeout_seconds = workload.stop_timeout_seconds;
   spec.log_max_size = workload.log_max_size;
   spec.log_max_files = workload.log_max_files;

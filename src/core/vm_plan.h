@@ -77,6 +77,7 @@ struct VmPlan {
     std::string hostname;         // empty: the VM's short id
     bool open_stdin = false;
     std::vector<std::pair<std::string, std::string>> tmpfs;  // guest path, mount options
+    std::vector<std::string> ulimits;  // canonical "nofile=1024:2048"
     HardeningPlan confinement;
     int stop_timeout_seconds = 10;
     uint64_t log_max_size = 0;

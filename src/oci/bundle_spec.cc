@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <optional>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -52,6 +53,7 @@ class Planner {
   Result<void> readProcess(const json& process);
   Result<void> readUser(const json& user);
   Result<void> readCapabilities(const json& caps);
+  Result<void> readRlimits(const json& rlimits);
   Result<void> readRoot(const json& root);
   Result<void> readMounts(const json& mounts);
   Result<void> readMount(const json& mount, size_t index);
@@ -171,6 +173,43 @@ Result<void> Planner::readUser(const json& user) {
   return success();
 }
 
+// process.rlimits: [{"type": "RLIMIT_NOFILE", "soft": N, "hard": N}], as the
+// library's ulimits ("RLIMIT_NOFILE=N:N"), which the guest sets on the
+// workload and every exec; the library refuses an unknown type by name.
+Result<void> Planner::readRlimits(const json& rlimits) {
+  if (!rlimits.is_array()) return invalid("process.rlimits", "must be an array");
+  if (rlimits.size() > 64) return invalid("process.rlimits", "more than 64 entries");
+  for (const auto& entry : rlimits) {
+    MICROVM_TRY(requireObject(entry, "process.rlimits[]"));
+    std::string limit;
+    for (const char* key : {"type", "soft", "hard"}) {
+      if (!entry.contains(key)) return invalid(std::string("process.rlimits[].") + key, "is required");
+    }
+    for (const auto& [key, value] : entry.items()) {
+      if (key != "type" && key != "soft" && key != "hard") return invalid("process.rlimits[]." + key, "unknown field");
+    }
+    auto type = getString(entry["type"], "process.rlimits[].type");
+    if (!type) return std::move(type).error();
+    auto number = [](const json& value) -> std::optional<std::string> {
+      if (value.is_number_unsigned()) {
+        uint64_t n = value.get<uint64_t>();
+        return n == UINT64_MAX ? std::string("unlimited") : std::to_string(n);
+      }
+      if (value.is_number_integer()) {
+        int64_t n = value.get<int64_t>();
+        if (n == -1) return std::string("unlimited");
+        if (n >= 0) return std::to_string(n);
+      }
+      return std::nullopt;
+    };
+    auto soft = number(entry["soft"]);
+    auto hard = number(entry["hard"]);
+    if (!soft || !hard) return invalid("process.rlimits[]", "soft and hard must be non-negative integers");
+    plan_.options.ulimits.push_back(*type + "=" + *soft + ":" + *hard);
+  }
+  return success();
+}
+
 Result<void> Planner::readCapabilities(const json& caps) {
   MICROVM_TRY(requireObject(caps, "process.capabilities"));
   std::set<std::string> wanted;
@@ -234,7 +273,9 @@ Result<void> Planner::readProcess(const json& process) {
     } else if (key == "noNewPrivileges") {
       if (!value.is_boolean()) return invalid(field, "must be a boolean");
       options.no_new_privs = value.get<bool>();
-    } else if (key == "rlimits" || key == "oomScoreAdj") {
+    } else if (key == "rlimits") {
+      MICROVM_TRY(readRlimits(value));
+    } else if (key == "oomScoreAdj") {
       notApplied(field);  // the VM's size bounds the workload
     } else if (key == "apparmorProfile" || key == "selinuxLabel") {
       if (!isEmptyValue(value)) MICROVM_TRY(refuse(field, "is not supported (the guest has no LSM)"));
@@ -604,7 +645,7 @@ std::string featuresJson() {
          "namespace when it gives a path, else in the host's)"},
         {kPublishAnnotation, "comma-separated [IP:]PORT:GUESTPORT[/udp], listened on in the container's network namespace"},
         {"org.microvm.not-applied",
-         "process.rlimits, process.oomScoreAdj, process.user.umask, linux.cgroupsPath, linux.sysctl, "
+         "process.oomScoreAdj, process.user.umask, linux.cgroupsPath, linux.sysctl, "
          "linux.namespaces paths other than network (a VM shares no kernel namespace), "
          "linux.maskedPaths, linux.readonlyPaths, linux.resources.devices, linux.resources.pids: the VM boundary "
          "stands in for them"},

@@ -109,7 +109,9 @@ TEST_F(BundleSpec, PodmanSpecBecomesRunOptions) {
   EXPECT_NE(plan->seccomp_profile.find("SCMP_ACT_ERRNO"), std::string::npos);
   EXPECT_FALSE(plan->terminal);
   EXPECT_EQ(plan->annotations.at("io.container.manager"), "libpod");
-  EXPECT_NE(std::find(plan->ignored.begin(), plan->ignored.end(), "process.rlimits"), plan->ignored.end());
+  // rlimits become the library's ulimits, which the guest sets.
+  EXPECT_EQ(std::find(plan->ignored.begin(), plan->ignored.end(), "process.rlimits"), plan->ignored.end());
+  EXPECT_EQ(options.ulimits, std::vector<std::string>{"RLIMIT_NOFILE=1048576:1048576"});
 }
 
 TEST_F(BundleSpec, SeccompProfilesWithArgumentFiltersGetTheDefaultProfile) {

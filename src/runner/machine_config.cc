@@ -77,6 +77,7 @@ agent::WorkloadSpec workloadSpecFor(const VmSpec& spec) {
   for (const auto& share : spec.shares) workload.mounts.push_back({share.tag, share.guest, "9p", "", share.readonly});
   for (const auto& [path, options] : spec.tmpfs) workload.mounts.push_back({"tmpfs", path, "tmpfs", options, false});
   workload.sysctls = spec.sysctls;
+  workload.ulimits = spec.ulimits;
   workload.capabilities = spec.capabilities;
   workload.no_new_privs = spec.no_new_privs;
   workload.seccomp_default = spec.seccomp_default;

@@ -191,7 +191,8 @@ Result<void> saveSpec(const fs::path& vm_dir, const VmSpec& spec) {
         {"no_new_privs", spec.no_new_privs},
         {"seccomp_default", spec.seccomp_default},
         {"seccomp_rules", spec.seccomp_rules},
-        {"sysctls", spec.sysctls}}},
+        {"sysctls", spec.sysctls},
+        {"ulimits", spec.ulimits}}},
       {"network",
        {{"mode", spec.network},
         {"ports", spec.ports},
@@ -263,6 +264,7 @@ Result<VmSpec> loadSpec(const fs::path& vm_dir) {
     spec.seccomp_default = confinement.value("seccomp_default", "");
     spec.seccomp_rules = confinement.value("seccomp_rules", std::vector<std::string>());
     spec.sysctls = confinement.value("sysctls", std::vector<std::string>());
+    spec.ulimits = confinement.value("ulimits", std::vector<std::string>());
     // Absent in records made before networking: the default user network.
     const json network = j.value("network", json::object());
     spec.network = network.value("mode", "user");

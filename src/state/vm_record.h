@@ -90,6 +90,7 @@ struct VmSpec {
   std::string seccomp_default;
   std::vector<std::string> seccomp_rules;
   std::vector<std::string> sysctls;
+  std::vector<std::string> ulimits;  // "nofile=1024:2048" (agent::parseUlimit)
 
   // Network (see docs/NETWORKING.md). "user": libslirp in the runner;
   // "none": the guest has only lo.

@@ -48,6 +48,23 @@ TEST(RunTest, EnvWorkdirAndUserAreApplied) {
   EXPECT_EQ(result.out, "hello world\n/srv/work\n1000\n50\n/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n");
 }
 
+TEST(RunTest, UlimitsApplyToTheWorkloadAndEveryExecAndBadOnesAreRefusedBeforeBoot) {
+  std::string id = runDetached({"-u", "1000:50", "--ulimit", "nofile=256:8192", "--ulimit", "RLIMIT_CORE=unlimited"},
+                               {"/bin/sh", "-c", "{ ulimit -n; ulimit -Hn; ulimit -c; } > /tmp/limits; exec sleep 600"});
+  Outcome workload;
+  EXPECT_TRUE(eventually([&] {
+    workload = microvm({"exec", id, "cat", "/tmp/limits"});
+    return workload.out.size() >= 14;  // the workload wrote all three lines
+  }, std::chrono::seconds(30)));
+  EXPECT_EQ(workload.out, "256\n8192\nunlimited\n") << workload.err;
+  auto exec = microvm({"exec", id, "/bin/sh", "-c", "ulimit -n; ulimit -Hn; ulimit -c"});
+  EXPECT_EQ(exec.out, "256\n8192\nunlimited\n") << exec.err;
+  EXPECT_EQ(microvm({"rm", "-f", id}).exit_code, 0);
+  auto bad = microvm(runArgs({"--ulimit", "nofile=4096:1024"}, {"/bin/true"}));
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("soft limit is above the hard one"), std::string::npos) << bad.err;
+}
+
 TEST(RunTest, UserNamesResolveThroughTheImagePasswd) {
   auto result = microvm(runArgs({"-u", "app"}, {"/bin/sh", "-c", "id -un; id -G; echo $HOME"}));
   EXPECT_EQ(result.exit_code, 0) << result.err;
