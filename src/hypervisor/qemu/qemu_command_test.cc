@@ -115,7 +115,9 @@ TEST(QemuCommandTest, FullMachineNamesEachFdOfItsTableOnce) {
 }
 
 TEST(QemuCommandTest, PathsAreOpenedInTheOrderOfTheTable) {
-  auto command = buildQemuCommand("qemu", fullConfig(), false);
+  MachineConfig config = fullConfig();
+  config.incoming_fd = -1;  // a boot: the kernel and initramfs are opened too
+  auto command = buildQemuCommand("qemu", config, false);
   std::vector<int> opened;
   for (const auto& entry : command.fds) {
     if (entry.source != Source::kInherited) opened.push_back(entry.target);
@@ -254,6 +256,11 @@ TEST(QemuCommandTest, SnapshotRestoreComesInOnItsOwnFd) {
   expectConsistent(command);
   EXPECT_EQ(*entryAt(command, kQemuIncomingFd), (QemuFd{kQemuIncomingFd, Source::kInherited, 43, {}, 0, "saved state"}));
   EXPECT_TRUE(hasPair(command.argv, "-incoming", "fd:4"));
+  // The saved state holds the kernel: it is neither loaded nor opened.
+  for (const char* absent : {"-kernel", "-initrd", "-append"}) {
+    EXPECT_EQ(std::find(command.argv.begin(), command.argv.end(), absent), command.argv.end()) << absent;
+  }
+  EXPECT_EQ(entryAt(command, kQemuKernelFd), nullptr);
 }
 
 TEST(QemuCommandTest, EveryMachineHasAVirtioRngFedByQemuItself) {
