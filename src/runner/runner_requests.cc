@@ -135,20 +135,23 @@ Result<void> Runner::saveMachine(const SnapshotFiles& files) {
   return success();
 }
 
+// A file of saved state, created write-only in a directory that must not
+// have it yet (O_EXCL: nothing, not even a symlink, may be there).
+static Result<void> createSavedFile(const fs::path& path, UniqueFd& fd) {
+  fd.reset(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd.valid()) return Error::fromErrno("create " + path.string());
+  return success();
+}
+
 // Opened before QEMU runs and before the runner gives up root, in the
 // staging directory the caller made (core/templates.cc); O_EXCL and
 // O_NOFOLLOW, as nothing may be there yet.
 Result<void> Runner::openTemplateCapture() {
   fs::path dir = spec_.template_capture;
   SnapshotFiles files;
-  auto create = [](const fs::path& path, UniqueFd& fd) -> Result<void> {
-    fd.reset(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-    if (!fd.valid()) return Error::fromErrno("create " + path.string());
-    return success();
-  };
-  MICROVM_TRY(create(TemplatePaths::memory(dir), files.memory));
-  MICROVM_TRY(create(TemplatePaths::ram(dir), files.ram));
-  MICROVM_TRY(create(TemplatePaths::saved(dir), files.disk));
+  MICROVM_TRY(createSavedFile(TemplatePaths::memory(dir), files.memory));
+  MICROVM_TRY(createSavedFile(TemplatePaths::ram(dir), files.ram));
+  MICROVM_TRY(createSavedFile(TemplatePaths::saved(dir), files.disk));
   template_capture_ = std::move(files);
   return success();
 }
@@ -183,13 +186,8 @@ Result<void> Runner::snapshot(const fs::path& dir) {
     if (!created) return std::move(created).error();
     files = std::move(*created);
   } else {
-    auto create = [](const fs::path& path, UniqueFd& fd) -> Result<void> {
-      fd.reset(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-      if (!fd.valid()) return Error::fromErrno("create " + path.string());
-      return success();
-    };
-    MICROVM_TRY(create(SnapshotPaths::memory(dir), files.memory));
-    MICROVM_TRY(create(SnapshotPaths::ram(dir), files.ram));
+    MICROVM_TRY(createSavedFile(SnapshotPaths::memory(dir), files.memory));
+    MICROVM_TRY(createSavedFile(SnapshotPaths::ram(dir), files.ram));
   }
   log("snapshot: saving to " + dir.string());
   auto started = std::chrono::steady_clock::now();
