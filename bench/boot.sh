@@ -9,7 +9,8 @@
 #     answer `exec`;
 #   - density: the total PSS of the QEMU, runner and keeper processes of N idle
 #     128 MiB VMs started from one template, against N cold-booted ones
-#     (target ratio <= 0.5).
+#     (target ratio <= 0.5). The template side adds its memory holder once:
+#     its PSS and the pages of the shared memfd it holds.
 # Runs of floor, cold and template are interleaved so that all see the same
 # machine load; medians are reported.
 #   bench/boot.sh [RUNS] [DENSITY_VMS]      (needs a build: scripts/build.sh)
@@ -35,7 +36,7 @@ accel=$("$bin" info --format json | python3 -c 'import json,sys; print(json.load
 "$bin" run --rm --rootfs "$scratch/rootfs" --memory 128 -- /bin/true
 
 python3 - "$runs" "$accel" "$bin" "$scratch/rootfs" "$share" "$density_vms" <<'PY'
-import json, signal, statistics, subprocess, sys, time
+import json, os, signal, statistics, subprocess, sys, time
 runs, accel, binary, rootfs, share, density_vms = (int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4],
                                                    sys.argv[5], int(sys.argv[6]))
 tsc_khz = 0
@@ -119,6 +120,26 @@ def children_of(pid):
     except OSError:
         return []
 
+# A boot template's shared memory is held by its holder process, which maps
+# none of it: its pages count here once, with the holder's own PSS.
+def template_memory_kib():
+    total = 0
+    for pid in os.listdir("/proc"):
+        try:
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if len(cmdline) < 2 or cmdline[1] != b"--template-memory":
+            continue
+        total += pss_kib(pid)
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/memfd:"):
+                    total += os.stat(f"/proc/{pid}/fd/{fd}").st_blocks // 2
+            except OSError:
+                pass
+    return total
+
 def vm_pss(flags):
     ids = []
     for _ in range(density_vms):
@@ -133,6 +154,7 @@ def vm_pss(flags):
         paths.add(info["boot"]["path"])
         runner = info["runner_pid"]
         total += pss_kib(runner) + sum(pss_kib(child) for child in children_of(runner))
+    total += template_memory_kib()
     subprocess.run([binary, "rm", "-f", *ids], check=True, stdout=subprocess.DEVNULL)
     return total, sorted(paths)
 

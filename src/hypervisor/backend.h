@@ -48,6 +48,14 @@ struct MachineConfig {
   // it itself: QEMU's migration stream then holds only the device state);
   // -1: QEMU allocates RAM.
   int memory_fd = -1;
+  // How memory_fd is mapped. Shared: it is the caller's own memfd, written
+  // by the guest. Private (copy-on-write): it is a boot template's sealed
+  // memory, which many VMs map at once and none may change; this VM's
+  // writes stay in its own pages, which the migration stream then carries.
+  bool memory_private = false;
+  // The saved state behind incoming_fd carries guest RAM (it was saved from
+  // a VM whose RAM was private); otherwise the RAM is already in memory_fd.
+  bool incoming_has_ram = false;
   int incoming_fd = -1;               // restore the machine from this saved state; -1: boot
   int net_fd = -1;                    // a virtio-net NIC whose frames go over this stream socket; -1: no NIC
   int net_mtu = 1500;                 // the MTU the NIC advertises to the guest

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -88,8 +89,22 @@ void Runner::sendRefresh() {
 // pages itself (QEMU's migration stream then carries only the devices). A
 // restore copies the saved RAM's data into it before QEMU starts: only the
 // pages the guest had used are read, and the rest stay unallocated holes.
+// An empty saved RAM file means the pages are in the stream instead.
+//
+// A VM made from a boot template maps the template's memory, shared with
+// every other VM made from it, copy-on-write (template_memory.h); a private
+// copy is the fallback. No vhost-user back-end may map it: such VMs never
+// use templates.
 Result<void> Runner::createGuestMemory(const fs::path& saved) {
   uint64_t size = uint64_t{static_cast<uint64_t>(spec_.memory_mib)} << 20;
+  if (from_template_ && !hasVsockDevice(spec_)) {
+    auto shared = TemplateMemory::attach(saved, size);
+    if (shared) {
+      template_memory_.emplace(std::move(*shared));
+      return success();
+    }
+    log("template memory not shared (a private copy instead): " + shared.error().message());
+  }
   guest_ram_.reset(::memfd_create("microvm-guest-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (!guest_ram_.valid()) return Error::fromErrno("memfd_create for guest memory");
   if (::ftruncate(guest_ram_.get(), static_cast<off_t>(size)) != 0) return Error::fromErrno("size guest memory");
@@ -98,12 +113,16 @@ Result<void> Runner::createGuestMemory(const fs::path& saved) {
     if (!from.valid()) return Error::fromErrno("open saved guest memory " + saved.string());
     struct stat st {};
     if (::fstat(from.get(), &st) != 0) return Error::fromErrno("stat " + saved.string());
-    if (static_cast<uint64_t>(st.st_size) != size) {
+    if (st.st_size == 0) {
+      incoming_has_ram_ = true;
+    } else if (static_cast<uint64_t>(st.st_size) != size) {
       return Error(ErrorCode::kInvalidArgument, saved.string() + " is " + std::to_string(st.st_size) +
                                                     " bytes, not the VM's " + std::to_string(size));
     }
-    auto copied = copySparse(from.get(), guest_ram_.get(), size);
-    if (!copied) return std::move(copied).error().withContext("load " + saved.string());
+    if (!incoming_has_ram_) {
+      auto copied = copySparse(from.get(), guest_ram_.get(), size);
+      if (!copied) return std::move(copied).error().withContext("load " + saved.string());
+    }
   }
   // The vhost-user back-end maps it too: it must never shrink under a mapping.
   if (::fcntl(guest_ram_.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0) {
@@ -263,8 +282,10 @@ Result<void> Runner::start() {
   // saved/ and in a template.
   MICROVM_TRY(createGuestMemory(incoming.valid() ? saved_state.parent_path() / SnapshotPaths::ram({}).filename()
                                                  : fs::path()));
-  fds.memory = guest_ram_.get();
+  fds.memory = template_memory_ ? template_memory_->fd() : guest_ram_.get();
   MachineConfig config = machineConfigFor(spec_, vm_dir_, fds);
+  config.memory_private = template_memory_.has_value();
+  config.incoming_has_ram = incoming_has_ram_;
   if (vsock_) config.while_waiting = {vsock_->controlFd(), [this] { vsock_->serviceControl(); }};
   if (::geteuid() == 0) MICROVM_TRY(chooseVmmUser(config));
   QemuBackend backend(spec_.qemu);
@@ -594,6 +615,10 @@ int runVm(const fs::path& vm_dir, int in_fd, int out_fd, int err_fd, RunnerSecco
 }
 
 int runnerMain(int argc, char** argv, RunnerSeccomp seccomp) {
+  if (argc == 4 && std::string_view(argv[1]) == kTemplateMemoryFlag) {
+    return serveTemplateMemory(argv[2], std::strtoull(argv[3], nullptr, 10), kTemplateMemoryRamFd,
+                               kTemplateMemoryReportFd);
+  }
   bool with_stdin = argc == 3 && std::string_view(argv[2]) == "--stdin";
   if (argc != 2 && !with_stdin) {
     std::fprintf(stderr, "usage: microvm-runner VM_DIR [--stdin]\n(started by microvm; not meant to be run by hand)\n");

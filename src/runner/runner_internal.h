@@ -26,6 +26,7 @@
 #include "runner/guest_network.h"
 #include "runner/keeper.h"
 #include "runner/runner_confinement.h"
+#include "runner/template_memory.h"
 #include "runner/vmm_user.h"
 #include "state/vm_record.h"
 #include "runner/agent_gateway.h"
@@ -132,6 +133,12 @@ class Runner {
   UniqueFd disk_read_;
   // Guest RAM (a memfd QEMU maps shared): saved and restored by the runner.
   UniqueFd guest_ram_;
+  // Instead, a boot template's memory that QEMU maps copy-on-write: this
+  // VM's own pages are then only in QEMU, and a save puts them in the
+  // migration stream (with an empty RAM file beside it).
+  std::optional<TemplateMemory> template_memory_;
+  // The saved state being restored carries the RAM (its RAM file is empty).
+  bool incoming_has_ram_ = false;
   VmState state_;
   UniqueFd log_fd_;
   std::optional<RotatingFile> workload_log_;

@@ -123,10 +123,16 @@ Result<void> Runner::copyDisk(int to) {
 
 // QEMU saves the devices (RAM is shared: x-ignore-shared) and leaves the
 // guest stopped; the RAM is then consistent and copied, sparse, by us. Both
-// files are on disk (fsync) when this returns.
+// files are on disk (fsync) when this returns. A VM on a template's shared
+// memory has its own pages only in QEMU: they are in the stream, and the
+// RAM file stays empty.
 Result<void> Runner::saveMachine(const SnapshotFiles& files) {
   MICROVM_TRY(vmm_->saveState(files.memory.get()));
   if (::fsync(files.memory.get()) != 0) return Error::fromErrno("fsync the saved device state");
+  if (template_memory_) {
+    log("saved guest memory with the device state (it maps a template's memory)");
+    return success();
+  }
   uint64_t size = uint64_t{static_cast<uint64_t>(spec_.memory_mib)} << 20;
   auto ram = copySparse(guest_ram_.get(), files.ram.get(), size);
   if (!ram) return std::move(ram).error().withContext("save guest memory");

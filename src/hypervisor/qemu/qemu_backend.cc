@@ -20,15 +20,22 @@ namespace microvm {
 
 namespace {
 
+// Where guest RAM lives, which decides what the migration stream carries.
+struct RamSaving {
+  bool memfd = false;             // RAM is the runner's memfd (MachineConfig::memory_fd)
+  bool is_private = false;        // mapped copy-on-write (MachineConfig::memory_private)
+  bool incoming_has_ram = false;  // MachineConfig::incoming_has_ram
+};
+
 // A QEMU process and, once first needed, a QMP connection to it.
 class QemuVmm : public Vmm {
  public:
   QemuVmm(Process process, std::filesystem::path qmp_socket, MachineConfig::WaitService while_waiting,
-          bool shared_ram)
+          RamSaving ram)
       : process_(std::move(process)),
         qmp_socket_(std::move(qmp_socket)),
         while_waiting_(std::move(while_waiting)),
-        shared_ram_(shared_ram) {}
+        ram_(ram) {}
 
   Process& process() override { return process_; }
   Result<void> pause() override { return run("stop"); }
@@ -41,7 +48,9 @@ class QemuVmm : public Vmm {
     // we hand over, not to an exec: URI.
     auto passed = qmp_->executeWithFd("getfd", {{"fdname", "snapshot"}}, fd);
     if (!passed) return std::move(passed).error();
-    MICROVM_TRY(skipSharedRam());
+    // The runner saves a shared memfd's pages itself; private (copy-on-write)
+    // RAM has this VM's own pages only in QEMU, so they go in the stream.
+    if (ram_.memfd) MICROVM_TRY(skipSharedRam(!ram_.is_private));
     auto started = qmp_->execute("migrate", {{"uri", "fd:snapshot"}});
     if (!started) return std::move(started).error();
     return waitFor("query-migrate", qmpMigrationOutcome);
@@ -50,10 +59,10 @@ class QemuVmm : public Vmm {
   Result<void> connectControl() override { return connectQmp(); }
 
   Result<void> finishRestore() override {
-    if (shared_ram_) {
-      // Started with -incoming defer: the capability must be on before the
+    if (ram_.memfd) {
+      // Started with -incoming defer: the capability must be set before the
       // state comes in, as it was when it went out.
-      MICROVM_TRY(skipSharedRam());
+      MICROVM_TRY(skipSharedRam(!ram_.incoming_has_ram));
       auto started = qmp_->execute("migrate-incoming", {{"uri", "fd:" + std::to_string(kQemuIncomingFd)}});
       if (!started) return std::move(started).error();
     }
@@ -62,12 +71,12 @@ class QemuVmm : public Vmm {
   }
 
  private:
-  // Guest RAM the runner saves itself stays out of the migration stream.
-  Result<void> skipSharedRam() {
-    if (!shared_ram_) return success();
+  // Whether guest RAM in a shared file (which the runner saves itself)
+  // stays out of the migration stream. Both ends must agree.
+  Result<void> skipSharedRam(bool skip) {
     MICROVM_TRY(connectQmp());
     auto set = qmp_->execute("migrate-set-capabilities",
-                             {{"capabilities", nlohmann::json::array({{{"capability", "x-ignore-shared"}, {"state", true}}})}});
+                             {{"capabilities", nlohmann::json::array({{{"capability", "x-ignore-shared"}, {"state", skip}}})}});
     if (!set) return std::move(set).error();
     return success();
   }
@@ -114,7 +123,7 @@ class QemuVmm : public Vmm {
   Process process_;
   std::filesystem::path qmp_socket_;
   MachineConfig::WaitService while_waiting_;
-  bool shared_ram_;  // RAM is the runner's memfd: migration skips it
+  RamSaving ram_;
   std::optional<QmpClient> qmp_;
 };
 
@@ -211,7 +220,9 @@ Result<std::unique_ptr<Vmm>> QemuBackend::launch(const MachineConfig& config) {
   auto process = spawn(options);
   if (!process) return std::move(process).error().withContext("start QEMU");
   return std::unique_ptr<Vmm>(std::make_unique<QemuVmm>(std::move(*process), config.qmp_socket, config.while_waiting,
-                                                           config.memory_fd >= 0));
+                                                           RamSaving{.memfd = config.memory_fd >= 0,
+                                                                     .is_private = config.memory_private,
+                                                                     .incoming_has_ram = config.incoming_has_ram}));
 }
 
 }  // namespace microvm

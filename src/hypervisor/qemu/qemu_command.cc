@@ -63,8 +63,14 @@ QemuCommand buildQemuCommand(const std::string& binary, const MachineConfig& con
     // VM and maps them back on restore, so the migration stream skips RAM
     // (x-ignore-shared, set over QMP by the backend), and a restore need
     // not load, and fault in, every page of guest memory before it runs.
+    //
+    // A boot template's memory is mapped private instead (share=off): the
+    // VMs made from it share its clean pages, and each one's writes stay
+    // its own. QEMU opens the path read-write, which only a memfd sealed
+    // against writes makes safe (runner/template_memory.h).
     add({"-object", "memory-backend-file,id=mem,size=" + std::to_string(config.memory_mib) +
-                        "M,mem-path=" + procFd(kQemuMemoryFd) + ",share=on"});
+                        "M,mem-path=" + procFd(kQemuMemoryFd) +
+                        (config.memory_private ? ",share=off" : ",share=on")});
     fds.push_back(inherited(kQemuMemoryFd, config.memory_fd, "guest memory"));
     machine += ",memory-backend=mem";
   } else if (!config.vhost_vsock_socket.empty()) {
