@@ -194,6 +194,28 @@ std::string tailLines(int fd, size_t lines) {
   return std::string(s.substr(start));
 }
 
+Result<uint64_t> releaseZeroBlocks(int fd, uint64_t size) {
+  uint64_t kept = 0;
+  uint64_t zero_from = 0;  // the zeros since the last block with data
+  auto punch = [fd](uint64_t from, uint64_t to) -> Result<void> {
+    if (to <= from) return success();
+    if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(from),
+                    static_cast<off_t>(to - from)) != 0) {
+      return Error::fromErrno("punch a hole");
+    }
+    return success();
+  };
+  auto scanned = forEachNonZeroBlock(fd, size, [&](uint64_t offset, std::string_view block) -> Result<void> {
+    MICROVM_TRY(punch(zero_from, offset));
+    zero_from = offset + block.size();
+    kept += block.size();
+    return success();
+  });
+  if (!scanned) return std::move(scanned).error();
+  MICROVM_TRY(punch(zero_from, size));
+  return kept;
+}
+
 }  // namespace microvm
 
 namespace microvm {

@@ -58,6 +58,11 @@ Result<void> forEachNonZeroBlock(int fd, uint64_t size,
 // Returns the bytes written.
 Result<uint64_t> copySparse(int from, int to, uint64_t size);
 
+// Frees the 4 KiB blocks of the first `size` bytes of `fd` (a memfd, say)
+// that are all zero, by punching holes there: they read back as zeros, and
+// take no memory. Returns the bytes that hold data afterwards.
+Result<uint64_t> releaseZeroBlocks(int fd, uint64_t size);
+
 Result<std::filesystem::path> executableDir();
 
 // Directory of the module (shared library or executable) holding `address`:

@@ -119,3 +119,38 @@ TEST(CopySparse, CopiesDataSkipsHolesAndZeroBlocksAndSizesTheCopy) {
   EXPECT_TRUE(round == expected);
   std::filesystem::remove_all(dir);
 }
+
+namespace microvm {
+namespace {
+
+// A memfd as QEMU leaves it after loading a stream: every page written,
+// most of them with zeros.
+TEST(ReleaseZeroBlocks, PunchesTheZeroPagesAndKeepsTheData) {
+  constexpr uint64_t kSize = 1 << 20;
+  UniqueFd memfd(::memfd_create("release-test", MFD_CLOEXEC));
+  ASSERT_TRUE(memfd.valid());
+  ASSERT_EQ(::ftruncate(memfd.get(), kSize), 0);
+  std::string zeros(kSize, '\0');
+  ASSERT_EQ(::pwrite(memfd.get(), zeros.data(), zeros.size(), 0), static_cast<ssize_t>(kSize));
+  ASSERT_EQ(::pwrite(memfd.get(), "data", 4, 4096 * 3 + 10), 4);
+  ASSERT_EQ(::pwrite(memfd.get(), "tail", 4, kSize - 4), 4);
+  struct stat before {};
+  ASSERT_EQ(::fstat(memfd.get(), &before), 0);
+  EXPECT_EQ(static_cast<uint64_t>(before.st_blocks) * 512, kSize);
+
+  auto kept = releaseZeroBlocks(memfd.get(), kSize);
+  ASSERT_TRUE(kept) << kept.error().message();
+  EXPECT_EQ(*kept, 2 * 4096u);
+  struct stat after {};
+  ASSERT_EQ(::fstat(memfd.get(), &after), 0);
+  EXPECT_EQ(static_cast<uint64_t>(after.st_blocks) * 512, 2 * 4096u);
+  EXPECT_EQ(static_cast<uint64_t>(after.st_size), kSize);
+  char read[4];
+  ASSERT_EQ(::pread(memfd.get(), read, 4, 4096 * 3 + 10), 4);
+  EXPECT_EQ(std::string(read, 4), "data");
+  ASSERT_EQ(::pread(memfd.get(), read, 4, kSize - 4), 4);
+  EXPECT_EQ(std::string(read, 4), "tail");
+}
+
+}  // namespace
+}  // namespace microvm

@@ -34,6 +34,7 @@ Result<std::vector<VmHandle>> Runtime::fork(const std::string& reference, int co
   if (!parent) return std::move(parent).error();
   if (!isActive(*parent)) return Error(ErrorCode::kInvalidArgument, "VM " + parent->spec.name + " is not running");
   MICROVM_TRY(checkCanSnapshot(parent->spec));
+  MICROVM_TRY(waitForWorkload(*parent));
   std::vector<std::string> names;
   for (int i = 1; i <= count; ++i) {
     std::string name = name_prefix.empty() ? "" : name_prefix + "-" + std::to_string(i);

@@ -2,6 +2,7 @@
 
 #include "base/fs.h"
 #include "base/log.h"
+#include "core/runner_watch.h"
 #include "hypervisor/accel.h"
 #include "hypervisor/qemu/qemu_backend.h"
 
@@ -24,6 +25,21 @@ Result<void> Runtime::Impl::requestRunning(const std::string& reference, const R
   if (!record) return std::move(record).error();
   if (!isActive(*record)) return Error(ErrorCode::kInvalidArgument, "VM " + record->spec.name + " is not running");
   return sendRunnerRequest(runnerSocket(*record), request);
+}
+
+Result<void> waitForWorkload(const VmRecord& record) {
+  if (workloadStarted(record.state)) return success();
+  RunnerWatch watch(record.dir);
+  watch.watchProcess(record.state.runner_pid);
+  switch (watch.wait(workloadStarted, kRunnerStartTimeout)) {
+    case RunnerWatch::kStarted: return success();
+    case RunnerWatch::kExited:
+      return Error(ErrorCode::kInvalidArgument, "VM " + record.spec.name + " exited before its workload started");
+    case RunnerWatch::kTimedOut: break;
+  }
+  return Error(ErrorCode::kTimeout, "VM " + record.spec.name + " has not started its workload after " +
+                                        std::to_string(kRunnerStartTimeout.count()) +
+                                        " s; it cannot be saved before it does");
 }
 
 Result<std::pair<std::string, std::string>> Runtime::Impl::acceleration() {

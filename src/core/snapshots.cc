@@ -64,6 +64,7 @@ Result<void> Runtime::snapshot(const std::string& reference, const std::string& 
     return Error(ErrorCode::kInvalidArgument, "VM " + record->spec.name + " is not running");
   }
   MICROVM_TRY(checkCanSnapshot(record->spec));
+  MICROVM_TRY(waitForWorkload(*record));
   fs::path final_dir = snapshotsDir(*layout) / name;
   if (fs::exists(final_dir)) return Error(ErrorCode::kAlreadyExists, "snapshot \"" + name + "\" already exists");
 

@@ -110,6 +110,7 @@ Result<void> Runtime::suspend(const std::string& reference) {
                  "VM " + spec.name + " was started with --rm: it would be removed, not suspended");
   }
   MICROVM_TRY(checkCanSnapshot(spec));
+  MICROVM_TRY(waitForWorkload(*record));
   auto started = std::chrono::steady_clock::now();
   bool was_running = record->state.status == VmStatus::kRunning;
   VmPaths paths(record->dir);

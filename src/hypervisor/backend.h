@@ -102,8 +102,9 @@ class Vmm {
   // guest stays paused, and its disks are flushed and safe to copy.
   virtual Result<void> saveState(int fd);
   // For a machine launched with incoming_fd: waits until the state is
-  // loaded, then lets the guest run on from where it was saved.
-  virtual Result<void> finishRestore();
+  // loaded, runs `loaded` (if set) while the guest is still stopped, then
+  // lets the guest run on from where it was saved.
+  virtual Result<void> finishRestore(const std::function<Result<void>()>& loaded = {});
   // Opens the VMM's control channel now rather than when first needed: a
   // caller that is about to lose access to the channel's path (the runner
   // giving up root) calls it first.

@@ -89,7 +89,8 @@ void Runner::sendRefresh() {
 // pages itself (QEMU's migration stream then carries only the devices). A
 // restore copies the saved RAM's data into it before QEMU starts: only the
 // pages the guest had used are read, and the rest stay unallocated holes.
-// An empty saved RAM file means the pages are in the stream instead.
+// An empty saved RAM file means the pages are in the stream instead (see
+// releaseStreamedZeros).
 //
 // A VM made from a boot template maps the template's memory, shared with
 // every other VM made from it, copy-on-write (template_memory.h); a private
@@ -114,12 +115,11 @@ Result<void> Runner::createGuestMemory(const fs::path& saved) {
     struct stat st {};
     if (::fstat(from.get(), &st) != 0) return Error::fromErrno("stat " + saved.string());
     if (st.st_size == 0) {
-      incoming_has_ram_ = true;
+      incoming_has_ram_ = true;  // releaseStreamedZeros() follows the load
     } else if (static_cast<uint64_t>(st.st_size) != size) {
       return Error(ErrorCode::kInvalidArgument, saved.string() + " is " + std::to_string(st.st_size) +
                                                     " bytes, not the VM's " + std::to_string(size));
-    }
-    if (!incoming_has_ram_) {
+    } else {
       auto copied = copySparse(from.get(), guest_ram_.get(), size);
       if (!copied) return std::move(copied).error().withContext("load " + saved.string());
     }
@@ -128,6 +128,18 @@ Result<void> Runner::createGuestMemory(const fs::path& saved) {
   if (::fcntl(guest_ram_.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0) {
     return Error::fromErrno("seal guest memory");
   }
+  return success();
+}
+
+// QEMU loads a stream's RAM by writing every page, the zero pages too, so
+// the memfd would hold all of guest memory. Before the guest runs again
+// (so that nothing can write a page between the check and the hole), the
+// zero pages become holes again.
+Result<void> Runner::releaseStreamedZeros() {
+  uint64_t size = uint64_t{static_cast<uint64_t>(spec_.memory_mib)} << 20;
+  auto kept = releaseZeroBlocks(guest_ram_.get(), size);
+  if (!kept) return std::move(kept).error().withContext("release the guest's zero pages");
+  log("loaded " + std::to_string(*kept >> 20) + " MiB of guest memory in use from the saved state");
   return success();
 }
 
@@ -282,7 +294,7 @@ Result<void> Runner::start() {
   // saved/ and in a template.
   MICROVM_TRY(createGuestMemory(incoming.valid() ? saved_state.parent_path() / SnapshotPaths::ram({}).filename()
                                                  : fs::path()));
-  fds.memory = template_memory_ ? template_memory_->fd() : guest_ram_.get();
+  fds.memory = template_memory_ ? template_memory_->fd() : guest_ram_.valid() ? guest_ram_.get() : -1;
   MachineConfig config = machineConfigFor(spec_, vm_dir_, fds);
   config.memory_private = template_memory_.has_value();
   config.incoming_has_ram = incoming_has_ram_;
@@ -319,9 +331,13 @@ Result<void> Runner::start() {
     // The guest's init is mid-conversation already: no spec, just resume.
     // Running is recorded once the state is loaded: a resume that fails
     // before that leaves the VM suspended (finish()).
-    MICROVM_TRY(vmm_->finishRestore());
+    std::function<Result<void>()> loaded;
+    if (incoming_has_ram_) loaded = [this] { return releaseStreamedZeros(); };
+    MICROVM_TRY(vmm_->finishRestore(loaded));
     sendRefresh();
     restored_ = true;
+    state_.timings_ms["restore"] =
+        std::round(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_).count());
     log("restored from " + saved_state.string());
     setStatus(VmStatus::kRunning);
   } else {

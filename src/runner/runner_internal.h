@@ -80,6 +80,7 @@ class Runner {
   Result<void> snapshot(const Path& dir);
   // Guest RAM as a memfd; filled from `saved_ram` (a sparse file) when not empty.
   Result<void> createGuestMemory(const Path& saved_ram);
+  Result<void> releaseStreamedZeros();
   void sendRefresh();
   Result<void> saveMachine(const SnapshotFiles& files);
   // Boot templates (core/templates.h): opens the staging files while root.
@@ -132,10 +133,10 @@ class Runner {
   UniqueFd runner_log_read_;
   UniqueFd disk_read_;
   // Guest RAM (a memfd QEMU maps shared): saved and restored by the runner.
-  UniqueFd guest_ram_;
-  // Instead, a boot template's memory that QEMU maps copy-on-write: this
-  // VM's own pages are then only in QEMU, and a save puts them in the
+  // Invalid when QEMU maps a boot template's memory copy-on-write instead:
+  // this VM's own pages are then only in QEMU, and a save puts them in the
   // migration stream (with an empty RAM file beside it).
+  UniqueFd guest_ram_;
   std::optional<TemplateMemory> template_memory_;
   // The saved state being restored carries the RAM (its RAM file is empty).
   bool incoming_has_ram_ = false;

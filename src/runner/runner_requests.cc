@@ -129,8 +129,8 @@ Result<void> Runner::copyDisk(int to) {
 Result<void> Runner::saveMachine(const SnapshotFiles& files) {
   MICROVM_TRY(vmm_->saveState(files.memory.get()));
   if (::fsync(files.memory.get()) != 0) return Error::fromErrno("fsync the saved device state");
-  if (template_memory_) {
-    log("saved guest memory with the device state (it maps a template's memory)");
+  if (!guest_ram_.valid()) {
+    log("saved guest memory with the device state (it is not in the runner's memfd)");
     return success();
   }
   uint64_t size = uint64_t{static_cast<uint64_t>(spec_.memory_mib)} << 20;
@@ -182,7 +182,15 @@ void Runner::captureTemplate() {
       " ms");
 }
 
+// Saved before init has its spec, a guest could never be resumed: it
+// would wait for a spec its new runner does not send (core waits first).
+static Result<void> checkWorkloadStarted(const VmState& state) {
+  if (state.timings_ms.count("boot") || state.timings_ms.count("restore")) return success();
+  return Error(ErrorCode::kInvalidArgument, "the VM is still starting: its workload has not started yet");
+}
+
 Result<void> Runner::snapshot(const fs::path& dir) {
+  MICROVM_TRY(checkWorkloadStarted(state_));
   bool was_running = state_.status == VmStatus::kRunning;
   // Run as root, the runner's id cannot reach the snapshot directory: its
   // keeper creates the files there.
@@ -228,6 +236,7 @@ Result<void> Runner::suspend() {
   if (spec_.remove_on_exit) {
     return Error(ErrorCode::kInvalidArgument, "the VM was started with --rm: it would be removed, not suspended");
   }
+  MICROVM_TRY(checkWorkloadStarted(state_));
   bool was_running = state_.status == VmStatus::kRunning;
   fs::path dir = VmPaths(vm_dir_).saving();
   fs::path file = dir / VmPaths(vm_dir_).savedMemory().filename();

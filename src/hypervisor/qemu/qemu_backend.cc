@@ -20,6 +20,9 @@ namespace microvm {
 
 namespace {
 
+// Bytes per second: as fast as the disk takes it.
+constexpr int64_t kUnthrottled = int64_t{1} << 40;
+
 // Where guest RAM lives, which decides what the migration stream carries.
 struct RamSaving {
   bool memfd = false;             // RAM is the runner's memfd (MachineConfig::memory_fd)
@@ -51,6 +54,11 @@ class QemuVmm : public Vmm {
     // The runner saves a shared memfd's pages itself; private (copy-on-write)
     // RAM has this VM's own pages only in QEMU, so they go in the stream.
     if (ram_.memfd) MICROVM_TRY(skipSharedRam(!ram_.is_private));
+    // QEMU throttles a migration to 32 MiB/s by default, which is meant for
+    // a live migration over a network; this one goes to a local file while
+    // the guest is stopped.
+    auto unthrottled = qmp_->execute("migrate-set-parameters", {{"max-bandwidth", kUnthrottled}});
+    if (!unthrottled) return std::move(unthrottled).error();
     auto started = qmp_->execute("migrate", {{"uri", "fd:snapshot"}});
     if (!started) return std::move(started).error();
     return waitFor("query-migrate", qmpMigrationOutcome);
@@ -58,7 +66,7 @@ class QemuVmm : public Vmm {
 
   Result<void> connectControl() override { return connectQmp(); }
 
-  Result<void> finishRestore() override {
+  Result<void> finishRestore(const std::function<Result<void>()>& loaded) override {
     if (ram_.memfd) {
       // Started with -incoming defer: the capability must be set before the
       // state comes in, as it was when it went out.
@@ -67,6 +75,7 @@ class QemuVmm : public Vmm {
       if (!started) return std::move(started).error();
     }
     MICROVM_TRY(waitFor("query-status", qmpRestoreOutcome));
+    if (loaded) MICROVM_TRY(loaded());
     return run("cont");
   }
 

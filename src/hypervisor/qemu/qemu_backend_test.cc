@@ -125,7 +125,7 @@ TEST(QemuBackendTest, VhostVsockPutsGuestRamInASharedMemfd) {
   QemuBackend backend("qemu");
   MachineConfig config = tcgConfig();
   auto plain = backend.commandLine(config);
-  for (const auto& arg : plain) EXPECT_EQ(arg.find("memory-backend"), std::string::npos) << arg;
+  EXPECT_TRUE(hasPair(plain, "-object", "memory-backend-ram,id=mem,size=256M"));
 
   config.vhost_vsock_socket = "/run/vm/vhost-vsock.sock";
   auto argv = backend.commandLine(config);
@@ -136,6 +136,23 @@ TEST(QemuBackendTest, VhostVsockPutsGuestRamInASharedMemfd) {
   EXPECT_TRUE(hasPair(argv, "-chardev", "socket,id=vsock,fd=" + std::to_string(kQemuVsockFd)));
   EXPECT_TRUE(hasPair(argv, "-device", "vhost-user-vsock-device,chardev=vsock"));
   EXPECT_TRUE(hasPair(argv, "-m", "256"));
+}
+
+// Every RAM back-end is named "mem": a saved state loads only into a RAM
+// block of the name it was saved from.
+TEST(QemuBackendTest, GuestMemoryIsTheRunnersMemfdSharedOrATemplatesCopyOnWrite) {
+  QemuBackend backend("qemu");
+  MachineConfig config = tcgConfig();
+  config.memory_fd = 9;
+  auto shared = backend.commandLine(config);
+  EXPECT_TRUE(hasPair(shared, "-object",
+                      "memory-backend-file,id=mem,size=256M,mem-path=/proc/self/fd/" + std::to_string(kQemuMemoryFd) +
+                          ",share=on"));
+  config.memory_private = true;
+  auto cow = backend.commandLine(config);
+  EXPECT_TRUE(hasPair(cow, "-object",
+                      "memory-backend-file,id=mem,size=256M,mem-path=/proc/self/fd/" + std::to_string(kQemuMemoryFd) +
+                          ",share=off"));
 }
 
 TEST(QemuBackendTest, SharesAreReachedThroughInheritedDirectoryFds) {

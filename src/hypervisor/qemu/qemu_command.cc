@@ -78,6 +78,12 @@ QemuCommand buildQemuCommand(const std::string& binary, const MachineConfig& con
     // shared file it can map (PLATFORM_NOTES: vhost-user section).
     add({"-object", "memory-backend-memfd,id=mem,size=" + std::to_string(config.memory_mib) + "M,share=on"});
     machine += ",memory-backend=mem";
+  } else {
+    // QEMU's own anonymous RAM, under the same name ("mem") as the other
+    // back-ends': a saved state names its RAM block, and loads only into
+    // one of that name.
+    add({"-object", "memory-backend-ram,id=mem,size=" + std::to_string(config.memory_mib) + "M"});
+    machine += ",memory-backend=mem";
   }
   if (!config.name.empty()) add({"-name", "guest=" + escapeCommas(config.name)});
   add({"-M", machine});
