@@ -6,7 +6,11 @@
 // own, so that its machine's template is its own in the shared data dir.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cstdlib>
+#include <iterator>
 
 #include <chrono>
 #include <ctime>
@@ -108,6 +112,89 @@ TEST(TemplateTest, TwoVmsFromOneTemplateHaveTheirOwnHostnameRandomBytesMacAndThe
   EXPECT_EQ(hostnames[0], inspect(ids[0])["config"].value("hostname", ""));
   EXPECT_NE(random[0], random[1]);
   EXPECT_NE(macs[0], macs[1]);
+  EXPECT_EQ(microvm({"rm", "-f", ids[0], ids[1]}).exit_code, 0);
+}
+
+// The memfd:microvm-template-ram mapping in `pid`'s maps: its inode, and the
+// kB of its pages that other processes map too (smaps Shared_*).
+struct TemplateMapping {
+  unsigned long inode = 0;
+  long shared_kb = 0;
+};
+TemplateMapping templateMapping(pid_t pid) {
+  TemplateMapping found;
+  std::ifstream smaps("/proc/" + std::to_string(pid) + "/smaps");
+  bool inside = false;
+  for (std::string line; std::getline(smaps, line);) {
+    std::string first = line.substr(0, line.find(' '));
+    if (first.find('-') != std::string::npos && first.back() != ':') {  // a mapping's first line
+      inside = line.find("/memfd:microvm-template-ram") != std::string::npos;
+      if (inside) {
+        std::istringstream fields(line);
+        std::string range, perms, offset, device;
+        fields >> range >> perms >> offset >> device >> found.inode;
+      }
+      continue;
+    }
+    if (inside && (line.rfind("Shared_Clean:", 0) == 0 || line.rfind("Shared_Dirty:", 0) == 0)) {
+      found.shared_kb += std::atol(line.substr(line.find(':') + 1).c_str());
+    }
+  }
+  return found;
+}
+
+// The bytes of the memfd with inode `inode` that a template memory holder
+// holds, read through its fd; empty if no holder has it.
+std::string heldMemory(unsigned long inode) {
+  for (pid_t pid : processesMentioning("--template-memory")) {
+    std::string fds = "/proc/" + std::to_string(pid) + "/fd";
+    std::error_code ec;
+    for (const auto& fd : fs::directory_iterator(fds, ec)) {
+      struct stat st {};
+      if (::stat(fd.path().c_str(), &st) != 0 || st.st_ino != inode) continue;
+      std::ifstream in(fd.path(), std::ios::binary);
+      return std::string(std::istreambuf_iterator<char>(in), {});
+    }
+  }
+  return "";
+}
+
+TEST(TemplateTest, VmsFromOneTemplateShareItsMemoryCopyOnWriteAndNoneCanChangeIt) {
+  auto made = microvm(runArgs({"--memory", "304"}, {"/bin/true"}));
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 2; ++i) ids.push_back(runDetached({"--memory", "304"}, {"sleep", "600"}));
+  std::vector<TemplateMapping> mappings;
+  for (const auto& id : ids) {
+    ASSERT_EQ(bootPath(id), "template") << bootNote(id);
+    ASSERT_EQ(microvm({"exec", id, "true"}).exit_code, 0);
+    mappings.push_back(templateMapping(inspect(id).value("qemu_pid", 0)));
+  }
+  // One memfd, mapped by both VMs' QEMUs, with pages both map.
+  ASSERT_NE(mappings[0].inode, 0u);
+  EXPECT_EQ(mappings[0].inode, mappings[1].inode);
+  EXPECT_GT(mappings[1].shared_kb, 1024) << "kB of template memory that both VMs map";
+
+  // The template's memory as saved, and as held: the same bytes...
+  std::string note = bootNote(ids[0]);
+  std::string key = note.substr(note.find(' ') + 1);
+  std::string saved;
+  for (const auto& entry : fs::directory_iterator(home() / "templates")) {
+    if (entry.path().filename().string().rfind(key, 0) != 0) continue;
+    std::ifstream in(entry.path() / "memory.ram", std::ios::binary);
+    saved.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  ASSERT_EQ(saved.size(), 304u << 20) << note;
+  EXPECT_TRUE(heldMemory(mappings[0].inode) == saved);
+  // ...also after one VM wrote 32 MiB of its memory, and the other reads them.
+  auto wrote = microvm({"exec", ids[0], "/bin/sh", "-c",
+                        "dd if=/dev/urandom of=/tmp/noise bs=1M count=32 2>/dev/null && sync && "
+                        "head -c 64 /tmp/noise | od -An -tx1 | tr -d ' \\n'"});
+  ASSERT_EQ(wrote.exit_code, 0) << wrote.err;
+  EXPECT_EQ(microvm({"exec", ids[1], "test", "-e", "/tmp/noise"}).exit_code, 1);
+  EXPECT_TRUE(heldMemory(mappings[0].inode) == saved) << "a VM's writes reached the template's memory";
+  auto third = microvm(runArgs({"--memory", "304"}, {"echo", "third"}));
+  EXPECT_EQ(third.out, "third\n") << third.err;
   EXPECT_EQ(microvm({"rm", "-f", ids[0], ids[1]}).exit_code, 0);
 }
 
