@@ -15,6 +15,7 @@
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -32,6 +33,12 @@ Result<void> joinNetworkNamespace(const fs::path& path) {
   if (!ns.valid()) return Error::fromErrno("open network namespace " + path.string());
   if (::setns(ns.get(), CLONE_NEWNET) != 0) return Error::fromErrno("join network namespace " + path.string());
   return success();
+}
+
+bool inHostNetworkNamespace() {
+  struct stat own {}, host {};
+  if (::stat("/proc/thread-self/ns/net", &own) != 0 || ::stat("/proc/1/ns/net", &host) != 0) return false;
+  return own.st_dev == host.st_dev && own.st_ino == host.st_ino;
 }
 
 namespace {
@@ -169,8 +176,15 @@ Result<PodInterface> findPodInterface() {
 Result<std::optional<PodInterface>> inspectNamespace(const fs::path& path) {
   UniqueFd own(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
   if (!own.valid()) return Error::fromErrno("open this thread's network namespace");
+  struct stat own_ns {}, target_ns {};
+  if (::fstat(own.get(), &own_ns) == 0 && ::stat(path.c_str(), &target_ns) == 0 && own_ns.st_dev == target_ns.st_dev &&
+      own_ns.st_ino == target_ns.st_ino) {
+    return Error(ErrorCode::kInvalidArgument, path.string() + " is this process's own network namespace");
+  }
   MICROVM_TRY(joinNetworkNamespace(path));
-  auto pod = findPodInterface();
+  bool host = inHostNetworkNamespace();
+  auto pod = host ? Result<PodInterface>(Error(ErrorCode::kInvalidArgument, "it is the host's network namespace"))
+                  : findPodInterface();
   if (::setns(own.get(), CLONE_NEWNET) != 0) return Error::fromErrno("return to this thread's network namespace");
   if (!pod) {
     if (pod.error().code() == ErrorCode::kNotFound) return std::optional<PodInterface>();

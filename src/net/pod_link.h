@@ -41,6 +41,12 @@ struct PodInterface {
 // /run/netns file or /proc/PID/ns/net).
 Result<void> joinNetworkNamespace(const std::filesystem::path& path);
 
+// Whether the calling thread is in the host's network namespace (PID 1's).
+// TAP mode refuses it: mirroring the host's uplink into a VM would cut the
+// host off its own network. False when /proc/1/ns/net cannot be read (some
+// sandboxes): then nothing can tell.
+bool inHostNetworkNamespace();
+
 // The calling thread's namespace's interface the pod's address is on: the
 // one the IPv4 default route leaves by, or else the only up, non-loopback
 // interface with an IPv4 address. kNotFound when there is none (a namespace
@@ -48,7 +54,8 @@ Result<void> joinNetworkNamespace(const std::filesystem::path& path);
 Result<PodInterface> findPodInterface();
 
 // findPodInterface() inside the namespace at `path`, from outside it: the
-// calling thread enters and returns. nullopt when it has no such interface.
+// calling thread enters and returns. nullopt when it has no such interface;
+// an error when `path` is the caller's own or the host's namespace.
 Result<std::optional<PodInterface>> inspectNamespace(const std::filesystem::path& path);
 
 // The gateway of the IPv4 default route through `interface` in the text of

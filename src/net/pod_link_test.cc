@@ -27,6 +27,14 @@ TEST(PodLink, DefaultRouteGivesTheGatewayAndItsInterface) {
   EXPECT_EQ(defaultRouteInterface("Iface\nshort line\n"), std::nullopt);
 }
 
+// The caller's own namespace is never taken over (it is where its own
+// network, the host's for the OCI runtime, lives).
+TEST(PodLink, InspectRefusesTheCallersOwnNamespace) {
+  auto own = inspectNamespace("/proc/thread-self/ns/net");
+  ASSERT_FALSE(own);
+  EXPECT_NE(own.error().message().find("own network namespace"), std::string::npos) << own.error().message();
+}
+
 TEST(PodLink, TapModesNameTheirNamespace) {
   EXPECT_EQ(tapNamespace("tap"), "");
   EXPECT_EQ(tapNamespace("tap:/run/netns/pod"), "/run/netns/pod");
