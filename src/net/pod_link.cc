@@ -36,7 +36,8 @@ Result<void> joinNetworkNamespace(const fs::path& path) {
 }
 
 bool inHostNetworkNamespace() {
-  struct stat own {}, host {};
+  struct stat own {};
+  struct stat host {};
   if (::stat("/proc/thread-self/ns/net", &own) != 0 || ::stat("/proc/1/ns/net", &host) != 0) return false;
   return own.st_dev == host.st_dev && own.st_ino == host.st_ino;
 }
@@ -149,8 +150,9 @@ Result<PodInterface> findPodInterface() {
       return Error(ErrorCode::kNotFound, "the network namespace has no up interface with an IPv4 address but lo");
     }
     if (candidates.size() > 1) {
-      return Error(ErrorCode::kInvalidArgument, "the network namespace has several IPv4 interfaces and no default "
-                                                "route to choose one by");
+      return Error(ErrorCode::kInvalidArgument,
+                   "the network namespace has several IPv4 interfaces and no default "
+                   "route to choose one by");
     }
     chosen = &candidates.front();
   }
@@ -176,7 +178,8 @@ Result<PodInterface> findPodInterface() {
 Result<std::optional<PodInterface>> inspectNamespace(const fs::path& path) {
   UniqueFd own(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
   if (!own.valid()) return Error::fromErrno("open this thread's network namespace");
-  struct stat own_ns {}, target_ns {};
+  struct stat own_ns {};
+  struct stat target_ns {};
   if (::fstat(own.get(), &own_ns) == 0 && ::stat(path.c_str(), &target_ns) == 0 && own_ns.st_dev == target_ns.st_dev &&
       own_ns.st_ino == target_ns.st_ino) {
     return Error(ErrorCode::kInvalidArgument, path.string() + " is this process's own network namespace");

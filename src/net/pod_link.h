@@ -26,13 +26,13 @@
 namespace microvm::net {
 
 struct PodInterface {
-  std::string name;     // "eth0"
-  int index = 0;        // ifindex in its namespace
-  std::string mac;      // "aa:bb:cc:dd:ee:ff"
+  std::string name;  // "eth0"
+  int index = 0;     // ifindex in its namespace
+  std::string mac;   // "aa:bb:cc:dd:ee:ff"
   int mtu = 1500;
-  std::string address4; // "10.88.0.2"
+  std::string address4;  // "10.88.0.2"
   int prefix_length = 0;
-  std::string gateway4; // "" without a default route through it
+  std::string gateway4;  // "" without a default route through it
 
   bool operator==(const PodInterface&) const = default;
 };

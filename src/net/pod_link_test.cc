@@ -19,8 +19,9 @@ TEST(PodLink, DefaultRouteGivesTheGatewayAndItsInterface) {
   EXPECT_EQ(defaultGateway4(kRoutes, "eth0"), "10.88.0.1");
   EXPECT_EQ(defaultGateway4(kRoutes, "eth1"), std::nullopt);
   EXPECT_EQ(defaultRouteInterface(kRoutes), "eth0");
-  std::string no_default = "Iface\tDestination\tGateway\n"
-                           "eth0\t0000580A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+  std::string no_default =
+      "Iface\tDestination\tGateway\n"
+      "eth0\t0000580A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
   EXPECT_EQ(defaultGateway4(no_default, "eth0"), std::nullopt);
   EXPECT_EQ(defaultRouteInterface(no_default), std::nullopt);
   EXPECT_EQ(defaultRouteInterface(""), std::nullopt);

@@ -19,15 +19,17 @@ Result<std::unique_ptr<PodNetwork>> PodNetwork::create(EventLoop& loop, UniqueFd
   auto netns = net::tapNamespace(mode);
   if (!netns) return Error(ErrorCode::kInvalidArgument, "network \"" + mode + "\" is not a TAP mode");
   if (::geteuid() != 0) {
-    return Error(ErrorCode::kUnavailable, "--network " + mode + " needs root: the runner makes a TAP device in "
-                                               "the namespace");
+    return Error(ErrorCode::kUnavailable, "--network " + mode +
+                                              " needs root: the runner makes a TAP device in "
+                                              "the namespace");
   }
   // The runner (and QEMU, which it starts) live in the pod's namespace from
   // here on; nothing of theirs listens on IP.
   if (!netns->empty()) MICROVM_TRY(net::joinNetworkNamespace(*netns));
   if (net::inHostNetworkNamespace()) {
-    return Error(ErrorCode::kInvalidArgument, "--network " + mode + ": this is the host's network namespace; TAP mode "
-                                              "takes over a namespace's interface, which would cut the host off");
+    return Error(ErrorCode::kInvalidArgument, "--network " + mode +
+                                                  ": this is the host's network namespace; TAP mode "
+                                                  "takes over a namespace's interface, which would cut the host off");
   }
   auto link = net::findPodInterface();
   if (!link) return std::move(link).error().withContext("--network " + mode);

@@ -50,18 +50,32 @@ class TapTest : public ::testing::Test {
     fs::create_directories(www);
     std::ofstream(www / "index.html") << "peer-says-hello\n";
     // The peer's end keeps a name of its own; the pod's is eth0, as CNI names it.
-    int made = shell("set -e; ip netns add " + pod_ + "; ip netns add " + peer_ +
-                     "; ip -n " + pod_ + " link set lo up; ip -n " + peer_ + " link set lo up"
-                     "; ip -n " + pod_ + " link add eth0 type veth peer name peer0 netns " + peer_ +
-                     "; ip -n " + pod_ + " addr add 10.88.0.2/24 dev eth0; ip -n " + pod_ + " link set eth0 up"
-                     "; ip -n " + pod_ + " route add default via 10.88.0.1"
-                     "; ip -n " + peer_ + " addr add 10.88.0.1/24 dev peer0; ip -n " + peer_ + " link set peer0 up"
+    int made = shell("set -e; ip netns add " + pod_ + "; ip netns add " + peer_ + "; ip -n " + pod_ +
+                     " link set lo up; ip -n " + peer_ +
+                     " link set lo up"
+                     "; ip -n " +
+                     pod_ + " link add eth0 type veth peer name peer0 netns " + peer_ + "; ip -n " + pod_ +
+                     " addr add 10.88.0.2/24 dev eth0; ip -n " + pod_ +
+                     " link set eth0 up"
+                     "; ip -n " +
+                     pod_ +
+                     " route add default via 10.88.0.1"
+                     "; ip -n " +
+                     peer_ + " addr add 10.88.0.1/24 dev peer0; ip -n " + peer_ +
+                     " link set peer0 up"
                      // A second pod on the same peer, for VMs booted both ways.
-                     "; ip netns add " + pod2_ + "; ip -n " + pod2_ + " link set lo up"
-                     "; ip -n " + pod2_ + " link add eth0 type veth peer name peer1 netns " + peer_ +
-                     "; ip -n " + pod2_ + " addr add 10.89.0.2/24 dev eth0; ip -n " + pod2_ + " link set eth0 up"
-                     "; ip -n " + pod2_ + " route add default via 10.89.0.1"
-                     "; ip -n " + peer_ + " addr add 10.89.0.1/24 dev peer1; ip -n " + peer_ + " link set peer1 up");
+                     "; ip netns add " +
+                     pod2_ + "; ip -n " + pod2_ +
+                     " link set lo up"
+                     "; ip -n " +
+                     pod2_ + " link add eth0 type veth peer name peer1 netns " + peer_ + "; ip -n " + pod2_ +
+                     " addr add 10.89.0.2/24 dev eth0; ip -n " + pod2_ +
+                     " link set eth0 up"
+                     "; ip -n " +
+                     pod2_ +
+                     " route add default via 10.89.0.1"
+                     "; ip -n " +
+                     peer_ + " addr add 10.89.0.1/24 dev peer1; ip -n " + peer_ + " link set peer1 up");
     ASSERT_EQ(made, 0) << "making the test's namespaces";
     mac_ = capture("ip netns exec " + pod_ + " cat /sys/class/net/eth0/address").out;
     if (!mac_.empty() && mac_.back() == '\n') mac_.pop_back();
