@@ -79,6 +79,12 @@ Result<void> configureIpv4(const agent::WorkloadSpec& spec) {
   in.sin_addr.s_addr = address->prefix_length == 0 ? 0 : htonl(~uint32_t{0} << (32 - address->prefix_length));
   std::memcpy(&request.ifr_netmask, &in, sizeof in);
   if (::ioctl(socket_fd.get(), SIOCSIFNETMASK, &request) != 0) return systemError("set netmask of eth0");
+  if (spec.net_mtu != 0) {
+    // The pod's link (--network tap): the veth's MTU, below the device's 65520.
+    request.ifr_mtu = static_cast<int>(spec.net_mtu);
+    // SAFETY: SIOCSIFMTU reads only `request`, an ifreq that outlives the call.
+    if (::ioctl(socket_fd.get(), SIOCSIFMTU, &request) != 0) return systemError("set MTU of eth0");
+  }
   if (::ioctl(socket_fd.get(), SIOCGIFFLAGS, &request) != 0) return systemError("get flags of eth0");
   request.ifr_flags = static_cast<short>(request.ifr_flags | IFF_UP);
   if (::ioctl(socket_fd.get(), SIOCSIFFLAGS, &request) != 0) return systemError("bring eth0 up");

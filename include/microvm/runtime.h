@@ -245,7 +245,10 @@ struct RunOptions {
   uint64_t log_max_size = uint64_t{20} << 20;  // at least 1 KiB
   int log_max_files = 5;                       // 1 to 100
   // Network (docs/NETWORKING.md): "user" (the default: NAT through the
-  // runner, static 10.0.2.15) or "none" (the guest has only lo).
+  // runner, static 10.0.2.15), "none" (the guest has only lo), or
+  // "tap:NETNS" ("tap": the namespace the caller runs the VM from): the
+  // guest takes the address, MAC, gateway and MTU of the namespace's
+  // interface, a pod's veth (root only; no publish or egress rules).
   std::string network = "user";
   std::vector<std::string> publish;    // -p [HOSTIP:]HOSTPORT:GUESTPORT[/tcp|/udp] or GUESTPORT
   std::vector<std::string> dns;        // DNS upstreams IP[:PORT] (default: the host's resolv.conf)
@@ -311,7 +314,7 @@ struct VmInfo {
   // "cold" (booted the kernel), and why (which template, or why none).
   std::string boot;
   std::string boot_note;
-  std::string network;                 // "user" or "none"
+  std::string network;                 // "user", "none", "tap" or "tap:NETNS"
   std::vector<std::string> ports;      // while running: "80/tcp -> 127.0.0.1:8080", as `docker port`
   std::vector<std::string> published;  // the -p mappings as asked (host port 0: picked at start)
   std::vector<std::string> dns;
@@ -333,6 +336,12 @@ struct VmInfo {
 
 // `info` as the JSON object `microvm inspect` prints (one line).
 std::string inspectJson(const VmInfo& info);
+
+// The interface a VM with network "tap:NETNS" would take over in the network
+// namespace at `netns` (an up, non-loopback link with an IPv4 address, the
+// default route's if several): "eth0 10.88.0.2/24", or "" when the namespace
+// has only lo. Needs root (it enters the namespace and returns).
+Result<std::string> namespaceLink(const std::filesystem::path& netns);
 
 struct LogOptions {
   bool follow = false;       // keep streaming until the VM exits

@@ -34,6 +34,7 @@ const char* specTagName(uint16_t tag) {
     case SpecTag::kEtcResolvConf: return "/etc/resolv.conf";
     case SpecTag::kNetMac: return "net mac";
     case SpecTag::kUlimit: return "ulimit";
+    case SpecTag::kNetMtu: return "net mtu";
     case SpecTag::kOpenStdin: return "open stdin";
   }
   return nullptr;
@@ -73,6 +74,7 @@ std::string encodeSpec(const WorkloadSpec& spec) {
   if (!spec.etc_hosts.empty()) field.bytes(SpecTag::kEtcHosts, spec.etc_hosts);
   if (!spec.etc_resolv_conf.empty()) field.bytes(SpecTag::kEtcResolvConf, spec.etc_resolv_conf);
   if (!spec.net_mac.empty()) field.bytes(SpecTag::kNetMac, spec.net_mac);
+  if (spec.net_mtu != 0) field.u32(SpecTag::kNetMtu, spec.net_mtu);
   for (const auto& limit : spec.ulimits) field.bytes(SpecTag::kUlimit, limit);
   return out;
 }
@@ -142,6 +144,12 @@ Result<void> applySpecField(const TlvReader& reader, const TlvField& field, Work
     case SpecTag::kEtcResolvConf: spec.etc_resolv_conf = std::move(value); break;
     case SpecTag::kNetMac: spec.net_mac = std::move(value); break;
     case SpecTag::kUlimit: spec.ulimits.push_back(std::move(value)); break;
+    case SpecTag::kNetMtu: {
+      auto mtu = reader.u32(field);
+      if (!mtu) return mtu.error();
+      spec.net_mtu = *mtu;
+      break;
+    }
     default: break;
   }
   return success();

@@ -73,6 +73,9 @@ struct WorkloadSpec {
   // eth0's MAC address, "xx:xx:xx:xx:xx:xx"; empty: the device's. Every VM
   // has its own, also one restored from a boot template.
   std::string net_mac;
+  // eth0's MTU; 0: the device's (the user network's 65520). A VM on the
+  // pod's link (--network tap) takes the link's.
+  uint32_t net_mtu = 0;
   // Whole files init writes into the root before the workload (empty: left
   // as the image has them).
   std::string etc_hosts;
@@ -103,6 +106,7 @@ enum class SpecTag : uint16_t {
   kEtcResolvConf = 19,
   kNetMac = 20,          // "02:..": eth0's address, the VM's own
   kUlimit = 21,          // "nofile=1024:2048" (parseUlimit), repeated
+  kNetMtu = 24,          // u32 little-endian: eth0's MTU
   kOpenStdin = 30,       // one byte, 0 or 1
 };
 

@@ -181,6 +181,7 @@ TEST(ProtocolTest, NetworkFieldsRoundTripAndAreOmittedWhenEmpty) {
   spec.etc_hosts = "127.0.0.1\tlocalhost\n";
   spec.etc_resolv_conf = "nameserver 10.0.2.3\n";
   spec.net_mac = "02:12:34:56:78:9a";
+  spec.net_mtu = 1450;
   auto decoded = decodeSpec(encodeSpec(spec));
   ASSERT_TRUE(decoded.ok());
   EXPECT_EQ(decoded->net_address4, spec.net_address4);
@@ -190,10 +191,12 @@ TEST(ProtocolTest, NetworkFieldsRoundTripAndAreOmittedWhenEmpty) {
   EXPECT_EQ(decoded->etc_hosts, spec.etc_hosts);
   EXPECT_EQ(decoded->etc_resolv_conf, spec.etc_resolv_conf);
   EXPECT_EQ(decoded->net_mac, spec.net_mac);
+  EXPECT_EQ(decoded->net_mtu, 1450u);
   // A spec without networking encodes as before: no new tags at all.
   auto plain = decodeSpec(without);
   ASSERT_TRUE(plain.ok());
   EXPECT_TRUE(plain->net_address4.empty());
+  EXPECT_EQ(plain->net_mtu, 0u);
   EXPECT_EQ(without.find("10.0.2"), std::string::npos);
 }
 

@@ -209,7 +209,7 @@ void addRunFlags(CLI::App& command, RunFlags& flags) {
   // -h is Docker's --hostname here, so help is --help only.
   command.set_help_flag("--help", "Print this help message and exit");
   command.add_option("-h,--hostname", flags.hostname, "Hostname inside the VM (default: the short VM id)");
-  command.add_option("--network", flags.network, "Network: user (default; NAT, ports, DNS) or none (only lo)");
+  command.add_option("--network", flags.network, "Network: user (default; NAT, ports, DNS), none (only lo), or tap[:NETNS] (the guest takes the address of the network namespace's interface)");
   command.add_option("-p,--publish", flags.publish,
                      "Forward a host port: [HOSTIP:]HOSTPORT:GUESTPORT[/tcp|/udp], or GUESTPORT for a free host port "
                      "(host IP default 127.0.0.1; IPv6 as [::1]:8080:80)");

@@ -11,6 +11,7 @@
 #include "base/fs.h"
 #include "base/hash.h"
 #include "base/process.h"
+#include "net/pod_link.h"
 #include "hypervisor/accel.h"
 #include "image/image_store.h"
 #include "image/root_disk.h"
@@ -402,6 +403,13 @@ Result<std::string> Runtime::resolveImage(const RunOptions& options) {
   if (!fetched) return std::move(fetched).error().withContext("image fetcher for " + options.image);
   impl_->log(LogLevel::kInfo, "image fetched", {{"image", options.image}, {"as", *fetched}});
   return fetched;
+}
+
+Result<std::string> namespaceLink(const std::filesystem::path& netns) {
+  auto link = net::inspectNamespace(netns);
+  if (!link) return std::move(link).error();
+  if (!*link) return std::string();
+  return (*link)->name + " " + (*link)->address4 + "/" + std::to_string((*link)->prefix_length);
 }
 
 }  // namespace microvm

@@ -117,14 +117,26 @@ Result<std::vector<VmSpec::Share>> planShares(const RunOptions& options, const H
 
 Result<VmPlan::Network> planNetwork(const RunOptions& options, const HostFacts& host) {
   VmPlan::Network network;
-  if (options.network != "user" && options.network != "none") {
-    return invalid("unknown network \"" + options.network + "\" (want user or none)");
+  auto tap = net::tapNamespace(options.network);
+  if (options.network != "user" && options.network != "none" && !tap) {
+    return invalid("unknown network \"" + options.network + "\" (want user, none, tap or tap:NETNS_PATH)");
   }
   network.mode = options.network;
   bool egress = !options.egress_allow.empty() || !options.egress_allow_cidr.empty() || !options.egress_deny.empty() ||
                 options.egress_deny_all || !options.firewall.empty();
   if (options.network == "none" && (!options.publish.empty() || !options.dns.empty() || egress)) {
     return invalid("--network none has no network: it takes no -p, --dns or egress rules");
+  }
+  if (tap) {
+    // The guest is on the namespace's link with its own address: there is
+    // nothing to publish, and the namespace's owner (CNI) filters its traffic.
+    if (!options.publish.empty() || egress) {
+      return invalid("--network " + options.network + " puts the guest on the namespace's link: it takes no -p or "
+                     "egress rules (reach the guest at its address; the namespace's owner filters its traffic)");
+    }
+    if (!tap->empty() && tap->front() != '/') return invalid("--network tap:PATH needs an absolute path");
+    if (host.euid != 0) return invalid("--network " + options.network + " needs root (it makes a TAP device)");
+    if (!tap->empty() && !host.exists(*tap)) return invalid("--network " + options.network + ": no such namespace");
   }
   for (const auto& text : options.add_hosts) MICROVM_TRY(net::parseHostEntry(text));
   network.extra_hosts = options.add_hosts;

@@ -242,7 +242,7 @@ TEST(VmPlan, NetworkErrors) {
     change(options);
     return planError(options, host);
   };
-  EXPECT_EQ(with([](RunOptions& o) { o.network = "bridge"; }), "unknown network \"bridge\" (want user or none)");
+  EXPECT_EQ(with([](RunOptions& o) { o.network = "bridge"; }), "unknown network \"bridge\" (want user, none, tap or tap:NETNS_PATH)");
   EXPECT_EQ(with([](RunOptions& o) {
               o.network = "none";
               o.publish = {"80"};
@@ -284,5 +284,38 @@ TEST(VmPlan, VsockErrors) {
   EXPECT_EQ(with({{5000, "/run/a.sock", true}}), "ok");
 }
 
+
+TEST(VmPlan, TapModeTakesTheNamespacesLinkAndNothingToPublish) {
+  FakeHost root;
+  root.euid = 0;
+  root.files.insert("/run/netns/pod");
+  RunOptions tap = rootfsOptions();
+  tap.network = "tap:/run/netns/pod";
+  tap.dns = {"10.88.0.1"};
+  auto plan = planVm(tap, root.facts());
+  ASSERT_TRUE(plan) << plan.error().message();
+  EXPECT_EQ(plan->network.mode, "tap:/run/netns/pod");
+  RunOptions here = rootfsOptions();
+  here.network = "tap";
+  EXPECT_EQ(planError(here, root), "ok");
+  EXPECT_EQ(planError(here), "--network tap needs root (it makes a TAP device)");
+  RunOptions published = tap;
+  published.publish = {"8080:80"};
+  EXPECT_EQ(planError(published, root).rfind("--network tap:/run/netns/pod puts the guest on the namespace's link", 0), 0u);
+  RunOptions egress = tap;
+  egress.egress_deny_all = true;
+  EXPECT_NE(planError(egress, root), "ok");
+  RunOptions missing = rootfsOptions();
+  missing.network = "tap:/run/netns/gone";
+  EXPECT_EQ(planError(missing, root), "--network tap:/run/netns/gone: no such namespace");
+  RunOptions relative = rootfsOptions();
+  relative.network = "tap:pod";
+  EXPECT_EQ(planError(relative, root), "--network tap:PATH needs an absolute path");
+  RunOptions unknown = rootfsOptions();
+  unknown.network = "tapx";
+  EXPECT_EQ(planError(unknown, root), "unknown network \"tapx\" (want user, none, tap or tap:NETNS_PATH)");
+}
+
 }  // namespace
 }  // namespace microvm
+

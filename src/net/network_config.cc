@@ -15,6 +15,13 @@
 
 namespace microvm::net {
 
+std::optional<std::string> tapNamespace(std::string_view mode) {
+  if (mode == "tap") return std::string();
+  if (mode.rfind("tap:", 0) != 0) return std::nullopt;
+  return std::string(mode.substr(4));
+}
+
+
 namespace {
 
 Error invalid(const std::string& message) { return Error(ErrorCode::kInvalidArgument, message); }

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -41,6 +42,12 @@ inline constexpr char kNameserver6[] = "fd00::3";
 // size: libslirp terminates TCP and UDP here and the host's sockets send
 // with the host's own MTU.
 inline constexpr int kGuestMtu = 65520;
+
+// `--network tap[:NETNS]`: the guest owns the address of a network
+// namespace's interface (pod_link.h): the namespace at NETNS, or without it
+// the one the runner starts in (an OCI engine's, which the runtime joined).
+// nullopt: `mode` is not a TAP mode; "": the runner's own namespace.
+std::optional<std::string> tapNamespace(std::string_view mode);
 
 enum class Transport { kTcp, kUdp };
 

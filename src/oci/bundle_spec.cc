@@ -508,11 +508,18 @@ Result<void> Planner::applyOverrides() {
   MICROVM_TRY(number(kMemoryAnnotation, 64, 1 << 20, options.memory_mib));
   auto network = plan_.annotations.find(kNetworkAnnotation);
   if (network != plan_.annotations.end()) {
-    if (network->second != "none" && network->second != "user") {
-      return invalid(std::string("annotations.") + kNetworkAnnotation, "must be none or user");
+    if (network->second != "none" && network->second != "user" && network->second != "tap") {
+      return invalid(std::string("annotations.") + kNetworkAnnotation, "must be none, user or tap");
+    }
+    if (network->second == "tap" && plan_.netns_path.empty()) {
+      // Without the engine's namespace the runner would take the host's link.
+      return invalid(std::string("annotations.") + kNetworkAnnotation,
+                     "tap needs the engine's network namespace (linux.namespaces network with a path)");
     }
     options.network = network->second;
   }
+  plan_.pick_network = network == plan_.annotations.end() && !plan_.netns_path.empty() &&
+                       plan_.annotations.find(kPublishAnnotation) == plan_.annotations.end();
   auto publish = plan_.annotations.find(kPublishAnnotation);
   if (publish != plan_.annotations.end()) {
     std::string list = publish->second;
@@ -641,8 +648,9 @@ std::string featuresJson() {
         {kCpusAnnotation, "vCPUs (default: linux.resources.cpu quota/period, else 1)"},
         {kMemoryAnnotation, "memory in MiB (default: linux.resources.memory.limit, else 512)"},
         {kNetworkAnnotation,
-         "none or user (default: none with a new network namespace; user, the runner's NAT, in the engine's "
-         "namespace when it gives a path, else in the host's)"},
+         "none, user or tap (default: none with a new network namespace; in the engine's namespace when it "
+         "gives a path, tap (the guest owns the pod's address) if it has a configured interface, else user (the "
+         "runner's NAT there); with no namespace, user in the host's)"},
         {kPublishAnnotation, "comma-separated [IP:]PORT:GUESTPORT[/udp], listened on in the container's network namespace"},
         {"org.microvm.not-applied",
          "process.oomScoreAdj, process.user.umask, linux.cgroupsPath, linux.sysctl, "

@@ -46,6 +46,10 @@ struct BundlePlan {
   // linux.namespaces' network path: the VM's runner (its NAT and published
   // ports) runs in that namespace, so the VM's traffic leaves from it.
   std::string netns_path;
+  // No network annotation and the engine's namespace: create takes "tap"
+  // (the guest owns the pod's address) when that namespace has a configured
+  // interface, and stays "user" (the runner's NAT there) when it has only lo.
+  bool pick_network = false;
   Hooks hooks;                    // run on the host (hooks.h)
   std::string oci_version;
   std::map<std::string, std::string> annotations;

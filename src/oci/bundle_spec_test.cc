@@ -162,6 +162,35 @@ TEST_F(BundleSpec, TheEnginesNetworkNamespaceIsWhereTheRunnerNats) {
   EXPECT_FALSE(this->plan(spec));
 }
 
+// The engine's namespace without publish or network annotations: create
+// looks inside it and takes tap when it has a configured interface.
+TEST_F(BundleSpec, TheEnginesNamespaceLetsCreatePickTheTapNetwork) {
+  json spec = podmanSpec();
+  spec["linux"]["namespaces"][1]["path"] = "/run/netns/pod";
+  auto plan = this->plan(spec);
+  ASSERT_TRUE(plan) << plan.error().message();
+  EXPECT_TRUE(plan->pick_network);
+  EXPECT_EQ(plan->options.network, "user");  // until create finds the interface
+  spec["annotations"]["org.microvm.network"] = "tap";
+  plan = this->plan(spec);
+  ASSERT_TRUE(plan) << plan.error().message();
+  EXPECT_FALSE(plan->pick_network);
+  EXPECT_EQ(plan->options.network, "tap");
+  spec["annotations"].erase("org.microvm.network");
+  spec["annotations"]["org.microvm.publish"] = "8080:80";
+  plan = this->plan(spec);
+  ASSERT_TRUE(plan) << plan.error().message();
+  EXPECT_FALSE(plan->pick_network);  // ports asked: the runner's NAT
+  // tap without the engine's namespace would take the host's link.
+  json host = podmanSpec();
+  host["linux"]["namespaces"] = json::array({{{"type", "pid"}}});
+  host["annotations"]["org.microvm.network"] = "tap";
+  auto refused = this->plan(host);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("tap needs the engine's network namespace"), std::string::npos)
+      << refused.error().message();
+}
+
 TEST_F(BundleSpec, UnsupportedFieldsAreRefusedByNameUnlessIgnored) {
   struct Case {
     const char* pointer;

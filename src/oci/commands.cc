@@ -220,6 +220,18 @@ int cmdCreate(const GlobalOptions& global, const Command& command) {
   } cleanup{dir, keep};
 
   RunOptions options = plan->options;
+  if (plan->pick_network) {
+    // The engine's namespace with a configured interface (CNI's veth): the
+    // guest takes its address (the runner is in that namespace at start).
+    auto link = namespaceLink(plan->netns_path);
+    if (!link) {
+      appendLog(global, "info", "network namespace " + plan->netns_path + ": " + link.error().message() +
+                                    "; the runner's NAT serves the VM");
+    } else if (!link->empty()) {
+      options.network = "tap";
+      appendLog(global, "info", "network: the guest takes over " + *link);
+    }
+  }
   options.interactive = plan->terminal || !isDevNull(STDIN_FILENO);
   options.stop_timeout_seconds = 10;
   if (!plan->seccomp_profile.empty()) {

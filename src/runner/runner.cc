@@ -65,7 +65,10 @@ void Runner::onTimer() {
 
 void Runner::sendSpec() {
   // The guest reads the spec once its port opens; the socket buffers it.
-  sendFrame(agent::FrameType::kSpec, agent::encodeSpec(workloadSpecFor(spec_)));
+  agent::WorkloadSpec workload = workloadSpecFor(spec_);
+  // The pod's link is known only once the runner found it (startNetwork).
+  if (pod_network_) describePodNetwork(spec_, pod_network_->link(), workload);
+  sendFrame(agent::FrameType::kSpec, agent::encodeSpec(workload));
 }
 
 // The guest resumes with the clock and RNG state of the moment it was saved
@@ -383,6 +386,15 @@ Result<UniqueFd> Runner::startNetwork() {
     ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer);
     ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer, sizeof buffer);
   }
+  if (net::tapNamespace(spec_.network)) {
+    auto pod = PodNetwork::create(*loop_, std::move(runner_end), spec_.network, [this](const std::string& line) {
+      log(line);
+    });
+    if (!pod) return std::move(pod).error();
+    pod_network_ = std::move(*pod);
+    recordNetCounters();
+    return qemu_end;
+  }
   auto plan = guestNetworkPlan(spec_);
   if (!plan) return std::move(plan).error();
   if (suspended_state_) {
@@ -407,14 +419,19 @@ Result<UniqueFd> Runner::startNetwork() {
 // so `inspect` shows them without asking the runner.
 void Runner::recordNetCounters() {
   loop_->addTimer(std::chrono::seconds(1), [this] {
-    if (!network_ || exit_code_ || vmm_status_) return;
-    auto counters = network_->counters();
+    if ((!network_ && !pod_network_) || exit_code_ || vmm_status_) return;
+    auto counters = netCounters();
     if (counters != state_.net_counters) {
       state_.net_counters = std::move(counters);
       if (state_.status != VmStatus::kCreated) setStatus(state_.status);
     }
     recordNetCounters();
   });
+}
+
+std::map<std::string, uint64_t> Runner::netCounters() const {
+  if (pod_network_) return pod_network_->counters();
+  return network_ ? network_->counters() : std::map<std::string, uint64_t>();
 }
 
 void Runner::handleFrame(const agent::Frame& frame) {
@@ -567,9 +584,10 @@ int Runner::finish() {
   }
   state_.exit_code = code;
   state_.finished_at = nowRfc3339();
-  if (network_) state_.net_counters = network_->counters();
+  if (network_ || pod_network_) state_.net_counters = netCounters();
   state_.ports.clear();  // nothing is forwarded once the VM is gone
   network_.reset();
+  pod_network_.reset();
   if (spec_.remove_on_exit) {
     log_fd_.reset();
     if (!keeper_) (void)removeTree(vm_dir_);
@@ -593,13 +611,14 @@ int Runner::finishSuspended() {
   } else {
     log("VM suspended");
     state_.error.clear();
-    if (network_) state_.net_counters = network_->counters();
+    if (network_ || pod_network_) state_.net_counters = netCounters();
     // state_.ports stay: a resume forwards the same host ports again.
   }
   attached_.clear();  // attached clients see their connection end
   listener_.reset();
   vsock_.reset();
   network_.reset();
+  pod_network_.reset();
   if (keeper_) {
     if (auto finished = keeper_->finish(); !finished) log(finished.error().message());
   } else if (!spec_.runtime_dir.empty()) {

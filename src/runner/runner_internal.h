@@ -25,6 +25,7 @@
 #include "runner/control.h"
 #include "runner/guest_network.h"
 #include "runner/keeper.h"
+#include "runner/pod_network.h"
 #include "runner/runner_confinement.h"
 #include "runner/template_memory.h"
 #include "runner/vmm_user.h"
@@ -158,6 +159,8 @@ class Runner {
   std::optional<EventLoop::TimerId> timer_;
   // After loop_: the network's handlers live in it and go first.
   std::unique_ptr<GuestNetwork> network_;
+  std::unique_ptr<PodNetwork> pod_network_;  // --network tap: instead of network_
+  std::map<std::string, uint64_t> netCounters() const;
   // Before vmm_: the id stays taken until QEMU is gone.
   std::optional<VmmUser> vmm_user_;
   std::unique_ptr<Vmm> vmm_;

@@ -44,6 +44,13 @@ void Runner::acceptRequest() {
 // Every request is handled here, one handler per alternative and no
 // default: a new kind of request does not compile until it has its own.
 Result<void> Runner::handleRequest(const RunnerRequest& request) {
+  auto noPortForwards = [this]() -> Result<void> {
+    if (pod_network_) {
+      return Error(ErrorCode::kInvalidArgument, "the VM owns its namespace's address (--network " + spec_.network +
+                                                    "): reach it there, nothing is forwarded");
+    }
+    return Error(ErrorCode::kInvalidArgument, "the VM has no network (--network none)");
+  };
   if (exit_code_ || vmm_status_) return Error(ErrorCode::kInvalidArgument, "the VM is exiting");
   return std::visit(
       Overloaded{
@@ -81,16 +88,16 @@ Result<void> Runner::handleRequest(const RunnerRequest& request) {
             // Attaching keeps the connection, so acceptRequest takes it before here.
             return Error(ErrorCode::kInvalidArgument, "attach needs its own connection");
           },
-          [this](const PortAddRequest& add) -> Result<void> {
-            if (!network_) return Error(ErrorCode::kInvalidArgument, "the VM has no network (--network none)");
+          [this, &noPortForwards](const PortAddRequest& add) -> Result<void> {
+            if (!network_) return noPortForwards();
             auto mapping = network_->addPort(add.mapping);
             if (!mapping) return std::move(mapping).error();
             state_.ports = network_->ports();
             setStatus(state_.status);
             return success();
           },
-          [this](const PortRemoveRequest& remove) -> Result<void> {
-            if (!network_) return Error(ErrorCode::kInvalidArgument, "the VM has no network (--network none)");
+          [this, &noPortForwards](const PortRemoveRequest& remove) -> Result<void> {
+            if (!network_) return noPortForwards();
             MICROVM_TRY(network_->removePort(remove.mapping));
             state_.ports = network_->ports();
             setStatus(state_.status);

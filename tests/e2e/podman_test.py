@@ -275,6 +275,41 @@ class Podman(unittest.TestCase):
             sh(["ip", "netns", "del", netns])
         self.assertEqual(records(), [])
 
+    def test_guest_takes_the_pods_address_in_a_namespace_with_a_veth(self):
+        # As CNI leaves a pod's namespace: eth0 (a veth) with 10.88.0.2/24 and a
+        # default route; its peer in a second test-made namespace is 10.88.0.1.
+        # The runtime picks TAP mode: the guest owns 10.88.0.2.
+        if os.geteuid() != 0 or shutil.which("ip") is None:
+            self.skipTest("needs root and iproute2 for network namespaces")
+        pod, peer = "mvm-pod-%d" % os.getpid(), "mvm-peer-%d" % os.getpid()
+        name = "mvm-tap"
+        try:
+            for command in (["netns", "add", pod], ["netns", "add", peer],
+                            ["-n", pod, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0", "netns", peer],
+                            ["-n", pod, "addr", "add", "10.88.0.2/24", "dev", "eth0"],
+                            ["-n", pod, "link", "set", "eth0", "up"], ["-n", pod, "link", "set", "lo", "up"],
+                            ["-n", pod, "route", "add", "default", "via", "10.88.0.1"],
+                            ["-n", peer, "addr", "add", "10.88.0.1/24", "dev", "peer0"],
+                            ["-n", peer, "link", "set", "peer0", "up"]):
+                made = sh(["ip"] + command)
+                self.assertEqual(made.returncode, 0, made.stderr)
+            run = podman("run", "-d", "--name", name, "--network", "ns:/run/netns/" + pod, IMAGE, "sh", "-c",
+                         "ip addr show eth0; while true; do echo served-at-pod-ip | nc -l -p 8080; done")
+            self.assertEqual(run.returncode, 0, run.stderr)
+            got = ""
+            deadline = time.time() + 180
+            while time.time() < deadline and "served-at-pod-ip" not in got:
+                got = sh(["ip", "netns", "exec", peer, "busybox", "nc", "-w", "5", "10.88.0.2", "8080"]).stdout
+                if "served-at-pod-ip" not in got:
+                    time.sleep(1)
+            self.assertEqual(got, "served-at-pod-ip\n", podman("logs", name).stdout)
+            self.assertIn("inet 10.88.0.2/24", podman("logs", name).stdout)
+        finally:
+            podman("rm", "-f", "-t", "0", name)
+            sh(["ip", "netns", "del", pod])
+            sh(["ip", "netns", "del", peer])
+        self.assertEqual(records(), [])
+
     def test_unsupported_field_is_refused_by_name(self):
         run = podman("run", "--rm", "--network", "none", "--read-only", IMAGE, "true")
         self.assertNotEqual(run.returncode, 0)
