@@ -7,6 +7,7 @@
 #include <optional>
 #include <utility>
 
+#include "agent/agent_protocol.h"
 #include "agent/tlv.h"
 
 namespace microvm::agent {
@@ -35,6 +36,8 @@ const char* specTagName(uint16_t tag) {
     case SpecTag::kNetMac: return "net mac";
     case SpecTag::kUlimit: return "ulimit";
     case SpecTag::kOpenStdin: return "open stdin";
+    case SpecTag::kTty: return "tty";
+    case SpecTag::kTtySize: return "tty size";
   }
   return nullptr;
 }
@@ -74,6 +77,10 @@ std::string encodeSpec(const WorkloadSpec& spec) {
   if (!spec.etc_resolv_conf.empty()) field.bytes(SpecTag::kEtcResolvConf, spec.etc_resolv_conf);
   if (!spec.net_mac.empty()) field.bytes(SpecTag::kNetMac, spec.net_mac);
   for (const auto& limit : spec.ulimits) field.bytes(SpecTag::kUlimit, limit);
+  if (spec.tty) {
+    field.flag(SpecTag::kTty, true);
+    field.bytes(SpecTag::kTtySize, encodeWindowSize({spec.tty_rows, spec.tty_cols}));
+  }
   return out;
 }
 
@@ -142,6 +149,19 @@ Result<void> applySpecField(const TlvReader& reader, const TlvField& field, Work
     case SpecTag::kEtcResolvConf: spec.etc_resolv_conf = std::move(value); break;
     case SpecTag::kNetMac: spec.net_mac = std::move(value); break;
     case SpecTag::kUlimit: spec.ulimits.push_back(std::move(value)); break;
+    case SpecTag::kTty: {
+      auto flag = reader.flag(field);
+      if (!flag) return flag.error();
+      spec.tty = *flag;
+      break;
+    }
+    case SpecTag::kTtySize: {
+      auto size = decodeWindowSize(value);
+      if (!size) return reader.fieldError(field, size.error().message());
+      spec.tty_rows = size->rows;
+      spec.tty_cols = size->cols;
+      break;
+    }
     default: break;
   }
   return success();

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -63,8 +64,29 @@ void Runner::onTimer() {
 }
 
 void Runner::sendSpec() {
+  agent::WorkloadSpec workload = workloadSpecFor(spec_);
+  if (workload.tty) {
+    // The tty starts at the latest size known: a resize that came before
+    // the spec, else the size of the terminal we read (which may have
+    // changed since the VM was created), else the spec's.
+    // SAFETY: TIOCGWINSZ fills one winsize, which lives on this frame.
+    winsize size{};
+    if (tty_size_) {
+      workload.tty_rows = tty_size_->rows;
+      workload.tty_cols = tty_size_->cols;
+    } else if (in_fd_ >= 0 && ::ioctl(in_fd_, TIOCGWINSZ, &size) == 0 && size.ws_row != 0 && size.ws_col != 0) {
+      workload.tty_rows = size.ws_row;
+      workload.tty_cols = size.ws_col;
+    }
+  }
   // The guest reads the spec once its port opens; the socket buffers it.
-  sendFrame(agent::FrameType::kSpec, agent::encodeSpec(workloadSpecFor(spec_)));
+  sendFrame(agent::FrameType::kSpec, agent::encodeSpec(workload));
+  spec_sent_ = true;
+}
+
+void Runner::resizeTty(agent::WindowSize size) {
+  tty_size_ = size;
+  if (spec_sent_) sendFrame(agent::FrameType::kTerminalSize, agent::encodeWindowSize(size));
 }
 
 // The guest resumes with the clock and RNG state of the moment it was saved
@@ -301,6 +323,7 @@ Result<void> Runner::start() {
     MICROVM_TRY(vmm_->finishRestore());
     sendRefresh();
     restored_ = true;
+    spec_sent_ = true;  // the saved guest has had its spec
     log("restored from " + saved_state.string());
     setStatus(VmStatus::kRunning);
   } else {
