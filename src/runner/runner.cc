@@ -68,7 +68,7 @@ void Runner::sendSpec() {
   if (workload.tty) {
     // The tty starts at the latest size known: a resize that came before
     // the spec, else the size of the terminal we read (which may have
-    // changed since the VM was created), else the spec's.
+    // changed since the VM was created), else the spec's, else 24x80.
     // SAFETY: TIOCGWINSZ fills one winsize, which lives on this frame.
     winsize size{};
     if (tty_size_) {
@@ -77,6 +77,10 @@ void Runner::sendSpec() {
     } else if (in_fd_ >= 0 && ::ioctl(in_fd_, TIOCGWINSZ, &size) == 0 && size.ws_row != 0 && size.ws_col != 0) {
       workload.tty_rows = size.ws_row;
       workload.tty_cols = size.ws_col;
+    }
+    if (workload.tty_rows == 0 || workload.tty_cols == 0) {
+      workload.tty_rows = 24;  // a terminal's classic size, rather than 0x0
+      workload.tty_cols = 80;
     }
   }
   // The guest reads the spec once its port opens; the socket buffers it.
