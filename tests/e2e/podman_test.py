@@ -242,9 +242,10 @@ class Podman(unittest.TestCase):
             return screen()
 
         try:
-            # busybox sh prints its "# " prompt only when stdin is a terminal.
-            text = wait_screen("# ", 150)
-            self.assertRegex(text, r"(?m)^/? ?# ", text)
+            # busybox sh prints its "/ # " prompt only when stdin is a terminal
+            # (capture-pane drops the trailing space).
+            text = wait_screen("/ #", 150)
+            self.assertRegex(text, r"(?m)^/ #$", text)
             size = sh(tmux + ["display", "-p", "#{pane_height} #{pane_width}"]).stdout.strip()
             sh(tmux + ["send-keys", "tty; stty size; echo $((6*7)) answered", "Enter"])
             text = wait_screen("42 answered", 60)
