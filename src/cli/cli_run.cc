@@ -56,6 +56,11 @@ int cmdRun(const GlobalFlags& global, const RunFlags& flags, std::vector<std::st
   }
   auto options = toRunOptions(flags, std::move(command));
   if (!options) return fail(options.error());
+  // As Docker: what a pipe or file sends a terminal races with the shell's
+  // own setup of it (busybox sh flushes it), so -it wants a terminal.
+  if (flags.tty && flags.interactive && !flags.detach && !::isatty(STDIN_FILENO)) {
+    return fail("the input device is not a TTY: use -i without -t to pipe input to the workload");
+  }
   auto runtime = openRuntime(global);
   if (!runtime) return fail(runtime.error());
   if (flags.detach) {
