@@ -1,7 +1,8 @@
 // Fuzzes the agent protocol's decoders on both sides: the frame reader, the
 // agent's request decoder (its input comes from whoever reaches vsock port
 // 1024) and the host's decoders of results, directory entries and window
-// sizes (their input comes from the guest). Besides crashes it checks that
+// sizes (their input comes from the guest), and init's decoder of the
+// control port's workload spec. Besides crashes it checks that
 // whatever decodes encodes back to the same value.
 #include <cstdint>
 #include <cstdio>
@@ -40,6 +41,14 @@ void decodeEverything(std::string_view payload) {
     auto again = agent::decodeRefresh(agent::encodeRefresh(*refresh));
     if (!again || again->realtime_ns != refresh->realtime_ns || again->entropy != refresh->entropy) {
       mismatch("refresh");
+    }
+  }
+  // The control port's spec (init decodes it; the tty fields among them).
+  if (auto spec = agent::decodeSpec(payload)) {
+    auto again = agent::decodeSpec(agent::encodeSpec(*spec));
+    if (!again || again->argv != spec->argv || again->env != spec->env || again->tty != spec->tty ||
+        (spec->tty && (again->tty_rows != spec->tty_rows || again->tty_cols != spec->tty_cols))) {
+      mismatch("workload spec");
     }
   }
   (void)agent::decodeFileInfo(payload);

@@ -1,10 +1,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
-#include <termios.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +14,7 @@
 #include "guest/agent_operations.h"
 #include "guest/spawn.h"
 #include "guest/support.h"
+#include "guest/terminal.h"
 
 namespace microvm::guest {
 namespace {
@@ -40,40 +39,13 @@ Result<PipePair> makePipe() {
   return PipePair{UniqueFd(fds[0]), UniqueFd(fds[1])};
 }
 
-// A pseudo-terminal pair: the master for the agent, the slave for the command.
-struct Terminal {
-  UniqueFd master;
-  UniqueFd slave;
-};
-
-Result<Terminal> openTerminal(uint16_t rows, uint16_t cols) {
-  UniqueFd master(retryOnEintr([] { return ::open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC); }));
-  if (!master.valid()) return systemError("open /dev/ptmx");
-  int unlock = 0;
-  // SAFETY: TIOCSPTLCK reads one int, which lives on this frame.
-  if (::ioctl(master.get(), TIOCSPTLCK, &unlock) != 0) return systemError("unlock pty");
-  // SAFETY: TIOCGPTPEER takes open flags by value and returns a new fd for
-  // the slave of this master, whichever devpts instance it lives in.
-  UniqueFd slave(::ioctl(master.get(), TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC));
-  if (!slave.valid()) return systemError("open the pty's slave");
-  if (rows != 0 && cols != 0) {
-    winsize size{rows, cols, 0, 0};
-    // SAFETY: TIOCSWINSZ reads one winsize, which lives on this frame.
-    (void)::ioctl(master.get(), TIOCSWINSZ, &size);
-  }
-  return Terminal{std::move(master), std::move(slave)};
-}
-
 // The spec the command is exec'd with: the workload's, with the request's
 // command, added environment, working directory and user.
 agent::WorkloadSpec execSpec(const agent::AgentRequest& request, const AgentOptions& options) {
   agent::WorkloadSpec spec = options.workload;
   spec.argv = request.argv;
   spec.env.insert(spec.env.end(), request.env.begin(), request.env.end());
-  if (request.tty &&
-      std::none_of(spec.env.begin(), spec.env.end(), [](const std::string& var) { return var.starts_with("TERM="); })) {
-    spec.env.emplace_back("TERM=xterm");
-  }
+  if (request.tty) addTerminalDefault(spec.env);
   if (!request.cwd.empty()) spec.workdir = request.cwd;
   if (!request.user.empty()) spec.user = request.user;
   return spec;
@@ -138,12 +110,9 @@ class ExecSession {
       resetChildSignals();
       ::setsid();
       int console_fd = ::fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
-      if (request_.tty) {
-        // SAFETY: TIOCSCTTY takes an int argument by value (0: do not steal).
-        if (::ioctl(in, TIOCSCTTY, 0) != 0) ::_exit(kCannotRunCode);
-        out = err = in;
-      }
-      if (::dup2(in, STDIN_FILENO) < 0 || ::dup2(out, STDOUT_FILENO) < 0 || ::dup2(err, STDERR_FILENO) < 0) {
+      if (request_.tty ? !becomeControllingTerminal(in)
+                       : ::dup2(in, STDIN_FILENO) < 0 || ::dup2(out, STDOUT_FILENO) < 0 ||
+                             ::dup2(err, STDERR_FILENO) < 0) {
         ::_exit(kCannotRunCode);
       }
       execConfined(spec, console_fd, options_.confine, options_.confinement.get());
@@ -226,11 +195,7 @@ class ExecSession {
           break;
         case agent::FrameType::kResize: {
           auto size = agent::decodeWindowSize(frame->payload);
-          if (size && terminal_.valid()) {
-            winsize window{size->rows, size->cols, 0, 0};
-            // SAFETY: TIOCSWINSZ reads one winsize, which lives on this frame.
-            (void)::ioctl(terminal_.get(), TIOCSWINSZ, &window);
-          }
+          if (size && terminal_.valid()) setTerminalSize(terminal_.get(), size->rows, size->cols);
           break;
         }
         case agent::FrameType::kExecSignal: {
@@ -266,12 +231,7 @@ class ExecSession {
     if (stdin_closed_) return;
     stdin_closed_ = true;
     if (request_.tty) {
-      if (terminal_.valid()) {
-        char eof = 4;  // VEOF's default, ^D
-        termios modes{};
-        if (::tcgetattr(terminal_.get(), &modes) == 0) eof = static_cast<char>(modes.c_cc[VEOF]);
-        (void)!::write(terminal_.get(), &eof, 1);
-      }
+      if (terminal_.valid()) sendEndOfInput(terminal_.get());
     } else {
       stdin_.reset();
     }

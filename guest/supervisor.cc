@@ -13,6 +13,7 @@
 #include "guest/agent.h"
 #include "guest/spawn.h"
 #include "guest/support.h"
+#include "guest/terminal.h"
 
 namespace microvm::guest {
 namespace {
@@ -38,6 +39,7 @@ Supervisor::Supervisor(ControlPort& port, Workload workload, UniqueFd child_sign
       stdin_{std::move(workload.stdin_write), {}, false},
       stdout_{std::move(workload.stdout_read), agent::FrameType::kStdout},
       stderr_{std::move(workload.stderr_read), agent::FrameType::kStderr},
+      tty_(workload.tty),
       child_signals_(std::move(child_signals)) {}
 
 int Supervisor::run() {
@@ -112,9 +114,20 @@ void Supervisor::handleControlFrames() {
     if (frame->type == agent::FrameType::kStdin && stdin_.fd.valid()) stdin_.pending += frame->payload;
     if (frame->type == agent::FrameType::kStdinClose) stdin_.close_requested = true;
     if (frame->type == agent::FrameType::kRefresh) applyControlRefresh(frame->payload);
+    if (frame->type == agent::FrameType::kTerminalSize) resizeTerminal(frame->payload);
   }
   flushStdin();
   if (port_.corrupt()) log("control port: corrupt frame stream from the host (" + port_.corruption() + "); ignoring further input");
+}
+
+// The master is stdout_'s fd; without a tty the frame means nothing.
+void Supervisor::resizeTerminal(std::string_view payload) {
+  auto size = agent::decodeWindowSize(payload);
+  if (!size) {
+    log("ignoring a malformed kTerminalSize frame");
+    return;
+  }
+  if (tty_ && stdout_.fd.valid()) setTerminalSize(stdout_.fd.get(), size->rows, size->cols);
 }
 
 // The workload is a session leader; like Docker, only it gets the signal.
@@ -145,7 +158,12 @@ void Supervisor::flushStdin() {
     stdin_.pending.erase(0, static_cast<size_t>(written));
   }
   if (!stdin_.fd.valid()) stdin_.pending.clear();
-  if (stdin_.close_requested && stdin_.pending.empty()) stdin_.fd.reset();
+  if (stdin_.close_requested && stdin_.pending.empty() && stdin_.fd.valid()) {
+    // Closing one fd of a pty's master ends nothing: a terminal's reader
+    // sees its EOF character instead.
+    if (tty_) sendEndOfInput(stdin_.fd.get());
+    stdin_.fd.reset();
+  }
 }
 
 // Reads one chunk from the pipe and forwards it. Returns false when nothing
@@ -156,7 +174,8 @@ bool Supervisor::forwardChunk(Output& output) {
   ssize_t got = retryOnEintr([&] { return ::read(output.fd.get(), buffer, sizeof buffer); });
   if (got < 0 && errno == EAGAIN) return false;
   if (got <= 0) {
-    if (got < 0) log(systemError("read workload output").message());
+    // EIO is how a pty's master says that every slave fd is closed.
+    if (got < 0 && !(tty_ && errno == EIO)) log(systemError("read workload output").message());
     output.fd.reset();
     return false;
   }

@@ -1,6 +1,6 @@
 // The supervisor: PID 1's event loop while the workload lives. It forwards
-// the workload's output to the host and the host's stdin and signals to the
-// workload, reaps every child (orphans reparent to PID 1), and tells the
+// the workload's output to the host and the host's stdin, signals and tty
+// resizes to the workload, reaps every child (orphans reparent to PID 1), and tells the
 // agent about the agent's own exits. Once the workload is gone it reports
 // its exit to the agent, delivers the output it wrote, and ends the rest of
 // the VM's processes, as a container ends with its main process.
@@ -52,6 +52,7 @@ class Supervisor {
   void receiveFromHost(short revents);
   void handleControlFrames();
   void forwardSignal(std::string_view payload);
+  void resizeTerminal(std::string_view payload);
   void flushStdin();
   bool forwardChunk(Output& output);
   void drain(Output& output);
@@ -64,6 +65,7 @@ class Supervisor {
   Input stdin_;
   Output stdout_;
   Output stderr_;
+  bool tty_;  // stdout_ is a pty's master (guest/workload.h)
   UniqueFd child_signals_;
   std::optional<int> exit_code_;
   bool children_left_ = true;

@@ -8,6 +8,7 @@
 #include "base/eintr.h"
 #include "guest/spawn.h"
 #include "guest/support.h"
+#include "guest/terminal.h"
 
 namespace microvm::guest {
 namespace {
@@ -38,15 +39,19 @@ Result<void> redirectStdio(int stdin_fd, int stdout_fd, int stderr_fd) {
   return {};
 }
 
+// `terminal_slave` >= 0: the workload's controlling terminal and stdio (the
+// other fds are then unused).
 [[noreturn]] void runWorkloadChild(const agent::WorkloadSpec& spec, const PreparedConfinement* prepared, int stdin_fd,
-                                   int stdout_fd, int stderr_fd) {
+                                   int stdout_fd, int stderr_fd, int terminal_slave) {
   try {
     resetChildSignals();
     // Its own session and process group, like a container's first process.
     ::setsid();
     // The console stays reachable for init's diagnostics; it closes at exec.
     int console_fd = ::fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
-    if (!redirectStdio(stdin_fd, stdout_fd, stderr_fd).ok()) ::_exit(kCannotRunCode);
+    bool redirected = terminal_slave >= 0 ? becomeControllingTerminal(terminal_slave)
+                                          : redirectStdio(stdin_fd, stdout_fd, stderr_fd).ok();
+    if (!redirected) ::_exit(kCannotRunCode);
     execConfined(spec, console_fd, /*confine=*/true, prepared);
   } catch (...) {
     // Never unwind into a copy of init's own stack frames.
@@ -54,9 +59,32 @@ Result<void> redirectStdio(int stdin_fd, int stdout_fd, int stderr_fd) {
   }
 }
 
+// The workload on a pseudo-terminal: init keeps the master, as the workload's
+// output (stdout and stderr merged) and, with an open stdin, its input.
+Result<Workload> startOnTerminal(const agent::WorkloadSpec& spec, const PreparedConfinement* prepared) {
+  auto terminal = openTerminal(spec.tty_rows, spec.tty_cols);
+  if (!terminal.ok()) return terminal.error();
+  if (::fcntl(terminal->master.get(), F_SETFL, O_NONBLOCK) != 0) return systemError("fcntl O_NONBLOCK");
+  agent::WorkloadSpec with_term = spec;
+  addTerminalDefault(with_term.env);
+  pid_t pid = spawnSharingMemory(
+      [&] { runWorkloadChild(with_term, prepared, -1, -1, -1, terminal->slave.get()); });
+  if (pid < 0) return systemError("clone");
+  Workload workload{pid, {}, {}, {}, /*tty=*/true};
+  if (spec.open_stdin) {
+    workload.stdin_write.reset(::fcntl(terminal->master.get(), F_DUPFD_CLOEXEC, 3));
+    if (!workload.stdin_write.valid()) return systemError("dup the pty master");
+  }
+  // The slave closes here: the master reads EIO once the workload's
+  // processes have all closed it.
+  workload.stdout_read = std::move(terminal->master);
+  return workload;
+}
+
 }  // namespace
 
 Result<Workload> startWorkload(const agent::WorkloadSpec& spec, const PreparedConfinement* prepared) {
+  if (spec.tty) return startOnTerminal(spec, prepared);
   auto out = makeOutputPipe();
   if (!out.ok()) return out.error();
   auto err = makeOutputPipe();
@@ -71,11 +99,11 @@ Result<Workload> startWorkload(const agent::WorkloadSpec& spec, const PreparedCo
     if (::fcntl(in.write.get(), F_SETFL, O_NONBLOCK) != 0) return systemError("fcntl O_NONBLOCK");
   }
   pid_t pid =
-      spawnSharingMemory([&] { runWorkloadChild(spec, prepared, in.read.get(), out->write.get(), err->write.get()); });
+      spawnSharingMemory([&] { runWorkloadChild(spec, prepared, in.read.get(), out->write.get(), err->write.get(), -1); });
   if (pid < 0) return systemError("clone");
   // The child's ends close here, so that the pipes reach EOF once every
   // process holding them has gone.
-  return Workload{pid, std::move(in.write), std::move(out->read), std::move(err->read)};
+  return Workload{pid, std::move(in.write), std::move(out->read), std::move(err->read), /*tty=*/false};
 }
 
 }  // namespace microvm::guest

@@ -101,6 +101,9 @@ microvm_status microvm_options_add_vsock_port(microvm_options* options, uint32_t
 microvm_status microvm_options_set_remove(microvm_options* options, int remove);
 /* The workload's stdin: read from `fd` to EOF (the VM is interactive). */
 microvm_status microvm_options_set_stdin_fd(microvm_options* options, int fd);
+/* Run the workload on a pseudo-terminal in the guest (`run -t`): its stdout
+ * and stderr merge into stream 1; the tty is 24x80 until microvm_vm_resize. */
+microvm_status microvm_options_set_tty(microvm_options* options, int tty);
 /* Stream the workload's output to `callback`; without one the VM runs
  * detached and its output goes only to its log. */
 microvm_status microvm_options_set_output(microvm_options* options, microvm_output_fn callback, void* user_data);
@@ -118,6 +121,8 @@ microvm_status microvm_vm_wait(microvm_vm* vm, int* exit_code, char** error);
 /* SIGTERM to the workload, a hard stop after timeout_seconds. */
 microvm_status microvm_vm_stop(microvm_vm* vm, int timeout_seconds, char** error);
 microvm_status microvm_vm_kill(microvm_vm* vm, int signal, char** error);
+/* Resizes the tty of a VM run with microvm_options_set_tty (rows, cols >= 1). */
+microvm_status microvm_vm_resize(microvm_vm* vm, unsigned rows, unsigned cols, char** error);
 /* Freezes / thaws the VM's vCPUs; its memory stays on the host. */
 microvm_status microvm_vm_pause(microvm_vm* vm, char** error);
 microvm_status microvm_vm_unpause(microvm_vm* vm, char** error);

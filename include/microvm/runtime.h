@@ -268,6 +268,13 @@ struct RunOptions {
   // from attach()). Without it the workload's stdin is /dev/null.
   bool interactive = false;
   int stdin_fd = -1;
+  // -t: the workload runs on a pseudo-terminal in the guest, as its
+  // controlling terminal (stdout and stderr merge into stdout_fd; TERM=xterm
+  // unless env sets it). Its size starts as terminal_fd's, else as the
+  // runner's stdin's (stdin_fd, when it is a terminal), else 24x80; resize()
+  // changes it, e.g. on SIGWINCH.
+  bool tty = false;
+  int terminal_fd = -1;  // the host terminal whose size the tty starts with
   // run() returns only once every probe passed, in order, retrying with
   // exponential backoff; if the VM exits first or `ready_timeout` passes, it
   // stops the VM and fails with the console's last lines.
@@ -310,6 +317,8 @@ struct VmInfo {
   std::string workdir;
   std::string user;
   std::string hostname;
+  bool interactive = false;  // made with -i (attach may feed its stdin)
+  bool tty = false;          // made with -t (attach should put its terminal in raw mode)
   // How its first start began: "template" (restored a boot template) or
   // "cold" (booted the kernel), and why (which template, or why none).
   std::string boot;
@@ -420,6 +429,8 @@ class VmHandle {
   Result<std::string> status() const;  // "created", "running", "paused", "suspended" or "exited"
   Result<void> stop(int timeout_seconds = 10) const;
   Result<void> kill(int signal) const;
+  // Runtime::resize for this VM.
+  Result<void> resize(uint16_t rows, uint16_t cols) const;
   Result<void> pause() const;
   Result<void> unpause() const;
   Result<void> suspend() const;
@@ -480,6 +491,9 @@ class Runtime {
   Result<void> stop(const std::string& reference, int timeout_seconds);
   // Delivers `signal` to the workload.
   Result<void> kill(const std::string& reference, int signal);
+  // Resizes the tty of a VM run with RunOptions::tty (its foreground process
+  // group gets SIGWINCH); what a caller does on its terminal's SIGWINCH.
+  Result<void> resize(const std::string& reference, uint16_t rows, uint16_t cols);
   // Freezes the VM's vCPUs, and thaws them; its memory stays on the host.
   Result<void> pause(const std::string& reference);
   Result<void> unpause(const std::string& reference);

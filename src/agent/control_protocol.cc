@@ -7,6 +7,7 @@
 #include <optional>
 #include <utility>
 
+#include "agent/agent_protocol.h"
 #include "agent/tlv.h"
 
 namespace microvm::agent {
@@ -36,6 +37,8 @@ const char* specTagName(uint16_t tag) {
     case SpecTag::kUlimit: return "ulimit";
     case SpecTag::kNetMtu: return "net mtu";
     case SpecTag::kOpenStdin: return "open stdin";
+    case SpecTag::kTty: return "tty";
+    case SpecTag::kTtySize: return "tty size";
   }
   return nullptr;
 }
@@ -76,6 +79,10 @@ std::string encodeSpec(const WorkloadSpec& spec) {
   if (!spec.net_mac.empty()) field.bytes(SpecTag::kNetMac, spec.net_mac);
   if (spec.net_mtu != 0) field.u32(SpecTag::kNetMtu, spec.net_mtu);
   for (const auto& limit : spec.ulimits) field.bytes(SpecTag::kUlimit, limit);
+  if (spec.tty) {
+    field.flag(SpecTag::kTty, true);
+    field.bytes(SpecTag::kTtySize, encodeWindowSize({spec.tty_rows, spec.tty_cols}));
+  }
   return out;
 }
 
@@ -148,6 +155,19 @@ Result<void> applySpecField(const TlvReader& reader, const TlvField& field, Work
       auto mtu = reader.u32(field);
       if (!mtu) return mtu.error();
       spec.net_mtu = *mtu;
+      break;
+    }
+    case SpecTag::kTty: {
+      auto flag = reader.flag(field);
+      if (!flag) return flag.error();
+      spec.tty = *flag;
+      break;
+    }
+    case SpecTag::kTtySize: {
+      auto size = decodeWindowSize(value);
+      if (!size) return reader.fieldError(field, size.error().message());
+      spec.tty_rows = size->rows;
+      spec.tty_cols = size->cols;
       break;
     }
     default: break;

@@ -46,6 +46,13 @@ struct WorkloadSpec {
   std::string user;              // "uid[:gid]" or "name[:group]"; empty = root
   std::string hostname;
   bool open_stdin = false;       // stdin is a pipe fed by kStdin frames; else /dev/null
+  // The workload's stdio is a pseudo-terminal in the guest (docker's -t):
+  // init makes it the workload's controlling terminal, relays its master as
+  // kStdout (stdout and stderr merge) and writes kStdin into it.
+  // kTerminalSize frames resize it. Rows/cols 0: the kernel's default.
+  bool tty = false;
+  uint16_t tty_rows = 0;
+  uint16_t tty_cols = 0;
   std::string root_device = "/dev/vda";
   std::string root_fstype = "ext4";
 
@@ -106,6 +113,8 @@ enum class SpecTag : uint16_t {
   kEtcResolvConf = 19,
   kNetMac = 20,          // "02:..": eth0's address, the VM's own
   kUlimit = 21,          // "nofile=1024:2048" (parseUlimit), repeated
+  kTty = 22,             // one byte, 0 or 1
+  kTtySize = 23,         // u16 rows, u16 cols (encodeWindowSize)
   kNetMtu = 24,          // u32 little-endian: eth0's MTU
   kOpenStdin = 30,       // one byte, 0 or 1
 };

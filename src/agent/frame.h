@@ -33,6 +33,7 @@ enum class FrameType : uint16_t {
   kStdin = 4,
   kStdinClose = 5,
   kRefresh = 6,  // host -> init after a restore: encodeRefresh()
+  kTerminalSize = 7,  // host -> init: the workload's tty size, encodeWindowSize()
   kHello = 16,
   kStarted = 17,
   kStdout = 18,

@@ -42,7 +42,10 @@
 //   host  -> guest kSignal    u32 signal number, forwarded to the workload
 //   host  -> guest kStdin     bytes for the workload's stdin (spec open_stdin)
 //   host  -> guest kStdinClose  empty; the workload's stdin reaches EOF once
-//                             the bytes before it are delivered
+//                             the bytes before it are delivered (on a tty:
+//                             its EOF character)
+//   host  -> guest kTerminalSize  u16 rows, u16 cols: resize the workload's
+//                             tty (spec tty); ignored without one
 //   guest -> host  kError     text; init could not start or run the workload
 //   guest -> host  kExit      i32 exit code (128+N if killed by signal N)
 //   host  -> guest kExitAck   empty; the host has the exit code, init may

@@ -200,6 +200,40 @@ TEST(ProtocolTest, NetworkFieldsRoundTripAndAreOmittedWhenEmpty) {
   EXPECT_EQ(without.find("10.0.2"), std::string::npos);
 }
 
+TEST(ProtocolTest, TtyAndItsSizeRoundTripAndAreOmittedWithoutATty) {
+  WorkloadSpec spec;
+  spec.argv = {"/bin/sh"};
+  auto plain = decodeSpec(encodeSpec(spec));
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE(plain->tty);
+  EXPECT_EQ(encodeSpec(spec).find(std::string("\x16\x00", 2)), std::string::npos);  // no kTty tag
+  spec.tty = true;
+  spec.tty_rows = 33;
+  spec.tty_cols = 101;
+  auto decoded = decodeSpec(encodeSpec(spec));
+  ASSERT_TRUE(decoded.ok()) << decoded.error().message();
+  EXPECT_TRUE(decoded->tty);
+  EXPECT_EQ(decoded->tty_rows, 33);
+  EXPECT_EQ(decoded->tty_cols, 101);
+}
+
+TEST(ProtocolTest, TtySizeOfTheWrongWidthIsRefused) {
+  for (std::string_view value : {std::string_view("\x01\x00\x02", 3), std::string_view("\x01\x00\x02\x00\x00", 5)}) {
+    std::string wire;
+    TlvWriter field(wire);
+    field.bytes(SpecTag::kArg, "/bin/sh");
+    field.bytes(SpecTag::kTtySize, value);
+    auto decoded = decodeSpec(wire);
+    ASSERT_FALSE(decoded.ok());
+    EXPECT_NE(decoded.error().message().find("tty size"), std::string::npos) << decoded.error().message();
+  }
+  std::string wire;
+  TlvWriter field(wire);
+  field.bytes(SpecTag::kArg, "/bin/sh");
+  field.bytes(SpecTag::kTty, "\x01\x01");  // a flag is one byte
+  EXPECT_FALSE(decodeSpec(wire).ok());
+}
+
 TEST(ProtocolTest, MalformedMountIsRejected) {
   EXPECT_FALSE(decodeMount(std::string("a\0b\0c\0d", 7)).ok());
   EXPECT_FALSE(decodeMount(std::string("a\0b\0c\0d\0maybe", 13)).ok());

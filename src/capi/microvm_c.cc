@@ -354,6 +354,12 @@ microvm_status microvm_options_set_stdin_fd(microvm_options* options, int fd) {
   return MICROVM_OK;
 }
 
+microvm_status microvm_options_set_tty(microvm_options* options, int tty) {
+  if (options == nullptr) return MICROVM_ERROR_INVALID_ARGUMENT;
+  options->run.tty = tty != 0;
+  return MICROVM_OK;
+}
+
 microvm_status microvm_options_set_output(microvm_options* options, microvm_output_fn callback, void* user_data) {
   if (options == nullptr) return MICROVM_ERROR_INVALID_ARGUMENT;
   options->output = callback;
@@ -430,6 +436,15 @@ microvm_status microvm_vm_stop(microvm_vm* vm, int timeout_seconds, char** error
 
 microvm_status microvm_vm_kill(microvm_vm* vm, int signal, char** error) {
   return onVm(vm, error, [&](const microvm::VmHandle& handle) { return handle.kill(signal); });
+}
+
+microvm_status microvm_vm_resize(microvm_vm* vm, unsigned rows, unsigned cols, char** error) {
+  if (rows == 0 || cols == 0 || rows > 65535 || cols > 65535) {
+    return fail(error, MICROVM_ERROR_INVALID_ARGUMENT, "rows and cols must be 1..65535");
+  }
+  return onVm(vm, error, [&](const microvm::VmHandle& handle) {
+    return handle.resize(static_cast<uint16_t>(rows), static_cast<uint16_t>(cols));
+  });
 }
 
 microvm_status microvm_vm_pause(microvm_vm* vm, char** error) {

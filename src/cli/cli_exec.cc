@@ -10,8 +10,10 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <thread>
 
 #include "cli_commands.h"
+#include "cli_terminal.h"
 
 namespace microvm::cli {
 
@@ -24,28 +26,6 @@ struct ExecFlags {
   std::vector<std::string> env;
   std::string workdir;
   std::string user;
-};
-
-// The host terminal in raw mode for `exec -t`: keystrokes (^C included) go to
-// the guest's tty untouched. Restored on every return path by the destructor;
-// signals cannot bypass it, since exec receives them through a signalfd.
-class RawTerminal {
- public:
-  explicit RawTerminal(int fd) {
-    if (::tcgetattr(fd, &saved_) != 0) return;
-    termios raw = saved_;
-    ::cfmakeraw(&raw);
-    if (::tcsetattr(fd, TCSANOW, &raw) == 0) fd_ = fd;
-  }
-  RawTerminal(const RawTerminal&) = delete;
-  RawTerminal& operator=(const RawTerminal&) = delete;
-  ~RawTerminal() {
-    if (fd_ >= 0) ::tcsetattr(fd_, TCSANOW, &saved_);
-  }
-
- private:
-  int fd_ = -1;
-  termios saved_{};
 };
 
 // `words` is VM followed by the command.
@@ -62,17 +42,12 @@ int cmdExec(const GlobalFlags& global, const ExecFlags& flags, const std::vector
   options.command.assign(words.begin() + 1, words.end());
   if (options.command.empty()) return fail("exec: no command given");
   options.env = expandEnv(flags.env);
-  if (flags.tty) {
-    const char* term = std::getenv("TERM");
-    bool has_term = std::any_of(options.env.begin(), options.env.end(),
-                                [](const std::string& var) { return var.rfind("TERM=", 0) == 0; });
-    if (term && *term && !has_term) options.env.push_back(std::string("TERM=") + term);
-  }
+  if (flags.tty) passTerm(options.env);
   options.workdir = flags.workdir;
   options.user = flags.user;
   options.tty = flags.tty;
   options.stdin_fd = flags.interactive ? STDIN_FILENO : -1;
-  if (flags.tty) options.terminal_fd = ::isatty(STDIN_FILENO) ? STDIN_FILENO : ::isatty(STDOUT_FILENO) ? STDOUT_FILENO : -1;
+  if (flags.tty) options.terminal_fd = hostTerminalFd();
 
   // Signals to the CLI go to the command (SIGWINCH: a resize), as Docker's
   // sig-proxy does. Blocked for the whole process, read through a signalfd.
@@ -123,10 +98,35 @@ int cmdCopy(const GlobalFlags& global, const std::string& source_text, const std
 }
 
 // Output relayed until the workload exits; our stdin's EOF closes its stdin.
+// A VM made with -t gets our terminal in raw mode and its size, now and on
+// every SIGWINCH.
 int cmdAttach(const GlobalFlags& global, const std::string& ref, bool with_stdin) {
   auto runtime = openRuntime(global);
   if (!runtime) return fail(runtime.error());
+  auto info = runtime->inspect(ref);
+  if (!info) return fail(info.error());
+  int terminal_fd = info->tty ? hostTerminalFd() : -1;
+  std::optional<RawTerminal> raw;
+  if (terminal_fd >= 0) {
+    sigset_t winch;
+    sigemptyset(&winch);
+    sigaddset(&winch, SIGWINCH);
+    pthread_sigmask(SIG_BLOCK, &winch, nullptr);
+    // Its own runtime: the attach below holds ours.
+    std::thread([global, id = info->id, terminal_fd, winch] {
+      auto resizer = openRuntime(global);
+      if (!resizer) return;
+      for (;;) {
+        if (auto size = terminalSize(terminal_fd)) (void)resizer->resize(id, size->first, size->second);
+        int sig = 0;
+        while (sigwait(&winch, &sig) != 0) {
+        }
+      }
+    }).detach();
+    if (with_stdin && info->interactive && ::isatty(STDIN_FILENO)) raw.emplace(STDIN_FILENO);
+  }
   auto code = runtime->attach(ref, with_stdin ? STDIN_FILENO : -1, STDOUT_FILENO, STDERR_FILENO);
+  raw.reset();
   if (!code) return fail(code.error());
   return *code;
 }

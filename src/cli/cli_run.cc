@@ -6,10 +6,12 @@
 #include <unistd.h>
 
 #include <memory>
+#include <optional>
 #include <thread>
 #include <utility>
 
 #include "cli_commands.h"
+#include "cli_terminal.h"
 #include "microvm/options.h"
 
 namespace microvm::cli {
@@ -19,20 +21,28 @@ namespace {
 // Docker's sig-proxy set is blocked before the VM exists, so none is lost,
 // and a helper thread forwards each one, as itself, to the runner (which
 // also starts a stop for the terminating ones). Ctrl-C on our terminal
-// reaches only us: the runner has a session of its own.
-sigset_t blockStopSignals() {
+// reaches only us: the runner has a session of its own. With a tty, SIGWINCH
+// is blocked too: it resizes the guest's tty.
+sigset_t blockStopSignals(bool tty) {
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) sigaddset(&stop_signals, sig);
+  if (tty) sigaddset(&stop_signals, SIGWINCH);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   return stop_signals;
 }
 
-int forwardSignalsAndWait(VmHandle& vm, sigset_t stop_signals) {
-  std::thread([stop_signals, &vm] {
+// `terminal_fd`: the host terminal whose SIGWINCH resizes the VM's tty (-1: none).
+int forwardSignalsAndWait(VmHandle& vm, sigset_t stop_signals, int terminal_fd = -1) {
+  std::thread([stop_signals, &vm, terminal_fd] {
     for (;;) {
       int sig = 0;
-      if (sigwait(&stop_signals, &sig) == 0) vm.signal(sig);
+      if (sigwait(&stop_signals, &sig) != 0) continue;
+      if (sig != SIGWINCH) {
+        vm.signal(sig);
+      } else if (auto size = terminalSize(terminal_fd)) {
+        (void)vm.resize(size->first, size->second);
+      }
     }
   }).detach();
   auto code = vm.wait();
@@ -46,6 +56,11 @@ int cmdRun(const GlobalFlags& global, const RunFlags& flags, std::vector<std::st
   }
   auto options = toRunOptions(flags, std::move(command));
   if (!options) return fail(options.error());
+  // As Docker: what a pipe or file sends a terminal races with the shell's
+  // own setup of it (busybox sh flushes it), so -it wants a terminal.
+  if (flags.tty && flags.interactive && !flags.detach && !::isatty(STDIN_FILENO)) {
+    return fail("the input device is not a TTY: use -i without -t to pipe input to the workload");
+  }
   auto runtime = openRuntime(global);
   if (!runtime) return fail(runtime.error());
   if (flags.detach) {
@@ -54,15 +69,25 @@ int cmdRun(const GlobalFlags& global, const RunFlags& flags, std::vector<std::st
   } else if (flags.interactive) {
     options->stdin_fd = STDIN_FILENO;
   }
+  bool tty = options->tty && !flags.detach;
   // Block stop signals before the VM exists, so none is lost.
-  sigset_t stop_signals = blockStopSignals();
+  sigset_t stop_signals = blockStopSignals(tty);
+  // Raw from the start: what is typed during the boot reaches the guest's
+  // tty as typed, and is not echoed twice.
+  std::optional<RawTerminal> raw;
+  if (tty && flags.interactive && ::isatty(STDIN_FILENO)) raw.emplace(STDIN_FILENO);
   auto vm = flags.snapshot.empty() ? runtime->run(*options) : runtime->restore(flags.snapshot, *options);
-  if (!vm) return fail(vm.error());
+  if (!vm) {
+    raw.reset();
+    return fail(vm.error());
+  }
   if (flags.detach) {
     std::cout << vm->id() << "\n";
     return 0;
   }
-  return forwardSignalsAndWait(*vm, stop_signals);
+  int code = forwardSignalsAndWait(*vm, stop_signals, tty ? options->terminal_fd : -1);
+  raw.reset();
+  return code;
 }
 
 int cmdCreate(const GlobalFlags& global, const RunFlags& flags, std::vector<std::string> command) {
@@ -83,10 +108,21 @@ int cmdStart(const GlobalFlags& global, const std::vector<std::string>& refs, bo
   if (interactive && !attach) return fail("start --interactive needs --attach");
   if (attach) {
     if (refs.size() != 1) return fail("start --attach takes exactly one VM");
-    sigset_t stop_signals = blockStopSignals();
+    auto info = runtime->inspect(refs[0]);
+    if (!info) return fail(info.error());
+    int terminal_fd = info->tty ? hostTerminalFd() : -1;
+    sigset_t stop_signals = blockStopSignals(info->tty);
+    std::optional<RawTerminal> raw;
+    if (info->tty && interactive && ::isatty(STDIN_FILENO)) raw.emplace(STDIN_FILENO);
     auto vm = runtime->start(refs[0], STDOUT_FILENO, STDERR_FILENO, interactive ? STDIN_FILENO : -1);
-    if (!vm) return fail(vm.error());
-    return forwardSignalsAndWait(*vm, stop_signals);
+    if (!vm) {
+      raw.reset();
+      return fail(vm.error());
+    }
+    if (auto size = terminalSize(terminal_fd)) (void)vm->resize(size->first, size->second);
+    int code = forwardSignalsAndWait(*vm, stop_signals, terminal_fd);
+    raw.reset();
+    return code;
   }
   return forEachVm(refs, [&](const std::string& ref) -> Result<void> {
     auto vm = runtime->start(ref);
@@ -124,6 +160,11 @@ Result<RunOptions> toRunOptions(const RunFlags& flags, std::vector<std::string> 
   options.memory_mib = *memory;
   options.remove = flags.remove;
   options.interactive = flags.interactive;
+  options.tty = flags.tty;
+  if (flags.tty) {
+    passTerm(options.env);
+    options.terminal_fd = hostTerminalFd();
+  }
   for (const auto& text : flags.wait_tcp) {
     auto probe = parseReadinessProbe(text, /*http=*/false);
     if (!probe) return std::move(probe).error();
@@ -173,6 +214,9 @@ void addRunFlags(CLI::App& command, RunFlags& flags) {
   command.add_option("--rootfs", flags.rootfs, "Host directory to use as the root filesystem");
   command.add_flag("--rm", flags.remove, "Remove the VM and all its files when it exits");
   command.add_flag("-i,--interactive", flags.interactive, "Keep the workload's stdin open and feed it ours");
+  command.add_flag("-t,--tty", flags.tty,
+                   "Run the workload on a pseudo-terminal in the guest (stdout and stderr merge); with -i, "
+                   "our terminal is in raw mode until it exits");
   command.add_option("--wait-tcp", flags.wait_tcp,
                      "Return only once PORT accepts TCP connections inside the VM (repeatable)");
   command.add_option("--wait-http", flags.wait_http,

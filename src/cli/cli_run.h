@@ -22,6 +22,7 @@ struct RunFlags {
   bool remove = false;
   bool detach = false;
   bool interactive = false;
+  bool tty = false;
   std::vector<std::string> wait_tcp;
   std::vector<std::string> wait_http;
   int wait_timeout = 60;

@@ -44,6 +44,8 @@ VmInfo toInfo(const VmRecord& record) {
   info.workdir = record.spec.workdir;
   info.user = record.spec.user;
   info.hostname = record.spec.hostname;
+  info.interactive = record.spec.open_stdin;
+  info.tty = record.spec.tty;
   info.boot = record.spec.template_dir.empty() ? "cold" : "template";
   info.boot_note = record.spec.template_note;
   info.network = record.spec.network;
@@ -171,6 +173,11 @@ Result<void> Runtime::removePort(const std::string& reference, const std::string
 
 Result<void> Runtime::kill(const std::string& reference, int signal) {
   return impl_->requestRunning(reference, KillRequest{signal});
+}
+
+Result<void> Runtime::resize(const std::string& reference, uint16_t rows, uint16_t cols) {
+  if (rows == 0 || cols == 0) return Error(ErrorCode::kInvalidArgument, "resize: rows and cols must be at least 1");
+  return impl_->requestRunning(reference, ResizeRequest{rows, cols});
 }
 
 Result<void> Runtime::pause(const std::string& reference) { return impl_->requestRunning(reference, PauseRequest{}); }

@@ -62,6 +62,7 @@ Result<std::string> VmHandle::status() const {
 }
 Result<void> VmHandle::stop(int timeout_seconds) const { return runtime_->stop(id_, timeout_seconds); }
 Result<void> VmHandle::kill(int signal) const { return runtime_->kill(id_, signal); }
+Result<void> VmHandle::resize(uint16_t rows, uint16_t cols) const { return runtime_->resize(id_, rows, cols); }
 Result<void> VmHandle::pause() const { return runtime_->pause(id_); }
 Result<void> VmHandle::unpause() const { return runtime_->unpause(id_); }
 Result<void> VmHandle::suspend() const { return runtime_->suspend(id_); }

@@ -1,5 +1,6 @@
 #include "core/vm_plan.h"
 
+#include <sys/ioctl.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -279,6 +280,15 @@ Result<VmPlan> planVm(const RunOptions& options, const HostFacts& host) {
   workload.overrides.user = options.user;
   workload.hostname = options.hostname;
   workload.open_stdin = options.interactive;
+  workload.tty = options.tty;
+  if (options.tty && options.terminal_fd >= 0) {
+    winsize size{};
+    // SAFETY: TIOCGWINSZ fills one winsize, which lives on this frame.
+    if (::ioctl(options.terminal_fd, TIOCGWINSZ, &size) == 0) {
+      workload.tty_rows = size.ws_row;
+      workload.tty_cols = size.ws_col;
+    }
+  }
   if (!options.tmp_size.empty()) workload.tmpfs.emplace_back("/tmp", "size=" + options.tmp_size + ",mode=1777");
   for (const auto& entry : options.tmpfs) {
     size_t colon = entry.find(':');
@@ -313,6 +323,9 @@ void writePlan(const VmPlan& plan, VmSpec& spec) {
   const auto& workload = plan.workload;
   if (!workload.hostname.empty()) spec.hostname = workload.hostname;
   spec.open_stdin = workload.open_stdin;
+  spec.tty = workload.tty;
+  spec.tty_rows = workload.tty_rows;
+  spec.tty_cols = workload.tty_cols;
   spec.tmpfs = workload.tmpfs;
   spec.capabilities = workload.confinement.capabilities;
   spec.no_new_privs = workload.confinement.no_new_privs;

@@ -76,6 +76,9 @@ struct VmPlan {
     WorkloadOverrides overrides;  // merged with the image's defaults once it is pulled
     std::string hostname;         // empty: the VM's short id
     bool open_stdin = false;
+    bool tty = false;
+    uint16_t tty_rows = 0;  // 0: see VmSpec::tty_rows
+    uint16_t tty_cols = 0;
     std::vector<std::pair<std::string, std::string>> tmpfs;  // guest path, mount options
     std::vector<std::string> ulimits;  // canonical "nofile=1024:2048"
     HardeningPlan confinement;

@@ -265,7 +265,15 @@ Result<void> Planner::readProcess(const json& process) {
       if (!value.is_boolean()) return invalid(field, "must be a boolean");
       plan_.terminal = value.get<bool>();
     } else if (key == "consoleSize") {
-      continue;  // the console socket's terminal is resized by the engine
+      // The console's size to begin with; the engine resizes it later.
+      if (!value.is_object()) return invalid(field, "must be an object");
+      for (const char* dimension : {"height", "width"}) {
+        if (!value.contains(dimension)) continue;
+        auto number = getInteger(value[dimension], field + "." + dimension);
+        if (!number) return std::move(number).error();
+        if (*number < 0 || *number > 65535) return invalid(field + "." + dimension, "must be 0..65535");
+        (dimension[0] == 'h' ? plan_.console_rows : plan_.console_cols) = static_cast<uint16_t>(*number);
+      }
     } else if (key == "user") {
       MICROVM_TRY(readUser(value));
     } else if (key == "capabilities") {

@@ -43,6 +43,8 @@ struct BundlePlan {
   std::vector<FileCopy> files;
   std::string seccomp_profile;    // the spec's linux.seccomp as JSON ("" none)
   bool terminal = false;          // process.terminal
+  uint16_t console_rows = 0;      // process.consoleSize (0: not given)
+  uint16_t console_cols = 0;
   // linux.namespaces' network path: the VM's runner (its NAT and published
   // ports) runs in that namespace, so the VM's traffic leaves from it.
   std::string netns_path;

@@ -267,9 +267,16 @@ TEST_F(BundleSpec, BadBundlesGetClearErrors) {
 TEST_F(BundleSpec, TerminalAndProcessFiles) {
   json spec = podmanSpec();
   spec["process"]["terminal"] = true;
+  spec["process"]["consoleSize"] = {{"height", 40}, {"width", 120}};
   auto plan = this->plan(spec);
   ASSERT_TRUE(plan);
   EXPECT_TRUE(plan->terminal);
+  EXPECT_EQ(plan->console_rows, 40);
+  EXPECT_EQ(plan->console_cols, 120);
+  for (json bad : {json("40x120"), json{{"height", -1}}, json{{"width", 70000}}, json{{"height", "40"}}}) {
+    spec["process"]["consoleSize"] = bad;
+    EXPECT_FALSE(this->plan(spec)) << bad.dump();
+  }
 
   auto process = planProcess(R"({"args": ["sh", "-c", "id"], "env": ["A=1"], "cwd": "/tmp", "terminal": true,
                                  "user": {"uid": 5, "gid": 6}, "capabilities": {"bounding": []}})");

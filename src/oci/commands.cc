@@ -93,8 +93,10 @@ void closeFdsFrom(int lowest) {
 }
 
 // The supervisor: see the file comment. Never returns.
+// `tty`: stdin is the pty of process.terminal, whose SIGWINCH resizes the
+// guest's tty rather than being forwarded.
 [[noreturn]] void supervise(const GlobalOptions& global, const ContainerDir& dir, const std::string& vm_id,
-                            bool interactive, const std::string& netns) {
+                            bool interactive, bool tty, const std::string& netns) {
   ::signal(SIGPIPE, SIG_IGN);
   sigset_t set = forwardedSignals();
   ::sigprocmask(SIG_BLOCK, &set, nullptr);
@@ -138,6 +140,14 @@ void closeFdsFrom(int lowest) {
   auto vm = runtime->start(vm_id, STDOUT_FILENO, STDERR_FILENO, interactive ? STDIN_FILENO : -1);
   if (!vm) startFailed(vm.error().message());
   (void)writeFileAtomic(dir.startedMark(), "");
+  auto resize = [&] {
+    winsize size{};
+    // SAFETY: TIOCGWINSZ fills one winsize, which lives on this frame.
+    if (::ioctl(STDIN_FILENO, TIOCGWINSZ, &size) == 0 && size.ws_row != 0 && size.ws_col != 0) {
+      (void)vm->resize(size.ws_row, size.ws_col);
+    }
+  };
+  if (tty) resize();  // a resize before the VM existed was not relayed
   int done[2];
   if (::pipe2(done, O_CLOEXEC) != 0) ::_exit(125);
   std::thread waiter([&] {
@@ -157,7 +167,13 @@ void closeFdsFrom(int lowest) {
     }
     if (fds[1].revents & POLLIN) {
       struct signalfd_siginfo info {};
-      if (::read(signals, &info, sizeof info) == sizeof info) vm->signal(static_cast<int>(info.ssi_signo));
+      if (::read(signals, &info, sizeof info) == sizeof info) {
+        if (tty && info.ssi_signo == SIGWINCH) {
+          resize();
+        } else {
+          vm->signal(static_cast<int>(info.ssi_signo));
+        }
+      }
     }
   }
 }
@@ -233,6 +249,9 @@ int cmdCreate(const GlobalOptions& global, const Command& command) {
     }
   }
   options.interactive = plan->terminal || !isDevNull(STDIN_FILENO);
+  // The workload runs on a tty in the guest; the runner reads the host pty's
+  // size when it sends the spec, and the supervisor relays each resize.
+  options.tty = plan->terminal;
   options.stop_timeout_seconds = 10;
   if (!plan->seccomp_profile.empty()) {
     fs::path profile = dir.dir() / "seccomp.json";
@@ -260,6 +279,11 @@ int cmdCreate(const GlobalOptions& global, const Command& command) {
     auto opened = openPty();
     if (!opened) return fail(global, opened.error());
     pty = *opened;
+    if (plan->console_rows != 0 && plan->console_cols != 0) {
+      winsize size{plan->console_rows, plan->console_cols, 0, 0};
+      // SAFETY: TIOCSWINSZ reads one winsize, which lives on this frame.
+      ::ioctl(pty.master, TIOCSWINSZ, &size);
+    }
     auto sent = sendConsole(command.console_socket, pty.master);
     ::close(pty.master);
     if (!sent) {
@@ -283,11 +307,18 @@ int cmdCreate(const GlobalOptions& global, const Command& command) {
   if (pid == 0) {
     ::setsid();
     if (plan->terminal) {
+      // The supervisor's controlling terminal: it gets the SIGWINCH of the
+      // engine's resizes. Raw: the guest's tty does the line discipline.
       ::ioctl(pty.slave, TIOCSCTTY, 0);
+      struct termios raw {};
+      if (::tcgetattr(pty.slave, &raw) == 0) {
+        ::cfmakeraw(&raw);
+        ::tcsetattr(pty.slave, TCSANOW, &raw);
+      }
       for (int fd = 0; fd < 3; ++fd) ::dup2(pty.slave, fd);
     }
     closeFdsFrom(3);
-    supervise(global, dir, *vm_id, options.interactive, plan->netns_path);
+    supervise(global, dir, *vm_id, options.interactive, plan->terminal, plan->netns_path);
   }
   if (pty.slave >= 0) ::close(pty.slave);
   state.pid = pid;

@@ -41,6 +41,9 @@ std::string encodeRequest(const RunnerRequest& request) {
                                 [](const TimingRequest& timing) {
                                   return json{{"op", "timing"}, {"name", timing.name}, {"ms", timing.ms}};
                                 },
+                                [](const ResizeRequest& resize) {
+                                  return json{{"op", "resize"}, {"rows", resize.rows}, {"cols", resize.cols}};
+                                },
                             },
                             request);
   return message.dump() + "\n";
@@ -98,6 +101,15 @@ Result<RunnerRequest> decodeRequest(std::string_view line) {
     if (!name_ok) return invalid("timing name must be 1-32 of [a-z_]");
     if (!ms.is_number() || ms.get<double>() < 0 || ms.get<double>() > 1e9) return invalid("timing ms out of range");
     return RunnerRequest(TimingRequest{name.get<std::string>(), ms.get<double>()});
+  }
+  if (op == "resize") {
+    const json& rows = message["rows"];
+    const json& cols = message["cols"];
+    auto dimension = [](const json& value) {
+      return value.is_number_integer() && value.get<long long>() >= 1 && value.get<long long>() <= 65535;
+    };
+    if (!dimension(rows) || !dimension(cols)) return invalid("rows and cols must be 1..65535");
+    return RunnerRequest(ResizeRequest{static_cast<uint16_t>(rows.get<int>()), static_cast<uint16_t>(cols.get<int>())});
   }
   return Error(ErrorCode::kUnsupported, "unsupported runner request \"" + op + "\"");
 }

@@ -12,6 +12,7 @@
 //   MICROVM_TRY(sendRunnerRequest(socket, StopRequest{10}));
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -67,6 +68,13 @@ struct PortRemoveRequest {
   std::string mapping;
 };
 
+// Resize the workload's tty (a VM made with RunOptions::tty); before the
+// guest has its spec, the size it starts with.
+struct ResizeRequest {
+  uint16_t rows = 0;
+  uint16_t cols = 0;
+};
+
 // Record a step's duration (`ready`, measured by the caller) in state.json,
 // which only the runner writes while it runs.
 struct TimingRequest {
@@ -76,7 +84,8 @@ struct TimingRequest {
 
 using RunnerRequest =
     std::variant<StopRequest, KillRequest, PauseRequest, ResumeRequest, SnapshotRequest, SuspendRequest,
-                 SuspendCommitRequest, AttachRequest, PortAddRequest, PortRemoveRequest, TimingRequest>;
+                 SuspendCommitRequest, AttachRequest, PortAddRequest, PortRemoveRequest, TimingRequest,
+                 ResizeRequest>;
 
 std::string encodeRequest(const RunnerRequest& request);
 // Bad JSON, an unknown op or out-of-range values are errors, never crashes.

@@ -74,6 +74,9 @@ agent::WorkloadSpec workloadSpecFor(const VmSpec& spec) {
   workload.user = spec.user;
   workload.hostname = spec.hostname;
   workload.open_stdin = spec.open_stdin;
+  workload.tty = spec.tty;
+  workload.tty_rows = spec.tty_rows;
+  workload.tty_cols = spec.tty_cols;
   for (const auto& share : spec.shares) workload.mounts.push_back({share.tag, share.guest, "9p", "", share.readonly});
   for (const auto& [path, options] : spec.tmpfs) workload.mounts.push_back({"tmpfs", path, "tmpfs", options, false});
   workload.sysctls = spec.sysctls;

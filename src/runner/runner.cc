@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -64,11 +65,35 @@ void Runner::onTimer() {
 }
 
 void Runner::sendSpec() {
-  // The guest reads the spec once its port opens; the socket buffers it.
   agent::WorkloadSpec workload = workloadSpecFor(spec_);
+  if (workload.tty) {
+    // The tty starts at the latest size known: a resize that came before
+    // the spec, else the size of the terminal we read (which may have
+    // changed since the VM was created), else the spec's, else 24x80.
+    // SAFETY: TIOCGWINSZ fills one winsize, which lives on this frame.
+    winsize size{};
+    if (tty_size_) {
+      workload.tty_rows = tty_size_->rows;
+      workload.tty_cols = tty_size_->cols;
+    } else if (in_fd_ >= 0 && ::ioctl(in_fd_, TIOCGWINSZ, &size) == 0 && size.ws_row != 0 && size.ws_col != 0) {
+      workload.tty_rows = size.ws_row;
+      workload.tty_cols = size.ws_col;
+    }
+    if (workload.tty_rows == 0 || workload.tty_cols == 0) {
+      workload.tty_rows = 24;  // a terminal's classic size, rather than 0x0
+      workload.tty_cols = 80;
+    }
+  }
+  // The guest reads the spec once its port opens; the socket buffers it.
   // The pod's link is known only once the runner found it (startNetwork).
   if (pod_network_) describePodNetwork(spec_, pod_network_->link(), workload);
   sendFrame(agent::FrameType::kSpec, agent::encodeSpec(workload));
+  spec_sent_ = true;
+}
+
+void Runner::resizeTty(agent::WindowSize size) {
+  tty_size_ = size;
+  if (spec_sent_) sendFrame(agent::FrameType::kTerminalSize, agent::encodeWindowSize(size));
 }
 
 // The guest resumes with the clock and RNG state of the moment it was saved
@@ -341,6 +366,7 @@ Result<void> Runner::start() {
     restored_ = true;
     state_.timings_ms["restore"] =
         std::round(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_).count());
+    spec_sent_ = true;  // the saved guest has had its spec
     log("restored from " + saved_state.string());
     setStatus(VmStatus::kRunning);
   } else {

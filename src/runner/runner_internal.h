@@ -69,6 +69,8 @@ class Runner {
   void requestStop(int timeout_seconds, int signal = SIGTERM);
   void setStatus(VmStatus status);
   void sendSpec();
+  // Resizes the workload's tty now, or sets the size its spec will carry.
+  void resizeTty(agent::WindowSize size);
   void armTimer(int seconds);
   void onTimer();
   void log(const std::string& message);
@@ -177,6 +179,8 @@ class Runner {
   // resume fails before the guest runs again, so the VM stays suspended.
   std::optional<VmState> suspended_state_;
   bool restored_ = false;
+  bool spec_sent_ = false;  // the guest has its spec (or a saved one): resizes go to it
+  std::optional<agent::WindowSize> tty_size_;  // the last ResizeRequest's
   // Restored from a boot template: init waits for its spec.
   bool from_template_ = false;
   // A boot template this boot saves at the guest's hello (memory.bin,

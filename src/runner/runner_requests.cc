@@ -103,6 +103,11 @@ Result<void> Runner::handleRequest(const RunnerRequest& request) {
             setStatus(state_.status);
             return success();
           },
+          [this](const ResizeRequest& resize) -> Result<void> {
+            if (!spec_.tty) return Error(ErrorCode::kInvalidArgument, "the VM has no tty (it was not made with -t)");
+            resizeTty({resize.rows, resize.cols});
+            return success();
+          },
           [this](const TimingRequest& timing) -> Result<void> {
             state_.timings_ms[timing.name] = timing.ms;
             setStatus(state_.status);

@@ -181,7 +181,10 @@ Result<void> saveSpec(const fs::path& vm_dir, const VmSpec& spec) {
         {"workdir", spec.workdir},
         {"user", spec.user},
         {"hostname", spec.hostname},
-        {"open_stdin", spec.open_stdin}}},
+        {"open_stdin", spec.open_stdin},
+        {"tty", spec.tty},
+        {"tty_rows", spec.tty_rows},
+        {"tty_cols", spec.tty_cols}}},
       {"shares", sharesJson(spec.shares)},
       {"tmpfs", spec.tmpfs},
       {"vsock", spec.vsock},
@@ -245,6 +248,9 @@ Result<VmSpec> loadSpec(const fs::path& vm_dir) {
     workload.at("user").get_to(spec.user);
     workload.at("hostname").get_to(spec.hostname);
     spec.open_stdin = workload.value("open_stdin", false);
+    spec.tty = workload.value("tty", false);
+    spec.tty_rows = workload.value("tty_rows", uint16_t{0});
+    spec.tty_cols = workload.value("tty_cols", uint16_t{0});
     for (const auto& share : j.value("shares", json::array())) {
       VmSpec::Share entry{share.at("host"), share.at("guest"), share.at("readonly"), {}, {}, {}};
       // A spec.json from before tags were recorded: the N-th share had "volN".

@@ -55,6 +55,11 @@ struct VmSpec {
   std::string user;
   std::string hostname;
   bool open_stdin = false;  // -i: stdin from the starting caller or `attach`
+  // -t: the workload runs on a tty in the guest, of this size to begin with
+  // (0: the runner's stdin's size if it is a terminal, else the kernel's).
+  bool tty = false;
+  uint16_t tty_rows = 0;
+  uint16_t tty_cols = 0;
 
   // Host directories shared over 9p, each under its own tag.
   struct Share {

@@ -31,6 +31,9 @@ TEST_F(VmRecordTest, SpecRoundTrips) {
   spec.env = {"A=1"};
   spec.cpus = 2;
   spec.remove_on_exit = true;
+  spec.tty = true;
+  spec.tty_rows = 50;
+  spec.tty_cols = 132;
   ASSERT_TRUE(saveSpec(dir_, spec));
   auto loaded = loadSpec(dir_);
   ASSERT_TRUE(loaded) << loaded.error().message();
@@ -38,6 +41,9 @@ TEST_F(VmRecordTest, SpecRoundTrips) {
   EXPECT_EQ(loaded->env, spec.env);
   EXPECT_EQ(loaded->cpus, 2);
   EXPECT_TRUE(loaded->remove_on_exit);
+  EXPECT_TRUE(loaded->tty);
+  EXPECT_EQ(loaded->tty_rows, 50);
+  EXPECT_EQ(loaded->tty_cols, 132);
 }
 
 TEST_F(VmRecordTest, VsockPortsRoundTripInOrder) {

@@ -74,6 +74,26 @@ int main(int argc, char** argv) {
   microvm_vm_free(vm);
   microvm_options_free(options);
 
+  /* On a tty: 24x80, stdout and stderr merged, the exit code. */
+  struct captured on_tty;
+  memset(&on_tty, 0, sizeof on_tty);
+  options = microvm_options_new();
+  microvm_options_set_rootfs(options, argv[1]);
+  const char* tty_command[] = {"/bin/sh", "-c", "stty size; tty >&2; exit 5"};
+  for (size_t i = 0; i < 3; ++i) microvm_options_add_arg(options, tty_command[i]);
+  microvm_options_set_remove(options, 1);
+  CHECK(microvm_options_set_tty(options, 1) == MICROVM_OK);
+  CHECK(microvm_options_set_output(options, capture, &on_tty) == MICROVM_OK);
+  vm = NULL;
+  CHECK(microvm_run(runtime, options, &vm, &error) == MICROVM_OK);
+  exit_code = -1;
+  CHECK(microvm_vm_wait(vm, &exit_code, &error) == MICROVM_OK);
+  CHECK(exit_code == 5);
+  CHECK(strncmp(on_tty.out, "24 80\r\n/dev/pts/", 16) == 0);
+  CHECK(on_tty.err[0] == '\0');
+  microvm_vm_free(vm);
+  microvm_options_free(options);
+
   /* Detached, by name: exec, inspect, stop, remove. */
   options = microvm_options_new();
   microvm_options_set_rootfs(options, argv[1]);
@@ -101,6 +121,7 @@ int main(int argc, char** argv) {
     CHECK(json != NULL && strstr(json, "\"status\":\"running\"") != NULL);
     microvm_free_string(json);
     /* Paused in memory, then to disk where the VM can be saved. */
+    CHECK(microvm_vm_resize(vm, 24, 80, NULL) != MICROVM_OK);  /* no tty */
     CHECK(microvm_vm_pause(vm, &error) == MICROVM_OK);
     CHECK(microvm_vm_unpause(vm, &error) == MICROVM_OK);
     /* Suspended to disk and resumed: the agent answers at once. */

@@ -1,7 +1,8 @@
 // The C++ API end to end, in-process: rootfs hooks writing into a VM's own
 // disk (and refusing symlinked paths), post-boot hooks, handles re-attached
 // by name, firewall rules with a default action, per-step timings, custom
-// preflight checks, an image fetcher, the log sink and a clean data dir.
+// preflight checks, an image fetcher, the log sink, a clean data dir, and a
+// workload on a guest tty resized through its handle.
 // Every case boots real VMs from the suite's busybox rootfs.
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -403,6 +404,59 @@ TEST(LibraryTest, DocumentedExamplesRun) {
   EXPECT_NE(hooks.out.find("booted in "), std::string::npos) << hooks.out;
   EXPECT_NE(hooks.err.find("[info] created"), std::string::npos) << hooks.err;
   EXPECT_FALSE(openRuntime().inspect("hooks-example"));  // removed
+}
+
+// RunOptions::tty without a host terminal: the workload still gets a guest
+// tty (24x80 to begin with), stdout and stderr merge, resize() reaches it
+// before the stdin written after it, and the exit code comes back.
+TEST(LibraryTest, TtyWorkloadOverPipesIsResizedThroughTheHandle) {
+  auto runtime = openRuntime();
+  int out[2], in[2];
+  ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
+  ASSERT_EQ(::pipe2(in, O_CLOEXEC), 0);
+  RunOptions options = rootfsRun(
+      {"/bin/sh", "-c", "stty size; echo to-stderr >&2; read line; stty size; tty; exit 3"});
+  options.tty = true;
+  options.interactive = true;
+  options.stdin_fd = in[0];
+  options.stdout_fd = options.stderr_fd = out[1];
+  auto vm = runtime.run(options);
+  ::close(out[1]);
+  ::close(in[0]);
+  ASSERT_TRUE(vm) << vm.error().message();
+  std::string text;
+  auto readUntil = [&](const std::string& needle) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    char buffer[4096];
+    while (text.find(needle) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+      pollfd ready{out[0], POLLIN, 0};
+      if (::poll(&ready, 1, 500) <= 0) continue;
+      ssize_t got = ::read(out[0], buffer, sizeof buffer);
+      if (got <= 0) break;
+      text.append(buffer, static_cast<size_t>(got));
+    }
+    return text.find(needle) != std::string::npos;
+  };
+  ASSERT_TRUE(readUntil("to-stderr\r\n")) << text;
+  EXPECT_NE(text.find("24 80\r\n"), std::string::npos) << text;
+  ASSERT_TRUE(vm->resize(50, 132)) << text;
+  ASSERT_EQ(::write(in[1], "go\n", 3), 3);
+  ::close(in[1]);
+  EXPECT_TRUE(readUntil("/dev/pts/")) << text;
+  EXPECT_NE(text.find("50 132\r\n"), std::string::npos) << text;
+  ::close(out[0]);
+  auto code = vm->wait();
+  ASSERT_TRUE(code) << code.error().message();
+  EXPECT_EQ(*code, 3);
+  // A VM without a tty refuses a resize.
+  auto plain = runtime.run([] {
+    RunOptions o = rootfsRun({"/bin/sh", "-c", "sleep 30"});
+    o.stdout_fd = o.stderr_fd = -1;
+    return o;
+  }());
+  ASSERT_TRUE(plain) << plain.error().message();
+  EXPECT_FALSE(plain->resize(24, 80));
+  EXPECT_TRUE(plain->stop(0));
 }
 
 }  // namespace

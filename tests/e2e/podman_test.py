@@ -214,6 +214,9 @@ class Podman(unittest.TestCase):
         self.assertEqual(sorted(os.listdir(host)), ["file"])
 
     def test_interactive_terminal_gets_a_shell(self):
+        # process.terminal: the pty master goes to podman's console socket, and
+        # the workload runs on a tty in the guest: an interactive sh prompts,
+        # `tty` names a /dev/pts device and `stty size` follows the terminal.
         if shutil.which("tmux") is None:
             self.skipTest("tmux missing")
         sock = "microvm-podman-%d" % os.getpid()
@@ -221,21 +224,40 @@ class Podman(unittest.TestCase):
         done = os.path.join(WORK, "it.done")
         cmd = " ".join(PODMAN + ["run", "-it", "--rm", "--network", "none", IMAGE, "sh"])
         sh(tmux + ["new-session", "-d", "-x", "120", "-y", "30", "%s; echo $? > %s; sleep 60" % (cmd, done)])
-        try:
-            screen = ""
-            deadline = time.time() + 120
-            sent = False
+
+        def screen():
+            return sh(tmux + ["capture-pane", "-p", "-S", "-100"]).stdout
+
+        def wait_screen(needle, timeout, retype=None):
+            deadline = time.time() + timeout
+            typed_at = time.time()
             while time.time() < deadline:
-                if not sent and records():  # the container exists: type into its terminal
-                    rt_state = runtime("state", records()[0])
-                    if '"running"' in rt_state.stdout:
-                        sh(tmux + ["send-keys", "echo $((6*7)) answered", "Enter"])
-                        sent = True
-                screen = sh(tmux + ["capture-pane", "-p"]).stdout
-                if "42 answered" in screen:
-                    break
+                text = screen()
+                if needle in text:
+                    return text
+                if retype and time.time() - typed_at > 5:
+                    sh(tmux + ["send-keys", retype, "Enter"])
+                    typed_at = time.time()
                 time.sleep(0.5)
-            self.assertIn("42 answered", screen)
+            return screen()
+
+        try:
+            # busybox sh prints its "/ # " prompt only when stdin is a terminal
+            # (capture-pane drops the trailing space).
+            text = wait_screen("/ #", 150)
+            self.assertRegex(text, r"(?m)^/ #$", text)
+            size = sh(tmux + ["display", "-p", "#{pane_height} #{pane_width}"]).stdout.strip()
+            sh(tmux + ["send-keys", "tty; stty size; echo $((6*7)) answered", "Enter"])
+            text = wait_screen("42 answered", 60)
+            self.assertIn("42 answered", text)
+            self.assertRegex(text, r"/dev/pts/\d+", text)
+            self.assertIn(size, text)
+            # A resize of the terminal reaches the guest's tty.
+            sh(tmux + ["resize-window", "-x", "100", "-y", "25"])
+            new_size = sh(tmux + ["display", "-p", "#{pane_height} #{pane_width}"]).stdout.strip()
+            self.assertNotEqual(new_size, size)
+            text = wait_screen("\n" + new_size, 60, retype="stty size")
+            self.assertIn("\n" + new_size, text)
             sh(tmux + ["send-keys", "exit 5", "Enter"])
             deadline = time.time() + 60
             while time.time() < deadline and not os.path.exists(done):
