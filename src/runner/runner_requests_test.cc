@@ -72,6 +72,7 @@ class RunnerRequestTest : public ::testing::Test {
     vmm_ = vmm.get();
     RunnerTestPeer::setVmm(*runner_, std::move(vmm));
     RunnerTestPeer::state(*runner_).status = VmStatus::kRunning;
+    RunnerTestPeer::state(*runner_).timings_ms["boot"] = 900;  // the workload runs
     // 1 MiB of guest RAM with one page in use, which saves must copy.
     RunnerTestPeer::spec(*runner_).memory_mib = 1;
     UniqueFd ram(::memfd_create("ram", MFD_CLOEXEC));
@@ -135,6 +136,19 @@ TEST_F(RunnerRequestTest, StopThawsAPausedVmAndArmsTheHardStop) {
   EXPECT_TRUE(RunnerTestPeer::stopRequested(*runner_));
   EXPECT_EQ(vmm_->resumes, 1);
   EXPECT_EQ(saved(), VmStatus::kRunning);
+}
+
+// Init still waits for its spec: saved now, no copy could ever be resumed.
+TEST_F(RunnerRequestTest, AVmWhoseWorkloadHasNotStartedIsNotSaved) {
+  RunnerTestPeer::state(*runner_).timings_ms.clear();
+  fs::path snapshot = dir_ / "early";
+  ASSERT_TRUE(makeDirs(snapshot));
+  auto refused = request(R"({"op":"snapshot","dir":")" + snapshot.string() + R"("})");
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("still starting"), std::string::npos) << refused.error().message();
+  EXPECT_EQ(vmm_->saves, 0);
+  EXPECT_FALSE(request(R"({"op":"suspend"})"));
+  EXPECT_EQ(vmm_->saves, 0);
 }
 
 TEST_F(RunnerRequestTest, SnapshotSavesStateAndDiskAndTheVmRunsOn) {
