@@ -561,6 +561,12 @@ class Runtime {
   // "<name_prefix>-1" ... (empty prefix: each child's short id).
   Result<std::vector<VmHandle>> fork(const std::string& reference, int count, const std::string& name_prefix = "");
   // Boot templates (made by runs, RunOptions::boot_template).
+  // Makes the template `options`' machine would restore, now: boots a VM
+  // that saves it at init's hello and removes that VM once it has (its
+  // workload may have begun by then). A current template is kept as it is.
+  // Fails, saying why, for a machine that cannot be templated (volumes,
+  // vsock ports, --no-template).
+  Result<TemplateInfo> buildTemplate(const RunOptions& options);
   Result<std::vector<TemplateInfo>> listTemplates();
   Result<void> removeTemplate(const std::string& key);  // a key or unique prefix
   Result<std::vector<std::string>> pruneTemplates();    // removes all; returns their keys

@@ -23,6 +23,30 @@ Result<sockaddr_un> unixAddress(const std::filesystem::path& path) {
 
 }  // namespace
 
+Result<size_t> sendWithFds(int socket, std::string_view bytes, std::span<const int> fds, int flags) {
+  if (fds.size() > kMaxSentFds) return Error(ErrorCode::kInvalidArgument, "too many descriptors for one message");
+  iovec io{const_cast<char*>(bytes.data()), bytes.size()};
+  msghdr header{};
+  header.msg_iov = &io;
+  header.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxSentFds)] = {};
+  if (!fds.empty()) {
+    header.msg_control = control;
+    header.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    cmsghdr* cmsg = CMSG_FIRSTHDR(&header);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
+  }
+  ssize_t sent;
+  do {
+    sent = ::sendmsg(socket, &header, flags | MSG_NOSIGNAL);
+  } while (sent < 0 && errno == EINTR);
+  if (sent < 0) return Error::fromErrno("sendmsg");
+  return static_cast<size_t>(sent);
+}
+
 Result<UniqueFd> listenUnix(const std::filesystem::path& path, int backlog, int extra_type_flags) {
   auto address = unixAddress(path);
   if (!address) return std::move(address).error();

@@ -10,6 +10,8 @@
 #include <sys/socket.h>
 
 #include <filesystem>
+#include <span>
+#include <string_view>
 #include <vector>
 
 #include "base/unique_fd.h"
@@ -26,6 +28,14 @@ Result<UniqueFd> listenUnix(const std::filesystem::path& path, int backlog, int 
 // Error whose sysErrno() is connect's errno (ENOENT, ECONNREFUSED, EAGAIN
 // for a full backlog).
 Result<UniqueFd> connectUnix(const std::filesystem::path& path, int extra_type_flags = 0);
+
+// The most descriptors sendWithFds attaches to one message.
+inline constexpr size_t kMaxSentFds = 8;
+
+// Sends `bytes` on `socket` with `fds` (at most kMaxSentFds) attached as
+// SCM_RIGHTS, in one sendmsg retried on EINTR, with `flags` (MSG_NOSIGNAL
+// always added). Returns the bytes sent, which may be fewer than given.
+Result<size_t> sendWithFds(int socket, std::string_view bytes, std::span<const int> fds, int flags = 0);
 
 // Takes ownership of every descriptor the SCM_RIGHTS messages in a received
 // `message` carry (ignoring other control messages), appending them to `out`.

@@ -1,6 +1,7 @@
 // `microvm snapshot create|ls|rm|restore`: saved VMs, and new VMs from them;
 // `microvm template ls|rm|prune`: the boot templates runs make and restore;
 // `microvm fork`: running copies of a running VM.
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -72,6 +73,23 @@ int cmdTemplateList(const GlobalFlags& global, const std::string& format) {
   return 0;
 }
 
+int cmdTemplateBuild(const GlobalFlags& global, const RunFlags& run_flags, const std::vector<std::string>& image) {
+  if (!run_flags.rootfs.empty() && !image.empty()) return fail("template build takes an IMAGE or --rootfs, not both");
+  // The command does not make the template (the guest is saved before it
+  // gets one), but a --rootfs run needs one.
+  auto options = toRunOptions(run_flags, run_flags.rootfs.empty() ? image : std::vector<std::string>{"/bin/true"});
+  if (!options) return fail(options.error());
+  auto runtime = openRuntime(global);
+  if (!runtime) return fail(runtime.error());
+  auto before = runtime->listTemplates();
+  auto built = runtime->buildTemplate(*options);
+  if (!built) return fail(built.error());
+  bool existed = before && std::any_of(before->begin(), before->end(),
+                                       [&](const TemplateInfo& entry) { return entry.key == built->key; });
+  std::printf("%s   %s\n", built->key.substr(0, 12).c_str(), existed ? "current already" : "saved");
+  return 0;
+}
+
 }  // namespace
 
 void addTemplateCommand(CLI::App& app, GlobalFlags& global, Commands& commands) {
@@ -87,6 +105,17 @@ void addTemplateCommand(CLI::App& app, GlobalFlags& global, Commands& commands) 
   auto* template_rm = template_cmd->add_subcommand("rm", "Remove boot templates");
   template_rm->add_option("key", flags->keys, "Template key or unique prefix")->required();
   auto* template_prune = template_cmd->add_subcommand("prune", "Remove every boot template (runs make them again)");
+  auto build_flags = std::make_shared<RunFlags>();
+  auto build_image = std::make_shared<std::vector<std::string>>();
+  auto* template_build = template_cmd->add_subcommand(
+      "build", "Make the boot template that runs with these options would restore, now");
+  template_build->footer("Usage: microvm template build [OPTIONS] IMAGE\n"
+                         "       microvm template build [OPTIONS] --rootfs DIR");
+  addRunFlags(*template_build, *build_flags);
+  addPullFlags(*template_build, global);
+  template_build->add_option("image", *build_image, "The image (not with --rootfs)");
+  commands.add(template_build,
+               [&global, build_flags, build_image] { return cmdTemplateBuild(global, *build_flags, *build_image); });
 
   commands.add(template_ls,
                [&global, flags] { return cmdTemplateList(global, flags->format.empty() ? "table" : flags->format); });

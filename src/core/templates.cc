@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <system_error>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -12,6 +13,8 @@
 #include "base/fs.h"
 #include "base/hash.h"
 #include "base/paths.h"
+#include "base/scope_guard.h"
+#include "core/runner_watch.h"
 #include "core/runtime_impl.h"
 #include "core/snapshot_checks.h"
 #include "runner/machine_config.h"
@@ -213,6 +216,15 @@ Result<void> chooseBootTemplate(const fs::path& data_dir, VmSpec& spec, bool ena
   return success();
 }
 
+Result<std::optional<fs::path>> finishedTemplate(const fs::path& data_dir, const VmSpec& spec) {
+  std::string busy;
+  return findTemplate(TemplatePaths(data_dir), templateKey(spec), spec, busy);
+}
+
+bool templateSaved(const fs::path& staging) { return markedSaved(staging); }
+
+Result<TemplateInfo> templateInfo(const fs::path& entry) { return loadTemplateInfo(entry); }
+
 Result<std::vector<TemplateInfo>> listTemplates(const fs::path& data_dir) {
   std::vector<TemplateInfo> templates;
   std::error_code ec;
@@ -252,6 +264,61 @@ Result<std::vector<std::string>> pruneTemplates(const fs::path& data_dir) {
 }
 
 // The public API's template commands (runtime.h).
+Result<TemplateInfo> Runtime::buildTemplate(const RunOptions& options) {
+  RunOptions build = options;
+  build.boot_template = true;
+  build.remove = true;
+  auto id = create(build);
+  if (!id) return std::move(id).error();
+  // Whatever happens next, the VM that makes the template goes. Its runner
+  // is our child: stopped, it is reaped here, or remove() would wait on a
+  // zombie.
+  std::optional<VmHandle> vm;
+  auto end_vm = [&] {
+    if (vm) {
+      (void)stop(*id, 0);
+      (void)vm->wait();
+      vm.reset();
+    }
+    (void)remove(*id, true);
+  };
+  ScopeGuard remove_vm(end_vm);
+  auto layout = impl_->layout();
+  if (!layout) return std::move(layout).error();
+  auto record = VmStore(*layout).find(*id);
+  if (!record) return std::move(record).error();
+  const VmSpec& spec = record->spec;
+  if (!spec.template_dir.empty()) return templateInfo(spec.template_dir);  // current already
+  if (spec.template_capture.empty()) {
+    std::string why = spec.template_note;
+    if (why.rfind("cold boot: ", 0) == 0) why = why.substr(std::string("cold boot: ").size());
+    return Error(ErrorCode::kInvalidArgument, "this machine cannot have a boot template: " + why);
+  }
+  auto started = start(*id);
+  if (!started) return std::move(started).error();
+  vm.emplace(std::move(*started));
+  // The runner saves it at init's hello, a boot's time from now.
+  auto deadline = std::chrono::steady_clock::now() + 4 * kRunnerStartTimeout;
+  while (!templateSaved(spec.template_capture)) {
+    auto now = VmStore(*layout).find(*id);
+    if (!now || !isActive(*now)) {
+      return Error(ErrorCode::kIo, "the VM making the template ended before it was saved" +
+                                       (now && !now->state.error.empty() ? ": " + now->state.error : std::string()));
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return Error(ErrorCode::kTimeout, "the template was not saved within " +
+                                            std::to_string(4 * kRunnerStartTimeout.count()) + " s");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  end_vm();
+  remove_vm.dismiss();
+  auto entry = finishedTemplate(layout->dataDir(), spec);
+  if (!entry) return std::move(entry).error();
+  if (!*entry) return Error(ErrorCode::kInternal, "the saved template is not in place");
+  return templateInfo(**entry);
+}
+
 Result<std::vector<TemplateInfo>> Runtime::listTemplates() {
   auto layout = impl_->layout();
   if (!layout) return std::move(layout).error();

@@ -45,6 +45,14 @@ std::optional<std::string> templateRefusal(const VmSpec& spec, bool enabled, con
 Result<void> chooseBootTemplate(const std::filesystem::path& data_dir, VmSpec& spec, bool enabled,
                                 const std::filesystem::path& vm_dir);
 
+// The template in place for `spec`'s machine, sealing and putting in place
+// one that a runner has finished saving; nullopt if there is none yet.
+Result<std::optional<std::filesystem::path>> finishedTemplate(const std::filesystem::path& data_dir,
+                                                              const VmSpec& spec);
+// Whether the runner has saved the template it was making in `staging`.
+bool templateSaved(const std::filesystem::path& staging);
+Result<TemplateInfo> templateInfo(const std::filesystem::path& entry);
+
 Result<std::vector<TemplateInfo>> listTemplates(const std::filesystem::path& data_dir);
 // `key`: a template's key or a unique prefix of one.
 Result<void> removeTemplate(const std::filesystem::path& data_dir, const std::string& key);

@@ -151,6 +151,31 @@ void appendStreamFrame(std::string& out, std::span<const uint8_t> frame) {
   out.append(reinterpret_cast<const char*>(frame.data()), frame.size());
 }
 
+StreamFrameWriter::Flushed StreamFrameWriter::flush(int fd) {
+  Flushed outcome = kAll;
+  while (offset_ < out_.size()) {
+    ssize_t wrote = ::send(fd, out_.data() + offset_, out_.size() - offset_, MSG_NOSIGNAL);
+    if (wrote < 0 && errno == EINTR) continue;
+    if (wrote < 0) {
+      outcome = errno == EAGAIN || errno == EWOULDBLOCK ? kWouldBlock : kFailed;
+      break;
+    }
+    offset_ += static_cast<size_t>(wrote);
+  }
+  if (offset_ == out_.size()) {
+    clear();
+  } else if (offset_ > compact_after_) {
+    out_.erase(0, offset_);
+    offset_ = 0;
+  }
+  return outcome;
+}
+
+void StreamFrameWriter::clear() {
+  out_.clear();
+  offset_ = 0;
+}
+
 // A libslirp timer, run as a one-shot EventLoop timer.
 struct SlirpNetwork::Timer {
   SlirpNetwork* owner = nullptr;
@@ -258,7 +283,7 @@ const SlirpCb SlirpCallbacks::kTable = {
 };
 
 SlirpNetwork::SlirpNetwork(EventLoop& loop, UniqueFd stream, SlirpNetworkOptions options)
-    : loop_(loop), stream_(std::move(stream)), options_(options) {}
+    : loop_(loop), stream_(std::move(stream)), options_(options), out_(kFlushThreshold) {}
 
 Result<std::unique_ptr<SlirpNetwork>> SlirpNetwork::create(EventLoop& loop, UniqueFd stream,
                                                            SlirpNetworkOptions options) {
@@ -432,39 +457,25 @@ void SlirpNetwork::sendToGuest(std::string_view frame) {
 
 void SlirpNetwork::queueForGuest(std::span<const uint8_t> frame) {
   if (!stream_.valid()) return;
-  if (out_.size() - out_offset_ + frame.size() > options_.max_queued_bytes) {
+  if (out_.queued() + frame.size() > options_.max_queued_bytes) {
     ++stats_.frames_queue_full;
     return;
   }
   ++stats_.frames_to_guest;
   stats_.bytes_to_guest += frame.size();
-  appendStreamFrame(out_, frame);
-  if (out_.size() - out_offset_ >= kFlushThreshold) flush();
+  out_.append(frame);
+  if (out_.queued() >= kFlushThreshold) flush();
 }
 
 void SlirpNetwork::flush() {
-  while (stream_.valid() && out_offset_ < out_.size()) {
-    ssize_t wrote = ::send(stream_.get(), out_.data() + out_offset_, out_.size() - out_offset_, MSG_NOSIGNAL);
-    if (wrote < 0) {
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) {
-        closeStream("network stream write failed");
-      } else {
-        ++stats_.stream_write_waits;
-      }
-      break;
-    }
-    out_offset_ += static_cast<size_t>(wrote);
+  if (!stream_.valid()) return;
+  switch (out_.flush(stream_.get())) {
+    case StreamFrameWriter::kAll: break;
+    case StreamFrameWriter::kWouldBlock: ++stats_.stream_write_waits; break;
+    case StreamFrameWriter::kFailed: closeStream("network stream write failed"); return;
   }
-  if (out_offset_ == out_.size()) {
-    out_.clear();
-    out_offset_ = 0;
-  } else if (out_offset_ > kFlushThreshold) {
-    out_.erase(0, out_offset_);
-    out_offset_ = 0;
-  }
-  bool want_write = !out_.empty();
-  if (stream_.valid() && want_write != want_write_) {
+  bool want_write = out_.queued() != 0;
+  if (want_write != want_write_) {
     want_write_ = want_write;
     (void)loop_.modify(stream_.get(), want_write ? EPOLLIN | EPOLLOUT : EPOLLIN);
   }
@@ -475,7 +486,6 @@ void SlirpNetwork::closeStream(const char*) {
   loop_.remove(stream_.get());
   stream_.reset();
   out_.clear();
-  out_offset_ = 0;
   in_.reset();
 }
 

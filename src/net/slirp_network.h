@@ -74,6 +74,28 @@ class StreamFrameReader {
 // Appends `frame` to `out` in the stream's framing.
 void appendStreamFrame(std::string& out, std::span<const uint8_t> frame);
 
+// Frames for QEMU, queued in the stream's framing and written as the
+// non-blocking socket takes them (both network back-ends' guest side).
+//   writer.append(frame);
+//   if (writer.flush(fd) == StreamFrameWriter::kFailed) close(fd);
+//   epoll: EPOLLOUT while writer.queued() != 0
+class StreamFrameWriter {
+ public:
+  enum Flushed { kAll, kWouldBlock, kFailed };
+
+  explicit StreamFrameWriter(size_t compact_after) : compact_after_(compact_after) {}
+  void append(std::span<const uint8_t> frame) { appendStreamFrame(out_, frame); }
+  size_t queued() const { return out_.size() - offset_; }
+  // Writes what `fd` takes now.
+  Flushed flush(int fd);
+  void clear();
+
+ private:
+  std::string out_;
+  size_t offset_ = 0;     // written already
+  size_t compact_after_;  // written bytes kept before the buffer is compacted
+};
+
 struct SlirpNetworkOptions {
   bool ipv6 = true;
   // The gateway address reaches the host's 127.0.0.1 (as QEMU's user
@@ -157,8 +179,7 @@ class SlirpNetwork {
   SlirpNetworkStats stats_;
 
   StreamFrameReader in_;  // bytes read from QEMU, not yet whole frames
-  std::string out_;    // length-prefixed frames for QEMU, not yet written
-  size_t out_offset_ = 0;
+  StreamFrameWriter out_;  // frames for QEMU, not yet written
   bool want_write_ = false;
   std::vector<std::string> replies_;  // scratch for the guest hook
 

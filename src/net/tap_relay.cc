@@ -18,7 +18,11 @@ constexpr int kTapFramesPerEvent = 64;
 }  // namespace
 
 TapRelay::TapRelay(EventLoop& loop, UniqueFd stream, UniqueFd tap, size_t max_queued_bytes)
-    : loop_(loop), stream_(std::move(stream)), tap_(std::move(tap)), max_queued_bytes_(max_queued_bytes) {}
+    : loop_(loop),
+      stream_(std::move(stream)),
+      tap_(std::move(tap)),
+      max_queued_bytes_(max_queued_bytes),
+      out_(kReadChunk) {}
 
 TapRelay::~TapRelay() {
   closeStream();
@@ -76,41 +80,27 @@ void TapRelay::readTap() {
     if (got < 0 && errno == EINTR) continue;
     if (got <= 0) break;
     if (!stream_.valid()) continue;  // drained and dropped: nobody to deliver to
-    if (out_.size() - out_offset_ + static_cast<size_t>(got) > max_queued_bytes_) {
+    if (out_.queued() + static_cast<size_t>(got) > max_queued_bytes_) {
       ++frames_to_guest_dropped_;
       continue;
     }
     ++frames_to_guest_;
     bytes_to_guest_ += static_cast<uint64_t>(got);
     // SAFETY: reinterpreting the chars just read as bytes of the same buffer.
-    appendStreamFrame(out_, {reinterpret_cast<const uint8_t*>(frame_.data()), static_cast<size_t>(got)});
+    out_.append({reinterpret_cast<const uint8_t*>(frame_.data()), static_cast<size_t>(got)});
   }
   flush();
 }
 
 void TapRelay::flush() {
-  while (stream_.valid() && out_offset_ < out_.size()) {
-    ssize_t wrote = ::send(stream_.get(), out_.data() + out_offset_, out_.size() - out_offset_, MSG_NOSIGNAL);
-    if (wrote < 0) {
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) {
-        closeStream();
-      } else {
-        ++stream_write_waits_;
-      }
-      break;
-    }
-    out_offset_ += static_cast<size_t>(wrote);
+  if (!stream_.valid()) return;
+  switch (out_.flush(stream_.get())) {
+    case StreamFrameWriter::kAll: break;
+    case StreamFrameWriter::kWouldBlock: ++stream_write_waits_; break;
+    case StreamFrameWriter::kFailed: closeStream(); return;
   }
-  if (out_offset_ == out_.size()) {
-    out_.clear();
-    out_offset_ = 0;
-  } else if (out_offset_ > kReadChunk) {
-    out_.erase(0, out_offset_);
-    out_offset_ = 0;
-  }
-  bool want_write = !out_.empty();
-  if (stream_.valid() && want_write != want_write_) {
+  bool want_write = out_.queued() != 0;
+  if (want_write != want_write_) {
     want_write_ = want_write;
     (void)loop_.modify(stream_.get(), want_write ? EPOLLIN | EPOLLOUT : EPOLLIN);
   }
@@ -121,7 +111,6 @@ void TapRelay::closeStream() {
   loop_.remove(stream_.get());
   stream_.reset();
   out_.clear();
-  out_offset_ = 0;
   in_.reset();
 }
 

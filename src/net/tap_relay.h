@@ -50,8 +50,7 @@ class TapRelay {
   UniqueFd tap_;
   size_t max_queued_bytes_;
   StreamFrameReader in_;
-  std::string out_;
-  size_t out_offset_ = 0;
+  StreamFrameWriter out_;
   bool want_write_ = false;
   std::string frame_;  // one TAP read
   uint64_t frames_from_guest_ = 0, bytes_from_guest_ = 0, frames_to_guest_ = 0, bytes_to_guest_ = 0;

@@ -33,25 +33,10 @@ constexpr size_t kMaxFds = 3;
 // One reply: an errno (0: done) and up to kMaxFds fds.
 void reply(int socket, int error, const std::vector<UniqueFd>& fds) {
   int32_t code = error;
-  iovec io{&code, sizeof code};
-  msghdr header{};
-  header.msg_iov = &io;
-  header.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)] = {};
-  if (!fds.empty()) {
-    header.msg_control = control;
-    header.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-    cmsghdr* cmsg = CMSG_FIRSTHDR(&header);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    for (size_t i = 0; i < fds.size(); ++i) {
-      int fd = fds[i].get();
-      std::memcpy(CMSG_DATA(cmsg) + i * sizeof(int), &fd, sizeof fd);
-    }
-  }
-  while (::sendmsg(socket, &header, MSG_NOSIGNAL) < 0 && errno == EINTR) {
-  }
+  std::vector<int> raw;
+  for (const auto& fd : fds) raw.push_back(fd.get());
+  // SAFETY: the errno's bytes, as the peer reads them back.
+  (void)sendWithFds(socket, std::string_view(reinterpret_cast<const char*>(&code), sizeof code), raw);
 }
 
 int createFile(const fs::path& path, UniqueFd& fd) {

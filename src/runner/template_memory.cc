@@ -197,20 +197,8 @@ Result<UniqueFd> sealedMemory(int ram_fd, uint64_t size) {
 }
 
 bool handOver(int client, int memory) {
-  char byte = 'M';
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr message{};
-  message.msg_iov = &iov;
-  message.msg_iovlen = 1;
-  message.msg_control = control;
-  message.msg_controllen = sizeof control;
-  cmsghdr* header = CMSG_FIRSTHDR(&message);
-  header->cmsg_level = SOL_SOCKET;
-  header->cmsg_type = SCM_RIGHTS;
-  header->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(header), &memory, sizeof(int));
-  return retryOnEintr([&] { return ::sendmsg(client, &message, MSG_NOSIGNAL | MSG_DONTWAIT); }) == 1;
+  auto sent = sendWithFds(client, "M", std::span(&memory, 1), MSG_DONTWAIT);
+  return sent && *sent == 1;
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "base/temp_dir.h"
+#include "base/unix_socket.h"
 
 namespace microvm {
 namespace {
@@ -160,21 +161,8 @@ TEST_F(TemplateMemoryTest, AnUnsealedMemfdIsRefused) {
     UniqueFd client(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
     UniqueFd memfd(::memfd_create("squatter", MFD_CLOEXEC));
     (void)!::ftruncate(memfd.get(), kSize);
-    char byte = 'M';
-    iovec iov{&byte, 1};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msghdr message{};
-    message.msg_iov = &iov;
-    message.msg_iovlen = 1;
-    message.msg_control = control;
-    message.msg_controllen = sizeof control;
-    cmsghdr* header = CMSG_FIRSTHDR(&message);
-    header->cmsg_level = SOL_SOCKET;
-    header->cmsg_type = SCM_RIGHTS;
-    header->cmsg_len = CMSG_LEN(sizeof(int));
     int fd = memfd.get();
-    std::memcpy(CMSG_DATA(header), &fd, sizeof fd);
-    (void)!::sendmsg(client.get(), &message, MSG_NOSIGNAL);
+    (void)sendWithFds(client.get(), "M", std::span(&fd, 1));
   });
   auto memory = TemplateMemory::attach(ram_, kSize);
   squatter.join();

@@ -160,10 +160,10 @@ std::string heldMemory(unsigned long inode) {
 }
 
 TEST(TemplateTest, VmsFromOneTemplateShareItsMemoryCopyOnWriteAndNoneCanChangeIt) {
-  auto made = microvm(runArgs({"--memory", "304"}, {"/bin/true"}));
+  auto made = microvm(runArgs({"--memory", "392"}, {"/bin/true"}));
   ASSERT_EQ(made.exit_code, 0) << made.err;
   std::vector<std::string> ids;
-  for (int i = 0; i < 2; ++i) ids.push_back(runDetached({"--memory", "304"}, {"sleep", "600"}));
+  for (int i = 0; i < 2; ++i) ids.push_back(runDetached({"--memory", "392"}, {"sleep", "600"}));
   std::vector<TemplateMapping> mappings;
   for (const auto& id : ids) {
     ASSERT_EQ(bootPath(id), "template") << bootNote(id);
@@ -184,7 +184,7 @@ TEST(TemplateTest, VmsFromOneTemplateShareItsMemoryCopyOnWriteAndNoneCanChangeIt
     std::ifstream in(entry.path() / "memory.ram", std::ios::binary);
     saved.assign(std::istreambuf_iterator<char>(in), {});
   }
-  ASSERT_EQ(saved.size(), 304u << 20) << note;
+  ASSERT_EQ(saved.size(), 392u << 20) << note;
   EXPECT_TRUE(heldMemory(mappings[0].inode) == saved);
   // ...also after one VM wrote 32 MiB of its memory, and the other reads them.
   auto wrote = microvm({"exec", ids[0], "/bin/sh", "-c",
@@ -193,7 +193,7 @@ TEST(TemplateTest, VmsFromOneTemplateShareItsMemoryCopyOnWriteAndNoneCanChangeIt
   ASSERT_EQ(wrote.exit_code, 0) << wrote.err;
   EXPECT_EQ(microvm({"exec", ids[1], "test", "-e", "/tmp/noise"}).exit_code, 1);
   EXPECT_TRUE(heldMemory(mappings[0].inode) == saved) << "a VM's writes reached the template's memory";
-  auto third = microvm(runArgs({"--memory", "304"}, {"echo", "third"}));
+  auto third = microvm(runArgs({"--memory", "392"}, {"echo", "third"}));
   EXPECT_EQ(third.out, "third\n") << third.err;
   EXPECT_EQ(microvm({"rm", "-f", ids[0], ids[1]}).exit_code, 0);
 }
@@ -261,6 +261,37 @@ TEST(TemplateTest, WhatCannotBeTemplatedBootsColdAndSaysWhy) {
   EXPECT_EQ(bootPath("tpl-vol"), "cold");
   EXPECT_NE(bootNote("tpl-vol").find("volumes"), std::string::npos) << bootNote("tpl-vol");
   EXPECT_EQ(microvm({"rm", "tpl-vol"}).exit_code, 0);
+}
+
+TEST(TemplateTest, TemplateBuildMakesItAheadLeavesNoVmAndTheNextRunRestoresIt) {
+  auto before = microvm({"ps", "-a", "-q"});
+  auto built = microvm({"template", "build", "--memory", "408", "--rootfs", rootfs().string()});
+  ASSERT_EQ(built.exit_code, 0) << built.err;
+  EXPECT_NE(built.out.find("saved"), std::string::npos) << built.out;
+  EXPECT_EQ(microvm({"ps", "-a", "-q"}).out, before.out);  // the VM that made it is gone
+  auto listed = microvm({"template", "ls", "--format", "json"});
+  bool found = false;
+  for (const auto& entry : json::parse(listed.out)) {
+    if (entry.value("memory_mib", 0) == 408) found = !entry.value("stale", true);
+  }
+  EXPECT_TRUE(found) << listed.out;
+
+  auto run = runNamed("tpl-built", {"--memory", "408"});
+  EXPECT_EQ(run.exit_code, 7) << run.err;
+  EXPECT_EQ(bootPath("tpl-built"), "template") << bootNote("tpl-built");
+  EXPECT_EQ(microvm({"rm", "tpl-built"}).exit_code, 0);
+
+  auto again = microvm({"template", "build", "--memory", "408", "--rootfs", rootfs().string()});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.out.find("current already"), std::string::npos) << again.out;
+  EXPECT_EQ(again.out.substr(0, 12), built.out.substr(0, 12));
+
+  // A machine that cannot have one says why, and leaves nothing either.
+  auto volume = microvm({"template", "build", "--memory", "408", "-v", home().string() + ":/data:ro", "--rootfs",
+                         rootfs().string()});
+  EXPECT_NE(volume.exit_code, 0);
+  EXPECT_NE(volume.err.find("cannot have a boot template: volumes"), std::string::npos) << volume.err;
+  EXPECT_EQ(microvm({"ps", "-a", "-q"}).out, before.out);
 }
 
 TEST(TemplateTest, PruneLeavesNothingBehindAndTheNextRunMakesOneAgain) {

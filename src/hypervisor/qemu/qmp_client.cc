@@ -62,28 +62,11 @@ Result<void> QmpClient::negotiate(Clock::time_point deadline) {
 
 Result<void> QmpClient::send(const json& message, int fd) {
   std::string line = message.dump() + "\n";
-  iovec io{line.data(), line.size()};
-  msghdr header{};
-  header.msg_iov = &io;
-  header.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  if (fd >= 0) {
-    header.msg_control = control;
-    header.msg_controllen = sizeof control;
-    cmsghdr* cmsg = CMSG_FIRSTHDR(&header);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(cmsg), &fd, sizeof fd);
-  }
-  ssize_t sent;
-  do {
-    sent = ::sendmsg(fd_.get(), &header, MSG_NOSIGNAL);
-  } while (sent < 0 && errno == EINTR);
-  if (sent < 0) return Error::fromErrno("write to QMP");
+  auto sent = sendWithFds(fd_.get(), line, std::span<const int>(&fd, fd >= 0 ? 1 : 0));
+  if (!sent) return std::move(sent).error().withContext("write to QMP");
   // QMP commands are far below the socket buffer size; a short write would
   // mean the peer is broken.
-  if (static_cast<size_t>(sent) != line.size()) return Error(ErrorCode::kIo, "short write to QMP");
+  if (*sent != line.size()) return Error(ErrorCode::kIo, "short write to QMP");
   return success();
 }
 
