@@ -8,9 +8,10 @@
 #   - fork: `microvm fork --count 4` of a running VM, until all four children
 #     answer `exec`;
 #   - density: the total PSS of the QEMU, runner and keeper processes of N idle
-#     128 MiB VMs started from one template, against N cold-booted ones
-#     (target ratio <= 0.5). The template side adds its memory holder once:
-#     its PSS and the pages of the shared memfd it holds.
+#     128 MiB VMs started from one template with --share-memory, against N
+#     cold-booted ones (target ratio <= 0.5); and N from the template without
+#     it (each with its own copy of the template's memory). The shared side
+#     adds its memory holder once: its PSS and the pages of the memfd it holds.
 # Runs of floor, cold and template are interleaved so that all see the same
 # machine load; medians are reported.
 #   bench/boot.sh [RUNS] [DENSITY_VMS]      (needs a build: scripts/build.sh)
@@ -158,7 +159,8 @@ def vm_pss(flags):
     subprocess.run([binary, "rm", "-f", *ids], check=True, stdout=subprocess.DEVNULL)
     return total, sorted(paths)
 
-template_pss, template_paths = vm_pss([])
+template_pss, template_paths = vm_pss(["--share-memory"])
+private_pss, private_paths = vm_pss([])
 cold_pss, cold_paths = vm_pss(["--no-template"])
 
 print(json.dumps({
@@ -178,8 +180,10 @@ print(json.dumps({
     "density_template_pss_mib": round(template_pss / 1024, 1),
     "density_cold_pss_mib": round(cold_pss / 1024, 1),
     "density_ratio": round(template_pss / cold_pss, 3) if cold_pss else None,
+    "density_template_private_pss_mib": round(private_pss / 1024, 1),
+    "density_template_private_ratio": round(private_pss / cold_pss, 3) if cold_pss else None,
     "density_target_max": 0.5,
-    "density_boot_paths": {"template": template_paths, "cold": cold_paths},
+    "density_boot_paths": {"template": template_paths, "template_private": private_paths, "cold": cold_paths},
     "floor_s": [round(t, 3) for t in floor_times],
     "cold_s": [round(t, 3) for t in cold_times],
     "template_s": [round(t, 3) for t in template_times],

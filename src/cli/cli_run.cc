@@ -185,6 +185,7 @@ Result<RunOptions> toRunOptions(const RunFlags& flags, std::vector<std::string> 
   }
   options.vsock = !flags.no_vsock;
   options.boot_template = !flags.no_template;
+  options.share_template_memory = flags.share_memory;
   options.ulimits = flags.ulimits;
   for (const auto& text : flags.vsock) {
     auto mapping = parseVsockPort(text);
@@ -237,6 +238,9 @@ void addRunFlags(CLI::App& command, RunFlags& flags) {
                      "connects to it), or PORT:HOST_SOCKET_PATH:listen (host clients connect there)");
   command.add_flag("--no-template", flags.no_template,
                    "Boot the kernel even if a boot template of this machine exists (and make none)");
+  command.add_flag("--share-memory", flags.share_memory,
+                   "Restored from a boot template, share its memory copy-on-write with the other VMs that do "
+                   "(snapshots and forks of the VM are then slower)");
   command.add_flag("--no-vsock", flags.no_vsock,
                    "No agent and no vsock: no exec, cp, readiness probes or --vsock ports");
   command.add_option("--tmpfs", flags.tmpfs, "Mount a tmpfs: PATH[:OPTIONS], e.g. /scratch:size=64m");

@@ -43,6 +43,7 @@ struct RunFlags {
   std::vector<std::string> vsock;
   bool no_vsock = false;
   bool no_template = false;
+  bool share_memory = false;
   std::vector<std::string> ulimits;
   std::vector<std::string> tmpfs;
   std::string tmp_size;

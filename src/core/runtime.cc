@@ -252,6 +252,8 @@ Result<std::string> Runtime::create(const RunOptions& options) {
   spec.timings_ms = timings;
   double prepare_ms = step.lap();
   MICROVM_TRY(chooseBootTemplate(layout->dataDir(), spec, options.boot_template, vm_dir));
+  spec.template_share_memory = options.share_template_memory;
+  if (!spec.template_dir.empty() && spec.template_share_memory) spec.template_note += ", memory shared";
   auto make_disks = [&](const fs::path&) -> Result<void> {
     if (!rootfs.entries().empty()) {
       MICROVM_TRY(writeInjectionInitramfs(plan->machine.initramfs, rootfs.entries(), spec.initramfs));

@@ -120,13 +120,13 @@ void Runner::sendRefresh() {
 // An empty saved RAM file means the pages are in the stream instead (see
 // releaseStreamedZeros).
 //
-// A VM made from a boot template maps the template's memory, shared with
-// every other VM made from it, copy-on-write (template_memory.h); a private
-// copy is the fallback. No vhost-user back-end may map it: such VMs never
+// A VM made from a boot template with shared memory maps the template's
+// memory, shared with every other VM that does, copy-on-write
+// (template_memory.h); a private copy is the fallback. No vhost-user back-end may map it: such VMs never
 // use templates.
 Result<void> Runner::createGuestMemory(const fs::path& saved) {
   uint64_t size = uint64_t{static_cast<uint64_t>(spec_.memory_mib)} << 20;
-  if (from_template_ && !hasVsockDevice(spec_)) {
+  if (from_template_ && spec_.template_share_memory && !hasVsockDevice(spec_)) {
     auto shared = TemplateMemory::attach(saved, size);
     if (shared) {
       template_memory_.emplace(std::move(*shared));

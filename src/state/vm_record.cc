@@ -172,7 +172,11 @@ Result<void> saveSpec(const fs::path& vm_dir, const VmSpec& spec) {
         {"base_disk", spec.base_disk},
         {"runtime_dir", spec.runtime_dir},
         {"restore_from", spec.restore_from},
-        {"template", {{"dir", spec.template_dir}, {"capture", spec.template_capture}, {"note", spec.template_note}}}}},
+        {"template",
+         {{"dir", spec.template_dir},
+          {"capture", spec.template_capture},
+          {"note", spec.template_note},
+          {"share_memory", spec.template_share_memory}}}}},
       {"workload",
        {{"image", spec.image},
         {"exposed_ports", spec.exposed_ports},
@@ -238,6 +242,7 @@ Result<VmSpec> loadSpec(const fs::path& vm_dir) {
       spec.template_dir = boot_template->value("dir", "");
       spec.template_capture = boot_template->value("capture", "");
       spec.template_note = boot_template->value("note", "");
+      spec.template_share_memory = boot_template->value("share_memory", false);
     }
     const json& workload = j.at("workload");
     spec.image = workload.value("image", "");

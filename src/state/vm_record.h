@@ -45,6 +45,7 @@ struct VmSpec {
   std::string template_dir;
   std::string template_capture;
   std::string template_note;
+  bool template_share_memory = false;  // RunOptions::share_template_memory
 
   // Workload.
   std::string image;  // the reference it was created from; empty for --rootfs

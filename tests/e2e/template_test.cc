@@ -163,7 +163,7 @@ TEST(TemplateTest, VmsFromOneTemplateShareItsMemoryCopyOnWriteAndNoneCanChangeIt
   auto made = microvm(runArgs({"--memory", "392"}, {"/bin/true"}));
   ASSERT_EQ(made.exit_code, 0) << made.err;
   std::vector<std::string> ids;
-  for (int i = 0; i < 2; ++i) ids.push_back(runDetached({"--memory", "392"}, {"sleep", "600"}));
+  for (int i = 0; i < 2; ++i) ids.push_back(runDetached({"--memory", "392", "--share-memory"}, {"sleep", "600"}));
   std::vector<TemplateMapping> mappings;
   for (const auto& id : ids) {
     ASSERT_EQ(bootPath(id), "template") << bootNote(id);
@@ -193,8 +193,20 @@ TEST(TemplateTest, VmsFromOneTemplateShareItsMemoryCopyOnWriteAndNoneCanChangeIt
   ASSERT_EQ(wrote.exit_code, 0) << wrote.err;
   EXPECT_EQ(microvm({"exec", ids[1], "test", "-e", "/tmp/noise"}).exit_code, 1);
   EXPECT_TRUE(heldMemory(mappings[0].inode) == saved) << "a VM's writes reached the template's memory";
-  auto third = microvm(runArgs({"--memory", "392"}, {"echo", "third"}));
+  auto third = microvm(runArgs({"--memory", "392", "--share-memory"}, {"echo", "third"}));
   EXPECT_EQ(third.out, "third\n") << third.err;
+  // Without --share-memory, a VM from the template loads its own copy.
+  std::string own = runDetached({"--memory", "392"}, {"sleep", "600"});
+  EXPECT_EQ(bootPath(own), "template") << bootNote(own);
+  EXPECT_EQ(templateMapping(inspect(own).value("qemu_pid", 0)).inode, 0u);
+  // A shared VM is saved (its memory in the stream) and restored whole.
+  auto saved_vm = microvm({"snapshot", "create", ids[1], "tpl-shared-snap"});
+  ASSERT_EQ(saved_vm.exit_code, 0) << saved_vm.err;
+  auto restored = microvm({"snapshot", "restore", "tpl-shared-snap", "--name", "tpl-shared-restored"});
+  ASSERT_EQ(restored.exit_code, 0) << restored.err;
+  EXPECT_EQ(microvm({"exec", "tpl-shared-restored", "true"}).exit_code, 0);
+  EXPECT_EQ(microvm({"rm", "-f", own, "tpl-shared-restored"}).exit_code, 0);
+  EXPECT_EQ(microvm({"snapshot", "rm", "tpl-shared-snap"}).exit_code, 0);
   EXPECT_EQ(microvm({"rm", "-f", ids[0], ids[1]}).exit_code, 0);
 }
 
