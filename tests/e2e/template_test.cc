@@ -177,7 +177,8 @@ TEST(TemplateTest, VmsFromOneTemplateShareItsMemoryCopyOnWriteAndNoneCanChangeIt
 
   // The template's memory as saved, and as held: the same bytes...
   std::string note = bootNote(ids[0]);
-  std::string key = note.substr(note.find(' ') + 1);
+  ASSERT_NE(note.find("memory shared"), std::string::npos) << note;
+  std::string key = note.substr(note.find(' ') + 1, 12);
   std::string saved;
   for (const auto& entry : fs::directory_iterator(home() / "templates")) {
     if (entry.path().filename().string().rfind(key, 0) != 0) continue;
