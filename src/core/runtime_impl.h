@@ -69,12 +69,6 @@ Result<std::string> createRestoredVm(const Layout& layout, const std::filesystem
                                      const VmSpec& source, const std::string& name, bool remove,
                                      const std::string& note);
 
-// Whether the guest runs its workload: init has its spec (the runner timed
-// the boot), or the VM resumed saved state of a guest that did.
-inline bool workloadStarted(const VmState& state) {
-  return state.timings_ms.count("boot") != 0 || state.timings_ms.count("restore") != 0;
-}
-
 // Waits (bounded) until an active VM's workload has started. A VM saved
 // before then would hold init halfway through taking its spec from this
 // runner, which no restored copy could finish.

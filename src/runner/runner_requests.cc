@@ -194,10 +194,9 @@ void Runner::captureTemplate() {
       " ms");
 }
 
-// Saved before init has its spec, a guest could never be resumed: it
-// would wait for a spec its new runner does not send (core waits first).
+// No save before the workload starts (workloadStarted); core waits first.
 static Result<void> checkWorkloadStarted(const VmState& state) {
-  if (state.timings_ms.count("boot") || state.timings_ms.count("restore")) return success();
+  if (workloadStarted(state)) return success();
   return Error(ErrorCode::kInvalidArgument, "the VM is still starting: its workload has not started yet");
 }
 

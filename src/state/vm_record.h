@@ -162,6 +162,14 @@ struct VmState {
   std::map<std::string, double> timings_ms;
 };
 
+// Whether the guest runs its workload: init had its spec (the runner timed
+// the boot), or the VM resumed saved state of a guest that had. A VM saved
+// before then could not be resumed: init would wait for a spec its new
+// runner does not send.
+inline bool workloadStarted(const VmState& state) {
+  return state.timings_ms.count("boot") != 0 || state.timings_ms.count("restore") != 0;
+}
+
 const char* toString(VmStatus status);
 
 // The 9p tag of the index-th share: planning assigns it (core/vm_plan.h), and
