@@ -35,18 +35,20 @@ using microvm::agent::AgentClient;
 
 // A pipe whose read end the test hands to the client as its signal_fd: the
 // client reads signalfd_siginfo records from it, whoever wrote them.
+// `blocking`: a read of the empty pipe waits, as one of a signalfd made
+// without SFD_NONBLOCK does.
 struct FakeSignals {
   int read_end = -1;
   int write_end = -1;
-  FakeSignals() {
+  explicit FakeSignals(bool blocking = false) {
     int fds[2];
-    EXPECT_EQ(::pipe2(fds, O_CLOEXEC | O_NONBLOCK), 0);
+    EXPECT_EQ(::pipe2(fds, O_CLOEXEC | (blocking ? 0 : O_NONBLOCK)), 0);
     read_end = fds[0];
     write_end = fds[1];
   }
   ~FakeSignals() {
     ::close(read_end);
-    ::close(write_end);
+    if (write_end >= 0) ::close(write_end);
   }
   void raise(int sig) const {
     signalfd_siginfo info{};
@@ -330,6 +332,47 @@ TEST_F(AgentTest, SignalsReachTheCommand) {
   auto killed = client().exec(command, streams);
   ASSERT_TRUE(killed.ok());
   EXPECT_EQ(*killed, 128 + SIGKILL);
+}
+
+// The OCI runtime once handed exec a blocking signalfd, and a SIGWINCH
+// (podman sizing the console) stalled the session in a second read.
+TEST_F(AgentTest, ABlockingSignalFdDoesNotStallTheSession) {
+  FakeSignals signals(/*blocking=*/true);
+  agent::ExecCommand command;
+  command.argv = {"/bin/sh", "-c", "read line; echo got $line"};
+  command.tty = true;
+  std::string out_path = dir_ + "/blocking.out";
+  int out_fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  int input[2];
+  ASSERT_EQ(::pipe2(input, O_CLOEXEC), 0);
+  agent::ExecStreams streams;
+  streams.stdin_fd = input[0];
+  streams.stdout_fd = out_fd;
+  streams.signal_fd = signals.read_end;
+  std::atomic<bool> done{false};
+  std::atomic<bool> stalled{false};
+  std::thread driver([&] {
+    signals.raise(SIGWINCH);
+    ::usleep(100'000);
+    (void)!::write(input[1], "go\n", 3);
+    // Bounded: a client stalled in a read is freed by EOF, and the test fails.
+    for (int i = 0; i < 100 && !done; ++i) ::usleep(50'000);
+    if (!done) {
+      stalled = true;
+      ::close(signals.write_end);
+      signals.write_end = -1;
+    }
+  });
+  auto code = client().exec(command, streams);
+  done = true;
+  driver.join();
+  ::close(input[0]);
+  ::close(input[1]);
+  ::close(out_fd);
+  ASSERT_TRUE(code.ok()) << code.error().message();
+  EXPECT_EQ(*code, 0);
+  EXPECT_FALSE(stalled) << "the session waited for a second signal";
+  EXPECT_NE(readAll(out_path).find("got go"), std::string::npos) << readAll(out_path);
 }
 
 TEST_F(AgentTest, TtyHasTheWindowSizeAndFollowsResizes) {

@@ -549,12 +549,16 @@ Result<int> AgentClient::exec(const ExecCommand& command, const ExecStreams& str
     if (retryOnEintr([&] { return ::poll(watch, kCount, -1); }) < 0) return Error::fromErrno("poll");
 
     if (watch[kSignals].revents & POLLIN) {
-      signalfd_siginfo info{};
-      while (::read(streams.signal_fd, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
-        if (static_cast<int>(info.ssi_signo) == SIGWINCH) {
+      // One read per wakeup: the caller's signalfd may be blocking, and a
+      // second read would then wait for the next signal with the session
+      // stalled. A read returns every pending signal that fits.
+      signalfd_siginfo info[8]{};
+      ssize_t got = retryOnEintr([&] { return ::read(streams.signal_fd, info, sizeof info); });
+      for (ssize_t i = 0; got > 0 && i < got / static_cast<ssize_t>(sizeof info[0]); ++i) {
+        if (static_cast<int>(info[i].ssi_signo) == SIGWINCH) {
           if (auto size = terminalSize(streams.terminal_fd)) queue(FrameType::kResize, encodeWindowSize(*size));
         } else {
-          queue(FrameType::kExecSignal, encodeU32(info.ssi_signo));
+          queue(FrameType::kExecSignal, encodeU32(info[i].ssi_signo));
         }
       }
     }

@@ -523,7 +523,7 @@ int runExec(const GlobalOptions& global, const ContainerDir& dir, const std::str
   sigemptyset(&set);
   for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH}) sigaddset(&set, sig);
   ::sigprocmask(SIG_BLOCK, &set, nullptr);
-  options.signal_fd = ::signalfd(-1, &set, SFD_CLOEXEC);
+  options.signal_fd = ::signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
   options.stdin_fd = isDevNull(STDIN_FILENO) ? -1 : STDIN_FILENO;
   options.stdout_fd = STDOUT_FILENO;
   options.stderr_fd = STDERR_FILENO;
