@@ -41,8 +41,7 @@ constexpr int kPowerOffGraceSeconds = 5;
 }  // namespace
 
 void Runner::log(const std::string& message) {
-  if (!log_fd_.valid()) return;
-  (void)writeAll(log_fd_.get(), nowRfc3339() + " " + message + "\n");
+  if (log_) log_->write(message);
 }
 
 // One deadline at a time: the stop timeout, or the power-off grace period.
@@ -185,13 +184,14 @@ Result<void> Runner::start() {
     keeper_.emplace(std::move(*keeper));
   }
 
-  // O_NOFOLLOW: the VM's directory is writable by its runner's id, which
-  // must not point root's writes elsewhere.
-  log_fd_.reset(
-      ::open(VmPaths(vm_dir_).runnerLog().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!log_fd_.valid()) return Error::fromErrno("open " + VmPaths(vm_dir_).runnerLog().string());
-  // workload.log goes on across starts; console.log starts afresh with each boot.
+  // Every log is bounded by the VM's policy (runner_log.h). workload.log
+  // and runner.log go on across starts; console.log starts afresh with each
+  // boot. O_NOFOLLOW: the VM's directory is writable by its runner's id,
+  // which must not point root's writes elsewhere.
   RotationPolicy rotation{spec_.log_max_size, spec_.log_max_files};
+  auto runner_log = RunnerLog::open(VmPaths(vm_dir_).runnerLog(), rotation);
+  if (!runner_log) return std::move(runner_log).error();
+  log_.emplace(std::move(*runner_log));
   auto workload_log = RotatingFile::open(VmPaths(vm_dir_).workloadLog(), rotation);
   if (!workload_log) return std::move(workload_log).error();
   workload_log_.emplace(std::move(*workload_log));
@@ -275,7 +275,9 @@ Result<void> Runner::start() {
   fds.console = console_qemu_end.get();
   fds.control = guest_end.get();
   fds.agent = agent_qemu_end.get();
-  fds.diagnostics = log_fd_.get();
+  auto diagnostics_qemu_end = openVmmStderr();
+  if (!diagnostics_qemu_end) return std::move(diagnostics_qemu_end).error();
+  fds.diagnostics = diagnostics_qemu_end->get();
   // The network exists, port forwards included, before the guest boots: a
   // busy host port fails the start here.
   UniqueFd net_qemu_end;
@@ -330,12 +332,17 @@ Result<void> Runner::start() {
   if (::geteuid() == 0) MICROVM_TRY(chooseVmmUser(config));
   QemuBackend backend(spec_.qemu);
   auto vmm = backend.launch(config);
-  if (!vmm) return std::move(vmm).error();
+  if (!vmm) {
+    readVmmStderr();  // why QEMU did not start, if it said
+    return std::move(vmm).error();
+  }
   vmm_ = std::move(*vmm);
   guest_end.reset();
   agent_qemu_end.reset();
   console_qemu_end.reset();
   net_qemu_end.reset();
+  diagnostics_qemu_end->reset();
+  MICROVM_TRY(loop_->add(vmm_stderr_.get(), EPOLLIN, [this](uint32_t) { readVmmStderr(); }));
 
   MICROVM_TRY(confine());
 
@@ -582,8 +589,8 @@ int Runner::finish() {
     state_.error = why;
     std::string console =
         console_read_.valid() ? tailLines(console_read_.get(), 5) : tailLines(VmPaths(vm_dir_).consoleLog(), 5);
-    std::string vmm_log =
-        runner_log_read_.valid() ? tailLines(runner_log_read_.get(), 3) : tailLines(VmPaths(vm_dir_).runnerLog(), 3);
+    readVmmStderr();
+    std::string vmm_log = log_ ? log_->recent() : std::string();
     if (err_fd_ >= 0 && failure_.empty()) {
       std::string message = "microvm: " + why + "\n";
       if (!vmm_log.empty()) message += "runner log:\n" + vmm_log + "\n";
@@ -615,7 +622,7 @@ int Runner::finish() {
   network_.reset();
   pod_network_.reset();
   if (spec_.remove_on_exit) {
-    log_fd_.reset();
+    log_.reset();
     if (!keeper_) (void)removeTree(vm_dir_);
   } else {
     setStatus(VmStatus::kExited);
@@ -663,7 +670,7 @@ int Runner::run() {
   if (started) {
     if (auto looped = loop(); !looped) failure_ = looped.error().message();
   } else {
-    failure_ = started.error().message();
+    failure_ = withVmmsWords(started.error().message());
     log("start failed: " + failure_);
     if (err_fd_ >= 0) (void)writeAll(err_fd_, "microvm: " + failure_ + "\n");
     vmm_.reset();  // kills and reaps QEMU if it started

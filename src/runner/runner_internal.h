@@ -27,6 +27,7 @@
 #include "runner/keeper.h"
 #include "runner/pod_network.h"
 #include "runner/runner_confinement.h"
+#include "runner/runner_log.h"
 #include "runner/template_memory.h"
 #include "runner/vmm_user.h"
 #include "state/vm_record.h"
@@ -109,6 +110,9 @@ class Runner {
   void detach(int fd);
   void forwardOutput(int& fd, const char* stream, std::string_view bytes);
   void readConsole();
+  Result<UniqueFd> openVmmStderr();
+  void readVmmStderr();
+  std::string withVmmsWords(std::string failure);
   void writeLog(RotatingFile& file, std::string_view bytes, bool stream);
 
   // runner_privileges.cc
@@ -130,10 +134,9 @@ class Runner {
   // As root: does what the runner's own id may not (keeper.h). Declared
   // before everything that may ask it.
   std::optional<Keeper> keeper_;
-  // Opened while root, read after: the logs quoted when the VM fails, and
+  // Opened while root, read after: the console quoted when the VM fails, and
   // the disk a snapshot copies.
   UniqueFd console_read_;
-  UniqueFd runner_log_read_;
   UniqueFd disk_read_;
   // Guest RAM (a memfd QEMU maps shared): saved and restored by the runner.
   // Invalid when QEMU maps a boot template's memory copy-on-write instead:
@@ -144,7 +147,8 @@ class Runner {
   // The saved state being restored carries the RAM (its RAM file is empty).
   bool incoming_has_ram_ = false;
   VmState state_;
-  UniqueFd log_fd_;
+  std::optional<RunnerLog> log_;  // runner.log
+  UniqueFd vmm_stderr_;             // the read end of QEMU's stderr, a pipe
   std::optional<RotatingFile> workload_log_;
   std::optional<RotatingFile> console_log_;
   UniqueFd console_;  // the runner's end of the guest's serial console

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <vector>
 
 #include "base/paths.h"
 #include "base/fs.h"
@@ -85,7 +86,6 @@ Result<void> Runner::giveUpRoot() {
     return success();
   };
   MICROVM_TRY(open_read(VmFiles::kConsoleLog, console_read_));
-  MICROVM_TRY(open_read(VmFiles::kRunnerLog, runner_log_read_));
   disk_read_.reset(::open(spec_.root_disk.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (!disk_read_.valid()) return Error::fromErrno("open " + spec_.root_disk);
 
@@ -113,9 +113,13 @@ Result<void> Runner::giveUpRoot() {
   // The rotated logs become the runner's, so that it can rename them in the
   // sticky directory and start new ones; root reads them without following
   // links (RotatedLogReader), as it does state.json.
-  for (const auto* rotating : {&workload_log_, &console_log_}) {
-    if (!rotating->has_value()) continue;
-    for (const auto& path : rotatedLogFiles((*rotating)->path())) {
+  std::vector<RotatingFile*> rotating_logs;
+  for (auto* log : {&workload_log_, &console_log_}) {
+    if (log->has_value()) rotating_logs.push_back(&**log);
+  }
+  if (log_) rotating_logs.push_back(&log_->file());
+  for (const RotatingFile* rotating : rotating_logs) {
+    for (const auto& path : rotatedLogFiles(rotating->path())) {
       UniqueFd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
       struct stat log_st {};
       if (!file.valid() || ::fstat(file.get(), &log_st) != 0 || !S_ISREG(log_st.st_mode) || log_st.st_nlink != 1) {
@@ -126,9 +130,7 @@ Result<void> Runner::giveUpRoot() {
   }
   state_dir_ = ".";
   // The runner's id cannot search the data dir: rotate by name from here.
-  for (auto* rotating : {&workload_log_, &console_log_}) {
-    if (rotating->has_value()) (*rotating)->renamePath((*rotating)->path().filename());
-  }
+  for (RotatingFile* rotating : rotating_logs) rotating->renamePath(rotating->path().filename());
   MICROVM_TRY(becomeRunnerUser(uid, gid, runnerCapabilities()));
   state_.runner_uid = uid;
   log("runner runs as uid/gid " + std::to_string(uid));

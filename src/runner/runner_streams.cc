@@ -209,4 +209,37 @@ void Runner::readConsole() {
   }
 }
 
+// QEMU's stderr: a pipe the runner reads into runner.log, non-blocking at
+// both ends (QEMU never waits on it: what a full pipe does not take is lost).
+Result<UniqueFd> Runner::openVmmStderr() {
+  int diagnostics[2];
+  if (::pipe2(diagnostics, O_CLOEXEC | O_NONBLOCK) != 0) return Error::fromErrno("pipe for QEMU's stderr");
+  vmm_stderr_.reset(diagnostics[0]);
+  return UniqueFd(diagnostics[1]);
+}
+
+// QEMU's own words, when it exited saying why (an unusable option, a missing
+// device): the runner's error only sees the effect.
+std::string Runner::withVmmsWords(std::string failure) {
+  readVmmStderr();
+  if (log_ && !log_->lastVmmLine().empty()) failure += " (QEMU: " + log_->lastVmmLine() + ")";
+  return failure;
+}
+
+void Runner::readVmmStderr() {
+  char buffer[kChunk];
+  for (int turn = 0; turn < 16 && vmm_stderr_.valid(); ++turn) {  // a bounded share of the loop
+    ssize_t got = ::read(vmm_stderr_.get(), buffer, sizeof buffer);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0 && errno == EAGAIN) return;
+    if (got > 0) {
+      if (log_) log_->feedVmm(std::string_view(buffer, static_cast<size_t>(got)));
+      continue;
+    }
+    if (loop_ && loop_->watching(vmm_stderr_.get())) loop_->remove(vmm_stderr_.get());
+    vmm_stderr_.reset();
+    if (log_) log_->flushVmm();
+  }
+}
+
 }  // namespace microvm

@@ -5,12 +5,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "harness.h"
 
 namespace microvm::e2e {
 namespace {
+
+namespace fs = std::filesystem;
 
 void expectCleanFailure(const Outcome& result, const std::string& needle) {
   EXPECT_EQ(result.exit_code, 125);
@@ -38,6 +42,29 @@ TEST(ErrorsTest, NoQemu) {
   expectCleanFailure(microvm({"run", "--rm", "--rootfs", rootfs().string(), "--", "true"},
                              {"MICROVM_QEMU=qemu-system-nonexistent"}),
                      "qemu-system-nonexistent not found on PATH");
+}
+
+TEST(ErrorsTest, QemuThatExitsAtStartIsQuoted) {
+  // A QEMU that answers --version but refuses the VM's command line: the
+  // error carries what it said (through runner.log's stderr pipe).
+  // QEMU runs as a user of its own: the script must be reachable by anyone.
+  fs::path dir = fs::temp_directory_path() / ("microvm-fake-qemu-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  fs::permissions(dir, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                           fs::perms::others_read | fs::perms::others_exec);
+  fs::path fake = dir / "qemu-system-x86_64";
+  {
+    std::ofstream script(fake);
+    script << "#!/bin/sh\n"
+              "for a in \"$@\"; do case \"$a\" in -version|--version) exec qemu-system-x86_64 \"$@\";; esac; done\n"
+              "echo \"fake-qemu: -device virtio-blk-device: no such bus\" >&2\nexit 1\n";
+  }
+  fs::permissions(fake, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                            fs::perms::others_read | fs::perms::others_exec);
+  expectCleanFailure(microvm({"run", "--rm", "--rootfs", rootfs().string(), "--", "true"},
+                             {"MICROVM_QEMU=" + fake.string()}),
+                     "(QEMU: fake-qemu: -device virtio-blk-device: no such bus)");
+  fs::remove_all(dir);
 }
 
 TEST(ErrorsTest, NoKernel) {

@@ -33,6 +33,13 @@ std::vector<fs::path> logFiles(const fs::path& dir, const std::string& log) {
   return files;
 }
 
+std::string readAll(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
 std::vector<std::string> lines(const std::string& text) {
   std::vector<std::string> out;
   std::istringstream stream(text);
@@ -100,6 +107,28 @@ TEST(LogsTest, ConsoleLogIsBoundedToo) {
   EXPECT_NE(console.out.find("line 20000\r\n"), std::string::npos) << console.out.substr(console.out.size() - 300);
   EXPECT_LE(console.out.size(), 2u * 16 * 1024);
   EXPECT_EQ(microvm({"rm", "logs-console"}).exit_code, 0);
+}
+
+TEST(LogsTest, RunnerLogIsBoundedWhateverTheGuestMakesItSay) {
+  // Each packet the policy refuses is a line of runner.log with --egress-log:
+  // 400 of them (about 36 KB) against 2 × 8 KiB.
+  auto result = microvm({"run", "--name", "logs-runner", "--egress-deny-all", "--egress-log", "--log-opt",
+                         "max-size=8k,max-file=2", "--rootfs", rootfs().string(), "--", "/bin/sh", "-c",
+                         "ping -c 400 -i 0.01 -W 1 192.0.2.1 >/dev/null 2>&1; echo pinged"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(result.out, "pinged\n");
+  fs::path dir = vmDir("logs-runner");
+  ASSERT_FALSE(dir.empty());
+  auto files = logFiles(dir, "runner.log");
+  EXPECT_EQ(files.size(), 2u);
+  for (const auto& file : files) EXPECT_LE(fs::file_size(file), 8u * 1024) << file;
+  // It did rotate: the older file is full of refusals, and the newest ends
+  // with the runner's own last line.
+  std::string older = readAll(dir / "runner.log.1");
+  EXPECT_GE(lines(older).size(), 50u) << older;
+  EXPECT_NE(older.find("egress: deny icmp 10.0.2.15:0 -> 192.0.2.1:0"), std::string::npos) << older;
+  EXPECT_NE(readAll(dir / "runner.log").find("VM finished, exit code 0"), std::string::npos);
+  EXPECT_EQ(microvm({"rm", "logs-runner"}).exit_code, 0);
 }
 
 TEST(LogsTest, FollowGoesOnAcrossRotations) {
