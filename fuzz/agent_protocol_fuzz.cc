@@ -43,12 +43,21 @@ void decodeEverything(std::string_view payload) {
       mismatch("refresh");
     }
   }
-  // The control port's spec (init decodes it; the tty fields among them).
+  // The control port's spec (init decodes it; the tty fields and injected files among them).
   if (auto spec = agent::decodeSpec(payload)) {
     auto again = agent::decodeSpec(agent::encodeSpec(*spec));
     if (!again || again->argv != spec->argv || again->env != spec->env || again->tty != spec->tty ||
         (spec->tty && (again->tty_rows != spec->tty_rows || again->tty_cols != spec->tty_cols))) {
       mismatch("workload spec");
+    }
+    if (again->injected.size() != spec->injected.size()) mismatch("injected files");
+    for (size_t i = 0; i < spec->injected.size() && i < again->injected.size(); ++i) {
+      const auto& a = spec->injected[i];
+      const auto& b = again->injected[i];
+      if (a.path != b.path || a.content != b.content || a.directory != b.directory || a.mode != b.mode ||
+          a.uid != b.uid || a.gid != b.gid) {
+        mismatch("injected file");
+      }
     }
   }
   (void)agent::decodeFileInfo(payload);

@@ -87,10 +87,16 @@ Result<UniqueFd> openChildDirectory(int parent, const std::string& name, const s
   return fd;
 }
 
-Result<void> copyInjectedFile(int parent, const std::string& name, const InjectEntry& entry) {
+// `content`: the file's bytes (from the spec); nullptr: its data file in
+// kInjectDir.
+Result<void> copyInjectedFile(int parent, const std::string& name, const InjectEntry& entry,
+                              const std::string* content) {
   std::string data_path = std::string(kInjectDir) + "/" + std::to_string(entry.index);
-  UniqueFd source(::open(data_path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!source.valid()) return systemError("open " + data_path);
+  UniqueFd source;
+  if (content == nullptr) {
+    source.reset(::open(data_path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!source.valid()) return systemError("open " + data_path);
+  }
   struct stat info {};
   if (::fstatat(parent, name.c_str(), &info, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(info.st_mode)) {
     return Error(ErrorCode::kInvalidArgument,
@@ -98,10 +104,14 @@ Result<void> copyInjectedFile(int parent, const std::string& name, const InjectE
   }
   UniqueFd target(::openat(parent, name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!target.valid()) return systemError("create " + entry.path);
-  switch (copyToEnd(source.get(), target.get())) {
-    case CopyResult::kReadFailed: return systemError("read " + data_path);
-    case CopyResult::kWriteFailed: return systemError("write " + entry.path);
-    case CopyResult::kDone: break;
+  if (content != nullptr) {
+    if (auto written = writeAll(target.get(), *content); !written) return systemError("write " + entry.path);
+  } else {
+    switch (copyToEnd(source.get(), target.get())) {
+      case CopyResult::kReadFailed: return systemError("read " + data_path);
+      case CopyResult::kWriteFailed: return systemError("write " + entry.path);
+      case CopyResult::kDone: break;
+    }
   }
   // Owner before mode: chown clears set-id bits.
   if (::fchown(target.get(), entry.uid, entry.gid) != 0) return systemError("chown " + entry.path);
@@ -109,15 +119,12 @@ Result<void> copyInjectedFile(int parent, const std::string& name, const InjectE
   return {};
 }
 
-// Writes the rootfs hooks' files (kInjectDir in the initramfs) into the root
-// disk mounted at `root`. No manifest: nothing to do.
-Result<void> applyInjectedFiles(const std::string& root) {
-  auto manifest = readFileIfExists(std::string(kInjectDir) + "/manifest");
-  if (!manifest.ok()) return manifest.error();
-  if (manifest->empty()) return {};
-  auto entries = parseInjectManifest(*manifest);
-  if (!entries.ok()) return entries.error();
-  for (const InjectEntry& entry : *entries) {
+// Writes the rootfs hooks' entries into the root disk mounted at `root`;
+// contents[i] is entry i's bytes, or nullptr for its data file in kInjectDir.
+Result<void> writeInjectEntries(const std::string& root, const std::vector<InjectEntry>& entries,
+                                const std::vector<const std::string*>& contents) {
+  for (size_t index = 0; index < entries.size(); ++index) {
+    const InjectEntry& entry = entries[index];
     UniqueFd dir(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!dir.valid()) return systemError("open " + root);
     auto parts = split(std::string_view(entry.path).substr(1), '/');
@@ -135,11 +142,35 @@ Result<void> applyInjectedFiles(const std::string& root) {
       if (::fchown(made->get(), entry.uid, entry.gid) != 0 || ::fchmod(made->get(), entry.mode) != 0) {
         return systemError("rootfs hook: chown/chmod " + entry.path);
       }
-    } else if (auto copied = copyInjectedFile(dir.get(), leaf, entry); !copied.ok()) {
+    } else if (auto copied = copyInjectedFile(dir.get(), leaf, entry, contents[index]); !copied.ok()) {
       return copied.error().withContext("rootfs hook");
     }
   }
-  log("rootfs hooks: wrote " + std::to_string(entries->size()) + " entries");
+  return {};
+}
+
+// The rootfs hooks' files: those in the initramfs (kInjectDir; no manifest,
+// none), then those in the spec.
+Result<void> applyInjectedFiles(const std::string& root, const agent::WorkloadSpec& spec) {
+  auto manifest = readFileIfExists(std::string(kInjectDir) + "/manifest");
+  if (!manifest.ok()) return manifest.error();
+  size_t written = 0;
+  if (!manifest->empty()) {
+    auto entries = parseInjectManifest(*manifest);
+    if (!entries.ok()) return entries.error();
+    auto done = writeInjectEntries(root, *entries, std::vector<const std::string*>(entries->size(), nullptr));
+    if (!done.ok()) return done;
+    written += entries->size();
+  }
+  if (!spec.injected.empty()) {
+    auto entries = specInjectEntries(spec.injected);
+    if (!entries.ok()) return entries.error();
+    std::vector<const std::string*> contents;
+    for (const auto& file : spec.injected) contents.push_back(&file.content);
+    if (auto done = writeInjectEntries(root, *entries, contents); !done.ok()) return done;
+    written += entries->size();
+  }
+  if (written > 0) log("rootfs hooks: wrote " + std::to_string(written) + " entries");
   return {};
 }
 
@@ -248,7 +279,7 @@ Result<void> setUpEarlyUserspace() {
 
 Result<void> enterRoot(const agent::WorkloadSpec& spec) {
   if (auto mounted = mountRoot(spec); !mounted.ok()) return mounted;
-  if (auto injected = applyInjectedFiles(kNewRoot); !injected.ok()) return injected;
+  if (auto injected = applyInjectedFiles(kNewRoot, spec); !injected.ok()) return injected;
   if (auto switched = switchRoot(); !switched.ok()) return switched;
   return mountRuntimeFilesystems();
 }
@@ -316,6 +347,21 @@ void configureSystem(const agent::WorkloadSpec& spec) {
   writeMachineId();
 }
 
+namespace {
+
+// Why `path` is not an absolute, normalized path of at most 4096 bytes
+// (nullptr: it is one).
+const char* injectPathProblem(const std::string& path) {
+  if (path.size() < 2 || path[0] != '/' || path.size() > 4096) return "bad path";
+  if (path.find('\0') != std::string::npos) return "bad path";
+  for (std::string_view part : split(std::string_view(path).substr(1), '/')) {
+    if (part.empty() || part == "." || part == "..") return "path not normalized";
+  }
+  return nullptr;
+}
+
+}  // namespace
+
 Result<std::vector<InjectEntry>> parseInjectManifest(std::string_view text) {
   std::vector<InjectEntry> entries;
   for (std::string_view line : split(text, '\n')) {
@@ -347,10 +393,27 @@ Result<std::vector<InjectEntry>> parseInjectManifest(std::string_view text) {
     entry.gid = *gid;
     entry.index = *index;
     entry.path = std::string(line.substr(start));
-    if (entry.path.size() < 2 || entry.path[0] != '/' || entry.path.size() > 4096) return bad("bad path");
-    for (std::string_view part : split(std::string_view(entry.path).substr(1), '/')) {
-      if (part.empty() || part == "." || part == "..") return bad("path not normalized");
-    }
+    if (const char* why = injectPathProblem(entry.path)) return bad(why);
+    entries.push_back(std::move(entry));
+  }
+  return entries;
+}
+
+Result<std::vector<InjectEntry>> specInjectEntries(const std::vector<agent::InjectedFile>& files) {
+  std::vector<InjectEntry> entries;
+  for (const auto& file : files) {
+    auto bad = [&](const char* why) {
+      return Error(ErrorCode::kInvalidArgument,
+                   "rootfs hook in the spec: " + std::string(why) + ": " + file.path.substr(0, 200));
+    };
+    if (const char* why = injectPathProblem(file.path)) return bad(why);
+    if (file.mode > 07777) return bad("bad mode");
+    InjectEntry entry;
+    entry.directory = file.directory;
+    entry.mode = file.mode;
+    entry.uid = file.uid;
+    entry.gid = file.gid;
+    entry.path = file.path;
     entries.push_back(std::move(entry));
   }
   return entries;

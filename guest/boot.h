@@ -49,9 +49,11 @@ void configureSystem(const agent::WorkloadSpec& spec);
 // runs. The runner appends them to the initramfs under kInjectDir: a
 // manifest of lines "<f|d> <octal mode> <uid> <gid> <data index> <path>"
 // (the path last, absolute, without newlines) and the data of each file
-// as kInjectDir/<index>. Init writes them into the mounted root disk,
-// creating missing parent directories (0755, root), and refuses any path
-// with a symlink component.
+// as kInjectDir/<index>. Small sets travel in the spec instead
+// (WorkloadSpec::injected), so that a VM restored from a boot template gets
+// them too. Init writes both into the mounted root disk, the initramfs's
+// first, creating missing parent directories (0755, root), and refuses any
+// path with a symlink component.
 inline constexpr char kInjectDir[] = "/.microvm-inject";
 struct InjectEntry {
   bool directory = false;
@@ -62,6 +64,9 @@ struct InjectEntry {
   std::string path;  // absolute, normalized: no "", "." or ".." components
 };
 Result<std::vector<InjectEntry>> parseInjectManifest(std::string_view text);
+// The spec's injected files as entries: an error for a path that is not
+// absolute and normalized, or a mode beyond 07777.
+Result<std::vector<InjectEntry>> specInjectEntries(const std::vector<agent::InjectedFile>& files);
 
 // ---------------------------------------------------------------------------
 // Volumes.

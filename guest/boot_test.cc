@@ -25,6 +25,21 @@ TEST(InjectManifest, ParsesEntriesAndRefusesWhatInitCannotTrust) {
   }
 }
 
+TEST(InjectManifest, SpecEntriesAreCheckedAsTheManifestsAre) {
+  auto entries = specInjectEntries({{"/etc/hook.txt", false, "x", 0640, 1000, 1001}, {"/opt/d", true, "", 0750, 7, 8}});
+  ASSERT_TRUE(entries.ok()) << entries.error().message();
+  ASSERT_EQ(entries->size(), 2u);
+  EXPECT_EQ((*entries)[0].path, "/etc/hook.txt");
+  EXPECT_EQ((*entries)[0].mode, 0640u);
+  EXPECT_EQ((*entries)[0].uid, 1000u);
+  EXPECT_TRUE((*entries)[1].directory);
+  for (const char* bad : {"relative", "/a/../b", "/a//b", "/", "/a/./b", ""}) {
+    EXPECT_FALSE(specInjectEntries({{bad, false, "", 0644, 0, 0}}).ok()) << bad;
+  }
+  EXPECT_FALSE(specInjectEntries({{std::string("/a\0b", 4), false, "", 0644, 0, 0}}).ok());
+  EXPECT_FALSE(specInjectEntries({{"/a", false, "", 017777, 0, 0}}).ok());
+}
+
 agent::MountSpec volume(std::string source, std::string target, std::string fstype, std::string options = "",
                         bool readonly = false) {
   return agent::MountSpec{std::move(source), std::move(target), std::move(fstype), std::move(options), readonly};

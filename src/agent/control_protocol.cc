@@ -39,6 +39,7 @@ const char* specTagName(uint16_t tag) {
     case SpecTag::kOpenStdin: return "open stdin";
     case SpecTag::kTty: return "tty";
     case SpecTag::kTtySize: return "tty size";
+    case SpecTag::kInjected: return "injected file";
   }
   return nullptr;
 }
@@ -83,7 +84,42 @@ std::string encodeSpec(const WorkloadSpec& spec) {
     field.flag(SpecTag::kTty, true);
     field.bytes(SpecTag::kTtySize, encodeWindowSize({spec.tty_rows, spec.tty_cols}));
   }
+  for (const auto& file : spec.injected) {
+    std::string value;
+    for (uint32_t number : {file.mode, file.uid, file.gid}) {
+      for (int shift = 0; shift < 32; shift += 8) value.push_back(static_cast<char>((number >> shift) & 0xff));
+    }
+    value.push_back(file.directory ? 1 : 0);
+    value += file.path;
+    value.push_back('\0');
+    value += file.content;
+    field.bytes(SpecTag::kInjected, value);
+  }
   return out;
+}
+
+Result<InjectedFile> decodeInjected(std::string_view value) {
+  constexpr size_t kFixed = 13;  // mode, uid, gid, directory
+  if (value.size() < kFixed) return Error(ErrorCode::kProtocol, "injected file: shorter than its fixed fields");
+  uint32_t numbers[3] = {};
+  for (int i = 0; i < 3; ++i) {
+    for (int byte = 0; byte < 4; ++byte) {
+      numbers[i] |= static_cast<uint32_t>(static_cast<unsigned char>(value[i * 4 + byte])) << (8 * byte);
+    }
+  }
+  unsigned char directory = static_cast<unsigned char>(value[12]);
+  if (directory > 1) return Error(ErrorCode::kProtocol, "injected file: the directory byte is not 0 or 1");
+  std::string_view rest = value.substr(kFixed);
+  size_t nul = rest.find('\0');
+  if (nul == std::string_view::npos) return Error(ErrorCode::kProtocol, "injected file: no NUL after the path");
+  InjectedFile file;
+  file.mode = numbers[0];
+  file.uid = numbers[1];
+  file.gid = numbers[2];
+  file.directory = directory == 1;
+  file.path = std::string(rest.substr(0, nul));
+  file.content = std::string(rest.substr(nul + 1));
+  return file;
 }
 
 Result<MountSpec> decodeMount(std::string_view value) {
@@ -170,6 +206,15 @@ Result<void> applySpecField(const TlvReader& reader, const TlvField& field, Work
       spec.tty_cols = size->cols;
       break;
     }
+    case SpecTag::kInjected: {
+      auto file = decodeInjected(value);
+      if (!file) return reader.fieldError(field, file.error().message());
+      if (spec.injected.size() >= kMaxSpecInjectedFiles) {
+        return reader.fieldError(field, "more than " + std::to_string(kMaxSpecInjectedFiles) + " injected files");
+      }
+      spec.injected.push_back(std::move(*file));
+      break;
+    }
     default: break;
   }
   return success();
@@ -186,6 +231,11 @@ Result<WorkloadSpec> decodeSpec(std::string_view payload) {
     MICROVM_TRY(applySpecField(reader, *field, spec));
   }
   if (spec.argv.empty()) return reader.error("no arg field: argv is empty");
+  size_t injected_bytes = 0;
+  for (const auto& file : spec.injected) injected_bytes += file.content.size();
+  if (injected_bytes > kMaxSpecInjectedBytes) {
+    return reader.error("injected files hold more than " + std::to_string(kMaxSpecInjectedBytes) + " bytes");
+  }
   return spec;
 }
 

@@ -34,6 +34,21 @@ struct MountSpec {
   bool readonly = false;
 };
 
+// A rootfs hook's file or directory that travels in the spec (the small ones:
+// kMaxSpecInjected*), which init writes into the root disk right after
+// mounting it, as it does those in the initramfs (guest/boot.h). In the
+// spec they reach a VM restored from a boot template too.
+struct InjectedFile {
+  std::string path;  // absolute and normalized; init refuses any other
+  bool directory = false;
+  std::string content;
+  uint32_t mode = 0644;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+};
+inline constexpr size_t kMaxSpecInjectedBytes = 64 << 10;  // all contents together
+inline constexpr size_t kMaxSpecInjectedFiles = 64;
+
 // Every capability of Linux 6.1 (CAP_CHECKPOINT_RESTORE = 40 is the last).
 inline constexpr uint64_t kAllCapabilities = (uint64_t{1} << 41) - 1;
 
@@ -87,6 +102,7 @@ struct WorkloadSpec {
   // as the image has them).
   std::string etc_hosts;
   std::string etc_resolv_conf;
+  std::vector<InjectedFile> injected;
 };
 
 // WorkloadSpec wire form: TLV fields (agent/tlv.h). Repeated tags append
@@ -116,6 +132,7 @@ enum class SpecTag : uint16_t {
   kTty = 22,             // one byte, 0 or 1
   kTtySize = 23,         // u16 rows, u16 cols (encodeWindowSize)
   kNetMtu = 24,          // u32 little-endian: eth0's MTU
+  kInjected = 25,        // u32 mode, u32 uid, u32 gid, u8 directory, path, \0, content (repeated)
   kOpenStdin = 30,       // one byte, 0 or 1
 };
 
@@ -139,12 +156,17 @@ const char* specTagName(uint16_t tag);
 
 std::string encodeSpec(const WorkloadSpec& spec);
 
+// A kInjected value; an error if it is short, has no NUL after the path, or
+// the directory byte is not 0 or 1.
+Result<InjectedFile> decodeInjected(std::string_view value);
+
 // Splits a kMount value; an error unless it has exactly five parts, the last
 // "ro" or "rw".
 Result<MountSpec> decodeMount(std::string_view value);
 
 // An error if a field runs past the end of the payload, a fixed-width field
-// has the wrong width, a mount is malformed, or argv is empty.
+// has the wrong width, a mount or injected file is malformed, there are more
+// injected files or bytes than kMaxSpecInjected*, or argv is empty.
 Result<WorkloadSpec> decodeSpec(std::string_view payload);
 
 // kRefresh, sent by a runner that restored saved state, before anything

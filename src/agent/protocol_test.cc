@@ -170,6 +170,35 @@ TEST(ProtocolTest, HardeningFieldsRoundTrip) {
   EXPECT_EQ(decoded->seccomp_rules, spec.seccomp_rules);
 }
 
+TEST(ProtocolTest, InjectedFilesRoundTripWithinTheirBounds) {
+  WorkloadSpec spec;
+  spec.argv = {"/bin/true"};
+  spec.injected = {{"/etc/hook.txt", false, std::string("a\0b\xff", 4), 0640, 1000, 70000},
+                   {"/opt/dir", true, "", 0750, 7, 8}};
+  auto decoded = decodeSpec(encodeSpec(spec));
+  ASSERT_TRUE(decoded.ok()) << decoded.error().message();
+  ASSERT_EQ(decoded->injected.size(), 2u);
+  EXPECT_EQ(decoded->injected[0].path, "/etc/hook.txt");
+  EXPECT_EQ(decoded->injected[0].content, std::string("a\0b\xff", 4));
+  EXPECT_EQ(decoded->injected[0].mode, 0640u);
+  EXPECT_EQ(decoded->injected[0].uid, 1000u);
+  EXPECT_EQ(decoded->injected[0].gid, 70000u);
+  EXPECT_FALSE(decoded->injected[0].directory);
+  EXPECT_TRUE(decoded->injected[1].directory);
+  EXPECT_EQ(decoded->injected[1].mode, 0750u);
+
+  // Malformed values, and more than the spec may carry.
+  EXPECT_FALSE(decodeInjected("short").ok());
+  EXPECT_FALSE(decodeInjected(std::string(12, '\0') + "\x02/p\0").ok());
+  EXPECT_FALSE(decodeInjected(std::string(13, '\0') + "/no-nul").ok());
+  WorkloadSpec many = spec;
+  many.injected.assign(kMaxSpecInjectedFiles + 1, {"/f", false, "x", 0644, 0, 0});
+  EXPECT_FALSE(decodeSpec(encodeSpec(many)).ok());
+  WorkloadSpec big = spec;
+  big.injected = {{"/big", false, std::string(kMaxSpecInjectedBytes + 1, 'x'), 0644, 0, 0}};
+  EXPECT_FALSE(decodeSpec(encodeSpec(big)).ok());
+}
+
 TEST(ProtocolTest, NetworkFieldsRoundTripAndAreOmittedWhenEmpty) {
   WorkloadSpec spec;
   spec.argv = {"/bin/true"};

@@ -5,6 +5,7 @@
 
 #include <cstdio>
 
+#include "agent/control_protocol.h"
 #include "base/fs.h"
 
 namespace microvm {
@@ -104,6 +105,13 @@ Result<void> RootfsEditor::addAuthorizedKeys(const std::string& home, const std:
   std::string dir = (home.size() > 1 && home.back() == '/' ? home.substr(0, home.size() - 1) : home) + "/.ssh";
   MICROVM_TRY(makeDirectory(dir, 0700, uid, gid));
   return writeFile(dir + "/authorized_keys", content, 0600, uid, gid);
+}
+
+bool fitsInSpec(const std::vector<RootfsEditor::Entry>& entries) {
+  if (entries.size() > agent::kMaxSpecInjectedFiles) return false;
+  size_t bytes = 0;
+  for (const auto& entry : entries) bytes += entry.content.size();
+  return bytes <= agent::kMaxSpecInjectedBytes;
 }
 
 std::string injectionManifest(const std::vector<RootfsEditor::Entry>& entries) {

@@ -20,6 +20,10 @@ namespace microvm {
 // The manifest init parses: one line per entry, data files numbered in order.
 std::string injectionManifest(const std::vector<RootfsEditor::Entry>& entries);
 
+// Whether the entries are few and small enough to travel in the workload
+// spec (agent::kMaxSpecInjected*) rather than in an initramfs of the VM's own.
+bool fitsInSpec(const std::vector<RootfsEditor::Entry>& entries);
+
 // `base` followed by a newc cpio archive of the entries; written atomically.
 Result<void> writeInjectionInitramfs(const std::filesystem::path& base, const std::vector<RootfsEditor::Entry>& entries,
                                      const std::filesystem::path& destination);

@@ -248,16 +248,23 @@ Result<std::string> Runtime::create(const RunOptions& options) {
   MICROVM_TRY(checkSocketPath(VmSockets(spec.runtime_dir).vsock().string() + "_4294967294"));
   MICROVM_TRY(checkSocketPath(VmSockets(spec.runtime_dir).vhostVsock()));
 
-  if (!rootfs.entries().empty()) spec.initramfs = VmPaths(vm_dir).initramfs().string();
+  // Small hook output rides in the spec (so a boot template still serves
+  // the VM); more goes in an initramfs of the VM's own.
+  bool inject_in_spec = fitsInSpec(rootfs.entries());
+  if (inject_in_spec) {
+    for (const auto& entry : rootfs.entries()) {
+      spec.injected.push_back({entry.path, entry.directory, entry.content, entry.mode, entry.uid, entry.gid});
+    }
+  } else {
+    spec.initramfs = VmPaths(vm_dir).initramfs().string();
+  }
   spec.timings_ms = timings;
   double prepare_ms = step.lap();
   MICROVM_TRY(chooseBootTemplate(layout->dataDir(), spec, options.boot_template, vm_dir));
   spec.template_share_memory = options.share_template_memory;
   if (!spec.template_dir.empty() && spec.template_share_memory) spec.template_note += ", memory shared";
   auto make_disks = [&](const fs::path&) -> Result<void> {
-    if (!rootfs.entries().empty()) {
-      MICROVM_TRY(writeInjectionInitramfs(plan->machine.initramfs, rootfs.entries(), spec.initramfs));
-    }
+    if (!inject_in_spec) MICROVM_TRY(writeInjectionInitramfs(plan->machine.initramfs, rootfs.entries(), spec.initramfs));
     MICROVM_TRY(createOverlay(base, spec.root_disk));
     // The store saves `spec` (this object) after this returns.
     spec.timings_ms["prepare"] = std::round((prepare_ms + step.lap()) * 10) / 10;

@@ -85,6 +85,9 @@ agent::WorkloadSpec workloadSpecFor(const VmSpec& spec) {
   workload.no_new_privs = spec.no_new_privs;
   workload.seccomp_default = spec.seccomp_default;
   workload.seccomp_rules = spec.seccomp_rules;
+  for (const auto& file : spec.injected) {
+    workload.injected.push_back({file.path, file.directory, file.content, file.mode, file.uid, file.gid});
+  }
   describeGuestNetwork(spec, workload);
   return workload;
 }

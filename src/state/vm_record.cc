@@ -52,6 +52,38 @@ Result<T> loadJson(const fs::path& path, Decode decode, size_t max_bytes = 0) {
   }
 }
 
+std::string toHex(std::string_view bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char byte : bytes) {
+    out.push_back(kDigits[byte >> 4]);
+    out.push_back(kDigits[byte & 0xf]);
+  }
+  return out;
+}
+
+std::string fromHex(std::string_view hex) {
+  auto digit = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    throw json::other_error::create(501, "content is not lower-case hex", nullptr);
+  };
+  if (hex.size() % 2 != 0) throw json::other_error::create(501, "content has an odd number of hex digits", nullptr);
+  std::string out;
+  for (size_t i = 0; i < hex.size(); i += 2) out.push_back(static_cast<char>(digit(hex[i]) * 16 + digit(hex[i + 1])));
+  return out;
+}
+
+json injectedJson(const std::vector<VmSpec::InjectedFile>& files) {
+  json list = json::array();
+  for (const auto& file : files) {
+    list.push_back({{"path", file.path}, {"directory", file.directory}, {"content_hex", toHex(file.content)},
+                    {"mode", file.mode}, {"uid", file.uid}, {"gid", file.gid}});
+  }
+  return list;
+}
+
 json sharesJson(const std::vector<VmSpec::Share>& shares) {
   json list = json::array();
   for (const auto& share : shares) {
@@ -190,6 +222,7 @@ Result<void> saveSpec(const fs::path& vm_dir, const VmSpec& spec) {
         {"tty_rows", spec.tty_rows},
         {"tty_cols", spec.tty_cols}}},
       {"shares", sharesJson(spec.shares)},
+      {"injected", injectedJson(spec.injected)},
       {"tmpfs", spec.tmpfs},
       {"vsock", spec.vsock},
       {"vsock_ports", vsockPortsJson(spec.vsock_ports)},
@@ -263,6 +296,10 @@ Result<VmSpec> loadSpec(const fs::path& vm_dir) {
       if (share.contains("uid")) entry.uid = share.at("uid").get<uint32_t>();
       if (share.contains("gid")) entry.gid = share.at("gid").get<uint32_t>();
       spec.shares.push_back(std::move(entry));
+    }
+    for (const auto& file : j.value("injected", json::array())) {
+      spec.injected.push_back({file.at("path"), file.at("directory"), fromHex(file.at("content_hex").get<std::string>()),
+                               file.at("mode"), file.at("uid"), file.at("gid")});
     }
     spec.tmpfs = j.value("tmpfs", std::vector<std::pair<std::string, std::string>>());
     spec.vsock = j.value("vsock", true);

@@ -76,6 +76,19 @@ struct VmSpec {
   std::vector<Share> shares;
   std::vector<std::pair<std::string, std::string>> tmpfs;  // guest path, mount options
 
+  // Rootfs hooks' output small enough to travel in the workload spec, which
+  // init writes into the root disk at every boot (a VM restored from a boot
+  // template included); larger sets go in the VM's own initramfs instead.
+  struct InjectedFile {
+    std::string path;
+    bool directory = false;
+    std::string content;  // spec.json holds it hex-encoded
+    uint32_t mode = 0644;
+    uint32_t uid = 0;
+    uint32_t gid = 0;
+  };
+  std::vector<InjectedFile> injected;
+
   // Vsock port mappings, in the order given. A guest connection to `port`
   // goes to the host unix socket `path`; with `listen`, the runner listens
   // at `path` and forwards each connection to the guest's `port`. Other

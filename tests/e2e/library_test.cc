@@ -111,6 +111,37 @@ TEST(LibraryTest, RootfsHooksWriteIntoTheVmsOwnDiskOnly) {
   EXPECT_NE(plain.out.find("No such file"), std::string::npos) << plain.out;
 }
 
+// Hook output of at most 64 KiB travels in the workload spec: a VM with it
+// still restores its machine's boot template, and gets its own files. More
+// needs an initramfs of the VM's own, which no template can serve.
+TEST(LibraryTest, SmallRootfsHookOutputKeepsTheBootTemplateAndLargeBootsCold) {
+  Runtime runtime = openRuntime();
+  auto hooked = [&](const std::string& content, const std::string& name) {
+    RunOptions options = rootfsRun({"/bin/sh", "-c", "wc -c < /etc/hook.txt; head -c 16 /etc/hook.txt"});
+    options.remove = false;
+    options.name = name;
+    options.memory_mib = 440;  // a machine of this test's own: its first run makes the template
+    options.rootfs_hooks.push_back([content](RootfsEditor& disk) { return disk.writeFile("/etc/hook.txt", content); });
+    Captured run = runCaptured(runtime, options);
+    EXPECT_EQ(run.error, "");
+    EXPECT_EQ(run.exit_code, 0) << run.out;
+    auto info = runtime.inspect(name);
+    EXPECT_TRUE(info.ok());
+    std::pair<std::string, std::string> result{run.out, info.ok() ? info->boot + ": " + info->boot_note : ""};
+    EXPECT_TRUE(runtime.remove(name, true).ok());
+    return result;
+  };
+  auto first = hooked("first-vm-content\n", "hooks-spec-1");
+  EXPECT_EQ(first.first, "17\nfirst-vm-content") << first.second;
+  EXPECT_EQ(first.second.rfind("cold: cold boot, saving template", 0), 0u) << first.second;
+  auto second = hooked("second-vm-stuff\n", "hooks-spec-2");
+  EXPECT_EQ(second.first, "16\nsecond-vm-stuff\n") << second.second;
+  EXPECT_EQ(second.second.rfind("template: template ", 0), 0u) << second.second;
+  auto large = hooked(std::string(70000, 'L'), "hooks-spec-3");
+  EXPECT_EQ(large.first, "70000\nLLLLLLLLLLLLLLLL") << large.second;
+  EXPECT_NE(large.second.find("files injected at boot"), std::string::npos) << large.second;
+}
+
 TEST(LibraryTest, RootfsHookRefusesSymlinkedPathsAndBadInput) {
   Runtime runtime = openRuntime();
   // /linuxrc is a symlink in the busybox rootfs: neither through it nor onto it.
