@@ -62,9 +62,12 @@ struct RuntimeOptions {
   // retried) after pull_stall_timeout without a byte.
   std::chrono::seconds pull_timeout{3600};
   std::chrono::seconds pull_stall_timeout{60};
-  // Where pulled images and their root disks live (shareable between data
-  // dirs); empty: <data dir>/images.
+  // Where pulled images and root disks (also those built from --rootfs
+  // directories) live (shareable between data dirs); empty: <data dir>/images.
   std::filesystem::path image_dir;
+  // Where boot templates live (shareable between data dirs, as image_dir);
+  // empty: <data dir>/templates.
+  std::filesystem::path template_dir;
   ImageFetcher image_fetcher;  // unset: registries and oci: layouts
   // Removes every VM of the data dir that is not running, at open().
   bool clean_data_dir = false;

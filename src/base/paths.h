@@ -147,7 +147,10 @@ class TemplatePaths {
  public:
   static constexpr const char* kTempPrefix = ".tmp-";
 
-  explicit TemplatePaths(const std::filesystem::path& data_dir) : dir_(data_dir / "templates") {}
+  // `templates_dir` holds the templates: <data dir>/templates unless
+  // RuntimeOptions::template_dir says otherwise.
+  explicit TemplatePaths(std::filesystem::path templates_dir) : dir_(std::move(templates_dir)) {}
+  static TemplatePaths inDataDir(const std::filesystem::path& data_dir) { return TemplatePaths(data_dir / "templates"); }
 
   const std::filesystem::path& dir() const { return dir_; }
   std::filesystem::path entry(const std::string& key) const { return dir_ / key; }
@@ -160,6 +163,8 @@ class TemplatePaths {
   static std::filesystem::path seal(const std::filesystem::path& entry) { return entry / "seal.json"; }
   static std::filesystem::path meta(const std::filesystem::path& entry) { return entry / "template.json"; }
   static std::filesystem::path saved(const std::filesystem::path& entry) { return entry / "saved"; }
+  // In a staging directory: the directory of the VM whose runner saves it.
+  static std::filesystem::path saver(const std::filesystem::path& staging) { return staging / "saver"; }
 
  private:
   std::filesystem::path dir_;

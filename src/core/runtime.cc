@@ -121,6 +121,8 @@ Result<Runtime> Runtime::open(RuntimeOptions options) {
   impl->qemu_ = pick(options.qemu, "MICROVM_QEMU", "qemu-system-x86_64");
   impl->accel_request_ = pick(options.accel, "MICROVM_ACCEL", "auto");
   impl->images_dir_ = options.image_dir.empty() ? ImagePaths::inDataDir(impl->data_dir_).dir() : fs::absolute(options.image_dir);
+  impl->templates_dir_ =
+      options.template_dir.empty() ? TemplatePaths::inDataDir(impl->data_dir_).dir() : fs::absolute(options.template_dir);
   if (options.backend != "qemu") {
     return Error(ErrorCode::kUnsupported, "backend \"" + options.backend + "\" is not available (this build has qemu)");
   }
@@ -193,11 +195,9 @@ Result<std::string> Runtime::create(const RunOptions& options) {
   // From before the base disk is pulled or built until the VM's spec names
   // it: `image prune` keeps what a VM uses, but cannot see this VM before.
   std::vector<UniqueFd> image_holds;
-  for (const fs::path& images : {runtime.images_dir_, layout->rootfsCacheDir().parent_path()}) {
-    auto held = ImageStore::hold(images);
-    if (!held) return std::move(held).error();
-    image_holds.push_back(std::move(*held));
-  }
+  auto held = ImageStore::hold(runtime.images_dir_);
+  if (!held) return std::move(held).error();
+  image_holds.push_back(std::move(*held));
   if (!options.image.empty()) {
     auto reference = resolveImage(options);
     if (!reference) return std::move(reference).error();
@@ -213,7 +213,7 @@ Result<std::string> Runtime::create(const RunOptions& options) {
     spec.image = image->reference;
     spec.exposed_ports = image->exposed_ports;
   } else {
-    auto built = ensureBaseDisk(layout->rootfsCacheDir(), options.rootfs);
+    auto built = ensureBaseDisk(ImagePaths(runtime.images_dir_).rootfsDir(), options.rootfs);
     if (!built) return std::move(built).error().withContext("build root disk");
     base = *built;
   }
@@ -260,7 +260,7 @@ Result<std::string> Runtime::create(const RunOptions& options) {
   }
   spec.timings_ms = timings;
   double prepare_ms = step.lap();
-  MICROVM_TRY(chooseBootTemplate(layout->dataDir(), spec, options.boot_template, vm_dir));
+  MICROVM_TRY(chooseBootTemplate(runtime.templates_dir_, spec, options.boot_template, vm_dir));
   spec.template_share_memory = options.share_template_memory;
   if (!spec.template_dir.empty() && spec.template_share_memory) spec.template_note += ", memory shared";
   auto make_disks = [&](const fs::path&) -> Result<void> {

@@ -23,6 +23,7 @@ namespace microvm {
 struct Runtime::Impl {
   std::filesystem::path data_dir_;
   std::filesystem::path images_dir_;
+  std::filesystem::path templates_dir_;
   std::filesystem::path runtime_dir_;
   std::filesystem::path cache_dir_;
   std::filesystem::path share_dir_;

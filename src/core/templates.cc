@@ -68,14 +68,15 @@ bool markedSaved(const fs::path& dir) {
 
 // Whether the VM (by short id) that made a staging directory may still save
 // into it: it exists and has not ended.
-bool stillSaving(const fs::path& data_dir, const std::string& short_id) {
-  std::error_code ec;
-  for (const auto& item : fs::directory_iterator(data_dir / "vms", ec)) {
-    if (item.path().filename().string().rfind(short_id, 0) != 0) continue;
-    auto state = loadState(item.path());
-    return !state || (state->status != VmStatus::kExited && state->status != VmStatus::kSuspended);
-  }
-  return false;
+// Whether the VM saving into `staging` (its directory is recorded there: the
+// templates may be shared by several data dirs) still runs, or may yet.
+bool stillSaving(const fs::path& staging) {
+  auto saver = readUntrustedFile(TemplatePaths::saver(staging), 4096);
+  if (!saver || saver->empty()) return false;
+  fs::path vm_dir(*saver);
+  if (!fs::exists(vm_dir)) return false;
+  auto state = loadState(vm_dir);
+  return !state || (state->status != VmStatus::kExited && state->status != VmStatus::kSuspended);
 }
 
 bool olderThan(const fs::path& path, std::chrono::seconds age) {
@@ -129,7 +130,7 @@ Result<std::optional<fs::path>> findTemplate(const TemplatePaths& paths, const s
       return std::optional<fs::path>(entry);
     }
     std::string saver = staged.filename().string().substr(prefix.size());
-    if (olderThan(staged, kStagingTimeout) || !stillSaving(paths.dir().parent_path(), saver)) {
+    if (olderThan(staged, kStagingTimeout) || !stillSaving(staged)) {
       (void)removeTree(staged);
     } else {
       busy = saver;
@@ -186,12 +187,12 @@ std::optional<std::string> templateRefusal(const VmSpec& spec, bool enabled, con
   return std::nullopt;
 }
 
-Result<void> chooseBootTemplate(const fs::path& data_dir, VmSpec& spec, bool enabled, const fs::path& vm_dir) {
+Result<void> chooseBootTemplate(const fs::path& templates_dir, VmSpec& spec, bool enabled, const fs::path& vm_dir) {
   if (auto refusal = templateRefusal(spec, enabled, vm_dir)) {
     spec.template_note = "cold boot: " + *refusal;
     return success();
   }
-  TemplatePaths paths(data_dir);
+  TemplatePaths paths(templates_dir);
   MICROVM_TRY(makeDirs(paths.dir()));
   std::string key = templateKey(spec);
   std::string busy;
@@ -211,24 +212,25 @@ Result<void> chooseBootTemplate(const fs::path& data_dir, VmSpec& spec, bool ena
   }
   fs::path staging = paths.dir() / (std::string(TemplatePaths::kTempPrefix) + key + "-" + spec.id.substr(0, 12));
   MICROVM_TRY(makeDirs(staging));
+  MICROVM_TRY(writeFileAtomic(TemplatePaths::saver(staging), vm_dir.string()));
   spec.template_capture = staging.string();
   spec.template_note = "cold boot, saving template " + key.substr(0, 12) + " (the first VM of its machine)";
   return success();
 }
 
-Result<std::optional<fs::path>> finishedTemplate(const fs::path& data_dir, const VmSpec& spec) {
+Result<std::optional<fs::path>> finishedTemplate(const fs::path& templates_dir, const VmSpec& spec) {
   std::string busy;
-  return findTemplate(TemplatePaths(data_dir), templateKey(spec), spec, busy);
+  return findTemplate(TemplatePaths(templates_dir), templateKey(spec), spec, busy);
 }
 
 bool templateSaved(const fs::path& staging) { return markedSaved(staging); }
 
 Result<TemplateInfo> templateInfo(const fs::path& entry) { return loadTemplateInfo(entry); }
 
-Result<std::vector<TemplateInfo>> listTemplates(const fs::path& data_dir) {
+Result<std::vector<TemplateInfo>> listTemplates(const fs::path& templates_dir) {
   std::vector<TemplateInfo> templates;
   std::error_code ec;
-  for (const auto& item : fs::directory_iterator(TemplatePaths(data_dir).dir(), ec)) {
+  for (const auto& item : fs::directory_iterator(TemplatePaths(templates_dir).dir(), ec)) {
     if (isStaging(item.path()) || !item.is_directory()) continue;
     if (auto info = loadTemplateInfo(item.path()); info) templates.push_back(std::move(*info));
   }
@@ -237,12 +239,12 @@ Result<std::vector<TemplateInfo>> listTemplates(const fs::path& data_dir) {
   return templates;
 }
 
-Result<void> removeTemplate(const fs::path& data_dir, const std::string& key) {
+Result<void> removeTemplate(const fs::path& templates_dir, const std::string& key) {
   bool valid = !key.empty() && key.size() <= 32 && key.find_first_not_of("0123456789abcdef") == std::string::npos;
   if (!valid) return Error(ErrorCode::kInvalidArgument, "invalid template key \"" + key + "\" (hex digits)");
   std::vector<fs::path> matches;
   std::error_code ec;
-  for (const auto& item : fs::directory_iterator(TemplatePaths(data_dir).dir(), ec)) {
+  for (const auto& item : fs::directory_iterator(TemplatePaths(templates_dir).dir(), ec)) {
     if (!isStaging(item.path()) && item.path().filename().string().rfind(key, 0) == 0) matches.push_back(item.path());
   }
   if (matches.empty()) return Error(ErrorCode::kNotFound, "no template " + key);
@@ -251,11 +253,11 @@ Result<void> removeTemplate(const fs::path& data_dir, const std::string& key) {
   return removeTree(matches.front());
 }
 
-Result<std::vector<std::string>> pruneTemplates(const fs::path& data_dir) {
+Result<std::vector<std::string>> pruneTemplates(const fs::path& templates_dir) {
   std::vector<std::string> removed;
   std::error_code ec;
   std::vector<fs::path> entries;
-  for (const auto& item : fs::directory_iterator(TemplatePaths(data_dir).dir(), ec)) entries.push_back(item.path());
+  for (const auto& item : fs::directory_iterator(TemplatePaths(templates_dir).dir(), ec)) entries.push_back(item.path());
   for (const auto& entry : entries) {
     MICROVM_TRY(removeTree(entry));
     if (!isStaging(entry)) removed.push_back(entry.filename());
@@ -313,28 +315,18 @@ Result<TemplateInfo> Runtime::buildTemplate(const RunOptions& options) {
   }
   end_vm();
   remove_vm.dismiss();
-  auto entry = finishedTemplate(layout->dataDir(), spec);
+  auto entry = finishedTemplate(impl_->templates_dir_, spec);
   if (!entry) return std::move(entry).error();
   if (!*entry) return Error(ErrorCode::kInternal, "the saved template is not in place");
   return templateInfo(**entry);
 }
 
-Result<std::vector<TemplateInfo>> Runtime::listTemplates() {
-  auto layout = impl_->layout();
-  if (!layout) return std::move(layout).error();
-  return microvm::listTemplates(layout->dataDir());
-}
+Result<std::vector<TemplateInfo>> Runtime::listTemplates() { return microvm::listTemplates(impl_->templates_dir_); }
 
 Result<void> Runtime::removeTemplate(const std::string& key) {
-  auto layout = impl_->layout();
-  if (!layout) return std::move(layout).error();
-  return microvm::removeTemplate(layout->dataDir(), key);
+  return microvm::removeTemplate(impl_->templates_dir_, key);
 }
 
-Result<std::vector<std::string>> Runtime::pruneTemplates() {
-  auto layout = impl_->layout();
-  if (!layout) return std::move(layout).error();
-  return microvm::pruneTemplates(layout->dataDir());
-}
+Result<std::vector<std::string>> Runtime::pruneTemplates() { return microvm::pruneTemplates(impl_->templates_dir_); }
 
 }  // namespace microvm

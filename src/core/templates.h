@@ -10,13 +10,18 @@
 // disk's base, the kernel, the initramfs, QEMU, the machine and its devices
 // (cpus, memory, network, agent) and the kernel command line.
 //
-//   <data dir>/templates/<key>/   memory.bin memory.ram seal.json template.json
+//   <templates dir>/<key>/   memory.bin memory.ram seal.json template.json
+//
+// The templates dir is <data dir>/templates unless RuntimeOptions::
+// template_dir shares one between data dirs (microvm-runtime's containers);
+// a staging directory records the directory of the VM saving into it.
 //
 // What cannot be templated boots cold, and says why in `inspect`: volumes
 // (mounted at boot), user vsock ports (the vsock device cannot be saved),
-// files injected at boot (a per-VM initramfs) and `--no-template`.
+// more files injected at boot than the spec carries (a per-VM initramfs) and
+// `--no-template`.
 //
-//   MICROVM_TRY(chooseBootTemplate(layout.dataDir(), spec, options.boot_template, vm_dir));
+//   MICROVM_TRY(chooseBootTemplate(templates_dir, spec, options.boot_template, vm_dir));
 //   // spec.template_dir: restore it; spec.template_capture: save one there
 #pragma once
 
@@ -42,21 +47,21 @@ std::optional<std::string> templateRefusal(const VmSpec& spec, bool enabled, con
 // runner saves a template into), and spec.template_note. A staged template
 // another runner finished is sealed and put in place here. A template whose
 // seal no longer holds is removed and made again.
-Result<void> chooseBootTemplate(const std::filesystem::path& data_dir, VmSpec& spec, bool enabled,
+Result<void> chooseBootTemplate(const std::filesystem::path& templates_dir, VmSpec& spec, bool enabled,
                                 const std::filesystem::path& vm_dir);
 
 // The template in place for `spec`'s machine, sealing and putting in place
 // one that a runner has finished saving; nullopt if there is none yet.
-Result<std::optional<std::filesystem::path>> finishedTemplate(const std::filesystem::path& data_dir,
+Result<std::optional<std::filesystem::path>> finishedTemplate(const std::filesystem::path& templates_dir,
                                                               const VmSpec& spec);
 // Whether the runner has saved the template it was making in `staging`.
 bool templateSaved(const std::filesystem::path& staging);
 Result<TemplateInfo> templateInfo(const std::filesystem::path& entry);
 
-Result<std::vector<TemplateInfo>> listTemplates(const std::filesystem::path& data_dir);
+Result<std::vector<TemplateInfo>> listTemplates(const std::filesystem::path& templates_dir);
 // `key`: a template's key or a unique prefix of one.
-Result<void> removeTemplate(const std::filesystem::path& data_dir, const std::string& key);
+Result<void> removeTemplate(const std::filesystem::path& templates_dir, const std::string& key);
 // Removes every template and staging directory; returns the keys removed.
-Result<std::vector<std::string>> pruneTemplates(const std::filesystem::path& data_dir);
+Result<std::vector<std::string>> pruneTemplates(const std::filesystem::path& templates_dir);
 
 }  // namespace microvm

@@ -121,6 +121,35 @@ TEST_F(TemplatesTest, AStagedTemplateIsSealedAndPutInPlaceAndAnAbandonedOneIsRem
   EXPECT_TRUE(fs::is_empty(TemplatePaths(data).dir()));
 }
 
+// Templates shared by several data dirs (microvm-runtime's containers): the
+// staging directory names the saving VM's directory, wherever it is.
+TEST_F(TemplatesTest, AStagedTemplateOfAVmInAnotherDataDirIsLeftWhileItRuns) {
+  fs::path shared = dir_->path() / "shared-templates";
+  fs::path saver_dir = dir_->path() / "other-data" / "vms" / std::string(64, 'a');
+  ASSERT_TRUE(makeDirs(saver_dir));
+  VmState running;
+  running.status = VmStatus::kRunning;
+  ASSERT_TRUE(saveState(saver_dir, running));
+  VmSpec first = spec_;
+  ASSERT_TRUE(chooseBootTemplate(shared, first, true, saver_dir));
+  ASSERT_FALSE(first.template_capture.empty());
+  VmSpec second = spec_;
+  second.id = std::string(64, 'c');
+  ASSERT_TRUE(chooseBootTemplate(shared, second, true, vmDir()));
+  EXPECT_TRUE(fs::exists(first.template_capture));
+  EXPECT_TRUE(second.template_capture.empty());
+  EXPECT_NE(second.template_note.find("is saving the template"), std::string::npos) << second.template_note;
+  // Once it has exited, its staging goes and the next VM saves one.
+  VmState exited;
+  exited.status = VmStatus::kExited;
+  ASSERT_TRUE(saveState(saver_dir, exited));
+  VmSpec third = spec_;
+  third.id = std::string(64, 'd');
+  ASSERT_TRUE(chooseBootTemplate(shared, third, true, vmDir()));
+  EXPECT_FALSE(fs::exists(first.template_capture));
+  EXPECT_FALSE(third.template_capture.empty());
+}
+
 TEST_F(TemplatesTest, AChangedFileMarksATemplateStaleAndRmTakesAKeyPrefix) {
   fs::path data = dir_->path() / "data";
   VmSpec first = spec_;

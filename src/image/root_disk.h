@@ -3,7 +3,7 @@
 // written. The cache key is a hash of the tree's content and metadata, so a
 // changed file gives a new base and an unchanged tree is built once.
 //
-//   auto base = ensureBaseDisk(layout.rootfsCacheDir(), "/srv/rootfs");
+//   auto base = ensureBaseDisk(ImagePaths(images_dir).rootfsDir(), "/srv/rootfs");
 //   MICROVM_TRY(createOverlay(*base, vm_dir / "disk.qcow2"));
 #pragma once
 

@@ -57,6 +57,11 @@ int fail(const GlobalOptions& global, const Error& error) { return fail(global, 
 Result<Runtime> openRuntime(const GlobalOptions& global, const ContainerDir& dir) {
   RuntimeOptions options;
   options.data_dir = dir.dataDir();
+  // Caches shared by the root's containers: a root disk is built once per
+  // distinct rootfs content, and the first container of a machine saves the
+  // boot template that the next ones restore.
+  options.image_dir = dir.sharedCacheDir() / "images";
+  options.template_dir = dir.sharedCacheDir() / "templates";
   options.log_level = LogLevel::kWarn;
   // Never stderr: in the supervisor it is the workload's.
   GlobalOptions copy = global;

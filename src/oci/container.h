@@ -2,6 +2,7 @@
 // (bundle, VM id, the supervisor's pid and start time, annotations), the
 // start fifo the supervisor waits on between `create` and `start`, and the
 // VM's microvm data dir (ROOT/.vm/HASH, short: socket paths live there).
+// ROOT/.vm/images and ROOT/.vm/templates are caches all containers share.
 //
 // The supervisor is the process whose pid the engine gets (--pid-file): it
 // lives exactly as long as the workload, exits with its code, and forwards
@@ -44,6 +45,9 @@ class ContainerDir {
   // The VM's microvm data dir: short (unix socket paths live under it, and
   // engines' ids are 64 characters), named by a hash of the id.
   std::filesystem::path dataDir() const;
+  // ROOT/.vm: beside the containers' data dirs, the images (root disks) and
+  // boot templates they share.
+  std::filesystem::path sharedCacheDir() const { return root_ / ".vm"; }
   bool exists() const;
 
   Result<ContainerState> load() const;

@@ -29,8 +29,6 @@ class Layout {
   std::filesystem::path vmsDir() const { return data_dir_ / "vms"; }
   std::filesystem::path vmDir(const std::string& id) const { return vmsDir() / id; }
   std::filesystem::path vmRuntimeDir(const std::string& id) const { return runtime_dir_ / id.substr(0, 12); }
-  std::filesystem::path rootfsCacheDir() const { return ImagePaths::inDataDir(data_dir_).rootfsDir(); }
-
 
  private:
   std::filesystem::path data_dir_;
