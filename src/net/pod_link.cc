@@ -326,7 +326,16 @@ Result<void> redirectIngress(int socket_fd, int from_index, int to_index) {
   add_filter.close(actions);
   // A selector with one key (all zero: mask 0 matches anything) after it.
   char selector[sizeof(tc_u32_sel) + sizeof(tc_u32_key)] = {};
+  // tc_u32_sel ends in a zero-length array of keys (a GNU extension clang
+  // warns about); its one key follows it here, in `selector`.
+#if defined(__clang__)
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wzero-length-array"
+#endif
   tc_u32_sel header{};
+#if defined(__clang__)
+#pragma clang diagnostic pop
+#endif
   header.flags = TC_U32_TERMINAL;
   header.nkeys = 1;
   std::memcpy(selector, &header, sizeof header);
