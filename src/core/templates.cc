@@ -106,6 +106,22 @@ Result<void> finishStaged(const fs::path& staged, const fs::path& entry, const V
   return syncDirectory(entry.parent_path());
 }
 
+// Keeps at most kMaxTemplates templates in `dir`: the least recently used
+// (a restore touches its entry) go first, `keep` never. VMs restoring one
+// hold its files open; removing it takes nothing from them.
+void evictLeastRecentlyUsed(const fs::path& dir, const fs::path& keep) {
+  std::vector<std::pair<fs::file_time_type, fs::path>> entries;
+  std::error_code ec;
+  for (const auto& item : fs::directory_iterator(dir, ec)) {
+    if (isStaging(item.path()) || !item.is_directory(ec) || item.path() == keep) continue;
+    entries.emplace_back(fs::last_write_time(item.path(), ec), item.path());
+  }
+  if (entries.size() < kMaxTemplates) return;
+  std::sort(entries.begin(), entries.end());
+  size_t extra = entries.size() - (kMaxTemplates - 1);  // `keep` counts too
+  for (size_t i = 0; i < extra; ++i) (void)removeTree(entries[i].second);
+}
+
 // The sealed template for `key`, if one is in place and whole; a staged one
 // is finished first. Removes what is stale or left over.
 Result<std::optional<fs::path>> findTemplate(const TemplatePaths& paths, const std::string& key, const VmSpec& spec,
@@ -127,6 +143,7 @@ Result<std::optional<fs::path>> findTemplate(const TemplatePaths& paths, const s
         (void)removeTree(staged);
         return std::move(finished).error().withContext("template " + key);
       }
+      evictLeastRecentlyUsed(paths.dir(), entry);
       return std::optional<fs::path>(entry);
     }
     std::string saver = staged.filename().string().substr(prefix.size());
@@ -204,6 +221,8 @@ Result<void> chooseBootTemplate(const fs::path& templates_dir, VmSpec& spec, boo
   if (*found) {
     spec.template_dir = found->value().string();
     spec.template_note = "template " + key.substr(0, 12);
+    std::error_code ec;
+    fs::last_write_time(**found, fs::file_time_type::clock::now(), ec);  // used: evicted last
     return success();
   }
   if (!busy.empty()) {

@@ -36,6 +36,10 @@
 
 namespace microvm {
 
+// A templates directory keeps at most this many; putting a new one in place
+// removes the least recently used (each restore marks its template used).
+inline constexpr size_t kMaxTemplates = 16;
+
 // The template key of `spec`'s machine: 32 hex digits.
 std::string templateKey(const VmSpec& spec);
 

@@ -150,6 +150,47 @@ TEST_F(TemplatesTest, AStagedTemplateOfAVmInAnotherDataDirIsLeftWhileItRuns) {
   EXPECT_FALSE(third.template_capture.empty());
 }
 
+TEST_F(TemplatesTest, AtMostSixteenStayAndTheLeastRecentlyUsedGoesFirst) {
+  fs::path dir = dir_->path() / "capped";
+  int next_id = 0;
+  // A template for a machine of `memory_mib`, as a runner saves it and the
+  // next create puts it in place; returns its directory.
+  auto make = [&](int memory_mib) {
+    VmSpec saving = spec_;
+    saving.memory_mib = memory_mib;
+    saving.id = std::string(60, 'a') + std::to_string(1000 + next_id++);
+    EXPECT_TRUE(chooseBootTemplate(dir, saving, true, vmDir()));
+    fs::path staged = saving.template_capture;
+    EXPECT_TRUE(writeFileAtomic(TemplatePaths::memory(staged), std::string(4096, 'm')));
+    EXPECT_TRUE(writeFileAtomic(TemplatePaths::ram(staged), std::string(4096, 'r')));
+    EXPECT_TRUE(writeFileAtomic(TemplatePaths::saved(staged), "saved\n"));
+    VmSpec next = saving;
+    next.id = std::string(60, 'b') + std::to_string(1000 + next_id++);
+    EXPECT_TRUE(chooseBootTemplate(dir, next, true, vmDir()));
+    EXPECT_FALSE(next.template_dir.empty()) << next.template_note;
+    return fs::path(next.template_dir);
+  };
+  std::vector<fs::path> made;
+  for (int i = 0; i < static_cast<int>(kMaxTemplates); ++i) {
+    made.push_back(make(128 + i));
+    // Distinct times: the file system's clock may be coarse.
+    fs::last_write_time(made.back(), fs::file_time_type::clock::now() - std::chrono::hours(100 - i));
+  }
+  // The oldest is used again: the next oldest goes when one more is made.
+  VmSpec reuse = spec_;
+  reuse.memory_mib = 128;
+  ASSERT_TRUE(chooseBootTemplate(dir, reuse, true, vmDir()));
+  ASSERT_EQ(fs::path(reuse.template_dir), made[0]);
+  fs::path newest = make(1024);
+  auto listed = listTemplates(dir);
+  ASSERT_TRUE(listed);
+  EXPECT_EQ(listed->size(), kMaxTemplates);
+  EXPECT_TRUE(fs::exists(made[0]));
+  EXPECT_FALSE(fs::exists(made[1]));
+  EXPECT_TRUE(fs::exists(made[2]));
+  EXPECT_TRUE(fs::exists(newest));
+}
+
 TEST_F(TemplatesTest, AChangedFileMarksATemplateStaleAndRmTakesAKeyPrefix) {
   fs::path data = dir_->path() / "data";
   VmSpec first = spec_;
