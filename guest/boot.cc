@@ -408,13 +408,7 @@ Result<std::vector<InjectEntry>> specInjectEntries(const std::vector<agent::Inje
     };
     if (const char* why = injectPathProblem(file.path)) return bad(why);
     if (file.mode > 07777) return bad("bad mode");
-    InjectEntry entry;
-    entry.directory = file.directory;
-    entry.mode = file.mode;
-    entry.uid = file.uid;
-    entry.gid = file.gid;
-    entry.path = file.path;
-    entries.push_back(std::move(entry));
+    entries.push_back(InjectEntry{file.directory, file.mode, file.uid, file.gid, /*index=*/0, file.path});
   }
   return entries;
 }
