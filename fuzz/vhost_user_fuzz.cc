@@ -156,25 +156,10 @@ class Session {
                           size.value_or(static_cast<uint32_t>(payload.size()))};
     std::memcpy(wire.data(), header, sizeof header);
     wire += payload;
-    iovec io{wire.data(), wire.size()};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 8)] = {};
-    msghdr message{};
-    message.msg_iov = &io;
-    message.msg_iovlen = 1;
-    if (!fds.empty()) {
-      message.msg_control = control;
-      message.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-      cmsghdr* cmsg = CMSG_FIRSTHDR(&message);
-      cmsg->cmsg_level = SOL_SOCKET;
-      cmsg->cmsg_type = SCM_RIGHTS;
-      cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-      for (size_t i = 0; i < fds.size(); ++i) {
-        int raw = fds[i].get();
-        std::memcpy(CMSG_DATA(cmsg) + i * sizeof(int), &raw, sizeof raw);
-      }
-    }
+    std::vector<int> raw;
+    for (const auto& fd : fds) raw.push_back(fd.get());
     // The back-end dropped us (a protocol error): a new QEMU connects.
-    if (::sendmsg(front_end_.get(), &message, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) return reconnect();
+    if (!microvm::sendWithFds(front_end_.get(), wire, raw, MSG_DONTWAIT)) return reconnect();
     serve();
   }
 

@@ -85,10 +85,7 @@ std::string encodeSpec(const WorkloadSpec& spec) {
     field.bytes(SpecTag::kTtySize, encodeWindowSize({spec.tty_rows, spec.tty_cols}));
   }
   for (const auto& file : spec.injected) {
-    std::string value;
-    for (uint32_t number : {file.mode, file.uid, file.gid}) {
-      for (int shift = 0; shift < 32; shift += 8) value.push_back(static_cast<char>((number >> shift) & 0xff));
-    }
+    std::string value = encodeU32(file.mode) + encodeU32(file.uid) + encodeU32(file.gid);
     value.push_back(file.directory ? 1 : 0);
     value += file.path;
     value.push_back('\0');
@@ -101,21 +98,15 @@ std::string encodeSpec(const WorkloadSpec& spec) {
 Result<InjectedFile> decodeInjected(std::string_view value) {
   constexpr size_t kFixed = 13;  // mode, uid, gid, directory
   if (value.size() < kFixed) return Error(ErrorCode::kProtocol, "injected file: shorter than its fixed fields");
-  uint32_t numbers[3] = {};
-  for (int i = 0; i < 3; ++i) {
-    for (int byte = 0; byte < 4; ++byte) {
-      numbers[i] |= static_cast<uint32_t>(static_cast<unsigned char>(value[i * 4 + byte])) << (8 * byte);
-    }
-  }
+  InjectedFile file;
+  file.mode = *decodeU32(value.substr(0, 4));  // four bytes each: the size was checked
+  file.uid = *decodeU32(value.substr(4, 4));
+  file.gid = *decodeU32(value.substr(8, 4));
   unsigned char directory = static_cast<unsigned char>(value[12]);
   if (directory > 1) return Error(ErrorCode::kProtocol, "injected file: the directory byte is not 0 or 1");
   std::string_view rest = value.substr(kFixed);
   size_t nul = rest.find('\0');
   if (nul == std::string_view::npos) return Error(ErrorCode::kProtocol, "injected file: no NUL after the path");
-  InjectedFile file;
-  file.mode = numbers[0];
-  file.uid = numbers[1];
-  file.gid = numbers[2];
   file.directory = directory == 1;
   file.path = std::string(rest.substr(0, nul));
   file.content = std::string(rest.substr(nul + 1));

@@ -66,8 +66,6 @@ bool markedSaved(const fs::path& dir) {
   return mark && *mark == kSavedMark;
 }
 
-// Whether the VM (by short id) that made a staging directory may still save
-// into it: it exists and has not ended.
 // Whether the VM saving into `staging` (its directory is recorded there: the
 // templates may be shared by several data dirs) still runs, or may yet.
 bool stillSaving(const fs::path& staging) {
