@@ -32,6 +32,9 @@ struct VmFiles {
   static constexpr const char* kState = "state.json";
   static constexpr const char* kStateLock = "state.lock";
   static constexpr const char* kDisk = "disk.qcow2";
+  // Frozen qcow2 layers under the disk (VmSpec::disk_layers), hard links
+  // shared with the snapshots and VMs of one chain.
+  static constexpr const char* kDiskLayers = "layers";
   static constexpr const char* kInitramfs = "initramfs.cpio";
   static constexpr const char* kWorkloadLog = "workload.log";
   static constexpr const char* kConsoleLog = "console.log";
@@ -73,6 +76,7 @@ class VmPaths {
   std::filesystem::path state() const { return vm_dir_ / VmFiles::kState; }
   std::filesystem::path stateLock() const { return vm_dir_ / VmFiles::kStateLock; }
   std::filesystem::path disk() const { return vm_dir_ / VmFiles::kDisk; }
+  std::filesystem::path diskLayers() const { return vm_dir_ / VmFiles::kDiskLayers; }
   std::filesystem::path initramfs() const { return vm_dir_ / VmFiles::kInitramfs; }
   std::filesystem::path workloadLog() const { return vm_dir_ / VmFiles::kWorkloadLog; }
   std::filesystem::path consoleLog() const { return vm_dir_ / VmFiles::kConsoleLog; }
@@ -129,6 +133,10 @@ class SnapshotPaths {
   // Guest RAM itself, sparse (memory.bin then holds only the device state).
   static std::filesystem::path ram(const std::filesystem::path& snapshot) { return snapshot / "memory.ram"; }
   static std::filesystem::path disk(const std::filesystem::path& snapshot) { return snapshot / VmFiles::kDisk; }
+  // The source VM's frozen disk layers (VmSpec::disk_layers), by file name.
+  static std::filesystem::path diskLayers(const std::filesystem::path& snapshot) {
+    return snapshot / VmFiles::kDiskLayers;
+  }
   // The source VM's spec, and what the snapshot is of (core/snapshots.cc).
   static std::filesystem::path spec(const std::filesystem::path& snapshot) { return snapshot / VmFiles::kSpec; }
   static std::filesystem::path meta(const std::filesystem::path& snapshot) { return snapshot / "snapshot.json"; }

@@ -1,11 +1,13 @@
 // `fork`: a running VM saved once and resumed as N children, which continue
 // from the instant of the save while the parent runs on. The save is a
 // snapshot's (memory, devices, disk) in a private directory that goes once
-// every child's runner has read it.
+// every child's runner has read it; the saved disk stays as the frozen
+// layer under every child's own overlay (core/disk_layers.h).
 #include "base/fs.h"
 #include "base/hash.h"
 #include "base/paths.h"
 #include "base/scope_guard.h"
+#include "core/disk_layers.h"
 #include "core/runtime_impl.h"
 #include "core/snapshot_checks.h"
 #include "microvm/runtime.h"
@@ -34,6 +36,7 @@ Result<std::vector<VmHandle>> Runtime::fork(const std::string& reference, int co
   if (!parent) return std::move(parent).error();
   if (!isActive(*parent)) return Error(ErrorCode::kInvalidArgument, "VM " + parent->spec.name + " is not running");
   MICROVM_TRY(checkCanSnapshot(parent->spec));
+  MICROVM_TRY(checkDiskLayerRoom(parent->spec));
   MICROVM_TRY(waitForWorkload(*parent));
   std::vector<std::string> names;
   for (int i = 1; i <= count; ++i) {
@@ -48,6 +51,7 @@ Result<std::vector<VmHandle>> Runtime::fork(const std::string& reference, int co
   MICROVM_TRY(makeDirs(saved));
   ScopeGuard remove_saved([&] { (void)removeTree(saved); });
   MICROVM_TRY(sendRunnerRequest(runnerSocket(*parent), SnapshotRequest{saved}));
+  MICROVM_TRY(keepDiskLayers(parent->spec, saved));
 
   std::vector<VmHandle> children;
   for (const auto& name : names) {

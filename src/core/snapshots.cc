@@ -1,15 +1,19 @@
 // Snapshots: a paused VM's memory and device state (saved by QEMU) plus a
 // copy of its disk overlay, kept under <data dir>/snapshots/<name>/:
-//   memory.bin  disk.qcow2  spec.json (the source VM's)  snapshot.json
-// A restore makes a new VM with its own copy of the disk and resumes it.
+//   memory.bin  disk.qcow2  layers/ (the source's disk layers)  spec.json
+//   (the source VM's)  snapshot.json
+// A restore makes a new VM whose disk is its own overlay of the saved one
+// (core/disk_layers.h), and resumes it.
 #include <nlohmann/json.hpp>
 
 #include "base/paths.h"
 #include "base/fs.h"
 #include "base/hash.h"
 #include "base/scope_guard.h"
+#include "image/root_disk.h"
 #include "microvm/runtime.h"
 #include "runner/control.h"
+#include "core/disk_layers.h"
 #include "core/runtime_impl.h"
 #include "core/snapshot_checks.h"
 #include "state/vm_store.h"
@@ -45,7 +49,11 @@ Result<SnapshotInfo> loadSnapshotInfo(const fs::path& dir) {
   info.source_id = j.value("source_id", "");
   info.source_name = j.value("source_name", "");
   std::error_code ec;
-  for (const auto& file : {SnapshotPaths::memory(dir), SnapshotPaths::disk(dir)}) {
+  std::vector<fs::path> files = {SnapshotPaths::memory(dir), SnapshotPaths::disk(dir)};
+  for (fs::directory_iterator it(SnapshotPaths::diskLayers(dir), ec), end; !ec && it != end; it.increment(ec)) {
+    files.push_back(it->path());
+  }
+  for (const auto& file : files) {
     auto size = fs::file_size(file, ec);
     if (!ec) info.bytes += size;
   }
@@ -74,6 +82,7 @@ Result<void> Runtime::snapshot(const std::string& reference, const std::string& 
   MICROVM_TRY(makeDirs(temp_dir));
   ScopeGuard remove_temp([&] { (void)removeTree(temp_dir); });
   MICROVM_TRY(sendRunnerRequest(VmSockets(record->spec.runtime_dir).runner(), SnapshotRequest{temp_dir}));
+  MICROVM_TRY(keepDiskLayers(record->spec, temp_dir));
   MICROVM_TRY(writeSeal(SnapshotPaths::memory(temp_dir), record->spec, SnapshotPaths::seal(temp_dir)));
   MICROVM_TRY(saveSpec(temp_dir, record->spec));
   json meta = {{"created_at", nowRfc3339()}, {"source_id", record->spec.id}, {"source_name", record->spec.name}};
@@ -104,7 +113,7 @@ Result<VmHandle> Runtime::restore(const std::string& snapshot_name, const RunOpt
 }
 
 // A new VM (not started) that resumes the state saved in `saved_dir` from
-// `source`'s VM, with its own copy of the disk.
+// `source`'s VM, on its own overlay of the saved disk (core/disk_layers.h).
 Result<std::string> createRestoredVm(const Layout& layout, const fs::path& saved_dir, const VmSpec& source,
                                      const std::string& name, bool remove, const std::string& note) {
   // The machine must match the saved one exactly; only identity and
@@ -126,11 +135,12 @@ Result<std::string> createRestoredVm(const Layout& layout, const fs::path& saved
   spec.runtime_dir = layout.vmRuntimeDir(spec.id).string();
   MICROVM_TRY(checkSocketPath(VmSockets(spec.runtime_dir).runner()));
 
+  MICROVM_TRY(checkDiskLayerRoom(source));
   MICROVM_TRY(VmStore(layout).add(spec, !name.empty(), [&](const fs::path&) -> Result<void> {
-    std::error_code ec;
-    fs::copy_file(SnapshotPaths::disk(saved_dir), spec.root_disk, ec);
-    if (ec) return Error(ErrorCode::kIo, "copy snapshot disk: " + ec.message(), ec.value());
-    return success();
+    auto layers = layDiskLayers(saved_dir, source, vm_dir);
+    if (!layers) return std::move(layers).error().withContext("the restored disk");
+    spec.disk_layers = std::move(*layers);
+    return createOverlay(spec.base_disk, spec.root_disk);
   }));
   return spec.id;
 }

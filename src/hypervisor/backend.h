@@ -36,6 +36,8 @@ struct MachineConfig {
   std::filesystem::path initramfs;
   std::filesystem::path root_disk;    // empty: no disk
   std::filesystem::path base_disk;    // root_disk's read-only backing file (raw); empty: none
+  // Read-only qcow2 layers between base_disk and root_disk, lowest first.
+  std::vector<std::filesystem::path> disk_layers;
   bool ephemeral_disk = false;        // root_disk is deleted with the VM: the guest's flushes need not reach the host's storage
   std::filesystem::path console_log;  // kernel console (ttyS0); empty: discarded
   // The kernel console as a stream socket whose other end the caller reads

@@ -22,6 +22,7 @@ MachineConfig machineConfigFor(const VmSpec& spec, const std::filesystem::path& 
   config.initramfs = spec.initramfs;
   config.root_disk = spec.root_disk;
   config.base_disk = spec.base_disk;
+  config.disk_layers.assign(spec.disk_layers.begin(), spec.disk_layers.end());
   config.ephemeral_disk = spec.remove_on_exit;
   config.console_fd = fds.console;
   config.qmp_socket = VmSockets(spec.runtime_dir).qmp();

@@ -202,6 +202,7 @@ Result<void> saveSpec(const fs::path& vm_dir, const VmSpec& spec) {
         {"initramfs", spec.initramfs},
         {"root_disk", spec.root_disk},
         {"base_disk", spec.base_disk},
+        {"disk_layers", spec.disk_layers},
         {"runtime_dir", spec.runtime_dir},
         {"restore_from", spec.restore_from},
         {"template",
@@ -269,6 +270,7 @@ Result<VmSpec> loadSpec(const fs::path& vm_dir) {
     machine.at("initramfs").get_to(spec.initramfs);
     machine.at("root_disk").get_to(spec.root_disk);
     machine.at("base_disk").get_to(spec.base_disk);
+    spec.disk_layers = machine.value("disk_layers", std::vector<std::string>());
     machine.at("runtime_dir").get_to(spec.runtime_dir);
     spec.restore_from = machine.value("restore_from", "");
     if (auto boot_template = machine.find("template"); boot_template != machine.end() && boot_template->is_object()) {

@@ -35,6 +35,12 @@ struct VmSpec {
   std::string initramfs;
   std::string root_disk;  // this VM's qcow2 overlay
   std::string base_disk;  // the cached base it overlays (read-only)
+  // Frozen qcow2 layers between the base and root_disk, lowest first: a VM
+  // restored or forked from a saved state runs on a thin overlay of the
+  // saved disk instead of a copy. Hard links in the VM's directory
+  // (VmPaths::diskLayers), shared with the other VMs and snapshots of the
+  // chain; nothing writes them.
+  std::vector<std::string> disk_layers;
   std::string runtime_dir;
   std::string restore_from;  // saved machine state to resume on first start; empty: boot
   // Boot templates (core/templates.h), on the first start only: restore the

@@ -123,7 +123,8 @@ QemuCommand buildQemuCommand(const std::string& binary, const MachineConfig& con
     // The overlay before its base: the order they are opened in.
     fds.push_back(opened(kQemuDiskFd, Source::kDisk, config.root_disk, "root disk", kDiskFdSet));
     // The base is a node of its own, named as the overlay's backing: QEMU
-    // does not open the path recorded in the overlay.
+    // does not open the path recorded in the overlay. So is each frozen
+    // layer between them, the one below as its backing.
     std::string backing;
     if (!config.base_disk.empty()) {
       add({"-add-fd", addFd(kQemuBaseDiskFd, kBaseDiskFdSet), "-blockdev",
@@ -131,6 +132,16 @@ QemuCommand buildQemuCommand(const std::string& binary, const MachineConfig& con
                ",file.read-only=on"});
       fds.push_back(opened(kQemuBaseDiskFd, Source::kReadOnlyDisk, config.base_disk, "base disk", kBaseDiskFdSet));
       backing = ",backing=base";
+    }
+    for (size_t i = 0; i < config.disk_layers.size(); ++i) {
+      int target = kQemuFirstShareFd + static_cast<int>(config.shares.size() + i);
+      int set = kFirstDiskLayerFdSet + static_cast<int>(i);
+      std::string node = "layer" + std::to_string(i);
+      add({"-add-fd", addFd(target, set), "-blockdev",
+           "driver=qcow2,node-name=" + node + ",read-only=on" + backing + ",file.driver=file,file.filename=" +
+               fdSet(set) + ",file.read-only=on"});
+      fds.push_back(opened(target, Source::kReadOnlyDisk, config.disk_layers[i], "disk layer " + node, set));
+      backing = ",backing=" + node;
     }
     // A disk deleted with the VM (run --rm) ignores the guest's flushes: an
     // fdatasync per sync() in the guest bought nothing for a file about to go.

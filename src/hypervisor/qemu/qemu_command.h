@@ -37,6 +37,9 @@ inline constexpr int kQemuInitramfsFd = 12;
 inline constexpr int kQemuAgentFd = 13;       // the microvm.agent port
 inline constexpr int kQemuMemoryFd = 14;      // guest RAM (a memfd)
 inline constexpr int kQemuFirstShareFd = 15;  // share i at kQemuFirstShareFd + i
+// Disk layer i (MachineConfig::disk_layers) follows the shares: at
+// kQemuFirstShareFd + shares + i, in fd set kFirstDiskLayerFdSet + i.
+inline constexpr int kFirstDiskLayerFdSet = 4;
 // The guest NIC's MAC address (QEMU's default; one NIC per VM, alone on its link).
 inline constexpr char kGuestMac[] = "52:54:00:12:34:56";
 

@@ -154,6 +154,40 @@ TEST(QemuCommandTest, DiskAndBaseAreFdSetsAndBlockdevNodes) {
                       "file.discard=unmap"));
 }
 
+TEST(QemuCommandTest, FrozenDiskLayersChainFromTheBaseToTheOverlayReadOnlyAfterTheShares) {
+  MachineConfig config = bareConfig();
+  config.root_disk = "/vm/disk.qcow2";
+  config.base_disk = "/images/base.ext4";
+  config.disk_layers = {"/vm/layers/a.qcow2", "/vm/layers/b.qcow2"};
+  config.shares.push_back({"/home/data", "vol0", false, -1});
+  auto command = buildQemuCommand("qemu", config, false);
+  expectConsistent(command);
+  int first = kQemuFirstShareFd + 1;  // after the one share
+  EXPECT_EQ(*entryAt(command, first),
+            (QemuFd{first, Source::kReadOnlyDisk, -1, "/vm/layers/a.qcow2", kFirstDiskLayerFdSet, "disk layer layer0"}));
+  EXPECT_EQ(*entryAt(command, first + 1), (QemuFd{first + 1, Source::kReadOnlyDisk, -1, "/vm/layers/b.qcow2",
+                                                  kFirstDiskLayerFdSet + 1, "disk layer layer1"}));
+  EXPECT_TRUE(hasPair(command.argv, "-blockdev",
+                      "driver=qcow2,node-name=layer0,read-only=on,backing=base,file.driver=file,"
+                      "file.filename=/dev/fdset/4,file.read-only=on"));
+  EXPECT_TRUE(hasPair(command.argv, "-blockdev",
+                      "driver=qcow2,node-name=layer1,read-only=on,backing=layer0,file.driver=file,"
+                      "file.filename=/dev/fdset/5,file.read-only=on"));
+  EXPECT_TRUE(hasPair(command.argv, "-blockdev",
+                      "driver=qcow2,node-name=root,discard=unmap,backing=layer1,file.driver=file,"
+                      "file.filename=/dev/fdset/2,file.discard=unmap"));
+  // Each node comes after the one it is backed by.
+  auto at = [&](const std::string& prefix) {
+    for (size_t i = 0; i < command.argv.size(); ++i) {
+      if (command.argv[i].rfind(prefix, 0) == 0) return i;
+    }
+    return command.argv.size();
+  };
+  EXPECT_LT(at("driver=raw,node-name=base"), at("driver=qcow2,node-name=layer0"));
+  EXPECT_LT(at("driver=qcow2,node-name=layer0"), at("driver=qcow2,node-name=layer1"));
+  EXPECT_LT(at("driver=qcow2,node-name=layer1"), at("driver=qcow2,node-name=root"));
+}
+
 TEST(QemuCommandTest, VolumesAreDirectoryFdsReadonlyOnesSaySoAndOwnersPassThroughAsRoot) {
   MachineConfig config = bareConfig();
   config.shares.push_back({"/home/data", "vol0", false, -1});
