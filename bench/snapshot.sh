@@ -27,9 +27,10 @@
 #     exec over the floor.
 # Medians of RUNS samples; cold boots, restores and floor restores are
 # interleaved so that all see the same machine load. The wait for the first
-# exec does not use exec's own retry (its pauses grow to 250 ms): it probes the agent with
-# `CONNECT 1024` on the VM's vsock.sock, as `exec` does, every 5 ms, and runs
-# `exec VM true` once the agent answers; `harness` reports what that costs.
+# exec does not use exec's own retry (its pauses grow to 250 ms): it probes
+# the agent with `CONNECT 1024` on the VM's vsock.sock, as `exec` does, every
+# 5 ms, and runs `exec VM true` once the agent answers; `harness` reports
+# what that costs.
 # One `exec` straight after `run -d`, with its own retry, as a user would
 # type it, is reported once as `*_single_cli_s`.
 #
