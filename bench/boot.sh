@@ -12,6 +12,8 @@
 #     cold-booted ones (target ratio <= 0.5); and N from the template without
 #     it (each with its own copy of the template's memory). The shared side
 #     adds its memory holder once: its PSS and the pages of the memfd it holds.
+#     Under TCG the same ratios again without QEMU's translation buffer (see
+#     tcg_code_buffer_kib), which KVM has no use for, and its mean per VM.
 # Runs of floor, cold and template are interleaved so that all see the same
 # machine load; medians are reported.
 #   bench/boot.sh [RUNS] [DENSITY_VMS]      (needs a build: scripts/build.sh)
@@ -115,6 +117,33 @@ def pss_kib(pid):
         pass
     return 0
 
+# QEMU's TCG translation buffer: one anonymous rwx mapping of about 1 GiB
+# (tcg_init's default size), filled as guest code is translated. Were it
+# split into a writable and an executable view (split-wx), both would map
+# one memfd ("tcg-jit") and each would hold half of its pages' PSS. No other
+# mapping of these processes is executable and this large.
+TCG_CODE_BUFFER_MIN_KIB = 256 * 1024
+
+def tcg_code_buffer_kib(pid):
+    total = 0
+    mapping = {}
+    try:
+        with open(f"/proc/{pid}/smaps") as smaps:
+            for line in smaps:
+                key = line.split(None, 1)[0]
+                if not key.endswith(":"):   # a mapping's header: range, perms, offset, device, inode, name
+                    fields = line.split(None, 5)
+                    mapping = {"name": fields[5].strip() if len(fields) > 5 else ""}
+                elif key in ("Size:", "Pss:"):
+                    mapping[key] = int(line.split()[1])
+                elif key == "VmFlags:" and mapping.get("Size:", 0) >= TCG_CODE_BUFFER_MIN_KIB:
+                    name = mapping["name"]
+                    if (name == "" and "ex" in line.split()[1:]) or name.startswith("/memfd:tcg-jit"):
+                        total += mapping.get("Pss:", 0)
+    except OSError:
+        pass
+    return total
+
 def children_of(pid):
     try:
         return [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
@@ -148,20 +177,31 @@ def vm_pss(flags):
     for vm in ids:
         wait_exec(vm)
     time.sleep(2)  # idle
-    total = 0
+    total = tcg = 0
     paths = set()
     for vm in ids:
         info = json.loads(out([binary, "inspect", vm]))[0]
         paths.add(info["boot"]["path"])
         runner = info["runner_pid"]
-        total += pss_kib(runner) + sum(pss_kib(child) for child in children_of(runner))
+        for pid in (runner, *children_of(runner)):
+            total += pss_kib(pid)
+            if accel == "tcg":
+                tcg += tcg_code_buffer_kib(pid)
     total += template_memory_kib()
     subprocess.run([binary, "rm", "-f", *ids], check=True, stdout=subprocess.DEVNULL)
-    return total, sorted(paths)
+    return total, tcg, sorted(paths)
 
-template_pss, template_paths = vm_pss(["--share-memory"])
-private_pss, private_paths = vm_pss([])
-cold_pss, cold_paths = vm_pss(["--no-template"])
+template_pss, template_tcg, template_paths = vm_pss(["--share-memory"])
+private_pss, private_tcg, private_paths = vm_pss([])
+cold_pss, cold_tcg, cold_paths = vm_pss(["--no-template"])
+
+def ratio_excluding_tcg(pss, tcg):
+    if accel != "tcg" or cold_pss == cold_tcg:
+        return None
+    return round((pss - tcg) / (cold_pss - cold_tcg), 3)
+
+def tcg_mean_mib(tcg):
+    return round(tcg / density_vms / 1024, 1) if accel == "tcg" else None
 
 print(json.dumps({
     "benchmark": "boot",
@@ -183,6 +223,11 @@ print(json.dumps({
     "density_template_private_pss_mib": round(private_pss / 1024, 1),
     "density_template_private_ratio": round(private_pss / cold_pss, 3) if cold_pss else None,
     "density_target_max": 0.5,
+    "density_ratio_excluding_tcg_code_buffer": ratio_excluding_tcg(template_pss, template_tcg),
+    "density_template_private_ratio_excluding_tcg_code_buffer": ratio_excluding_tcg(private_pss, private_tcg),
+    "density_tcg_code_buffer_mean_mib": {"template": tcg_mean_mib(template_tcg),
+                                         "template_private": tcg_mean_mib(private_tcg),
+                                         "cold": tcg_mean_mib(cold_tcg)},
     "density_boot_paths": {"template": template_paths, "template_private": private_paths, "cold": cold_paths},
     "floor_s": [round(t, 3) for t in floor_times],
     "cold_s": [round(t, 3) for t in cold_times],
