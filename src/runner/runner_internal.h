@@ -82,8 +82,11 @@ class Runner {
   void acceptRequest();
   Result<void> handleRequest(const RunnerRequest& request);
   Result<void> snapshot(const Path& dir);
-  // Guest RAM as a memfd; filled from `saved_ram` (a sparse file) when not empty.
+  // runner_memory.cc
+  // Guest RAM as a memfd, to be filled from `saved_ram` (a sparse file) when
+  // not empty, by loadGuestMemory.
   Result<void> createGuestMemory(const Path& saved_ram);
+  Result<void> loadGuestMemory();
   Result<void> releaseStreamedZeros();
   void sendRefresh();
   Result<void> saveMachine(const SnapshotFiles& files);
@@ -143,6 +146,9 @@ class Runner {
   // this VM's own pages are then only in QEMU, and a save puts them in the
   // migration stream (with an empty RAM file beside it).
   UniqueFd guest_ram_;
+  // The saved RAM loadGuestMemory copies into guest_ram_, opened while root.
+  UniqueFd saved_ram_;
+  Path saved_ram_path_;
   std::optional<TemplateMemory> template_memory_;
   // The saved state being restored carries the RAM (its RAM file is empty).
   bool incoming_has_ram_ = false;
