@@ -87,6 +87,7 @@ class VmPaths {
   std::filesystem::path saved() const { return vm_dir_ / VmFiles::kSaved; }
   std::filesystem::path savedMemory() const { return saved() / "memory.bin"; }
   std::filesystem::path savedRam() const { return saved() / "memory.ram"; }
+  std::filesystem::path savedNetwork() const { return saved() / "network.state"; }
   std::filesystem::path savedSeal() const { return saved() / "seal.json"; }
   std::filesystem::path saving() const { return vm_dir_ / VmFiles::kSaving; }
 
@@ -132,6 +133,8 @@ class SnapshotPaths {
   static std::filesystem::path memory(const std::filesystem::path& snapshot) { return snapshot / "memory.bin"; }
   // Guest RAM itself, sparse (memory.bin then holds only the device state).
   static std::filesystem::path ram(const std::filesystem::path& snapshot) { return snapshot / "memory.ram"; }
+  // The network stack's own state (net/slirp_state.h); empty: none saved.
+  static std::filesystem::path network(const std::filesystem::path& snapshot) { return snapshot / "network.state"; }
   static std::filesystem::path disk(const std::filesystem::path& snapshot) { return snapshot / VmFiles::kDisk; }
   // The source VM's frozen disk layers (VmSpec::disk_layers), by file name.
   static std::filesystem::path diskLayers(const std::filesystem::path& snapshot) {

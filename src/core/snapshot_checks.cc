@@ -15,10 +15,12 @@
 #include "base/eintr.h"
 #include "base/fs.h"
 #include "base/hash.h"
+#include "base/paths.h"
 #include "base/process.h"
 #include "base/unique_fd.h"
 #include "base/xxh64.h"
 #include "hypervisor/qemu/qemu_command.h"
+#include "net/slirp_state.h"
 #include "runner/machine_config.h"
 
 namespace microvm {
@@ -403,6 +405,14 @@ Result<void> checkSeal(const fs::path& memory_file, const VmSpec& spec, const fs
     if (auto memory = checkMemory(memory_file, *seal); !memory) return refused(where + ": " + memory.error().message());
   }
   if (unchanged.size() < 4) recordChecked(before, seal_file);
+  // The network stack's state beside it carries its own checksum
+  // (net/slirp_state.h); absent or empty, the stack starts afresh.
+  fs::path network = memory_file.parent_path() / SnapshotPaths::network({}).filename();
+  if (auto bytes = readFile(network); bytes && !bytes->empty()) {
+    if (auto state = net::decodeSlirpState(*bytes); !state) {
+      return refused(where + ": " + network.string() + " is corrupted or truncated (" + state.error().message() + ")");
+    }
+  }
   return success();
 }
 

@@ -332,6 +332,41 @@ Result<void> SlirpNetwork::start() {
   return success();
 }
 
+SlirpState SlirpNetwork::saveState() {
+  SlirpState state;
+  state.version = slirp_state_version();
+  auto append = [](const void* buf, size_t len, void* opaque) -> ssize_t {
+    static_cast<std::string*>(opaque)->append(static_cast<const char*>(buf), len);
+    return static_cast<ssize_t>(len);
+  };
+  slirp_state_save(slirp_, append, &state.bytes);
+  return state;
+}
+
+Result<void> SlirpNetwork::loadState(const SlirpState& state) {
+  // libslirp does not check that its reads were whole: a short one is ours to see.
+  struct Reader {
+    std::string_view rest;
+    bool short_read = false;
+  } reader{state.bytes};
+  auto read = [](void* buf, size_t len, void* opaque) -> ssize_t {
+    auto& from = *static_cast<Reader*>(opaque);
+    size_t n = std::min(len, from.rest.size());
+    std::memcpy(buf, from.rest.data(), n);
+    from.rest.remove_prefix(n);
+    if (n < len) from.short_read = true;
+    return static_cast<ssize_t>(n);
+  };
+  if (state.version > slirp_state_version()) {
+    return Error(ErrorCode::kInvalidArgument, "network state: saved by a newer libslirp (state version " +
+                                                  std::to_string(state.version) + ")");
+  }
+  if (slirp_state_load(slirp_, state.version, read, &reader) < 0 || reader.short_read) {
+    return Error(ErrorCode::kProtocol, "network state: libslirp could not load it");
+  }
+  return success();
+}
+
 SlirpNetwork::~SlirpNetwork() {
   if (hooked_) loop_.removeBeforeWait(hook_);
   if (stream_.valid()) loop_.remove(stream_.get());

@@ -34,6 +34,7 @@
 #include "base/unique_fd.h"
 #include "microvm/result.h"
 #include "net/network_config.h"
+#include "net/slirp_state.h"
 
 struct Slirp;
 
@@ -146,6 +147,11 @@ class SlirpNetwork {
   // by the caller first. Works before and while the guest runs.
   Result<void> addPortForward(const PortMapping& mapping);
   Result<void> removePortForward(const PortMapping& mapping);
+
+  // libslirp's own state, for a snapshot (net/slirp_state.h), and loaded
+  // into a new stack before its guest runs.
+  SlirpState saveState();
+  Result<void> loadState(const SlirpState& state);
 
   const SlirpNetworkStats& stats() const { return stats_; }
   // False once QEMU closed its end (or sent a corrupt stream).

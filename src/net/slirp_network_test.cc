@@ -113,3 +113,62 @@ TEST(SlirpNetwork, StopsReadingFramesWhenAWriteClosesTheStream) {
 
 }  // namespace
 }  // namespace microvm::net
+
+namespace microvm::net {
+namespace {
+
+TEST(SlirpState, RoundTripsAndRefusesTruncatedCorruptedOrForeignFiles) {
+  SlirpState state{4, std::string("libslirp's bytes\0with a nul", 27)};
+  std::string file = encodeSlirpState(state);
+  auto decoded = decodeSlirpState(file);
+  ASSERT_TRUE(decoded) << decoded.error().message();
+  EXPECT_EQ(decoded->version, 4);
+  EXPECT_EQ(decoded->bytes, state.bytes);
+
+  auto refusal = [](std::string_view bytes) {
+    auto result = decodeSlirpState(bytes);
+    return result ? std::string("accepted") : result.error().message();
+  };
+  EXPECT_NE(refusal(file.substr(0, file.size() - 1)).find("truncated"), std::string::npos);
+  EXPECT_NE(refusal(file + "x").find("trailing"), std::string::npos);
+  std::string flipped = file;
+  flipped.back() ^= 0x20;
+  EXPECT_NE(refusal(flipped).find("checksum mismatch"), std::string::npos);
+  EXPECT_NE(refusal("MVNX" + file.substr(4)).find("not a saved network state"), std::string::npos);
+  EXPECT_NE(refusal("").find("not a saved network state"), std::string::npos);
+  std::string huge = file;
+  huge[8] = huge[9] = huge[10] = huge[11] = '\x7f';
+  EXPECT_NE(refusal(huge).find("more than any stack saves"), std::string::npos);
+}
+
+// A stack's saved state loads into a new stack, as a restored copy's does.
+TEST(SlirpNetwork, ItsStateLoadsIntoANewStack) {
+  auto loop = EventLoop::create();
+  ASSERT_TRUE(loop);
+  std::vector<std::unique_ptr<SlirpNetwork>> stacks;
+  std::vector<UniqueFd> qemu_ends;
+  for (int i = 0; i < 2; ++i) {
+    int fds[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+    qemu_ends.emplace_back(fds[0]);
+    auto network = SlirpNetwork::create(*loop, UniqueFd(fds[1]), {});
+    ASSERT_TRUE(network) << network.error().message();
+    stacks.push_back(std::move(*network));
+  }
+  SlirpState saved = stacks[0]->saveState();
+  EXPECT_GT(saved.version, 0);
+  EXPECT_FALSE(saved.bytes.empty());
+  auto loaded = stacks[1]->loadState(*decodeSlirpState(encodeSlirpState(saved)));
+  EXPECT_TRUE(loaded) << loaded.error().message();
+  EXPECT_EQ(stacks[1]->saveState().bytes, saved.bytes);
+  // Cut short, libslirp refuses it rather than reading past the end.
+  SlirpState cut = saved;
+  cut.bytes.resize(cut.bytes.size() / 2);
+  EXPECT_FALSE(stacks[1]->loadState(cut));
+  SlirpState newer = saved;
+  newer.version = saved.version + 1;
+  EXPECT_FALSE(stacks[1]->loadState(newer));
+}
+
+}  // namespace
+}  // namespace microvm::net

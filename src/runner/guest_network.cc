@@ -204,6 +204,14 @@ std::map<std::string, uint64_t> GuestNetwork::counters() const {
   };
 }
 
+std::string GuestNetwork::saveState() { return net::encodeSlirpState(stack_->saveState()); }
+
+Result<void> GuestNetwork::loadState(std::string_view file) {
+  auto state = net::decodeSlirpState(file);
+  if (!state) return std::move(state).error();
+  return stack_->loadState(*state);
+}
+
 void describeGuestNetwork(const VmSpec& spec, agent::WorkloadSpec& workload) {
   bool user = spec.network != "none";
   std::string hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";

@@ -68,6 +68,11 @@ class GuestNetwork {
   // The stack's, filter's and DNS forwarder's counters, by name.
   std::map<std::string, uint64_t> counters() const;
 
+  // The stack's own state, framed for a file (net/slirp_state.h), and
+  // loaded from one into this stack before the restored guest runs.
+  std::string saveState();
+  Result<void> loadState(std::string_view file);
+
  private:
   GuestNetwork(EventLoop& loop, Log log);
 

@@ -28,7 +28,7 @@ constexpr char kSnapshot = 's';
 constexpr char kFinish = 'f';
 constexpr char kSavedState = 'm';
 constexpr size_t kMaxRequest = 4096 + 1;  // an op byte and a path
-constexpr size_t kMaxFds = 3;
+constexpr size_t kMaxFds = 4;
 
 // One reply: an errno (0: done) and up to kMaxFds fds.
 void reply(int socket, int error, const std::vector<UniqueFd>& fds) {
@@ -75,10 +75,11 @@ int createFile(const fs::path& path, UniqueFd& fd) {
           reply(socket, EACCES, fds);
           break;
         }
-        fds.resize(3);
+        fds.resize(4);
         int failed = createFile(SnapshotPaths::memory(argument), fds[0]);
         if (failed == 0) failed = createFile(SnapshotPaths::disk(argument), fds[1]);
         if (failed == 0) failed = createFile(SnapshotPaths::ram(argument), fds[2]);
+        if (failed == 0) failed = createFile(SnapshotPaths::network(argument), fds[3]);
         if (failed != 0) fds.clear();
         reply(socket, failed, fds);
         break;
@@ -88,9 +89,11 @@ int createFile(const fs::path& path, UniqueFd& fd) {
           reply(socket, EACCES, fds);
           break;
         }
-        fds.resize(2);
-        int failed = createFile(VmPaths(vm_dir).saving() / VmPaths(vm_dir).savedMemory().filename(), fds[0]);
-        if (failed == 0) failed = createFile(VmPaths(vm_dir).saving() / VmPaths(vm_dir).savedRam().filename(), fds[1]);
+        fds.resize(3);
+        fs::path saving = VmPaths(vm_dir).saving();
+        int failed = createFile(saving / VmPaths(vm_dir).savedMemory().filename(), fds[0]);
+        if (failed == 0) failed = createFile(saving / VmPaths(vm_dir).savedRam().filename(), fds[1]);
+        if (failed == 0) failed = createFile(saving / VmPaths(vm_dir).savedNetwork().filename(), fds[2]);
         if (failed != 0) fds.clear();
         reply(socket, failed, fds);
         break;
@@ -215,15 +218,15 @@ Result<UniqueFd> Keeper::connect(const fs::path& target) {
 }
 
 Result<SnapshotFiles> Keeper::snapshotFiles(const fs::path& dir) {
-  auto fds = ask(kSnapshot, dir.string(), 3);
+  auto fds = ask(kSnapshot, dir.string(), 4);
   if (!fds) return std::move(fds).error().withContext("create snapshot files in " + dir.string());
-  return SnapshotFiles{std::move((*fds)[0]), std::move((*fds)[1]), std::move((*fds)[2])};
+  return SnapshotFiles{std::move((*fds)[0]), std::move((*fds)[1]), std::move((*fds)[2]), std::move((*fds)[3])};
 }
 
 Result<SnapshotFiles> Keeper::savedStateFiles() {
-  auto fds = ask(kSavedState, "", 2);
+  auto fds = ask(kSavedState, "", 3);
   if (!fds) return std::move(fds).error().withContext("create the saved state files");
-  return SnapshotFiles{std::move((*fds)[0]), UniqueFd(), std::move((*fds)[1])};
+  return SnapshotFiles{std::move((*fds)[0]), UniqueFd(), std::move((*fds)[1]), std::move((*fds)[2])};
 }
 
 Result<void> Keeper::finish() {

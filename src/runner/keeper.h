@@ -39,6 +39,7 @@ struct SnapshotFiles {
   UniqueFd memory;  // QEMU's device state
   UniqueFd disk;    // the disk overlay's copy
   UniqueFd ram;     // guest RAM, sparse
+  UniqueFd network;  // the network stack's state
 };
 
 class Keeper {

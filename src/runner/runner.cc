@@ -262,6 +262,7 @@ Result<void> Runner::start() {
     if (auto opened = openTemplateCapture(); !opened) log("not saving a template: " + opened.error().message());
   }
   if (incoming.valid()) fds.incoming = incoming.get();
+  if (restoring) MICROVM_TRY(readNetworkState(saved_state.parent_path() / SnapshotPaths::network({}).filename()));
   // memory.ram beside memory.bin, in a snapshot as in a suspended VM's
   // saved/ and in a template.
   MICROVM_TRY(createGuestMemory(incoming.valid() ? saved_state.parent_path() / SnapshotPaths::ram({}).filename()
@@ -310,6 +311,7 @@ Result<void> Runner::start() {
     // The guest's init is mid-conversation already: no spec, just resume.
     // Running is recorded once the state is loaded: a resume that fails
     // before that leaves the VM suspended (finish()).
+    MICROVM_TRY(loadNetworkState());
     std::function<Result<void>()> loaded;
     if (incoming_has_ram_) loaded = [this] { return releaseStreamedZeros(); };
     MICROVM_TRY(vmm_->finishRestore(loaded));

@@ -82,7 +82,11 @@ class Runner {
   void acceptRequest();
   Result<void> handleRequest(const RunnerRequest& request);
   Result<void> snapshot(const Path& dir);
-  // runner_memory.cc
+  // runner_restore.cc
+  // A restore's saved network state, read while root; loaded (parsed) by
+  // loadNetworkState once the runner is confined, before the guest runs.
+  Result<void> readNetworkState(const Path& file);
+  Result<void> loadNetworkState();
   // Guest RAM as a memfd, to be filled from `saved_ram` (a sparse file) when
   // not empty, by loadGuestMemory.
   Result<void> createGuestMemory(const Path& saved_ram);
@@ -90,6 +94,7 @@ class Runner {
   Result<void> releaseStreamedZeros();
   void sendRefresh();
   Result<void> saveMachine(const SnapshotFiles& files);
+  Result<void> saveNetworkState(int fd);
   // Boot templates (core/templates.h): opens the staging files while root.
   Result<void> openTemplateCapture();
   // At the guest's hello: saves the template, closes its files.
@@ -149,6 +154,7 @@ class Runner {
   // The saved RAM loadGuestMemory copies into guest_ram_, opened while root.
   UniqueFd saved_ram_;
   Path saved_ram_path_;
+  std::optional<std::string> saved_network_;
   std::optional<TemplateMemory> template_memory_;
   // The saved state being restored carries the RAM (its RAM file is empty).
   bool incoming_has_ram_ = false;

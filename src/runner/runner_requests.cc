@@ -133,6 +133,15 @@ Result<void> Runner::copyDisk(int to) {
   return success();
 }
 
+// The user network's own state (IP id counter, DHCP leases), into `fd`
+// (net/slirp_state.h); nothing when there is no such file or stack.
+Result<void> Runner::saveNetworkState(int fd) {
+  if (fd < 0 || !network_) return success();
+  MICROVM_TRY(writeAll(fd, network_->saveState()));
+  if (::fsync(fd) != 0) return Error::fromErrno("fsync the saved network state");
+  return success();
+}
+
 // QEMU saves the devices (RAM is shared: x-ignore-shared) and leaves the
 // guest stopped; the RAM is then consistent and copied, sparse, by us. Both
 // files are on disk (fsync) when this returns. A VM on a template's shared
@@ -142,9 +151,11 @@ Result<void> Runner::saveMachine(const SnapshotFiles& files) {
   MICROVM_TRY(vmm_->saveState(files.memory.get()));
   if (::fsync(files.memory.get()) != 0) return Error::fromErrno("fsync the saved device state");
   if (!guest_ram_.valid()) {
+    MICROVM_TRY(saveNetworkState(files.network.get()));
     log("saved guest memory with the device state (it is not in the runner's memfd)");
     return success();
   }
+  MICROVM_TRY(saveNetworkState(files.network.get()));
   uint64_t size = uint64_t{static_cast<uint64_t>(spec_.memory_mib)} << 20;
   auto ram = copySparse(guest_ram_.get(), files.ram.get(), size);
   if (!ram) return std::move(ram).error().withContext("save guest memory");
@@ -213,6 +224,7 @@ Result<void> Runner::snapshot(const fs::path& dir) {
   } else {
     MICROVM_TRY(createSavedFile(SnapshotPaths::memory(dir), files.memory));
     MICROVM_TRY(createSavedFile(SnapshotPaths::ram(dir), files.ram));
+    MICROVM_TRY(createSavedFile(SnapshotPaths::network(dir), files.network));
   }
   log("snapshot: saving to " + dir.string());
   auto started = std::chrono::steady_clock::now();
@@ -264,6 +276,7 @@ Result<void> Runner::suspend() {
     fs::path ram = dir / VmPaths(vm_dir_).savedRam().filename();
     files.ram.reset(::open(ram.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!files.ram.valid()) return Error::fromErrno("create " + ram.string());
+    MICROVM_TRY(createSavedFile(dir / VmPaths(vm_dir_).savedNetwork().filename(), files.network));
   }
   log("suspend: saving to " + dir.string());
   auto saved = saveMachine(files);

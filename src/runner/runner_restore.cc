@@ -1,11 +1,13 @@
-// Guest RAM: the memfd the runner keeps, filled from a saved state while
-// QEMU starts, and its zero pages released after a stream's load.
+// What a restore loads besides QEMU's device state: guest RAM (the memfd
+// the runner keeps, filled while QEMU starts; its zero pages released after
+// a stream's load) and the user network's own state.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/fs.h"
+#include "net/slirp_state.h"
 #include "runner/machine_config.h"
 #include "runner/runner_internal.h"
 
@@ -68,6 +70,42 @@ Result<void> Runner::loadGuestMemory() {
   uint64_t size = uint64_t{static_cast<uint64_t>(spec_.memory_mib)} << 20;
   auto copied = copySparse(from.get(), guest_ram_.get(), size);
   if (!copied) return std::move(copied).error().withContext("load " + saved_ram_path_.string());
+  return success();
+}
+
+// network.state beside the saved memory: read now, while root (the runner's
+// id may not reach the file), parsed later. A state saved before there was
+// such a file, or by a VM without a user network, is empty or absent: the
+// stack then starts afresh.
+Result<void> Runner::readNetworkState(const fs::path& file) {
+  UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd.valid()) {
+    if (errno == ENOENT) return success();
+    return Error::fromErrno("open " + file.string());
+  }
+  std::string bytes;
+  char buffer[4096];
+  for (;;) {
+    ssize_t got = ::read(fd.get(), buffer, sizeof buffer);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) return Error::fromErrno("read " + file.string());
+    if (got == 0) break;
+    bytes.append(buffer, static_cast<size_t>(got));
+    if (bytes.size() > net::kMaxSlirpStateBytes + 64) {
+      return Error(ErrorCode::kProtocol, file.string() + " is larger than any saved network state");
+    }
+  }
+  if (!bytes.empty()) saved_network_ = std::move(bytes);
+  return success();
+}
+
+Result<void> Runner::loadNetworkState() {
+  if (!saved_network_) return success();
+  std::string bytes = std::move(*saved_network_);
+  saved_network_.reset();
+  if (!network_) return success();  // saved with a user network, restored without: nothing to load into
+  MICROVM_TRY(network_->loadState(bytes));
+  log("network: restored the stack's saved state");
   return success();
 }
 
