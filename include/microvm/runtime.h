@@ -600,6 +600,10 @@ class Runtime {
   Result<void> runPostBootHooks(VmHandle& vm, const RunOptions& options);
   // start()'s second half: spawns the VM's runner and waits until it runs.
   Result<VmHandle> spawnRunner(const std::string& id, int stdout_fd, int stderr_fd, int stdin_fd);
+  // Detached starts of several created VMs at once: every runner is spawned
+  // before the first is waited for. The first failure is returned once all
+  // have been waited for; the VMs that did start keep running.
+  Result<std::vector<VmHandle>> startDetached(const std::vector<std::string>& ids);
   Result<std::string> resolveImage(const RunOptions& options);
   // A runtime for a handle: another reference to the same state.
   std::shared_ptr<Runtime> share() const { return std::shared_ptr<Runtime>(new Runtime(impl_)); }

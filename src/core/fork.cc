@@ -53,16 +53,15 @@ Result<std::vector<VmHandle>> Runtime::fork(const std::string& reference, int co
   MICROVM_TRY(sendRunnerRequest(runnerSocket(*parent), SnapshotRequest{saved}));
   MICROVM_TRY(keepDiskLayers(parent->spec, saved));
 
-  std::vector<VmHandle> children;
+  std::vector<std::string> ids;
   for (const auto& name : names) {
     auto id = createRestoredVm(*layout, saved, parent->spec, name, false, "forked from VM " + parent->spec.name);
-    if (!id) return std::move(id).error().withContext("fork child " + std::to_string(children.size() + 1));
-    // Detached: start() returns once the child's runner has loaded the state.
-    auto child = start(*id);
-    if (!child) return std::move(child).error().withContext("fork child " + std::to_string(children.size() + 1));
-    children.push_back(std::move(*child));
+    if (!id) return std::move(id).error().withContext("fork child " + std::to_string(ids.size() + 1));
+    ids.push_back(std::move(*id));
   }
-  return children;
+  // All at once: each returns once its runner has loaded the state, and
+  // the saved directory goes only after the last.
+  return startDetached(ids);
 }
 
 }  // namespace microvm

@@ -314,19 +314,47 @@ Result<VmHandle> Runtime::start(const std::string& reference, int stdout_fd, int
   return spawnRunner(record->spec.id, stdout_fd, stderr_fd, stdin_fd);
 }
 
+namespace {
+
+SpawnOptions runnerSpawn(const fs::path& runner, const VmRecord& record) {
+  SpawnOptions spawn_options;
+  spawn_options.argv = {runner.string(), record.dir.string()};
+  // Its own session: the VM outlives this process and its terminal.
+  spawn_options.new_session = true;
+  return spawn_options;
+}
+
+// A detached start: the runner has the VM running, or the reason it has not.
+Result<void> awaitRunning(RunnerWatch& watch, Process& process, const VmRecord& record) {
+  switch (watch.wait([](const VmState& state) { return state.status != VmStatus::kExited; }, kRunnerStartTimeout)) {
+    case RunnerWatch::kStarted:
+      return success();
+    case RunnerWatch::kExited: {
+      auto status = process.wait();
+      auto state = loadState(record.dir);
+      std::string why = state && !state->error.empty() ? state->error
+                        : status                      ? "the runner " + describeWaitStatus(*status)
+                                                      : status.error().message();
+      return Error(ErrorCode::kIo, "VM " + record.spec.name + " failed to start: " + why);
+    }
+    case RunnerWatch::kTimedOut:
+      break;
+  }
+  return Error(ErrorCode::kTimeout, "VM " + record.spec.name + " did not start within 30 s");
+}
+
+}  // namespace
+
 Result<VmHandle> Runtime::spawnRunner(const std::string& id, int stdout_fd, int stderr_fd, int stdin_fd) {
   auto record = impl_->findVm(id);
   if (!record) return std::move(record).error();
-  SpawnOptions runner;
-  runner.argv = {impl_->runner_.string(), record->dir.string()};
+  SpawnOptions runner = runnerSpawn(impl_->runner_, *record);
   if (stdin_fd >= 0 && record->spec.open_stdin) {
     runner.argv.push_back("--stdin");
     runner.fds.push_back({0, stdin_fd});
   }
   if (stdout_fd >= 0) runner.fds.push_back({1, stdout_fd});
   if (stderr_fd >= 0) runner.fds.push_back({2, stderr_fd});
-  // Its own session: the VM outlives this process and its terminal.
-  runner.new_session = true;
   // Watching from before the spawn: no state change can slip past.
   RunnerWatch watch(record->dir);
   auto process = spawn(runner);
@@ -341,23 +369,44 @@ Result<VmHandle> Runtime::spawnRunner(const std::string& id, int stdout_fd, int 
     (void)watch.wait([](const VmState& state) { return state.status != VmStatus::kCreated; }, kRunnerStartTimeout);
     return VmHandle(share(), record->spec.id, process->release());
   }
-
   // Detached: return once the runner has the VM running, or say why not.
-  switch (watch.wait([](const VmState& state) { return state.status != VmStatus::kExited; }, kRunnerStartTimeout)) {
-    case RunnerWatch::kStarted:
-      break;
-    case RunnerWatch::kExited: {
-      auto status = process->wait();
-      auto state = loadState(record->dir);
-      std::string why = state && !state->error.empty() ? state->error
-                        : status                      ? "the runner " + describeWaitStatus(*status)
-                                                      : status.error().message();
-      return Error(ErrorCode::kIo, "VM " + record->spec.name + " failed to start: " + why);
-    }
-    case RunnerWatch::kTimedOut:
-      return Error(ErrorCode::kTimeout, "VM " + record->spec.name + " did not start within 30 s");
-  }
+  MICROVM_TRY(awaitRunning(watch, *process, *record));
   return VmHandle(share(), record->spec.id, process->release());
+}
+
+Result<std::vector<VmHandle>> Runtime::startDetached(const std::vector<std::string>& ids) {
+  struct Starting {
+    VmRecord record;
+    RunnerWatch watch;
+    Process process;
+  };
+  std::vector<Starting> starting;
+  Result<void> failed = success();
+  for (const auto& id : ids) {
+    auto record = impl_->findVm(id);
+    if (!record) {
+      failed = std::move(record).error();
+      break;
+    }
+    RunnerWatch watch(record->dir);
+    auto process = spawn(runnerSpawn(impl_->runner_, *record));
+    if (!process) {
+      failed = std::move(process).error().withContext("start runner");
+      break;
+    }
+    watch.watchProcess(process->pid());
+    starting.push_back({std::move(*record), std::move(watch), std::move(*process)});
+  }
+  std::vector<VmHandle> handles;
+  for (auto& entry : starting) {
+    if (auto running = awaitRunning(entry.watch, entry.process, entry.record); !running) {
+      if (failed) failed = std::move(running);
+      continue;
+    }
+    handles.push_back(VmHandle(share(), entry.record.spec.id, entry.process.release()));
+  }
+  if (!failed) return std::move(failed).error();
+  return handles;
 }
 
 Result<VmHandle> Runtime::run(const RunOptions& options) {
