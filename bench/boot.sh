@@ -42,16 +42,9 @@ python3 - "$runs" "$accel" "$bin" "$scratch/rootfs" "$share" "$density_vms" <<'P
 import json, os, signal, statistics, subprocess, sys, time
 runs, accel, binary, rootfs, share, density_vms = (int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4],
                                                    sys.argv[5], int(sys.argv[6]))
-tsc_khz = 0
-for line in open("/proc/cpuinfo"):
-    if line.startswith("cpu MHz"):
-        tsc_khz = round(float(line.split(":")[1]) * 1000)
-        break
-append = "console=ttyS0 reboot=t panic=-1 quiet"
-accel_args = ["-accel", "kvm", "-cpu", "host"]
-if accel == "tcg":
-    append += f" tsc_early_khz={tsc_khz} tsc=reliable"
-    accel_args = ["-accel", "tcg,thread=multi", "-cpu", "max"]
+sys.path.insert(0, "bench")
+from floor_machine import floor_machine
+append, accel_args = floor_machine(accel)
 floor = ["qemu-system-x86_64", "-M", "microvm,x-option-roms=off,isa-serial=on,acpi=off", *accel_args,
          "-m", "512", "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
          "-kernel", f"{share}/vmlinux", "-initrd", f"{share}/poweroff.cpio", "-append", append, "-serial", "null"]

@@ -224,16 +224,9 @@ def ms(values):
 # file. Its QMP monitor and serial port are socket pairs, so nothing waits
 # for a socket to appear; every read blocks in poll(2) under the socket's
 # timeout.
-tsc_khz = 0
-for line in open("/proc/cpuinfo"):
-    if line.startswith("cpu MHz"):
-        tsc_khz = round(float(line.split(":")[1]) * 1000)
-        break
-floor_append = "console=ttyS0 reboot=t panic=-1 quiet"
-floor_accel = ["-accel", "kvm", "-cpu", "host"]
-if accel == "tcg":
-    floor_append += f" tsc_early_khz={tsc_khz} tsc=reliable"
-    floor_accel = ["-accel", "tcg,thread=multi", "-cpu", "max"]
+sys.path.insert(0, "bench")
+from floor_machine import floor_machine
+floor_append, floor_accel = floor_machine(accel)
 FLOOR_READY, FLOOR_ACK, FLOOR_NAK = 0x02, 0x06, 0x15   # bench/floor_init.c
 floor_log = os.path.join(scratch, "floor-qemu.log")
 
