@@ -16,6 +16,7 @@
 #include "base/hash.h"
 #include "base/scope_guard.h"
 #include "base/unique_fd.h"
+#include "image/curl_api.h"
 
 namespace microvm {
 
@@ -23,6 +24,11 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
+
+Error curlUnavailable() {
+  const std::string& why = libcurlError();
+  return Error(ErrorCode::kInternal, why.empty() ? "curl_easy_init failed" : why);
+}
 
 constexpr char kManifestTypes[] =
     "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, "
@@ -57,23 +63,23 @@ Result<std::string> base64Decode(const std::string& text) {
 // A URL as libcurl itself parses it, so that what we check is what curl
 // connects to (no second parser to disagree with it).
 struct CurlUrl {
-  CURLU* handle = curl_url();
-  ~CurlUrl() { curl_url_cleanup(handle); }
+  CURLU* handle = libcurl().url();
+  ~CurlUrl() { libcurl().url_cleanup(handle); }
   CurlUrl() = default;
   CurlUrl(const CurlUrl&) = delete;
   CurlUrl& operator=(const CurlUrl&) = delete;
 
   bool set(const std::string& url) {
-    return handle && curl_url_set(handle, CURLUPART_URL, url.c_str(), CURLU_NON_SUPPORT_SCHEME) == CURLUE_OK;
+    return handle && libcurl().url_set(handle, CURLUPART_URL, url.c_str(), CURLU_NON_SUPPORT_SCHEME) == CURLUE_OK;
   }
   bool appendQuery(const std::string& pair) {
-    return curl_url_set(handle, CURLUPART_QUERY, pair.c_str(), CURLU_APPENDQUERY | CURLU_URLENCODE) == CURLUE_OK;
+    return libcurl().url_set(handle, CURLUPART_QUERY, pair.c_str(), CURLU_APPENDQUERY | CURLU_URLENCODE) == CURLUE_OK;
   }
   std::string part(CURLUPart which) const {
     char* text = nullptr;
-    if (curl_url_get(handle, which, &text, 0) != CURLUE_OK || !text) return "";
+    if (libcurl().url_get(handle, which, &text, 0) != CURLUE_OK || !text) return "";
     std::string out = text;
-    curl_free(text);
+    libcurl().free(text);
     return out;
   }
 };
@@ -116,20 +122,20 @@ int watchStall(void* user, curl_off_t /*download_total*/, curl_off_t downloaded,
 
 // The pull's deadline (what is left of it) and the stall watch, on `curl`.
 void applyTimeouts(CURL* curl, std::chrono::steady_clock::time_point deadline, StallWatch& watch) {
-  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, kConnectTimeoutSeconds);
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, millisecondsUntil(deadline));
-  curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
-  curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, watchStall);
-  curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &watch);
-  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  libcurl().easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, kConnectTimeoutSeconds);
+  libcurl().easy_setopt(curl, CURLOPT_TIMEOUT_MS, millisecondsUntil(deadline));
+  libcurl().easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+  libcurl().easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, watchStall);
+  libcurl().easy_setopt(curl, CURLOPT_XFERINFODATA, &watch);
+  libcurl().easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
 }
 
 struct CurlHandle {
-  CURL* curl = curl_easy_init();
+  CURL* curl = libcurl().easy_init();
   curl_slist* headers = nullptr;
   ~CurlHandle() {
-    curl_slist_free_all(headers);
-    curl_easy_cleanup(curl);
+    libcurl().slist_free_all(headers);
+    libcurl().easy_cleanup(curl);
   }
 };
 
@@ -297,7 +303,7 @@ struct RegistryClient::Response {
 
 RegistryClient::RegistryClient(std::string registry, std::string repository, RegistryOptions options)
     : registry_(std::move(registry)), repository_(std::move(repository)), options_(std::move(options)) {
-  static const bool initialized = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
+  static const bool initialized = libcurl().global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
   (void)initialized;
   deadline_ = std::chrono::steady_clock::now() + options_.pull_timeout;
   insecure_ = isLoopbackHost(hostOf(registry_));
@@ -334,7 +340,7 @@ Error RegistryClient::transferError(const std::string& what, int code, bool stal
                                             std::to_string(options_.pull_timeout.count()) + " s");
     }
   }
-  return Error(ErrorCode::kIo, what + ": " + curl_easy_strerror(static_cast<CURLcode>(code)));
+  return Error(ErrorCode::kIo, what + ": " + libcurl().easy_strerror(static_cast<CURLcode>(code)));
 }
 
 Result<void> RegistryClient::authenticate(const std::string& header) {
@@ -368,27 +374,27 @@ Result<void> RegistryClient::authenticate(const std::string& header) {
                                            "--insecure-registry, or a loopback registry to a loopback realm, may)");
   }
   CurlHandle handle;
-  if (!handle.curl) return Error(ErrorCode::kInternal, "curl_easy_init failed");
+  if (!handle.curl) return curlUnavailable();
   std::string body;
   Sink sink{&body, -1, nullptr, 0, kMaxTokenReplyBytes, false};
-  curl_easy_setopt(handle.curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(handle.curl, CURLOPT_WRITEFUNCTION, writeBody);
-  curl_easy_setopt(handle.curl, CURLOPT_WRITEDATA, &sink);
+  libcurl().easy_setopt(handle.curl, CURLOPT_URL, url.c_str());
+  libcurl().easy_setopt(handle.curl, CURLOPT_WRITEFUNCTION, writeBody);
+  libcurl().easy_setopt(handle.curl, CURLOPT_WRITEDATA, &sink);
   // Credentials never follow a redirect off https: the checked URL is the
   // only one that sees them.
-  curl_easy_setopt(handle.curl, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(handle.curl, CURLOPT_FOLLOWLOCATION, with_credentials ? 0L : 1L);
-  curl_easy_setopt(handle.curl, CURLOPT_REDIR_PROTOCOLS_STR, "https");
+  libcurl().easy_setopt(handle.curl, CURLOPT_PROTOCOLS_STR, "http,https");
+  libcurl().easy_setopt(handle.curl, CURLOPT_FOLLOWLOCATION, with_credentials ? 0L : 1L);
+  libcurl().easy_setopt(handle.curl, CURLOPT_REDIR_PROTOCOLS_STR, "https");
   StallWatch watch{options_.stall_timeout};
   applyTimeouts(handle.curl, deadline_, watch);
   if (with_credentials) {
-    curl_easy_setopt(handle.curl, CURLOPT_USERNAME, username_.c_str());
-    curl_easy_setopt(handle.curl, CURLOPT_PASSWORD, password_.c_str());
+    libcurl().easy_setopt(handle.curl, CURLOPT_USERNAME, username_.c_str());
+    libcurl().easy_setopt(handle.curl, CURLOPT_PASSWORD, password_.c_str());
   }
   MICROVM_TRY(checkDeadline("get token from " + params["realm"]));
-  CURLcode code = curl_easy_perform(handle.curl);
+  CURLcode code = libcurl().easy_perform(handle.curl);
   long status = 0;
-  curl_easy_getinfo(handle.curl, CURLINFO_RESPONSE_CODE, &status);
+  libcurl().easy_getinfo(handle.curl, CURLINFO_RESPONSE_CODE, &status);
   if (code == CURLE_WRITE_ERROR && sink.bytes > sink.limit) {
     return Error(ErrorCode::kProtocol, "get token from " + params["realm"] + ": reply larger than " +
                                            std::to_string(kMaxTokenReplyBytes) + " bytes");
@@ -410,7 +416,7 @@ Result<RegistryClient::Response> RegistryClient::getOnce(const std::string& url,
                                                          const fs::path& sink_path, uint64_t limit) {
   MICROVM_TRY(checkDeadline("GET " + url));
   CurlHandle handle;
-  if (!handle.curl) return Error(ErrorCode::kInternal, "curl_easy_init failed");
+  if (!handle.curl) return curlUnavailable();
   Response response;
   Sha256 hasher;
   UniqueFd file;
@@ -419,25 +425,25 @@ Result<RegistryClient::Response> RegistryClient::getOnce(const std::string& url,
     if (!file.valid()) return Error::fromErrno("create " + sink_path.string());
   }
   Sink sink{sink_path.empty() ? &response.body : nullptr, file.get(), &hasher, 0, limit, false};
-  if (!accept.empty()) handle.headers = curl_slist_append(handle.headers, ("Accept: " + accept).c_str());
+  if (!accept.empty()) handle.headers = libcurl().slist_append(handle.headers, ("Accept: " + accept).c_str());
   std::string auth = authorization();
-  if (!auth.empty()) handle.headers = curl_slist_append(handle.headers, auth.c_str());
-  curl_easy_setopt(handle.curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(handle.curl, CURLOPT_HTTPHEADER, handle.headers);
-  curl_easy_setopt(handle.curl, CURLOPT_WRITEFUNCTION, writeBody);
-  curl_easy_setopt(handle.curl, CURLOPT_WRITEDATA, &sink);
-  curl_easy_setopt(handle.curl, CURLOPT_HEADERFUNCTION, captureHeader);
-  curl_easy_setopt(handle.curl, CURLOPT_HEADERDATA, &response.headers);
+  if (!auth.empty()) handle.headers = libcurl().slist_append(handle.headers, auth.c_str());
+  libcurl().easy_setopt(handle.curl, CURLOPT_URL, url.c_str());
+  libcurl().easy_setopt(handle.curl, CURLOPT_HTTPHEADER, handle.headers);
+  libcurl().easy_setopt(handle.curl, CURLOPT_WRITEFUNCTION, writeBody);
+  libcurl().easy_setopt(handle.curl, CURLOPT_WRITEDATA, &sink);
+  libcurl().easy_setopt(handle.curl, CURLOPT_HEADERFUNCTION, captureHeader);
+  libcurl().easy_setopt(handle.curl, CURLOPT_HEADERDATA, &response.headers);
   // Blob downloads redirect to storage; curl does not carry our
   // Authorization header to another host.
-  curl_easy_setopt(handle.curl, CURLOPT_FOLLOWLOCATION, 1L);
-  curl_easy_setopt(handle.curl, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(handle.curl, CURLOPT_REDIR_PROTOCOLS_STR, insecure_ ? "http,https" : "https");
+  libcurl().easy_setopt(handle.curl, CURLOPT_FOLLOWLOCATION, 1L);
+  libcurl().easy_setopt(handle.curl, CURLOPT_PROTOCOLS_STR, "http,https");
+  libcurl().easy_setopt(handle.curl, CURLOPT_REDIR_PROTOCOLS_STR, insecure_ ? "http,https" : "https");
   StallWatch watch{options_.stall_timeout};
   applyTimeouts(handle.curl, deadline_, watch);
-  CURLcode code = curl_easy_perform(handle.curl);
+  CURLcode code = libcurl().easy_perform(handle.curl);
   if (sink.failed) return Error::fromErrno("write " + sink_path.string());
-  curl_easy_getinfo(handle.curl, CURLINFO_RESPONSE_CODE, &response.status);
+  libcurl().easy_getinfo(handle.curl, CURLINFO_RESPONSE_CODE, &response.status);
   // The body was cut off the moment it ran past the limit. An error page
   // cut short still has its status (and a 401 its challenge), for get().
   bool over_limit = sink.limit && sink.bytes > sink.limit;
