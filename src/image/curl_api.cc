@@ -34,6 +34,7 @@ CurlApi unavailable() {
   return api;
 }
 
+// Binds `name`; the first missing one is named in `error`.
 template <typename Function>
 bool bind(void* library, const char* name, Function& function, std::string& error) {
   // SAFETY: dlsym returns the address of the named libcurl function, whose
@@ -54,18 +55,18 @@ Loaded load() {
   }
   CurlApi& api = loaded.api;
   std::string& error = loaded.error;
-  bool all = bind(library, "curl_global_init", api.global_init, error) &
-             bind(library, "curl_easy_init", api.easy_init, error) &
-             bind(library, "curl_easy_setopt", api.easy_setopt, error) &
-             bind(library, "curl_easy_perform", api.easy_perform, error) &
-             bind(library, "curl_easy_getinfo", api.easy_getinfo, error) &
-             bind(library, "curl_easy_cleanup", api.easy_cleanup, error) &
-             bind(library, "curl_easy_strerror", api.easy_strerror, error) &
-             bind(library, "curl_slist_append", api.slist_append, error) &
-             bind(library, "curl_slist_free_all", api.slist_free_all, error) &
-             bind(library, "curl_url", api.url, error) & bind(library, "curl_url_set", api.url_set, error) &
-             bind(library, "curl_url_get", api.url_get, error) &
-             bind(library, "curl_url_cleanup", api.url_cleanup, error) & bind(library, "curl_free", api.free, error);
+  bool all = bind(library, "curl_global_init", api.global_init, error) &&
+             bind(library, "curl_easy_init", api.easy_init, error) &&
+             bind(library, "curl_easy_setopt", api.easy_setopt, error) &&
+             bind(library, "curl_easy_perform", api.easy_perform, error) &&
+             bind(library, "curl_easy_getinfo", api.easy_getinfo, error) &&
+             bind(library, "curl_easy_cleanup", api.easy_cleanup, error) &&
+             bind(library, "curl_easy_strerror", api.easy_strerror, error) &&
+             bind(library, "curl_slist_append", api.slist_append, error) &&
+             bind(library, "curl_slist_free_all", api.slist_free_all, error) &&
+             bind(library, "curl_url", api.url, error) && bind(library, "curl_url_set", api.url_set, error) &&
+             bind(library, "curl_url_get", api.url_get, error) &&
+             bind(library, "curl_url_cleanup", api.url_cleanup, error) && bind(library, "curl_free", api.free, error);
   if (!all) api = unavailable();  // the library stays loaded; nothing of it is called
   return loaded;
 }
