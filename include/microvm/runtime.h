@@ -560,14 +560,17 @@ class Runtime {
   Result<void> snapshot(const std::string& reference, const std::string& name);
   // Starts a new VM from a snapshot: it resumes the workload where it was
   // saved. Uses options.name, remove and the output fds; the rest comes from
-  // the snapshot. Each restore is an independent VM with its own disk.
+  // the snapshot. Each restore is an independent VM with its own disk: an
+  // overlay over the snapshot's, which is not copied (at most 16 deep).
   Result<VmHandle> restore(const std::string& snapshot_name, const RunOptions& options);
   Result<std::vector<SnapshotInfo>> listSnapshots();
   Result<void> removeSnapshot(const std::string& name);
   // Starts `count` new VMs (1 to 64) that continue from this instant of a
   // running VM, which is paused only while it is saved and then runs on.
-  // Each child is detached, has its own disk copy, hostname, clock and RNG
-  // seed; outside connections of the parent end in the children. Names:
+  // Each child is detached, has its own disk (an overlay over the parent's
+  // as it was, saved once for all of them), hostname, clock, RNG seed and
+  // copy of the network stack's state; outside connections of the parent
+  // end in the children. The children start at once. Names:
   // "<name_prefix>-1" ... (empty prefix: each child's short id).
   Result<std::vector<VmHandle>> fork(const std::string& reference, int count, const std::string& name_prefix = "");
   // Boot templates (made by runs, RunOptions::boot_template).
