@@ -33,6 +33,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
+int64_t hostRealtimeNs() {
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  return static_cast<int64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
+}
+
 constexpr int kExitVmFailed = 125;
 constexpr int kExitHardStopped = 137;  // 128 + SIGKILL, as Docker reports a killed container
 // How long the guest gets to power off after it reported the exit code.
@@ -100,15 +106,22 @@ void Runner::resizeTty(agent::WindowSize size) {
 // the first frame after the restore.
 void Runner::sendRefresh() {
   agent::ControlRefresh refresh;
-  timespec now{};
-  ::clock_gettime(CLOCK_REALTIME, &now);
-  refresh.realtime_ns = static_cast<int64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
+  refresh.realtime_ns = hostRealtimeNs();
   refresh.entropy.resize(64);
   if (::getrandom(refresh.entropy.data(), refresh.entropy.size(), 0) != static_cast<ssize_t>(refresh.entropy.size())) {
     refresh.entropy.clear();
     log("refresh: no host entropy (" + std::string(std::strerror(errno)) + "); the guest keeps its RNG state");
   }
   refresh.hostname = spec_.hostname;
+  sendFrame(agent::FrameType::kRefresh, agent::encodeRefresh(refresh));
+}
+
+// A guest's clock stands still while QEMU has it stopped (a pause, or the
+// moment a snapshot, fork or template save takes): once it runs again, init
+// sets it from the host's, as after a restore, and nothing else changes.
+void Runner::sendClock() {
+  agent::ControlRefresh refresh;
+  refresh.realtime_ns = hostRealtimeNs();
   sendFrame(agent::FrameType::kRefresh, agent::encodeRefresh(refresh));
 }
 

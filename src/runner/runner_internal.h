@@ -93,6 +93,7 @@ class Runner {
   Result<void> loadGuestMemory();
   Result<void> releaseStreamedZeros();
   void sendRefresh();
+  void sendClock();
   Result<void> saveMachine(const SnapshotFiles& files);
   Result<void> saveNetworkState(int fd);
   // Boot templates (core/templates.h): opens the staging files while root.

@@ -76,6 +76,7 @@ Result<void> Runner::handleRequest(const RunnerRequest& request) {
           [this](const ResumeRequest&) -> Result<void> {
             if (state_.status != VmStatus::kPaused) return Error(ErrorCode::kInvalidArgument, "the VM is not paused");
             MICROVM_TRY(vmm_->resume());
+            sendClock();
             suspend_saved_ = false;  // a held suspend that was not committed carries on
             setStatus(VmStatus::kRunning);
             log("resumed");
@@ -193,7 +194,11 @@ void Runner::captureTemplate() {
   template_capture_.reset();
   auto started = std::chrono::steady_clock::now();
   auto saved = saveMachine(files);
-  if (auto resumed = vmm_->resume(); !resumed) log("template: resume failed: " + resumed.error().message());
+  if (auto resumed = vmm_->resume(); !resumed) {
+    log("template: resume failed: " + resumed.error().message());
+  } else {
+    sendClock();
+  }
   if (saved) saved = writeAll(files.disk.get(), "saved\n");
   if (!saved) {
     log("template: not saved: " + saved.error().message());
@@ -239,7 +244,11 @@ Result<void> Runner::snapshot(const fs::path& dir) {
     fs::copy_file(spec_.root_disk, SnapshotPaths::disk(dir), ec);
   }
   if (was_running) {
-    if (auto resumed = vmm_->resume(); !resumed) log("snapshot: resume failed: " + resumed.error().message());
+    if (auto resumed = vmm_->resume(); !resumed) {
+      log("snapshot: resume failed: " + resumed.error().message());
+    } else {
+      sendClock();
+    }
   } else {
     setStatus(VmStatus::kPaused);
   }
@@ -282,7 +291,11 @@ Result<void> Runner::suspend() {
   auto saved = saveMachine(files);
   if (!saved) {
     if (was_running) {
-      if (auto resumed = vmm_->resume(); !resumed) log("suspend: resume failed: " + resumed.error().message());
+      if (auto resumed = vmm_->resume(); !resumed) {
+        log("suspend: resume failed: " + resumed.error().message());
+      } else {
+        sendClock();
+      }
     }
     log("suspend: " + saved.error().message());
     return saved;

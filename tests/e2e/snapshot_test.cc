@@ -243,6 +243,24 @@ TEST(SnapshotTest, EachRestoredCopyHasTheHostsClockAndItsOwnRandomBytes) {
   EXPECT_EQ(microvm({"snapshot", "rm", "fresh"}).exit_code, 0);
 }
 
+// A guest's clock stands still while QEMU has it stopped; when it runs on
+// (after a pause, a snapshot, a fork or a template save) it is set again.
+TEST(SnapshotTest, AGuestsClockIsSetAgainWhenItRunsOnAfterAPause) {
+  std::string vm = runDetached({"--name", "clock-pause"}, kCounter);
+  ASSERT_TRUE(eventually([&] { return lastTick(vm) >= 1; }));
+  ASSERT_EQ(microvm({"pause", vm}).exit_code, 0);
+  std::this_thread::sleep_for(seconds(5));  // the guest's clock would be 5 s behind
+  ASSERT_EQ(microvm({"unpause", vm}).exit_code, 0);
+  int64_t before = hostSeconds();
+  auto date = microvm({"exec", vm, "date", "+%s"});
+  int64_t after = hostSeconds();
+  ASSERT_EQ(date.exit_code, 0) << date.err;
+  int64_t guest = std::stoll(date.out);
+  EXPECT_GE(guest, before - 1) << date.out;
+  EXPECT_LE(guest, after + 1) << date.out;
+  EXPECT_EQ(microvm({"rm", "-f", vm}).exit_code, 0);
+}
+
 
 // A connection the saved guest had open to the outside (through the user
 // network, to a host server) cannot survive a restore: the copy's new network
