@@ -49,10 +49,9 @@ Result<void> keepDiskLayers(const VmSpec& source, const fs::path& saved_dir) {
 }
 
 Result<std::vector<std::string>> layDiskLayers(const fs::path& saved_dir, const VmSpec& source, const fs::path& vm_dir) {
-  MICROVM_TRY(checkDiskLayerRoom(source));
   fs::path layers_dir = VmPaths(vm_dir).diskLayers();
-  MICROVM_TRY(linkLayers(source, SnapshotPaths::diskLayers(saved_dir), layers_dir));
   MICROVM_TRY(makeDirs(layers_dir));
+  MICROVM_TRY(linkLayers(source, SnapshotPaths::diskLayers(saved_dir), layers_dir));
   fs::path top = layers_dir / ("disk-" + randomHex(8) + ".qcow2");
   MICROVM_TRY(linkOrCopy(SnapshotPaths::disk(saved_dir), top));
   std::vector<std::string> layers;

@@ -37,7 +37,8 @@ Result<void> keepDiskLayers(const VmSpec& source, const std::filesystem::path& s
 // In `vm_dir`, which must exist: links the layers of `source` and the
 // state's disk (saved_dir's disk.qcow2, as a new top layer) under the VM's
 // `layers/`, and returns their paths, lowest first (VmSpec::disk_layers).
-// The caller then makes the VM's own overlay.
+// The caller checks checkDiskLayerRoom first, and then makes the VM's own
+// overlay.
 Result<std::vector<std::string>> layDiskLayers(const std::filesystem::path& saved_dir, const VmSpec& source,
                                                const std::filesystem::path& vm_dir);
 

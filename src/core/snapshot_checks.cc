@@ -408,7 +408,11 @@ Result<void> checkSeal(const fs::path& memory_file, const VmSpec& spec, const fs
   // The network stack's state beside it carries its own checksum
   // (net/slirp_state.h); absent or empty, the stack starts afresh.
   fs::path network = memory_file.parent_path() / SnapshotPaths::network({}).filename();
-  if (auto bytes = readFile(network); bytes && !bytes->empty()) {
+  auto bytes = readUntrustedFile(network, net::kMaxSlirpStateFileBytes);
+  if (!bytes && bytes.error().sysErrno() != ENOENT) {
+    return refused(where + ": " + network.string() + " cannot be read: " + bytes.error().message());
+  }
+  if (bytes && !bytes->empty()) {
     if (auto state = net::decodeSlirpState(*bytes); !state) {
       return refused(where + ": " + network.string() + " is corrupted or truncated (" + state.error().message() + ")");
     }

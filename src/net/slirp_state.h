@@ -17,6 +17,8 @@ namespace microvm::net {
 
 // The most a file may hold: libslirp's state is a few hundred bytes.
 inline constexpr size_t kMaxSlirpStateBytes = 64 * 1024;
+// The most a network.state file may be: the state and its framing.
+inline constexpr size_t kMaxSlirpStateFileBytes = kMaxSlirpStateBytes + 64;
 
 struct SlirpState {
   int version = 0;  // slirp_state_version() when it was saved

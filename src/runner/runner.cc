@@ -118,11 +118,14 @@ void Runner::sendRefresh() {
 
 // A guest's clock stands still while QEMU has it stopped (a pause, or the
 // moment a snapshot, fork or template save takes): once it runs again, init
-// sets it from the host's, as after a restore, and nothing else changes.
-void Runner::sendClock() {
+// sets it from the host's, as after a restore (a refresh with the clock
+// alone, so its hostname and RNG are left as they are).
+Result<void> Runner::resumeGuest() {
+  MICROVM_TRY(vmm_->resume());
   agent::ControlRefresh refresh;
   refresh.realtime_ns = hostRealtimeNs();
   sendFrame(agent::FrameType::kRefresh, agent::encodeRefresh(refresh));
+  return success();
 }
 
 Result<void> Runner::start() {

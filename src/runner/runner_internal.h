@@ -93,7 +93,8 @@ class Runner {
   Result<void> loadGuestMemory();
   Result<void> releaseStreamedZeros();
   void sendRefresh();
-  void sendClock();
+  // vmm_->resume(), and the guest's clock set again.
+  Result<void> resumeGuest();
   Result<void> saveMachine(const SnapshotFiles& files);
   Result<void> saveNetworkState(int fd);
   // Boot templates (core/templates.h): opens the staging files while root.

@@ -75,8 +75,7 @@ Result<void> Runner::handleRequest(const RunnerRequest& request) {
           },
           [this](const ResumeRequest&) -> Result<void> {
             if (state_.status != VmStatus::kPaused) return Error(ErrorCode::kInvalidArgument, "the VM is not paused");
-            MICROVM_TRY(vmm_->resume());
-            sendClock();
+            MICROVM_TRY(resumeGuest());
             suspend_saved_ = false;  // a held suspend that was not committed carries on
             setStatus(VmStatus::kRunning);
             log("resumed");
@@ -151,12 +150,11 @@ Result<void> Runner::saveNetworkState(int fd) {
 Result<void> Runner::saveMachine(const SnapshotFiles& files) {
   MICROVM_TRY(vmm_->saveState(files.memory.get()));
   if (::fsync(files.memory.get()) != 0) return Error::fromErrno("fsync the saved device state");
+  MICROVM_TRY(saveNetworkState(files.network.get()));
   if (!guest_ram_.valid()) {
-    MICROVM_TRY(saveNetworkState(files.network.get()));
     log("saved guest memory with the device state (it is not in the runner's memfd)");
     return success();
   }
-  MICROVM_TRY(saveNetworkState(files.network.get()));
   uint64_t size = uint64_t{static_cast<uint64_t>(spec_.memory_mib)} << 20;
   auto ram = copySparse(guest_ram_.get(), files.ram.get(), size);
   if (!ram) return std::move(ram).error().withContext("save guest memory");
@@ -194,11 +192,7 @@ void Runner::captureTemplate() {
   template_capture_.reset();
   auto started = std::chrono::steady_clock::now();
   auto saved = saveMachine(files);
-  if (auto resumed = vmm_->resume(); !resumed) {
-    log("template: resume failed: " + resumed.error().message());
-  } else {
-    sendClock();
-  }
+  if (auto resumed = resumeGuest(); !resumed) log("template: resume failed: " + resumed.error().message());
   if (saved) saved = writeAll(files.disk.get(), "saved\n");
   if (!saved) {
     log("template: not saved: " + saved.error().message());
@@ -244,11 +238,7 @@ Result<void> Runner::snapshot(const fs::path& dir) {
     fs::copy_file(spec_.root_disk, SnapshotPaths::disk(dir), ec);
   }
   if (was_running) {
-    if (auto resumed = vmm_->resume(); !resumed) {
-      log("snapshot: resume failed: " + resumed.error().message());
-    } else {
-      sendClock();
-    }
+    if (auto resumed = resumeGuest(); !resumed) log("snapshot: resume failed: " + resumed.error().message());
   } else {
     setStatus(VmStatus::kPaused);
   }
@@ -291,11 +281,7 @@ Result<void> Runner::suspend() {
   auto saved = saveMachine(files);
   if (!saved) {
     if (was_running) {
-      if (auto resumed = vmm_->resume(); !resumed) {
-        log("suspend: resume failed: " + resumed.error().message());
-      } else {
-        sendClock();
-      }
+      if (auto resumed = resumeGuest(); !resumed) log("suspend: resume failed: " + resumed.error().message());
     }
     log("suspend: " + saved.error().message());
     return saved;

@@ -78,24 +78,9 @@ Result<void> Runner::loadGuestMemory() {
 // such a file, or by a VM without a user network, is empty or absent: the
 // stack then starts afresh.
 Result<void> Runner::readNetworkState(const fs::path& file) {
-  UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-  if (!fd.valid()) {
-    if (errno == ENOENT) return success();
-    return Error::fromErrno("open " + file.string());
-  }
-  std::string bytes;
-  char buffer[4096];
-  for (;;) {
-    ssize_t got = ::read(fd.get(), buffer, sizeof buffer);
-    if (got < 0 && errno == EINTR) continue;
-    if (got < 0) return Error::fromErrno("read " + file.string());
-    if (got == 0) break;
-    bytes.append(buffer, static_cast<size_t>(got));
-    if (bytes.size() > net::kMaxSlirpStateBytes + 64) {
-      return Error(ErrorCode::kProtocol, file.string() + " is larger than any saved network state");
-    }
-  }
-  if (!bytes.empty()) saved_network_ = std::move(bytes);
+  auto bytes = readUntrustedFile(file, net::kMaxSlirpStateFileBytes);
+  if (!bytes) return bytes.error().sysErrno() == ENOENT ? success() : Result<void>(std::move(bytes).error());
+  if (!bytes->empty()) saved_network_ = std::move(*bytes);
   return success();
 }
 

@@ -211,6 +211,17 @@ int64_t hostSeconds() {
   return static_cast<int64_t>(::time(nullptr));
 }
 
+// The guest's wall clock, in whole seconds, is within 1 s of the host's.
+void expectHostsClock(const std::string& vm) {
+  int64_t before = hostSeconds();
+  auto date = microvm({"exec", vm, "date", "+%s"});
+  int64_t after = hostSeconds();
+  ASSERT_EQ(date.exit_code, 0) << date.err;
+  int64_t guest = std::stoll(date.out);
+  EXPECT_GE(guest, before - 1) << date.out;
+  EXPECT_LE(guest, after + 1) << date.out;
+}
+
 // What must be fresh in each restored copy of a default (agent-on) VM.
 TEST(SnapshotTest, EachRestoredCopyHasTheHostsClockAndItsOwnRandomBytes) {
   std::string source = runDetached({"--name", "fresh-source"}, kCounter);
@@ -225,14 +236,7 @@ TEST(SnapshotTest, EachRestoredCopyHasTheHostsClockAndItsOwnRandomBytes) {
   for (const std::string name : {"fresh-1", "fresh-2"}) {
     auto restored = microvm({"snapshot", "restore", "fresh", "--name", name});
     ASSERT_EQ(restored.exit_code, 0) << restored.err;
-    int64_t before = hostSeconds();
-    auto date = microvm({"exec", name, "date", "+%s"});
-    int64_t after = hostSeconds();
-    ASSERT_EQ(date.exit_code, 0) << date.err;
-    int64_t guest = std::stoll(date.out);
-    // Whole seconds on both sides: within 1 s of the host at the time.
-    EXPECT_GE(guest, before - 1) << date.out;
-    EXPECT_LE(guest, after + 1) << date.out;
+    expectHostsClock(name);
     auto random = microvm({"exec", name, "/bin/sh", "-c", "head -c 32 /dev/urandom | od -An -tx1"});
     ASSERT_EQ(random.exit_code, 0) << random.err;
     EXPECT_GE(random.out.size(), 64u) << random.out;
@@ -251,13 +255,7 @@ TEST(SnapshotTest, AGuestsClockIsSetAgainWhenItRunsOnAfterAPause) {
   ASSERT_EQ(microvm({"pause", vm}).exit_code, 0);
   std::this_thread::sleep_for(seconds(5));  // the guest's clock would be 5 s behind
   ASSERT_EQ(microvm({"unpause", vm}).exit_code, 0);
-  int64_t before = hostSeconds();
-  auto date = microvm({"exec", vm, "date", "+%s"});
-  int64_t after = hostSeconds();
-  ASSERT_EQ(date.exit_code, 0) << date.err;
-  int64_t guest = std::stoll(date.out);
-  EXPECT_GE(guest, before - 1) << date.out;
-  EXPECT_LE(guest, after + 1) << date.out;
+  expectHostsClock(vm);
   EXPECT_EQ(microvm({"rm", "-f", vm}).exit_code, 0);
 }
 
