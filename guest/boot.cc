@@ -55,7 +55,22 @@ Result<void> attachConsole() {
   return {};
 }
 
-Result<void> mountRoot(const agent::WorkloadSpec& spec) {
+// noatime: reading the image's files must not dirty its inodes, which
+// would cost disk writes into the VM's overlay and a flush at power-off.
+constexpr unsigned long kRootFlags = MS_NOATIME;
+
+Result<void> mountRoot(const agent::WorkloadSpec& spec, bool premounted) {
+  const agent::WorkloadSpec defaults;
+  if (premounted) {
+    if (spec.root_device == defaults.root_device && spec.root_fstype == defaults.root_fstype) {
+      // The guest restored from a boot template mounted it before it was
+      // saved: its cached blocks are the base disk's, which every VM of the
+      // template has unchanged under its own overlay. Written from here on.
+      if (::mount(nullptr, kNewRoot, nullptr, MS_REMOUNT | kRootFlags, nullptr) == 0) return {};
+      return systemError(std::string("remount ") + kNewRoot + " read-write");
+    }
+    if (::umount(kNewRoot) != 0) return systemError(std::string("unmount ") + kNewRoot);
+  }
   if (auto made = makeDirectories(kNewRoot, 0755); !made.ok()) return made;
   if (auto appeared = waitForPath(spec.root_device, kDeviceTimeout); !appeared.ok()) return appeared;
   // A guest restored from a boot template read the disk's first blocks
@@ -65,9 +80,7 @@ Result<void> mountRoot(const agent::WorkloadSpec& spec) {
       !disk.valid() || ::ioctl(disk.get(), BLKFLSBUF, 0) != 0) {
     log(systemError("drop the cached blocks of " + spec.root_device).message());
   }
-  // noatime: reading the image's files must not dirty its inodes, which
-  // would cost disk writes into the VM's overlay and a flush at power-off.
-  return mountFilesystem(spec.root_device, kNewRoot, spec.root_fstype.c_str(), MS_NOATIME, nullptr);
+  return mountFilesystem(spec.root_device, kNewRoot, spec.root_fstype.c_str(), kRootFlags, nullptr);
 }
 
 // Opens (creating if missing) the directory `name` under `parent`, refusing
@@ -277,8 +290,18 @@ Result<void> setUpEarlyUserspace() {
   return mountFilesystem("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
 }
 
-Result<void> enterRoot(const agent::WorkloadSpec& spec) {
-  if (auto mounted = mountRoot(spec); !mounted.ok()) return mounted;
+bool premountRoot() {
+  const agent::WorkloadSpec defaults;
+  if (::access(defaults.root_device.c_str(), F_OK) != 0) return false;  // mounted once the spec names it
+  if (auto made = makeDirectories(kNewRoot, 0755); !made.ok()) return false;
+  auto mounted =
+      mountFilesystem(defaults.root_device, kNewRoot, defaults.root_fstype.c_str(), MS_RDONLY | kRootFlags, nullptr);
+  if (!mounted.ok()) log(mounted.error().message() + " (read-only, before the spec)");
+  return mounted.ok();
+}
+
+Result<void> enterRoot(const agent::WorkloadSpec& spec, bool premounted) {
+  if (auto mounted = mountRoot(spec, premounted); !mounted.ok()) return mounted;
   if (auto injected = applyInjectedFiles(kNewRoot, spec); !injected.ok()) return injected;
   if (auto switched = switchRoot(); !switched.ok()) return switched;
   return mountRuntimeFilesystems();

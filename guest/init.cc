@@ -43,6 +43,10 @@ class Init {
  public:
   [[noreturn]] void run() {
     if (auto early = setUpEarlyUserspace(); !early.ok()) fail(early.error());
+    // What needs no spec is done before the hello, where a boot template is
+    // saved: a VM restored from it starts past this.
+    if (auto lo = bringLoopbackUp(); !lo.ok()) fail(lo.error());
+    bool premounted = premountRoot();
     auto port_fd = openControlPort();
     if (!port_fd.ok()) fail(port_fd.error());
     port_.emplace(std::move(*port_fd));
@@ -51,7 +55,7 @@ class Init {
     }
     auto spec = receiveSpec(*port_, applyControlRefresh);
     if (!spec.ok()) fail(spec.error());
-    if (auto entered = enterRoot(*spec); !entered.ok()) fail(entered.error());
+    if (auto entered = enterRoot(*spec, premounted); !entered.ok()) fail(entered.error());
     if (auto volumes = mountVolumes(*spec); !volumes.ok()) fail(volumes.error());
     if (auto network = configureNetwork(*spec); !network.ok()) fail(network.error());
     if (auto sysctls = writeSysctls(*spec); !sysctls.ok()) fail(sysctls.error());

@@ -25,20 +25,6 @@
 namespace microvm::guest {
 namespace {
 
-// Brings the loopback interface up, as Docker's network namespace has it.
-Result<void> bringLoopbackUp() {
-  UniqueFd socket_fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  if (!socket_fd.valid()) return systemError("socket for lo");
-  ifreq request{};
-  std::strncpy(request.ifr_name, "lo", IFNAMSIZ - 1);
-  // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write only `request`, an ifreq
-  // that outlives the calls.
-  if (::ioctl(socket_fd.get(), SIOCGIFFLAGS, &request) != 0) return systemError("get flags of lo");
-  request.ifr_flags = static_cast<short>(request.ifr_flags | IFF_UP);
-  if (::ioctl(socket_fd.get(), SIOCSIFFLAGS, &request) != 0) return systemError("bring lo up");
-  return {};
-}
-
 // The kernel's struct in6_ifreq (linux/ipv6.h, which clashes with glibc's
 // netinet/in.h): the argument of SIOCSIFADDR on an AF_INET6 socket.
 struct In6Ifreq {
@@ -183,11 +169,23 @@ Result<void> writeEtcFile(const std::string& path, const std::string& content) {
 }
 }  // namespace
 
-// The guest's interfaces as the host decided: lo always, eth0 with static
-// addresses when the VM has a network. A failure here stops the VM: the
+Result<void> bringLoopbackUp() {
+  UniqueFd socket_fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!socket_fd.valid()) return systemError("socket for lo");
+  ifreq request{};
+  std::strncpy(request.ifr_name, "lo", IFNAMSIZ - 1);
+  // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write only `request`, an ifreq
+  // that outlives the calls.
+  if (::ioctl(socket_fd.get(), SIOCGIFFLAGS, &request) != 0) return systemError("get flags of lo");
+  request.ifr_flags = static_cast<short>(request.ifr_flags | IFF_UP);
+  if (::ioctl(socket_fd.get(), SIOCSIFFLAGS, &request) != 0) return systemError("bring lo up");
+  return {};
+}
+
+// The guest's interfaces as the host decided: eth0 with static addresses
+// when the VM has a network. A failure here stops the VM: the
 // workload was promised a network.
 Result<void> configureNetwork(const agent::WorkloadSpec& spec) {
-  if (auto lo = bringLoopbackUp(); !lo.ok()) return lo;
   if (!spec.net_address4.empty()) {
     if (auto done = configureIpv4(spec); !done.ok()) return done;
   }

@@ -1,9 +1,12 @@
-// Network setup: the guest's interfaces as the host decided them (lo always;
-// eth0 with static IPv4 and IPv6 addresses and default routes when the VM has
-// a network) and its /etc/hosts and /etc/resolv.conf. PID 1 runs it after the
-// root switch; a failure stops the VM, since the workload was promised a
+// Network setup: lo, which every VM has (PID 1 brings it up before the spec,
+// so a boot template has it up already), and the interfaces the host
+// decided (eth0 with static IPv4 and IPv6 addresses and default routes when
+// the VM has a network) with its /etc/hosts and /etc/resolv.conf, after the
+// root switch. A failure stops the VM, since the workload was promised a
 // network.
 //
+//   if (auto lo = bringLoopbackUp(); !lo.ok()) fail(lo.error());
+//   ...receive the spec, enter the root...
 //   if (auto network = configureNetwork(spec); !network.ok()) fail(network.error());
 #pragma once
 
@@ -24,7 +27,10 @@ struct InterfaceAddress {
 // Refuses a missing or out-of-range prefix and anything inet_pton refuses.
 Result<InterfaceAddress> parseInterfaceAddress(std::string_view text);
 
-// Brings lo and eth0 up as the spec says and writes its /etc files (a read-only
+// Brings lo up, as Docker's network namespace has it.
+Result<void> bringLoopbackUp();
+
+// Brings eth0 up as the spec says and writes its /etc files (a read-only
 // root keeps the image's: that is only logged).
 Result<void> configureNetwork(const agent::WorkloadSpec& spec);
 

@@ -29,7 +29,7 @@ namespace {
 
 // Bumped whenever what a template holds changes meaning (init's
 // conversation, the devices' order), so that old templates stop matching.
-constexpr int kTemplateFormat = 1;
+constexpr int kTemplateFormat = 2;
 // A staging directory no runner marked saved within this long is left over
 // from a VM that never finished booting; it is removed.
 constexpr auto kStagingTimeout = std::chrono::minutes(10);

@@ -79,6 +79,33 @@ TEST(TemplateTest, TheFirstRunSavesATemplateAndLaterRunsRestoreItAndBehaveAsACol
   EXPECT_TRUE(found) << listed.out;
 }
 
+// Init mounts the root disk read-only before the template is saved, so a
+// VM restored from it remounts it read-write: its writes land on its own
+// disk, last across a restart (a cold boot from that disk) and never reach
+// the next VM of the template.
+TEST(TemplateTest, AVmFromATemplateWritesItsOwnRootDiskWhichKeepsItsFilesAndNoOtherVmSeesThem) {
+  const std::vector<std::string> write = {
+      "/bin/sh", "-c", "grep ' / ' /proc/mounts; cat /root/mine 2>/dev/null; echo $(hostname) > /root/mine"};
+  auto made = microvm(runArgs({"--memory", "456"}, {"/bin/true"}));
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  for (const std::string name : {"tpl-disk-a", "tpl-disk-b"}) {
+    std::vector<std::string> args = {"run", "--name", name, "--hostname", name, "--memory", "456",
+                                     "--rootfs", rootfs().string(), "--"};
+    args.insert(args.end(), write.begin(), write.end());
+    auto ran = microvm(args);
+    ASSERT_EQ(ran.exit_code, 0) << ran.err;
+    EXPECT_EQ(bootPath(name), "template") << bootNote(name);
+    // Read-write, and no file of another VM of the template.
+    EXPECT_EQ(ran.out, "/dev/vda / ext4 rw,noatime 0 0\n") << name;
+  }
+  for (const std::string name : {"tpl-disk-a", "tpl-disk-b"}) {
+    auto again = microvm({"start", "-a", name});
+    ASSERT_EQ(again.exit_code, 0) << again.err;
+    EXPECT_EQ(again.out, "/dev/vda / ext4 rw,noatime 0 0\n" + name + "\n") << name;
+  }
+  EXPECT_EQ(microvm({"rm", "tpl-disk-a", "tpl-disk-b"}).exit_code, 0);
+}
+
 TEST(TemplateTest, TwoVmsFromOneTemplateHaveTheirOwnHostnameRandomBytesMacAndTheHostsClock) {
   // The first run makes the template.
   auto made = microvm(runArgs({"--memory", "288"}, {"/bin/true"}));
