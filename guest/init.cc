@@ -26,6 +26,10 @@ namespace {
 // How long the host gets to acknowledge kExit.
 constexpr milliseconds kExitAckTimeout{3'000};
 
+// How long a finished workload's TCP connections get to send what it left
+// in their queues (the host also gives its network stack a bounded time).
+constexpr milliseconds kTcpDrainTimeout{1'000};
+
 // Docker's code for "the runtime failed before the workload could run".
 constexpr int kInitFailureCode = 125;
 
@@ -83,6 +87,9 @@ class Init {
     }
     int code = Supervisor(*port_, std::move(*workload), std::move(*child_signals), agent).run();
     log("workload exited with code " + std::to_string(code));
+    // Before the exit is reported: the host may end the VM at once then.
+    bool networked = !spec->net_address4.empty() || !spec->net_address6.empty();
+    if (networked) waitForTcpToDrain(kTcpDrainTimeout);
     reportExitAndPowerOff(code);
   }
 

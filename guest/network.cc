@@ -16,6 +16,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include "base/eintr.h"
 #include "base/unique_fd.h"
@@ -225,6 +227,44 @@ Result<InterfaceAddress> parseInterfaceAddress(std::string_view text) {
     return bad;
   }
   return out;
+}
+
+uint64_t tcpUnsentBytes(std::string_view proc_net_tcp) {
+  uint64_t total = 0;
+  bool header = true;
+  for (std::string_view line : split(proc_net_tcp, '\n')) {
+    if (std::exchange(header, false)) continue;
+    // "sl local_address rem_address st tx_queue:rx_queue ...", hex.
+    std::vector<std::string_view> fields;
+    for (std::string_view field : split(line, ' ')) {
+      if (!field.empty()) fields.push_back(field);
+      if (fields.size() == 5) break;
+    }
+    if (fields.size() < 5) continue;
+    std::string_view queues = fields[4];
+    std::string_view tx = queues.substr(0, queues.find(':'));
+    uint64_t bytes = 0;
+    auto [end, error] = std::from_chars(tx.data(), tx.data() + tx.size(), bytes, 16);
+    if (error == std::errc() && end == tx.data() + tx.size()) total += bytes;
+  }
+  return total;
+}
+
+void waitForTcpToDrain(milliseconds timeout) {
+  auto unsent = [] {
+    uint64_t bytes = 0;
+    for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+      if (auto text = readFileIfExists(table); text.ok()) bytes += tcpUnsentBytes(*text);
+    }
+    return bytes;
+  };
+  auto deadline = Clock::now() + timeout;
+  uint64_t left = unsent();
+  while (left > 0 && Clock::now() < deadline) {
+    sleepFor(kPollInterval);
+    left = unsent();
+  }
+  if (left > 0) log(std::to_string(left) + " bytes of TCP data were still unsent at power-off");
 }
 
 }  // namespace microvm::guest

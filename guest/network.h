@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include "agent/protocol.h"
+#include "guest/support.h"
 #include "microvm/result.h"
 
 namespace microvm::guest {
@@ -33,5 +34,15 @@ Result<void> bringLoopbackUp();
 // Brings eth0 up as the spec says and writes its /etc files (a read-only
 // root keeps the image's: that is only logged).
 Result<void> configureNetwork(const agent::WorkloadSpec& spec);
+
+// The bytes in the send queues of the TCP sockets a /proc/net/tcp or
+// /proc/net/tcp6 text lists (the tx_queue of each row: sent and not yet
+// acknowledged, or not yet sent).
+uint64_t tcpUnsentBytes(std::string_view proc_net_tcp);
+
+// Waits, at most `timeout`, until the guest's TCP sockets have nothing left
+// to send: a workload that exits right after close() leaves its last bytes
+// queued, and the power-off would drop them. Logs what is left, if any.
+void waitForTcpToDrain(milliseconds timeout);
 
 }  // namespace microvm::guest

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <glib.h>
 #include <libslirp.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -9,6 +10,7 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <charconv>
 #include <climits>
 #include <algorithm>
 #include <cstring>
@@ -372,6 +374,37 @@ SlirpNetwork::~SlirpNetwork() {
   if (stream_.valid()) loop_.remove(stream_.get());
   if (slirp_epoll_.valid()) loop_.remove(slirp_epoll_.get());
   if (slirp_) slirp_cleanup(slirp_);  // frees its timers through timerFree
+}
+
+uint64_t tcpBytesForHost(std::string_view connection_info) {
+  uint64_t total = 0;
+  while (!connection_info.empty()) {
+    size_t end = connection_info.find('\n');
+    std::string_view line = connection_info.substr(0, end);
+    connection_info = end == std::string_view::npos ? std::string_view() : connection_info.substr(end + 1);
+    std::vector<std::string_view> fields;
+    for (size_t at = line.find_first_not_of(' '); at != std::string_view::npos; at = line.find_first_not_of(' ', at)) {
+      size_t stop = std::min(line.find(' ', at), line.size());
+      fields.push_back(line.substr(at, stop - at));
+      at = stop;
+    }
+    if (fields.size() < 3 || fields.front().substr(0, 4) != "TCP[") continue;
+    // RecvQ, then SendQ: libslirp names them from its own TCP's side.
+    std::string_view received = fields[fields.size() - 2];
+    uint64_t bytes = 0;
+    auto [stop, error] = std::from_chars(received.data(), received.data() + received.size(), bytes);
+    if (error == std::errc() && stop == received.data() + received.size()) total += bytes;
+  }
+  return total;
+}
+
+uint64_t SlirpNetwork::bytesForHost() const {
+  char* info = slirp_connection_info(slirp_);
+  if (info == nullptr) return 0;
+  uint64_t bytes = tcpBytesForHost(info);
+  // libslirp allocates it with glib (g_string_free(..., FALSE)).
+  g_free(info);
+  return bytes;
 }
 
 std::chrono::milliseconds SlirpNetwork::beforeWait() {

@@ -123,6 +123,12 @@ struct SlirpNetworkStats {
   uint64_t stream_write_waits = 0;  // writes to QEMU that found its socket full (the rest waits for EPOLLOUT)
 };
 
+// The total of the RecvQ column of the TCP rows of libslirp's
+// slirp_connection_info() text ("  TCP[STATE]  FD  SRC PORT  DST PORT RECVQ
+// SENDQ"): what each connection received from the guest (its so_rcv) and
+// has yet to write to its host socket. Rows it cannot read count as nothing.
+uint64_t tcpBytesForHost(std::string_view connection_info);
+
 class SlirpNetwork {
  public:
   // Decides whether a guest frame may enter the stack; frames appended to
@@ -152,6 +158,11 @@ class SlirpNetwork {
   // into a new stack before its guest runs.
   SlirpState saveState();
   Result<void> loadState(const SlirpState& state);
+
+  // Bytes the guest's TCP connections sent that the stack holds and has not
+  // yet written to their host sockets (a peer that reads slower than the
+  // guest sent): what closing the stack now would lose.
+  uint64_t bytesForHost() const;
 
   const SlirpNetworkStats& stats() const { return stats_; }
   // False once QEMU closed its end (or sent a corrupt stream).

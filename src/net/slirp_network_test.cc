@@ -37,6 +37,24 @@ std::vector<std::string> drain(StreamFrameReader& reader) {
   return frames;
 }
 
+// libslirp 4.7's slirp_connection_info() text: RecvQ is what a connection
+// took from the guest and has yet to write to its host socket.
+TEST(TcpBytesForHost, AddsTheRecvQOfEveryTcpRow) {
+  const char* info =
+      "  Protocol[State]    FD  Source Address  Port   Dest. Address  Port RecvQ SendQ\n"
+      "  TCP[HOST_FORWARD]  12       127.0.0.1  8080       10.0.2.15    80     0     0\n"
+      "  TCP[CLOSE_WAIT]    18       10.0.2.15 47968        10.0.2.2 47126 177665     0\n"
+      "  TCP[ESTABLISHED]   19       10.0.2.15 47970        10.0.2.2   443    10  4096\n"
+      "  UDP[236 sec]       24       10.0.2.15 35061        10.0.2.3    53   512     0\n";
+  EXPECT_EQ(tcpBytesForHost(info), 177665u + 10u);
+}
+
+TEST(TcpBytesForHost, NoConnectionsOrRowsItCannotReadCountNothing) {
+  EXPECT_EQ(tcpBytesForHost(""), 0u);
+  EXPECT_EQ(tcpBytesForHost("  Protocol[State]    FD  Source Address  Port   Dest. Address  Port RecvQ SendQ\n"), 0u);
+  EXPECT_EQ(tcpBytesForHost("  TCP[ESTABLISHED]\n  TCP[X] 1 a 2 b 3 -5 0\n  TCP[Y] 1 a 2 b 3 9x 0"), 0u);
+}
+
 TEST(StreamFrameReader, SplitsFramesAcrossReadsOfAnySize) {
   std::vector<std::string> frames = {"", "a", std::string(1500, 'b'), std::string(StreamFrameReader::kMaxFrame, 'c')};
   std::string stream = framed(frames);

@@ -204,6 +204,8 @@ std::map<std::string, uint64_t> GuestNetwork::counters() const {
   };
 }
 
+uint64_t GuestNetwork::bytesForHost() const { return stack_->bytesForHost(); }
+
 std::string GuestNetwork::saveState() { return net::encodeSlirpState(stack_->saveState()); }
 
 Result<void> GuestNetwork::loadState(std::string_view file) {

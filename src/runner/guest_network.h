@@ -73,6 +73,10 @@ class GuestNetwork {
   std::string saveState();
   Result<void> loadState(std::string_view file);
 
+  // What the guest sent that the stack has yet to write to host sockets
+  // (SlirpNetwork::bytesForHost).
+  uint64_t bytesForHost() const;
+
  private:
   GuestNetwork(EventLoop& loop, Log log);
 

@@ -460,6 +460,14 @@ void Runner::handleFrame(const agent::Frame& frame) {
       exit_code_ = static_cast<int>(*code & 0xff);
       log("workload exited with code " + std::to_string(*exit_code_));
       sendFrame(FrameType::kExitAck, {});
+      if (spec_.remove_on_exit && spec_.shares.empty()) {
+        // Nothing of a --rm VM outlives it: its disk goes, and no volume
+        // can hold writes the guest's power-off would flush. QEMU ends
+        // now rather than after the guest's sync and reset.
+        log("ending QEMU: the VM is removed on exit");
+        vmm_->process().kill(SIGKILL);
+        break;
+      }
       armTimer(kPowerOffGraceSeconds);
       break;
     }
@@ -581,6 +589,7 @@ int Runner::finish() {
   state_.finished_at = nowRfc3339();
   if (network_ || pod_network_) state_.net_counters = netCounters();
   state_.ports.clear();  // nothing is forwarded once the VM is gone
+  drainNetwork();
   network_.reset();
   pod_network_.reset();
   if (spec_.remove_on_exit) {

@@ -120,6 +120,7 @@ class Runner {
   void detach(int fd);
   void forwardOutput(int& fd, const char* stream, std::string_view bytes);
   void readConsole();
+  void drainNetwork();
   Result<UniqueFd> openVmmStderr();
   void readVmmStderr();
   std::string withVmmsWords(std::string failure);

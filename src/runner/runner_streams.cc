@@ -24,6 +24,9 @@ constexpr size_t kChunk = 65536;
 // splits long lines at 16 KiB: a record (JSON-escaped, at most 6 bytes a
 // byte) stays far below any max-size worth having.
 constexpr size_t kLogRecordBytes = 16384;
+// How long a finished VM's network stack may keep writing what the guest
+// sent to host peers that read slower than it was sent.
+constexpr auto kNetworkDrainTimeout = std::chrono::seconds(1);
 
 }  // namespace
 
@@ -194,6 +197,21 @@ void Runner::writeLog(RotatingFile& file, std::string_view bytes, bool stream) {
 // QEMU writes the serial console into a socket rather than a file, so that
 // console.log is the runner's to bound: QEMU cannot be trusted to, and a
 // guest may print without end.
+// The guest is gone; its TCP connections' last bytes may still be in the
+// stack, waiting for their host sockets to take them (init waited until the
+// stack had acknowledged them all). They are written out before the stack
+// closes the sockets, for a bounded time.
+void Runner::drainNetwork() {
+  if (!network_) return;
+  auto deadline = std::chrono::steady_clock::now() + kNetworkDrainTimeout;
+  uint64_t left = network_->bytesForHost();
+  while (left > 0 && std::chrono::steady_clock::now() < deadline) {
+    if (auto ran = loop_->runOnce(std::chrono::milliseconds(20)); !ran) break;
+    left = network_->bytesForHost();
+  }
+  if (left > 0) log("network: " + std::to_string(left) + " bytes the guest sent were still unwritten to host sockets");
+}
+
 void Runner::readConsole() {
   char buffer[kChunk];
   for (int turn = 0; turn < 16; ++turn) {  // a bounded share of the loop
