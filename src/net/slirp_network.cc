@@ -14,6 +14,8 @@
 #include <climits>
 #include <algorithm>
 #include <cstring>
+#include <iterator>
+#include <sstream>
 
 namespace microvm::net {
 
@@ -378,19 +380,13 @@ SlirpNetwork::~SlirpNetwork() {
 
 uint64_t tcpBytesForHost(std::string_view connection_info) {
   uint64_t total = 0;
-  while (!connection_info.empty()) {
-    size_t end = connection_info.find('\n');
-    std::string_view line = connection_info.substr(0, end);
-    connection_info = end == std::string_view::npos ? std::string_view() : connection_info.substr(end + 1);
-    std::vector<std::string_view> fields;
-    for (size_t at = line.find_first_not_of(' '); at != std::string_view::npos; at = line.find_first_not_of(' ', at)) {
-      size_t stop = std::min(line.find(' ', at), line.size());
-      fields.push_back(line.substr(at, stop - at));
-      at = stop;
-    }
-    if (fields.size() < 3 || fields.front().substr(0, 4) != "TCP[") continue;
+  std::istringstream rows{std::string(connection_info)};
+  for (std::string row; std::getline(rows, row);) {
+    std::istringstream columns(row);
+    std::vector<std::string> fields{std::istream_iterator<std::string>(columns), std::istream_iterator<std::string>()};
+    if (fields.size() < 3 || fields.front().rfind("TCP[", 0) != 0) continue;
     // RecvQ, then SendQ: libslirp names them from its own TCP's side.
-    std::string_view received = fields[fields.size() - 2];
+    const std::string& received = fields[fields.size() - 2];
     uint64_t bytes = 0;
     auto [stop, error] = std::from_chars(received.data(), received.data() + received.size(), bytes);
     if (error == std::errc() && stop == received.data() + received.size()) total += bytes;

@@ -194,9 +194,6 @@ void Runner::writeLog(RotatingFile& file, std::string_view bytes, bool stream) {
   }
 }
 
-// QEMU writes the serial console into a socket rather than a file, so that
-// console.log is the runner's to bound: QEMU cannot be trusted to, and a
-// guest may print without end.
 // The guest is gone; its TCP connections' last bytes may still be in the
 // stack, waiting for their host sockets to take them (init waited until the
 // stack had acknowledged them all). They are written out before the stack
@@ -212,6 +209,9 @@ void Runner::drainNetwork() {
   if (left > 0) log("network: " + std::to_string(left) + " bytes the guest sent were still unwritten to host sockets");
 }
 
+// QEMU writes the serial console into a socket rather than a file, so that
+// console.log is the runner's to bound: QEMU cannot be trusted to, and a
+// guest may print without end.
 void Runner::readConsole() {
   char buffer[kChunk];
   for (int turn = 0; turn < 16; ++turn) {  // a bounded share of the loop
