@@ -9,9 +9,10 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstring>
 #include <string>
 
-#include "guest/seccomp.h"
+#include "agent/seccomp_filter.h"
 #include "guest/support.h"
 
 namespace microvm::guest {
@@ -100,13 +101,18 @@ bool loadSeccompBeforeUserSwitch(const CapabilityPlan& plan, bool no_new_privs) 
 
 Result<PreparedConfinement> prepareConfinement(const agent::WorkloadSpec& spec, int console_fd) {
   PreparedConfinement prepared;
-  auto profile = parseSeccompProfile(spec.seccomp_default, spec.seccomp_rules);
-  if (!profile.ok()) return profile.error();
-  if (*profile) {
-    auto filter = buildSeccompFilter(**profile);
+  if (!spec.seccomp_program.empty()) {
+    // Compiled by the host from the same rules (the codec checked its size).
+    std::vector<sock_filter> program(spec.seccomp_program.size() / sizeof(sock_filter));
+    std::memcpy(program.data(), spec.seccomp_program.data(), spec.seccomp_program.size());
+    prepared.seccomp = std::move(program);
+  } else if (auto profile = agent::parseSeccompProfile(spec.seccomp_default, spec.seccomp_rules); !profile.ok()) {
+    return profile.error();
+  } else if (*profile) {
+    auto filter = agent::buildSeccompFilter(**profile);
     if (!filter.ok()) return filter.error();
     if (!filter->skippedSyscalls().empty()) {
-      logTo(console_fd, "seccomp: skipping syscalls unknown to libseccomp " + seccompLibraryVersion() + ": " +
+      logTo(console_fd, "seccomp: skipping syscalls unknown to libseccomp " + agent::seccompLibraryVersion() + ": " +
                             joined(filter->skippedSyscalls(), ", "));
     }
     auto program = filter->program();
@@ -141,12 +147,12 @@ Result<void> confineProcess(const agent::WorkloadSpec& spec, const ExecUser& use
   if (auto dropped = dropBoundingCapabilities(plan); !dropped.ok()) return dropped;
   bool load_early = filter && loadSeccompBeforeUserSwitch(plan, spec.no_new_privs);
   if (load_early) {
-    if (auto loaded = installSeccompProgram(*filter); !loaded.ok()) return loaded;
+    if (auto loaded = agent::installSeccompProgram(*filter); !loaded.ok()) return loaded;
   }
   if (auto switched = switchUser(user); !switched.ok()) return switched;
   if (auto set = setCapabilitySets(plan); !set.ok()) return set;
   if (spec.no_new_privs && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return systemError("set no_new_privs");
-  if (filter && !load_early) return installSeccompProgram(*filter);
+  if (filter && !load_early) return agent::installSeccompProgram(*filter);
   return {};
 }
 

@@ -1,5 +1,5 @@
 // Unit tests of seccomp profiles, and of filters loaded into forked children.
-#include "guest/seccomp.h"
+#include "agent/seccomp_filter.h"
 
 #include <gtest/gtest.h>
 #include <sys/prctl.h>
@@ -11,10 +11,18 @@
 #include <cerrno>
 #include <csignal>
 
+#include "guest/confinement.h"
 #include "guest/spawn.h"
 
 namespace microvm::guest {
 namespace {
+
+using agent::buildSeccompFilter;
+using agent::parseSeccompAction;
+using agent::parseSeccompProfile;
+using agent::SeccompAction;
+using agent::SeccompProfile;
+using agent::SeccompRule;
 
 using Kind = SeccompAction::Kind;
 
@@ -191,6 +199,60 @@ TEST(BuildSeccompFilter, ErrnoDefaultWithAllowRules) {
       });
   ASSERT_TRUE(WIFEXITED(status)) << status;
   EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+}  // namespace
+}  // namespace microvm::guest
+
+namespace microvm::guest {
+namespace {
+
+std::vector<uint8_t> bytesOf(const std::vector<sock_filter>& program) {
+  const auto* begin = reinterpret_cast<const uint8_t*>(program.data());
+  return std::vector<uint8_t>(begin, begin + program.size() * sizeof(sock_filter));
+}
+
+TEST(CompileSeccompProgram, TheHostsProgramIsWhatInitWouldCompileAndInitInstallsItAsSent) {
+  agent::WorkloadSpec spec;
+  spec.argv = {"/bin/true"};
+  spec.seccomp_default = "allow";
+  spec.seccomp_rules = {"errno:1:unshare", "errno:13:mkdir", "kill:kexec_load", "errno:1:socket[0]=40",
+                        "errno:1:no_such_syscall_anywhere"};
+  auto compiled = agent::compileSeccompProgram(spec);
+  ASSERT_TRUE(compiled.ok()) << compiled.error().message();
+  EXPECT_EQ(compiled->skipped, std::vector<std::string>{"no_such_syscall_anywhere"});
+  ASSERT_FALSE(compiled->program.empty());
+  EXPECT_EQ(compiled->program.size() % sizeof(sock_filter), 0u);
+
+  auto by_init = prepareConfinement(spec, -1);
+  ASSERT_TRUE(by_init.ok()) << by_init.error().message();
+  ASSERT_TRUE(by_init->seccomp.has_value());
+  std::vector<uint8_t> sent(compiled->program.begin(), compiled->program.end());
+  EXPECT_EQ(bytesOf(*by_init->seccomp), sent);
+
+  // Through the codec, as the runner sends it; init takes it as it is
+  // (rules it could not compile do not matter once the program is there).
+  spec.seccomp_program = compiled->program;
+  auto decoded = agent::decodeSpec(agent::encodeSpec(spec));
+  ASSERT_TRUE(decoded.ok()) << decoded.error().message();
+  decoded->seccomp_rules = {"not a rule"};
+  auto from_host = prepareConfinement(*decoded, -1);
+  ASSERT_TRUE(from_host.ok()) << from_host.error().message();
+  ASSERT_TRUE(from_host->seccomp.has_value());
+  EXPECT_EQ(bytesOf(*from_host->seccomp), sent);
+}
+
+TEST(CompileSeccompProgram, NoProfileIsNoProgramAndABadOneIsItsError) {
+  agent::WorkloadSpec spec;
+  spec.argv = {"/bin/true"};
+  auto none = agent::compileSeccompProgram(spec);
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->program.empty());
+  spec.seccomp_default = "allow";
+  spec.seccomp_rules = {"errno:1:execve"};
+  auto bad = agent::compileSeccompProgram(spec);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message().find("execve"), std::string::npos) << bad.error().message();
 }
 
 }  // namespace

@@ -27,6 +27,7 @@ const char* specTagName(uint16_t tag) {
     case SpecTag::kNoNewPrivs: return "no_new_privs";
     case SpecTag::kSeccompDefault: return "seccomp default";
     case SpecTag::kSeccompRule: return "seccomp rule";
+    case SpecTag::kSeccompProgram: return "seccomp program";
     case SpecTag::kNetAddress4: return "IPv4 address";
     case SpecTag::kNetGateway4: return "IPv4 gateway";
     case SpecTag::kNetAddress6: return "IPv6 address";
@@ -70,6 +71,7 @@ std::string encodeSpec(const WorkloadSpec& spec) {
   if (spec.open_stdin) field.flag(SpecTag::kOpenStdin, true);
   if (!spec.seccomp_default.empty()) field.bytes(SpecTag::kSeccompDefault, spec.seccomp_default);
   for (const auto& rule : spec.seccomp_rules) field.bytes(SpecTag::kSeccompRule, rule);
+  if (!spec.seccomp_program.empty()) field.bytes(SpecTag::kSeccompProgram, spec.seccomp_program);
   // Sent only when set: an older init skips them as unknown tags anyway.
   if (!spec.net_address4.empty()) field.bytes(SpecTag::kNetAddress4, spec.net_address4);
   if (!spec.net_gateway4.empty()) field.bytes(SpecTag::kNetGateway4, spec.net_gateway4);
@@ -170,6 +172,15 @@ Result<void> applySpecField(const TlvReader& reader, const TlvField& field, Work
     }
     case SpecTag::kSeccompDefault: spec.seccomp_default = std::move(value); break;
     case SpecTag::kSeccompRule: spec.seccomp_rules.push_back(std::move(value)); break;
+    case SpecTag::kSeccompProgram:
+      if (value.empty() || value.size() % kSeccompInstructionBytes != 0 ||
+          value.size() > kMaxSeccompProgramInstructions * kSeccompInstructionBytes) {
+        return reader.fieldError(field, "not a seccomp program of 1 to " +
+                                            std::to_string(kMaxSeccompProgramInstructions) + " instructions (" +
+                                            std::to_string(value.size()) + " bytes)");
+      }
+      spec.seccomp_program = std::move(value);
+      break;
     case SpecTag::kNetAddress4: spec.net_address4 = std::move(value); break;
     case SpecTag::kNetGateway4: spec.net_gateway4 = std::move(value); break;
     case SpecTag::kNetAddress6: spec.net_address6 = std::move(value); break;

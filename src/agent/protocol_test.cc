@@ -170,6 +170,31 @@ TEST(ProtocolTest, HardeningFieldsRoundTrip) {
   EXPECT_EQ(decoded->seccomp_rules, spec.seccomp_rules);
 }
 
+TEST(ProtocolTest, ASeccompProgramTravelsOnlyAsWholeInstructionsWithinTheKernelsLimit) {
+  WorkloadSpec spec;
+  spec.argv = {"/bin/true"};
+  spec.seccomp_program = std::string(3 * kSeccompInstructionBytes, '\x06');
+  auto decoded = decodeSpec(encodeSpec(spec));
+  ASSERT_TRUE(decoded.ok()) << decoded.error().message();
+  EXPECT_EQ(decoded->seccomp_program, spec.seccomp_program);
+  WorkloadSpec without;
+  without.argv = {"/bin/true"};
+  auto plain = decodeSpec(encodeSpec(without));
+  ASSERT_TRUE(plain.ok());
+  EXPECT_TRUE(plain->seccomp_program.empty());
+
+  auto refused = [&](const std::string& program) {
+    std::string wire = encodeSpec(without);
+    TlvWriter(wire).bytes(SpecTag::kSeccompProgram, program);
+    auto result = decodeSpec(wire);
+    return !result.ok() && result.error().message().find("seccomp program") != std::string::npos;
+  };
+  EXPECT_TRUE(refused(""));
+  EXPECT_TRUE(refused(std::string(kSeccompInstructionBytes + 1, 'x')));
+  EXPECT_TRUE(refused(std::string((kMaxSeccompProgramInstructions + 1) * kSeccompInstructionBytes, 'x')));
+  EXPECT_FALSE(refused(std::string(kMaxSeccompProgramInstructions * kSeccompInstructionBytes, 'x')));
+}
+
 TEST(ProtocolTest, InjectedFilesRoundTripWithinTheirBounds) {
   WorkloadSpec spec;
   spec.argv = {"/bin/true"};

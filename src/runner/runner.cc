@@ -92,6 +92,15 @@ void Runner::sendSpec() {
   // The guest reads the spec once its port opens; the socket buffers it.
   // The pod's link is known only once the runner found it (startNetwork).
   if (pod_network_) describePodNetwork(spec_, pod_network_->link(), workload);
+  if (compile_seccomp_) {
+    auto note = compile_seccomp_(workload);
+    if (!note) log("seccomp: init compiles the filter itself: " + note.error().message());
+    if (note && !note->empty()) log(*note);
+    if (!workload.seccomp_program.empty()) {
+      log("seccomp: the workload's filter compiled for init (" +
+          std::to_string(workload.seccomp_program.size() / agent::kSeccompInstructionBytes) + " instructions)");
+    }
+  }
   sendFrame(agent::FrameType::kSpec, agent::encodeSpec(workload));
   spec_sent_ = true;
 }
@@ -649,11 +658,12 @@ int Runner::run() {
   return finish();
 }
 
-int runVm(const fs::path& vm_dir, int in_fd, int out_fd, int err_fd, RunnerSeccomp seccomp) {
-  return Runner(vm_dir, in_fd, out_fd, err_fd, seccomp).run();
+int runVm(const fs::path& vm_dir, int in_fd, int out_fd, int err_fd, RunnerSeccomp seccomp,
+          WorkloadSeccompCompiler compile_seccomp) {
+  return Runner(vm_dir, in_fd, out_fd, err_fd, seccomp, compile_seccomp).run();
 }
 
-int runnerMain(int argc, char** argv, RunnerSeccomp seccomp) {
+int runnerMain(int argc, char** argv, RunnerSeccomp seccomp, WorkloadSeccompCompiler compile_seccomp) {
   if (argc == 4 && std::string_view(argv[1]) == kTemplateMemoryFlag) {
     return serveTemplateMemory(argv[2], std::strtoull(argv[3], nullptr, 10), kTemplateMemoryRamFd,
                                kTemplateMemoryReportFd);
@@ -663,7 +673,7 @@ int runnerMain(int argc, char** argv, RunnerSeccomp seccomp) {
     std::fprintf(stderr, "usage: microvm-runner VM_DIR [--stdin]\n(started by microvm; not meant to be run by hand)\n");
     return 2;
   }
-  return runVm(argv[1], with_stdin ? STDIN_FILENO : -1, STDOUT_FILENO, STDERR_FILENO, seccomp);
+  return runVm(argv[1], with_stdin ? STDIN_FILENO : -1, STDOUT_FILENO, STDERR_FILENO, seccomp, compile_seccomp);
 }
 
 }  // namespace microvm

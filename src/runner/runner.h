@@ -23,9 +23,12 @@ namespace microvm {
 // open stdin in the spec, in_fd (if not -1) feeds the workload's stdin.
 // Once QEMU runs, a runner started as root becomes the VM's runner id
 // (runner_confinement.h); any runner then installs `seccomp` if given.
-int runVm(const std::filesystem::path& vm_dir, int in_fd, int out_fd, int err_fd, RunnerSeccomp seccomp = nullptr);
+// With `compile_seccomp`, the spec brings init the workload's seccomp filter
+// compiled.
+int runVm(const std::filesystem::path& vm_dir, int in_fd, int out_fd, int err_fd, RunnerSeccomp seccomp = nullptr,
+          WorkloadSeccompCompiler compile_seccomp = nullptr);
 
 // `microvm-runner VM_DIR [--stdin]`: the runner binary's whole main.
-int runnerMain(int argc, char** argv, RunnerSeccomp seccomp = nullptr);
+int runnerMain(int argc, char** argv, RunnerSeccomp seccomp = nullptr, WorkloadSeccompCompiler compile_seccomp = nullptr);
 
 }  // namespace microvm

@@ -11,7 +11,9 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <string>
 
+#include "agent/control_protocol.h"
 #include "microvm/result.h"
 
 namespace microvm {
@@ -28,5 +30,12 @@ Result<void> becomeRunnerUser(uid_t uid, gid_t gid, uint64_t keep);
 
 // The runner's seccomp filter: installed last, after no_new_privs.
 using RunnerSeccomp = Result<void> (*)();
+
+// Compiles the workload's seccomp profile into spec.seccomp_program
+// (agent/seccomp_filter.h), so that init need not under emulation; returns
+// a note for runner.log (syscalls libseccomp does not know), or the
+// profile's error, which init then reports as it always has. The runner
+// binary links libseccomp for it; the library does not.
+using WorkloadSeccompCompiler = Result<std::string> (*)(agent::WorkloadSpec& spec);
 
 }  // namespace microvm

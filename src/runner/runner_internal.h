@@ -48,9 +48,11 @@ Result<UniqueFd> idMappedShare(const VmSpec::Share& share);
 
 class Runner {
  public:
-  Runner(std::filesystem::path vm_dir, int in_fd, int out_fd, int err_fd, RunnerSeccomp seccomp)
+  Runner(std::filesystem::path vm_dir, int in_fd, int out_fd, int err_fd, RunnerSeccomp seccomp,
+         WorkloadSeccompCompiler compile_seccomp)
       : vm_dir_(std::move(vm_dir)), state_dir_(vm_dir_), in_fd_(in_fd), out_fd_(out_fd), err_fd_(err_fd),
-        seccomp_(seccomp) {}
+        seccomp_(seccomp),
+        compile_seccomp_(compile_seccomp) {}
 
   int run();
 
@@ -141,6 +143,7 @@ class Runner {
   int out_fd_;
   int err_fd_;
   RunnerSeccomp seccomp_;
+  WorkloadSeccompCompiler compile_seccomp_;
   VmSpec spec_;
   // As root: does what the runner's own id may not (keeper.h). Declared
   // before everything that may ask it.

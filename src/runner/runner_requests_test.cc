@@ -67,7 +67,7 @@ class RunnerRequestTest : public ::testing::Test {
     char pattern[] = "/tmp/runner-request-test.XXXXXX";
     ASSERT_NE(::mkdtemp(pattern), nullptr);
     dir_ = pattern;
-    runner_.emplace(dir_, -1, -1, -1, nullptr);
+    runner_.emplace(dir_, -1, -1, -1, nullptr, nullptr);
     auto vmm = std::make_unique<FakeVmm>();
     vmm_ = vmm.get();
     RunnerTestPeer::setVmm(*runner_, std::move(vmm));

@@ -7,6 +7,8 @@
 #include <memory>
 #include <string>
 
+#include "agent/seccomp_filter.h"
+
 namespace microvm {
 
 namespace {
@@ -63,6 +65,16 @@ Result<void> installRunnerSeccomp() {
   MICROVM_TRY(deny(SCMP_SYS(clone3), ENOSYS));
   if (int failed = seccomp_load(filter.get()); failed != 0) return Error::fromErrno("seccomp_load", -failed);
   return success();
+}
+
+Result<std::string> compileWorkloadSeccomp(agent::WorkloadSpec& spec) {
+  auto compiled = agent::compileSeccompProgram(spec);
+  if (!compiled) return std::move(compiled).error();
+  spec.seccomp_program = std::move(compiled->program);
+  std::string note;
+  for (const std::string& name : compiled->skipped) note += (note.empty() ? "" : ", ") + name;
+  if (note.empty()) return note;
+  return "seccomp: skipping syscalls unknown to libseccomp " + agent::seccompLibraryVersion() + ": " + note;
 }
 
 }  // namespace microvm

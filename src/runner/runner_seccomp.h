@@ -12,10 +12,16 @@
 //   runnerMain(argc, argv, installRunnerSeccomp);
 #pragma once
 
+#include <string>
+
+#include "agent/control_protocol.h"
 #include "microvm/result.h"
 
 namespace microvm {
 
 Result<void> installRunnerSeccomp();
+
+// WorkloadSeccompCompiler (runner_confinement.h) over agent/seccomp_filter.h.
+Result<std::string> compileWorkloadSeccomp(agent::WorkloadSpec& spec);
 
 }  // namespace microvm

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -328,6 +329,34 @@ TEST(Confinement, CapDropAndUnconfinedChangeWhatTheWorkloadGets) {
   EXPECT_NE(result.out.find("Seccomp:\t0"), std::string::npos) << result.out;
   EXPECT_NE(result.out.find("unshare=0"), std::string::npos) << result.out;
   EXPECT_NE(result.out.find("keyctl: ok"), std::string::npos) << result.out;
+}
+
+TEST(Confinement, ADockerSeccompProfileIsCompiledOnTheHostAndEnforcedInTheGuest) {
+  // The runner compiles the profile and sends init the program; a syscall
+  // libseccomp does not know is skipped, and said so in runner.log.
+  fs::path profile = home().parent_path() / "seccomp-no-mkdir.json";
+  {
+    std::ofstream out(profile);
+    out << R"({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+               {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+               {"names": ["no_such_syscall_anywhere"], "action": "SCMP_ACT_ERRNO"}]})";
+  }
+  auto result = microvm({"run", "--name", "seccomp-host-compiled", "--security-opt", "seccomp=" + profile.string(),
+                         "--rootfs", rootfs().string(), "--", "/bin/sh", "-c",
+                         "grep '^Seccomp:' /proc/self/status; mkdir /tmp/d; echo mkdir=$?; touch /tmp/f; echo touch=$?"});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(result.out, "Seccomp:\t2\nmkdir=1\ntouch=0\n");
+  EXPECT_NE(result.err.find("Permission denied"), std::string::npos) << result.err;
+  auto inspected = microvm({"inspect", "seccomp-host-compiled"});
+  ASSERT_EQ(inspected.exit_code, 0) << inspected.err;
+  fs::path dir = nlohmann::json::parse(inspected.out)[0]["dir"].get<std::string>();
+  std::ifstream log_file(dir / "runner.log");
+  std::string log((std::istreambuf_iterator<char>(log_file)), std::istreambuf_iterator<char>());
+  EXPECT_NE(log.find("seccomp: the workload's filter compiled for init ("), std::string::npos) << log;
+  EXPECT_NE(log.find("skipping syscalls unknown to libseccomp"), std::string::npos) << log;
+  EXPECT_NE(log.find("no_such_syscall_anywhere"), std::string::npos) << log;
+  EXPECT_EQ(microvm({"rm", "seccomp-host-compiled"}).exit_code, 0);
+  fs::remove(profile);
 }
 
 TEST(Confinement, PrivilegedHasEveryCapability) {

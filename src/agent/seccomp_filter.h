@@ -1,12 +1,17 @@
 // The workload's seccomp filter: the host's profile (WorkloadSpec's
-// seccomp_default and seccomp_rules) parsed and checked, compiled with
-// libseccomp, and installed on the calling thread. Init compiles it once
-// (guest/confinement.h); every confined process then only installs it.
+// seccomp_default and seccomp_rules) parsed and checked, and compiled with
+// libseccomp to the BPF program that init installs. The runner compiles it
+// and sends the program in the spec (WorkloadSpec::seccomp_program), so the
+// guest need not compile it under emulation; init compiles it itself when a
+// spec comes without one. Init prepares it once (guest/confinement.h); every
+// confined process then only installs it. This target names no libseccomp:
+// the runner binary links the shared library, init the static one.
 //
 //   auto profile = parseSeccompProfile("errno:1", {"allow:read", "allow:execve"});
 //   auto filter = buildSeccompFilter(**profile);     // *profile: nullopt = no filter
 //   auto program = filter->program();                // BPF, to install later
 //   installSeccompProgram(*program);
+//   auto wire = compileSeccompProgram(spec);         // the runner: the spec's bytes
 #pragma once
 
 #include <linux/filter.h>
@@ -17,9 +22,10 @@
 #include <string_view>
 #include <vector>
 
+#include "agent/control_protocol.h"
 #include "microvm/result.h"
 
-namespace microvm::guest {
+namespace microvm::agent {
 
 // "allow", "kill" (the whole process, by SIGSYS: exit code 159) or "errno:N"
 // (the call fails with errno N, 0 to 4095, without running).
@@ -93,7 +99,15 @@ Result<SeccompFilter> buildSeccompFilter(const SeccompProfile& profile);
 // Installs a program from SeccompFilter::program() on the calling thread.
 Result<void> installSeccompProgram(const std::vector<sock_filter>& program);
 
-// "2.5.4": the libseccomp linked into init, for the log of skipped syscalls.
+// "2.5.4": the libseccomp linked in, for the log of skipped syscalls.
 std::string seccompLibraryVersion();
 
-}  // namespace microvm::guest
+struct CompiledSeccomp {
+  std::string program;                // WorkloadSpec::seccomp_program; empty: no filter
+  std::vector<std::string> skipped;   // as SeccompFilter::skippedSyscalls()
+};
+// The spec's profile as the program for WorkloadSpec::seccomp_program. An
+// error is the profile's, which init would report the same way.
+Result<CompiledSeccomp> compileSeccompProgram(const WorkloadSpec& spec);
+
+}  // namespace microvm::agent

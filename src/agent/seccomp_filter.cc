@@ -1,4 +1,4 @@
-#include "guest/seccomp.h"
+#include "agent/seccomp_filter.h"
 
 #include <seccomp.h>
 #include <sys/mman.h>
@@ -11,9 +11,10 @@
 #include <utility>
 
 #include "base/unique_fd.h"
-#include "guest/support.h"
 
-namespace microvm::guest {
+namespace microvm::agent {
+
+static_assert(sizeof(sock_filter) == kSeccompInstructionBytes);
 
 Result<SeccompAction> parseSeccompAction(std::string_view text) {
   using Kind = SeccompAction::Kind;
@@ -126,7 +127,12 @@ uint32_t libseccompAction(const SeccompAction& action) {
 
 // libseccomp returns negated errno values.
 Error seccompError(std::string_view what, int result) {
-  return Error(ErrorCode::kIo, "seccomp: " + std::string(what) + ": " + describeErrno(-result), -result);
+  return Error::fromErrno("seccomp: " + std::string(what), -result);
+}
+
+Error systemError(std::string_view what) {
+  int saved = errno;
+  return Error::fromErrno(std::string(what), saved);
 }
 
 }  // namespace
@@ -212,9 +218,29 @@ Result<SeccompFilter> buildSeccompFilter(const SeccompProfile& profile) {
   return filter;
 }
 
+Result<CompiledSeccomp> compileSeccompProgram(const WorkloadSpec& spec) {
+  CompiledSeccomp compiled;
+  auto profile = parseSeccompProfile(spec.seccomp_default, spec.seccomp_rules);
+  if (!profile.ok()) return profile.error();
+  if (!*profile) return compiled;
+  auto filter = buildSeccompFilter(**profile);
+  if (!filter.ok()) return filter.error();
+  auto program = filter->program();
+  if (!program.ok()) return program.error();
+  if (program->size() > kMaxSeccompProgramInstructions) {
+    return Error(ErrorCode::kInvalidArgument, "seccomp: the profile compiles to " + std::to_string(program->size()) +
+                                                  " instructions, more than the kernel's " +
+                                                  std::to_string(kMaxSeccompProgramInstructions));
+  }
+  // SAFETY: sock_filter is a plain struct of 8 bytes (asserted above).
+  compiled.program.assign(reinterpret_cast<const char*>(program->data()), program->size() * sizeof(sock_filter));
+  compiled.skipped = filter->skippedSyscalls();
+  return compiled;
+}
+
 std::string seccompLibraryVersion() {
   const scmp_version* version = seccomp_version();
   return std::to_string(version->major) + "." + std::to_string(version->minor) + "." + std::to_string(version->micro);
 }
 
-}  // namespace microvm::guest
+}  // namespace microvm::agent
