@@ -106,6 +106,27 @@ TEST(TemplateTest, AVmFromATemplateWritesItsOwnRootDiskWhichKeepsItsFilesAndNoOt
   EXPECT_EQ(microvm({"rm", "tpl-disk-a", "tpl-disk-b"}).exit_code, 0);
 }
 
+TEST(TemplateTest, ARootfsWithoutTmpOrRunGetsThemOnItsOwnDiskColdAndFromItsTemplate) {
+  // Images without them (scratch-based ones) still get a tmpfs on each:
+  // init makes the mountpoints on the VM's own disk, cold and in the
+  // template's VMs alike.
+  fs::path bare = home().parent_path() / "rootfs-without-tmp-run";
+  fs::remove_all(bare);
+  ASSERT_EQ(shell("cp -a '" + rootfs().string() + "' '" + bare.string() + "' && rm -rf '" + bare.string() + "/tmp' '" +
+                  bare.string() + "/run'"),
+            0);
+  const std::string show = "grep -E ' /(tmp|run) ' /proc/mounts | cut -d' ' -f2,3; echo hi > /tmp/f && cat /tmp/f";
+  for (const std::string name : {"tpl-bare-cold", "tpl-bare-template"}) {
+    auto ran = microvm({"run", "--name", name, "--memory", "472", "--rootfs", bare.string(), "--", "/bin/sh", "-c", show});
+    ASSERT_EQ(ran.exit_code, 0) << ran.err;
+    EXPECT_EQ(ran.out, "/tmp tmpfs\n/run tmpfs\nhi\n") << name;
+  }
+  EXPECT_EQ(bootPath("tpl-bare-cold"), "cold") << bootNote("tpl-bare-cold");
+  EXPECT_EQ(bootPath("tpl-bare-template"), "template") << bootNote("tpl-bare-template");
+  EXPECT_EQ(microvm({"rm", "tpl-bare-cold", "tpl-bare-template"}).exit_code, 0);
+  fs::remove_all(bare);
+}
+
 TEST(TemplateTest, TwoVmsFromOneTemplateHaveTheirOwnHostnameRandomBytesMacAndTheHostsClock) {
   // The first run makes the template.
   auto made = microvm(runArgs({"--memory", "288"}, {"/bin/true"}));
