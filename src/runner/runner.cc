@@ -92,17 +92,25 @@ void Runner::sendSpec() {
   // The guest reads the spec once its port opens; the socket buffers it.
   // The pod's link is known only once the runner found it (startNetwork).
   if (pod_network_) describePodNetwork(spec_, pod_network_->link(), workload);
-  if (compile_seccomp_) {
-    auto note = compile_seccomp_(workload);
-    if (!note) log("seccomp: init compiles the filter itself: " + note.error().message());
-    if (note && !note->empty()) log(*note);
-    if (!workload.seccomp_program.empty()) {
-      log("seccomp: the workload's filter compiled for init (" +
-          std::to_string(workload.seccomp_program.size() / agent::kSeccompInstructionBytes) + " instructions)");
-    }
-  }
+  workload.seccomp_program = seccomp_program_;
   sendFrame(agent::FrameType::kSpec, agent::encodeSpec(workload));
   spec_sent_ = true;
+}
+
+// The spec's seccomp program, compiled while QEMU starts (about 10 ms of
+// host time), not while a restored guest waits for its spec; init compiles
+// the rules itself when there is none.
+void Runner::compileWorkloadSeccomp() {
+  if (!compile_seccomp_) return;
+  agent::WorkloadSpec workload = workloadSpecFor(spec_);
+  auto note = compile_seccomp_(workload);
+  if (!note) log("seccomp: init compiles the filter itself: " + note.error().message());
+  if (note && !note->empty()) log(*note);
+  seccomp_program_ = std::move(workload.seccomp_program);
+  if (!seccomp_program_.empty()) {
+    log("seccomp: the workload's filter compiled for init (" +
+        std::to_string(seccomp_program_.size() / agent::kSeccompInstructionBytes) + " instructions)");
+  }
 }
 
 void Runner::resizeTty(agent::WindowSize size) {
@@ -313,6 +321,7 @@ Result<void> Runner::start() {
   MICROVM_TRY(loop_->add(vmm_stderr_.get(), EPOLLIN, [this](uint32_t) { readVmmStderr(); }));
   // While QEMU starts, which does not touch guest RAM before the state loads.
   MICROVM_TRY(loadGuestMemory());
+  if (!restoring) compileWorkloadSeccomp();  // a restored guest has had its spec
 
   MICROVM_TRY(confine());
 

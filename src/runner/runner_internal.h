@@ -71,6 +71,7 @@ class Runner {
   void handleSignal(int signal);
   void requestStop(int timeout_seconds, int signal = SIGTERM);
   void setStatus(VmStatus status);
+  void compileWorkloadSeccomp();
   void sendSpec();
   // Resizes the workload's tty now, or sets the size its spec will carry.
   void resizeTty(agent::WindowSize size);
@@ -144,6 +145,7 @@ class Runner {
   int err_fd_;
   RunnerSeccomp seccomp_;
   WorkloadSeccompCompiler compile_seccomp_;
+  std::string seccomp_program_;  // for the spec (compileWorkloadSeccomp)
   VmSpec spec_;
   // As root: does what the runner's own id may not (keeper.h). Declared
   // before everything that may ask it.
