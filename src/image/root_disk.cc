@@ -26,7 +26,9 @@ namespace {
 constexpr unsigned long long kHeadroomBytes = 1ull << 30;
 
 // Hashes the file's bytes, read through `buffer` (one for the whole tree: a
-// buffer per file cost a 1 MiB mapping and its page faults per file).
+// buffer per file cost a mapping and its page faults per file). 64 KiB: a
+// 1 MiB one cost its zeroing and 256 page faults on every run, about 4.5 ms
+// of the busybox rootfs's 11.6, and read no faster.
 Result<void> hashFile(Sha256& hasher, const fs::path& path, std::vector<char>& buffer) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (!fd.valid()) return Error::fromErrno("open " + path.string());
@@ -87,7 +89,7 @@ Result<TreeDigest> digestTree(const fs::path& root) {
   TreeDigest digest;
   hasher.update("microvm-tree-v1\0" + std::to_string(st.st_mode) + ':' + std::to_string(st.st_uid) + ':' +
                 std::to_string(st.st_gid) + '\0');
-  std::vector<char> buffer(1 << 20);
+  std::vector<char> buffer(64 << 10);
   MICROVM_TRY(digestDirectory(root, "", &hasher, digest, buffer));
   digest.hex = hasher.finishHex();
   return digest;
