@@ -51,6 +51,7 @@ void decodeEverything(std::string_view payload) {
       mismatch("workload spec");
     }
     if (again->injected.size() != spec->injected.size()) mismatch("injected files");
+    if (again->seccomp_program != spec->seccomp_program) mismatch("seccomp program");
     for (size_t i = 0; i < spec->injected.size() && i < again->injected.size(); ++i) {
       const auto& a = spec->injected[i];
       const auto& b = again->injected[i];
