@@ -128,13 +128,18 @@ void ControlPort::hostGone() {
 }
 
 Result<UniqueFd> openVirtioPort(std::string_view name, milliseconds timeout) {
+  // A port appears a few ms into boot: polled finely, and logged only when
+  // it was slow (every console line costs time under emulation).
+  constexpr milliseconds kPortPoll{1};
+  constexpr long long kSlowPortMs = 100;
   auto start = Clock::now();
   for (;;) {
     if (auto device = findPortDevice(name)) {
       int fd = retryOnEintr([&] { return ::open(device->c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK); });
       if (fd >= 0) {
-        log("port " + std::string(name) + " (" + *device + ") found after " + std::to_string(millisecondsSince(start)) +
-            " ms");
+        if (long long waited = millisecondsSince(start); waited >= kSlowPortMs) {
+          log("port " + std::string(name) + " (" + *device + ") found after " + std::to_string(waited) + " ms");
+        }
         return UniqueFd(fd);
       }
       if (errno != ENOENT) return systemError("open " + *device);
@@ -143,7 +148,7 @@ Result<UniqueFd> openVirtioPort(std::string_view name, milliseconds timeout) {
       return Error(ErrorCode::kUnavailable, "no virtio-serial port named " + std::string(name) + " after " +
                                                 std::to_string(timeout.count()) + " ms");
     }
-    sleepFor(kPollInterval);
+    sleepFor(kPortPoll);
   }
 }
 
