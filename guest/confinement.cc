@@ -101,23 +101,21 @@ bool loadSeccompBeforeUserSwitch(const CapabilityPlan& plan, bool no_new_privs) 
 
 Result<PreparedConfinement> prepareConfinement(const agent::WorkloadSpec& spec, int console_fd) {
   PreparedConfinement prepared;
-  if (!spec.seccomp_program.empty()) {
-    // Compiled by the host from the same rules (the codec checked its size).
-    std::vector<sock_filter> program(spec.seccomp_program.size() / sizeof(sock_filter));
-    std::memcpy(program.data(), spec.seccomp_program.data(), spec.seccomp_program.size());
-    prepared.seccomp = std::move(program);
-  } else if (auto profile = agent::parseSeccompProfile(spec.seccomp_default, spec.seccomp_rules); !profile.ok()) {
-    return profile.error();
-  } else if (*profile) {
-    auto filter = agent::buildSeccompFilter(**profile);
-    if (!filter.ok()) return filter.error();
-    if (!filter->skippedSyscalls().empty()) {
+  // The host's program (the codec checked its size), else the rules compiled here.
+  std::string program = spec.seccomp_program;
+  if (program.empty()) {
+    auto compiled = agent::compileSeccompProgram(spec);
+    if (!compiled.ok()) return compiled.error();
+    if (!compiled->skipped.empty()) {
       logTo(console_fd, "seccomp: skipping syscalls unknown to libseccomp " + agent::seccompLibraryVersion() + ": " +
-                            joined(filter->skippedSyscalls(), ", "));
+                            joined(compiled->skipped, ", "));
     }
-    auto program = filter->program();
-    if (!program.ok()) return program.error();
-    prepared.seccomp = std::move(*program);
+    program = std::move(compiled->program);
+  }
+  if (!program.empty()) {
+    std::vector<sock_filter> filter(program.size() / sizeof(sock_filter));
+    std::memcpy(filter.data(), program.data(), program.size());
+    prepared.seccomp = std::move(filter);
   }
   auto last_capability = readLastCapability();
   if (!last_capability.ok()) return last_capability.error();

@@ -60,8 +60,8 @@ bool loadSeccompBeforeUserSwitch(const CapabilityPlan& plan, bool no_new_privs);
 // The part of the workload's confinement that does not depend on the command
 // or the user, computed once: the seccomp filter compiled to BPF (the host's
 // program from the spec; else built here with libseccomp, which is most of an
-// exec's set-up time under emulation) and the kernel's last capability. The agent prepares it when it starts; every
-// exec'd command then only installs it.
+// exec's set-up time under emulation) and the kernel's last capability. The
+// agent prepares it when it starts; every exec'd command then only installs it.
 struct PreparedConfinement {
   std::optional<std::vector<sock_filter>> seccomp;  // nullopt: no filter
   int last_capability = 0;

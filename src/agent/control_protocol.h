@@ -140,8 +140,8 @@ enum class SpecTag : uint16_t {
   kTty = 22,             // one byte, 0 or 1
   kTtySize = 23,         // u16 rows, u16 cols (encodeWindowSize)
   kNetMtu = 24,          // u32 little-endian: eth0's MTU
-  kInjected = 25,
-  kSeccompProgram = 26,  // sock_filter[] (8 bytes each), at most kMaxSeccompProgramInstructions        // u32 mode, u32 uid, u32 gid, u8 directory, path, \0, content (repeated)
+  kInjected = 25,        // u32 mode, u32 uid, u32 gid, u8 directory, path, \0, content (repeated)
+  kSeccompProgram = 26,  // sock_filter[] (8 bytes each), at most kMaxSeccompProgramInstructions
   kOpenStdin = 30,       // one byte, 0 or 1
 };
 

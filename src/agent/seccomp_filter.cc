@@ -130,10 +130,6 @@ Error seccompError(std::string_view what, int result) {
   return Error::fromErrno("seccomp: " + std::string(what), -result);
 }
 
-Error systemError(std::string_view what) {
-  int saved = errno;
-  return Error::fromErrno(std::string(what), saved);
-}
 
 }  // namespace
 
@@ -161,7 +157,7 @@ Result<void> SeccompFilter::load() {
 Result<std::vector<sock_filter>> SeccompFilter::program() const {
   // libseccomp exports only to an fd.
   UniqueFd memory(static_cast<int>(::syscall(SYS_memfd_create, "seccomp-bpf", MFD_CLOEXEC)));
-  if (!memory.valid()) return systemError("seccomp: memfd for the program");
+  if (!memory.valid()) return Error::fromErrno("seccomp: memfd for the program");
   if (int result = seccomp_export_bpf(context_, memory.get()); result != 0) {
     return seccompError("export the program", result);
   }
@@ -172,7 +168,7 @@ Result<std::vector<sock_filter>> SeccompFilter::program() const {
   std::vector<sock_filter> program(static_cast<size_t>(size) / sizeof(sock_filter));
   // SAFETY: sock_filter is a plain struct; pread fills exactly the vector's bytes.
   if (::pread(memory.get(), reinterpret_cast<char*>(program.data()), static_cast<size_t>(size), 0) != size) {
-    return systemError("seccomp: read the program");
+    return Error::fromErrno("seccomp: read the program");
   }
   return program;
 }
@@ -182,7 +178,7 @@ Result<void> installSeccompProgram(const std::vector<sock_filter>& program) {
   // The flags libseccomp uses with its default attributes (no TSYNC, LOG or
   // SPEC_ALLOW); no_new_privs is the caller's business, as with load().
   if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &filter) != 0)
-    return systemError("seccomp: install the filter");
+    return Error::fromErrno("seccomp: install the filter");
   return {};
 }
 
