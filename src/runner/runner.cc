@@ -89,7 +89,6 @@ void Runner::sendSpec() {
       workload.tty_cols = 80;
     }
   }
-  // The guest reads the spec once its port opens; the socket buffers it.
   // The pod's link is known only once the runner found it (startNetwork).
   if (pod_network_) describePodNetwork(spec_, pod_network_->link(), workload);
   workload.seccomp_program = seccomp_program_;
@@ -139,10 +138,14 @@ void Runner::sendRefresh() {
 // alone, so its hostname and RNG are left as they are).
 Result<void> Runner::resumeGuest() {
   MICROVM_TRY(vmm_->resume());
+  sendClock();
+  return success();
+}
+
+void Runner::sendClock() {
   agent::ControlRefresh refresh;
   refresh.realtime_ns = hostRealtimeNs();
   sendFrame(agent::FrameType::kRefresh, agent::encodeRefresh(refresh));
-  return success();
 }
 
 Result<void> Runner::start() {
@@ -357,9 +360,9 @@ Result<void> Runner::start() {
     log("restored from " + saved_state.string());
     setStatus(VmStatus::kRunning);
   } else {
+    // The spec waits for the guest's hello (handleFrame), which comes with
+    // a clock to set: the guest booted with the RTC's whole seconds.
     setStatus(VmStatus::kRunning);
-    // Saving a template, the spec waits for the guest's hello (handleFrame).
-    if (!template_capture_) sendSpec();
   }
 
   MICROVM_TRY(loop_->add(console_.get(), EPOLLIN, [this](uint32_t) { readConsole(); }));
@@ -453,10 +456,15 @@ void Runner::handleFrame(const agent::Frame& frame) {
     case FrameType::kHello: {
       auto version = agent::decodeU32(frame.payload);
       log("guest init up, protocol version " + (version ? std::to_string(*version) : "?"));
+      if (spec_sent_) break;  // a guest has one hello, and a restored one had it before its save
+      // The clock, then the spec: init sets the clock before it starts
+      // anything. A template's capture resumes the guest with it.
       if (template_capture_) {
         captureTemplate();
-        sendSpec();
+      } else {
+        sendClock();
       }
+      sendSpec();
       break;
     }
     case FrameType::kStarted:

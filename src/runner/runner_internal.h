@@ -96,6 +96,8 @@ class Runner {
   Result<void> loadGuestMemory();
   Result<void> releaseStreamedZeros();
   void sendRefresh();
+  // A refresh with the host's clock alone (hostname and RNG unchanged).
+  void sendClock();
   // vmm_->resume(), and the guest's clock set again.
   Result<void> resumeGuest();
   Result<void> saveMachine(const SnapshotFiles& files);
