@@ -43,6 +43,11 @@ void decodeEverything(std::string_view payload) {
       mismatch("refresh");
     }
   }
+  if (auto clock = agent::decodeClock(payload)) {
+    auto again = agent::decodeClock(agent::encodeClock(*clock));
+    if (!again || again->realtime_ns != clock->realtime_ns || again->echo_ns != clock->echo_ns) mismatch("clock");
+    (void)agent::clockFromAnswer(*clock, clock->echo_ns + static_cast<unsigned char>(payload[0]));
+  }
   // The control port's spec (init decodes it; the tty fields and injected files among them).
   if (auto spec = agent::decodeSpec(payload)) {
     auto again = agent::decodeSpec(agent::encodeSpec(*spec));

@@ -102,6 +102,9 @@ RefreshEffects systemRefreshEffects();
 // restored saved state, applied with systemRefreshEffects() at once, before
 // the workload or any exec reads the time. A malformed one is logged.
 void applyControlRefresh(std::string_view payload);
+// Sets the wall clock to `realtime_ns` (agent::clockFromAnswer's), logging
+// a failure.
+void setClockFromHost(int64_t realtime_ns);
 
 struct AgentOptions {
   // The workload's spec: exec's defaults (env, working directory, user,

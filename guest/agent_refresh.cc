@@ -72,6 +72,10 @@ void applyControlRefresh(std::string_view payload) {
   }
 }
 
+void setClockFromHost(int64_t realtime_ns) {
+  if (auto set = setRealtimeClock(realtime_ns); !set) log("clock: " + set.error().message());
+}
+
 void handleRefresh(FramedConnection& connection, const agent::AgentRequest& request, const AgentOptions& options) {
   // The clock first: the request was sent the moment the host read its own.
   if (request.realtime_ns) {

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "agent/tlv.h"
 #include "base/eintr.h"
 
 namespace microvm::guest {
@@ -122,6 +123,17 @@ Result<agent::Frame> ControlPort::waitFor(agent::FrameType type, std::optional<C
   }
 }
 
+std::optional<agent::Frame> ControlPort::nextFrame() {
+  if (kept_.empty()) return connection_.nextFrame();
+  agent::Frame frame = std::move(kept_.front());
+  kept_.pop_front();
+  return frame;
+}
+
+Result<agent::Frame> ControlPort::waitForKeepingOthers(agent::FrameType type, Clock::time_point deadline) {
+  return waitFor(type, deadline, [this](const agent::Frame& other) { kept_.push_back(other); });
+}
+
 void ControlPort::hostGone() {
   if (connected_) log("control port: host disconnected");
   connected_ = false;
@@ -164,6 +176,26 @@ Result<agent::WorkloadSpec> receiveSpec(ControlPort& port, const std::function<v
     return Error(ErrorCode::kProtocol, "malformed " + spec.error().message());
   }
   return std::move(*spec);
+}
+
+uint64_t monotonicNs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count());
+}
+
+Result<int64_t> askHostClock(ControlPort& port, milliseconds timeout) {
+  uint64_t sent = monotonicNs();
+  std::string probe;
+  agent::putLe64(probe, sent);
+  if (auto asked = port.send(agent::FrameType::kClockProbe, probe); !asked.ok()) return asked.error();
+  auto deadline = Clock::now() + timeout;
+  for (;;) {
+    auto frame = port.waitForKeepingOthers(agent::FrameType::kClock, deadline);
+    if (!frame.ok()) return frame.error();
+    auto answer = agent::decodeClock(frame->payload);
+    if (!answer) return Error(ErrorCode::kProtocol, "malformed " + answer.error().message());
+    if (answer->echo_ns == sent) return agent::clockFromAnswer(*answer, monotonicNs());
+    // The answer to an older probe: its round trip is not this one's.
+  }
 }
 
 }  // namespace microvm::guest

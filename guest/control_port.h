@@ -15,6 +15,9 @@
 // lossless) from "the host is not there" (give up after kHostConnectTimeout).
 #pragma once
 
+#include <chrono>
+#include <cstdint>
+#include <deque>
 #include <functional>
 #include <optional>
 #include <string_view>
@@ -46,13 +49,16 @@ class ControlPort {
 
   // Reads everything the host has sent so far into the frame reader.
   void receive();
-  std::optional<agent::Frame> nextFrame() { return connection_.nextFrame(); }
+  // Frames kept by waitForKeepingOthers come first, in their order.
+  std::optional<agent::Frame> nextFrame();
 
   // The next frame of `type`, or an error if the host goes away, corrupts
   // the stream, or `deadline` passes first. Frames of other types go to
   // `other` if given, and are skipped otherwise.
   Result<agent::Frame> waitFor(agent::FrameType type, std::optional<Clock::time_point> deadline,
                                const std::function<void(const agent::Frame&)>& other = {});
+  // As waitFor, but frames of other types stay for nextFrame().
+  Result<agent::Frame> waitForKeepingOthers(agent::FrameType type, Clock::time_point deadline);
 
   // The host closed its side (logged once).
   void hostGone();
@@ -61,6 +67,7 @@ class ControlPort {
   Result<void> waitWritable();
 
   agent::FramedConnection connection_;
+  std::deque<agent::Frame> kept_;
   bool connected_ = true;
 };
 
@@ -77,5 +84,13 @@ Result<UniqueFd> openControlPort();
 // entropy) before the spec: `refresh` applies it.
 Result<agent::WorkloadSpec> receiveSpec(ControlPort& port,
                                         const std::function<void(std::string_view)>& refresh = {});
+
+// The guest's CLOCK_MONOTONIC in ns: what a kClockProbe carries.
+uint64_t monotonicNs();
+
+// Asks the host for its clock (kClockProbe, agent::ControlClock) and waits
+// up to `timeout` for the answer; frames that come before it stay for the
+// supervisor. Returns the wall clock to set (agent::clockFromAnswer).
+Result<int64_t> askHostClock(ControlPort& port, milliseconds timeout);
 
 }  // namespace microvm::guest

@@ -4,10 +4,14 @@
 #include "guest/control_port.h"
 
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <string>
+#include <thread>
+
+#include "agent/tlv.h"
 
 namespace microvm::guest {
 namespace {
@@ -61,6 +65,48 @@ TEST_F(ControlPortTest, ReceiveSpecSkipsFramesBeforeItAndKeepsThoseAfter) {
   ASSERT_TRUE(after.has_value());
   EXPECT_EQ(after->type, agent::FrameType::kStdin);
   EXPECT_EQ(after->payload, "early input");
+}
+
+// The host side of a clock probe: reads it, then sends what came before its
+// answer (input, the answer to an older probe) and the answer.
+void answerClockProbe(int host, int64_t realtime_ns) {
+  pollfd watch{host, POLLIN, 0};
+  ASSERT_EQ(::poll(&watch, 1, 5000), 1);
+  char buffer[64];
+  ssize_t got = ::read(host, buffer, sizeof buffer);
+  ASSERT_GT(got, 0);
+  agent::FrameReader reader;
+  reader.feed(std::string_view(buffer, static_cast<size_t>(got)));
+  auto probe = reader.next();
+  ASSERT_TRUE(probe.has_value());
+  ASSERT_EQ(probe->type, agent::FrameType::kClockProbe);
+  ASSERT_EQ(probe->payload.size(), 8u);
+  uint64_t echo = agent::getLe64(probe->payload.data());
+  std::string wire;
+  agent::appendFrame(wire, agent::FrameType::kStdin, "typed early");
+  agent::appendFrame(wire, agent::FrameType::kClock, agent::encodeClock({realtime_ns - 5'000'000'000, echo - 1}));
+  agent::appendFrame(wire, agent::FrameType::kClock, agent::encodeClock({realtime_ns, echo}));
+  ASSERT_EQ(::write(host, wire.data(), wire.size()), static_cast<ssize_t>(wire.size()));
+}
+
+TEST_F(ControlPortTest, AskHostClockTakesItsOwnAnswerPlusHalfTheRoundTripAndKeepsWhatCameFirst) {
+  constexpr int64_t kHostTime = 1'765'000'000'000'000'000;
+  std::thread host(answerClockProbe, host_.get(), kHostTime);
+  auto time = askHostClock(*port_, milliseconds(5000));
+  host.join();
+  ASSERT_TRUE(time.ok()) << time.error().message();
+  EXPECT_GE(*time, kHostTime);  // not the older probe's answer, 5 s earlier
+  EXPECT_LT(*time, kHostTime + 500'000'000);
+  auto kept = port_->nextFrame();
+  ASSERT_TRUE(kept.has_value());
+  EXPECT_EQ(kept->type, agent::FrameType::kStdin);
+  EXPECT_EQ(kept->payload, "typed early");
+}
+
+TEST_F(ControlPortTest, AskHostClockGivesUpWhenTheHostDoesNotAnswer) {
+  auto time = askHostClock(*port_, milliseconds(20));
+  ASSERT_FALSE(time.ok());
+  EXPECT_EQ(time.error().code(), ErrorCode::kTimeout);
 }
 
 TEST_F(ControlPortTest, AMalformedSpecIsAProtocolError) {

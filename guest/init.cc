@@ -26,6 +26,11 @@ namespace {
 // How long the host gets to acknowledge kExit.
 constexpr milliseconds kExitAckTimeout{3'000};
 
+// How long a restored guest waits for the host's answer to its clock probe
+// before its workload starts; the host answers at once, so only a host that
+// does not know the probe makes it wait this long.
+constexpr milliseconds kClockAnswerTimeout{250};
+
 // How long a finished workload's TCP connections get to send what it left
 // in their queues (the host also gives its network stack a bounded time).
 constexpr milliseconds kTcpDrainTimeout{1'000};
@@ -57,13 +62,24 @@ class Init {
     if (auto hello = port_->send(agent::FrameType::kHello, agent::encodeU32(agent::kProtocolVersion)); !hello.ok()) {
       fail(hello.error());
     }
-    auto spec = receiveSpec(*port_, applyControlRefresh);
+    bool refreshed = false;  // the clock is as late as the refresh was read (agent::ControlClock)
+    auto spec = receiveSpec(*port_, [&](std::string_view refresh) {
+      applyControlRefresh(refresh);
+      refreshed = true;
+    });
     if (!spec.ok()) fail(spec.error());
     if (auto entered = enterRoot(*spec, premounted); !entered.ok()) fail(entered.error());
     if (auto volumes = mountVolumes(*spec); !volumes.ok()) fail(volumes.error());
     if (auto network = configureNetwork(*spec); !network.ok()) fail(network.error());
     if (auto sysctls = writeSysctls(*spec); !sysctls.ok()) fail(sysctls.error());
     configureSystem(*spec);
+    if (refreshed) {
+      if (auto time = askHostClock(*port_, kClockAnswerTimeout); time.ok()) {
+        setClockFromHost(*time);
+      } else {
+        log("clock: " + time.error().message() + "; keeping the refresh's");
+      }
+    }
 
     auto child_signals = blockChildSignals();
     if (!child_signals.ok()) fail(child_signals.error());

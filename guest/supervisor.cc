@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <utility>
 
+#include "agent/tlv.h"
 #include "base/eintr.h"
 #include "guest/agent.h"
 #include "guest/spawn.h"
@@ -113,11 +114,33 @@ void Supervisor::handleControlFrames() {
     if (frame->type == agent::FrameType::kSignal) forwardSignal(frame->payload);
     if (frame->type == agent::FrameType::kStdin && stdin_.fd.valid()) stdin_.pending += frame->payload;
     if (frame->type == agent::FrameType::kStdinClose) stdin_.close_requested = true;
-    if (frame->type == agent::FrameType::kRefresh) applyControlRefresh(frame->payload);
+    if (frame->type == agent::FrameType::kRefresh) {
+      applyControlRefresh(frame->payload);
+      probeHostClock();
+    }
+    if (frame->type == agent::FrameType::kClock) applyHostClock(frame->payload);
     if (frame->type == agent::FrameType::kTerminalSize) resizeTerminal(frame->payload);
   }
   flushStdin();
   if (port_.corrupt()) log("control port: corrupt frame stream from the host (" + port_.corruption() + "); ignoring further input");
+}
+
+void Supervisor::probeHostClock() {
+  uint64_t sent = monotonicNs();
+  std::string probe;
+  agent::putLe64(probe, sent);
+  if (auto asked = port_.send(agent::FrameType::kClockProbe, probe); !asked.ok()) {
+    log("clock: " + asked.error().message());
+    return;
+  }
+  clock_probe_sent_ = sent;
+}
+
+void Supervisor::applyHostClock(std::string_view payload) {
+  auto answer = agent::decodeClock(payload);
+  if (!answer || clock_probe_sent_ == 0 || answer->echo_ns != clock_probe_sent_) return;
+  clock_probe_sent_ = 0;
+  setClockFromHost(agent::clockFromAnswer(*answer, monotonicNs()));
 }
 
 // The master is stdout_'s fd; without a tty the frame means nothing.

@@ -53,6 +53,10 @@ class Supervisor {
   void handleControlFrames();
   void forwardSignal(std::string_view payload);
   void resizeTerminal(std::string_view payload);
+  // After a refresh (a restore, an unpause): the host's clock again, to the
+  // round trip (agent::ControlClock); answers to other probes are ignored.
+  void probeHostClock();
+  void applyHostClock(std::string_view payload);
   void flushStdin();
   bool forwardChunk(Output& output);
   void drain(Output& output);
@@ -68,6 +72,7 @@ class Supervisor {
   bool tty_;  // stdout_ is a pty's master (guest/workload.h)
   UniqueFd child_signals_;
   std::optional<int> exit_code_;
+  uint64_t clock_probe_sent_ = 0;  // monotonicNs() of the probe awaiting its kClock; 0: none
   bool children_left_ = true;
 };
 

@@ -338,4 +338,26 @@ Result<ControlRefresh> decodeRefresh(std::string_view payload) {
   return refresh;
 }
 
+std::string encodeClock(const ControlClock& clock) {
+  std::string out;
+  putLe64(out, static_cast<uint64_t>(clock.realtime_ns));
+  putLe64(out, clock.echo_ns);
+  return out;
+}
+
+Result<ControlClock> decodeClock(std::string_view payload) {
+  if (payload.size() != 16) return Error(ErrorCode::kProtocol, "clock frame: not 16 bytes");
+  uint64_t ns = getLe64(payload.data());
+  if (ns > static_cast<uint64_t>(INT64_MAX)) return Error(ErrorCode::kProtocol, "clock frame: clock out of range");
+  return ControlClock{static_cast<int64_t>(ns), getLe64(payload.data() + 8)};
+}
+
+int64_t clockFromAnswer(const ControlClock& answer, uint64_t now_ns) {
+  constexpr uint64_t kLongestRoundTripNs = 1'000'000'000;
+  if (answer.echo_ns > now_ns || now_ns - answer.echo_ns > kLongestRoundTripNs) return answer.realtime_ns;
+  auto half = static_cast<int64_t>((now_ns - answer.echo_ns) / 2);
+  if (answer.realtime_ns > INT64_MAX - half) return answer.realtime_ns;
+  return answer.realtime_ns + half;
+}
+
 }  // namespace microvm::agent

@@ -195,4 +195,23 @@ struct ControlRefresh {
 std::string encodeRefresh(const ControlRefresh& refresh);
 Result<ControlRefresh> decodeRefresh(std::string_view payload);
 
+// A kRefresh's time is as old as the guest was slow to read it: tens of ms
+// for a guest that emulation must translate afresh after a restore. Init
+// then asks again: kClockProbe carries its CLOCK_MONOTONIC (u64 ns), and
+// the host answers at once with kClock: its wall clock and that echo (u64
+// each, little-endian). Init sets the wall clock plus half the round trip
+// the echo measures (clockFromAnswer). The host answers one probe for each
+// refresh it sent, and nothing else.
+struct ControlClock {
+  int64_t realtime_ns = 0;
+  uint64_t echo_ns = 0;
+};
+std::string encodeClock(const ControlClock& clock);
+// An error unless it is exactly 16 bytes with a clock within int64_t.
+Result<ControlClock> decodeClock(std::string_view payload);
+// The wall clock to set on receiving `answer` when the guest's monotonic
+// clock reads `now_ns`: the host's time plus half the round trip, or the
+// host's time alone if the echo makes no round trip of 0 to 1 s.
+int64_t clockFromAnswer(const ControlClock& answer, uint64_t now_ns);
+
 }  // namespace microvm::agent

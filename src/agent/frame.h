@@ -34,12 +34,14 @@ enum class FrameType : uint16_t {
   kStdinClose = 5,
   kRefresh = 6,  // host -> init after a restore: encodeRefresh()
   kTerminalSize = 7,  // host -> init: the workload's tty size, encodeWindowSize()
+  kClock = 8,         // host -> init: the answer to kClockProbe, encodeClock()
   kHello = 16,
   kStarted = 17,
   kStdout = 18,
   kStderr = 19,
   kExit = 20,
   kError = 21,
+  kClockProbe = 22,  // init -> host after a kRefresh: its CLOCK_MONOTONIC, u64 ns, echoed in kClock
 
   // The agent protocol (agent/agent_protocol.h); never on the control port.
   kAgentHello = 64,

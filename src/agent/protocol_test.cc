@@ -30,6 +30,25 @@ TEST(ProtocolTest, RefreshFramesRoundTripAndBadOnesAreRefused) {
   EXPECT_TRUE(bare->hostname.empty());
 }
 
+TEST(ProtocolTest, ClockAnswersRoundTripAndAddHalfTheirRoundTrip) {
+  ControlClock clock{1'765'000'000'123'456'789, 5'000'000'000};
+  auto back = decodeClock(encodeClock(clock));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->realtime_ns, clock.realtime_ns);
+  EXPECT_EQ(back->echo_ns, clock.echo_ns);
+  EXPECT_FALSE(decodeClock(encodeClock(clock) + "x").ok());
+  EXPECT_FALSE(decodeClock(encodeClock(clock).substr(0, 15)).ok());
+  EXPECT_FALSE(decodeClock(std::string(7, '\xff') + "\xff" + std::string(8, '\0')).ok());  // beyond INT64_MAX
+  // Sent at 5 s of the guest's monotonic clock, answered at 5.004 s: the
+  // host's time 2 ms ago.
+  EXPECT_EQ(clockFromAnswer(clock, 5'004'000'000), clock.realtime_ns + 2'000'000);
+  EXPECT_EQ(clockFromAnswer(clock, 5'000'000'000), clock.realtime_ns);
+  // An echo from the future, or a round trip over a second: the time alone.
+  EXPECT_EQ(clockFromAnswer(clock, 4'999'999'999), clock.realtime_ns);
+  EXPECT_EQ(clockFromAnswer(clock, 6'000'000'001), clock.realtime_ns);
+  EXPECT_EQ(clockFromAnswer({INT64_MAX, 0}, 1'000'000), INT64_MAX);
+}
+
 TEST(ProtocolTest, UlimitsParseAsDockerWritesThemAndTravelInTheSpec) {
   auto nofile = parseUlimit("nofile=1024:2048");
   ASSERT_TRUE(nofile.ok());

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -19,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/tlv.h"
 #include "base/paths.h"
 #include "base/fs.h"
 #include "base/unix_socket.h"
@@ -130,6 +132,7 @@ void Runner::sendRefresh() {
   }
   refresh.hostname = spec_.hostname;
   sendFrame(agent::FrameType::kRefresh, agent::encodeRefresh(refresh));
+  allowClockProbe();
 }
 
 // A guest's clock stands still while QEMU has it stopped (a pause, or the
@@ -146,6 +149,22 @@ void Runner::sendClock() {
   agent::ControlRefresh refresh;
   refresh.realtime_ns = hostRealtimeNs();
   sendFrame(agent::FrameType::kRefresh, agent::encodeRefresh(refresh));
+  allowClockProbe();
+}
+
+// Init asks for the time again after each refresh (agent::ControlClock):
+// one answer per refresh sent, never more than a few owed, so that a guest
+// cannot make the runner write for it.
+void Runner::allowClockProbe() {
+  constexpr int kMaxOwedClockAnswers = 4;
+  clock_answers_owed_ = std::min(clock_answers_owed_ + 1, kMaxOwedClockAnswers);
+}
+
+void Runner::answerClockProbe(std::string_view payload) {
+  if (payload.size() != 8 || clock_answers_owed_ == 0) return;
+  --clock_answers_owed_;
+  agent::ControlClock clock{hostRealtimeNs(), agent::getLe64(payload.data())};
+  sendFrame(agent::FrameType::kClock, agent::encodeClock(clock));
 }
 
 Result<void> Runner::start() {
@@ -467,6 +486,7 @@ void Runner::handleFrame(const agent::Frame& frame) {
       sendSpec();
       break;
     }
+    case FrameType::kClockProbe: answerClockProbe(frame.payload); break;
     case FrameType::kStarted:
       state_.timings_ms["boot"] =
           std::round(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_).count());

@@ -98,6 +98,8 @@ class Runner {
   void sendRefresh();
   // A refresh with the host's clock alone (hostname and RNG unchanged).
   void sendClock();
+  void allowClockProbe();
+  void answerClockProbe(std::string_view payload);
   // vmm_->resume(), and the guest's clock set again.
   Result<void> resumeGuest();
   Result<void> saveMachine(const SnapshotFiles& files);
@@ -205,6 +207,7 @@ class Runner {
   // resume fails before the guest runs again, so the VM stays suspended.
   std::optional<VmState> suspended_state_;
   bool restored_ = false;
+  int clock_answers_owed_ = 0;  // kClockProbes still to answer: one per refresh sent
   bool spec_sent_ = false;  // the guest has its spec (or a saved one): resizes go to it
   std::optional<agent::WindowSize> tty_size_;  // the last ResizeRequest's
   // Restored from a boot template: init waits for its spec.
