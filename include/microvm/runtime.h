@@ -543,10 +543,13 @@ class Runtime {
   // Copies a file or a directory tree between the host and a running VM, as
   // `docker cp` does: modes and mtimes are kept, an existing directory
   // destination receives the source by its name, "SRC/." copies the contents.
+  // copyFrom writes at most `max_bytes` on the host (file data, and 512 bytes
+  // for each entry): a guest's tree beyond that stops the copy with a kIo
+  // error whose errno is EFBIG, and what was copied so far stays.
   Result<void> copyTo(const std::string& reference, const std::string& host_source,
                       const std::string& guest_destination);
   Result<void> copyFrom(const std::string& reference, const std::string& guest_source,
-                        const std::string& host_destination);
+                        const std::string& host_destination, uint64_t max_bytes = UINT64_MAX);
   // Readiness probes run inside the guest: a TCP connect to 127.0.0.1:port
   // (then [::1]:port), and an HTTP GET returning the status code.
   Result<void> probeTcp(const std::string& reference, int port, int timeout_ms = 1000);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -409,7 +410,7 @@ Result<void> AgentClient::putSymlink(const std::string& path, const std::string&
   return success();
 }
 
-Result<FileInfo> AgentClient::getFile(const std::string& path, int fd) const {
+Result<FileInfo> AgentClient::getFile(const std::string& path, int fd, uint64_t max_size) const {
   auto session = begin(requestFor(AgentOp::kGetFile, path));
   if (!session) return std::move(session).error();
   auto header = session->result("get " + path);
@@ -419,6 +420,12 @@ Result<FileInfo> AgentClient::getFile(const std::string& path, int fd) const {
   // agent, so more than that is a guest overrunning its word. Other frames
   // are skipped, within a budget.
   const uint64_t declared = header->info->size;
+  if (declared > max_size) {
+    return Error(ErrorCode::kIo,
+                 "get " + path + ": the file has " + std::to_string(declared) + " bytes, more than the " +
+                     std::to_string(max_size) + " this copy may still write",
+                 EFBIG);
+  }
   uint64_t written = 0;
   size_t skipped = 0;
   for (;;) {

@@ -107,8 +107,9 @@ class AgentClient {
   Result<void> putFile(const std::string& path, int fd, const PutOptions& options) const;
   Result<void> putSymlink(const std::string& path, const std::string& target) const;
   // Streams `path` into `fd`; returns what it was. Writes at most the size
-  // the agent declared in its answer: more is a kProtocol error.
-  Result<FileInfo> getFile(const std::string& path, int fd) const;
+  // the agent declared in its answer: more is a kProtocol error. A declared
+  // size above `max_size` is refused before anything is written (kIo, EFBIG).
+  Result<FileInfo> getFile(const std::string& path, int fd, uint64_t max_size = UINT64_MAX) const;
 
   // Blocks until the workload exits; returns its exit code.
   Result<int> waitWorkload() const;

@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
@@ -156,19 +158,40 @@ struct HostSlot {
   std::string shown;
 };
 
+// What the guest may still make one copy write on the host: file bytes, and
+// kEntryCost for each entry (so that empty files cannot come without end).
+struct CopyBudget {
+  uint64_t limit;
+  uint64_t left;
+};
+
+// An entry costs what its header costs in a tar stream.
+constexpr uint64_t kEntryCost = 512;
+
+Result<void> charge(CopyBudget& budget, uint64_t bytes, const std::string& shown) {
+  if (bytes > budget.left) {
+    return Error(ErrorCode::kIo,
+                 "copy " + shown + ": the copy is larger than its limit of " + std::to_string(budget.limit) + " bytes",
+                 EFBIG);
+  }
+  budget.left -= bytes;
+  return success();
+}
+
 Result<void> writeHostFile(const agent::AgentClient& client, const std::string& source, const HostSlot& slot,
-                           mode_t umask) {
+                           mode_t umask, CopyBudget& budget) {
   std::string temporary = temporaryName();
   UniqueFd fd(retryOnEintr([&] {
     return ::openat(slot.dir_fd, temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
   }));
   if (!fd.valid()) return Error::fromErrno("create a temporary file for " + slot.shown);
   auto remove_temporary = [&] { ::unlinkat(slot.dir_fd, temporary.c_str(), 0); };
-  auto info = client.getFile(source, fd.get());
+  auto info = client.getFile(source, fd.get(), budget.left);
   if (!info) {
     remove_temporary();
     return std::move(info).error();
   }
+  budget.left -= info->size;  // getFile kept it within what was left
   timespec times[2] = {{0, UTIME_OMIT}, {static_cast<time_t>(info->mtime), 0}};
   if (::fchmod(fd.get(), hostModeFor(info->mode, umask)) != 0 || ::futimens(fd.get(), times) != 0 ||
       ::close(fd.release()) != 0 || ::renameat(slot.dir_fd, temporary.c_str(), slot.dir_fd, slot.name.c_str()) != 0) {
@@ -180,12 +203,12 @@ Result<void> writeHostFile(const agent::AgentClient& client, const std::string& 
 }
 
 Result<void> getTree(const agent::AgentClient& client, const std::string& source, const FileInfo& info,
-                     const HostSlot& slot, mode_t umask);
+                     const HostSlot& slot, mode_t umask, CopyBudget& budget);
 
 // Copies the entries of the guest directory `source` into the open host
 // directory `dir_fd`.
 Result<void> getEntries(const agent::AgentClient& client, const std::string& source, int dir_fd,
-                        const std::string& shown, mode_t umask) {
+                        const std::string& shown, mode_t umask, CopyBudget& budget) {
   auto entries = client.list(source);
   if (!entries) return std::move(entries).error();
   for (const auto& entry : *entries) {
@@ -196,15 +219,17 @@ Result<void> getEntries(const agent::AgentClient& client, const std::string& sou
       return Error(ErrorCode::kProtocol, "agent: guest path longer than " + std::to_string(kMaxGuestPath) +
                                              " bytes under " + source);
     }
-    MICROVM_TRY(getTree(client, child, entry, HostSlot{dir_fd, entry.name, joinPath(shown, entry.name)}, umask));
+    MICROVM_TRY(
+        getTree(client, child, entry, HostSlot{dir_fd, entry.name, joinPath(shown, entry.name)}, umask, budget));
   }
   return success();
 }
 
 Result<void> getTree(const agent::AgentClient& client, const std::string& source, const FileInfo& info,
-                     const HostSlot& slot, mode_t umask) {
+                     const HostSlot& slot, mode_t umask, CopyBudget& budget) {
+  MICROVM_TRY(charge(budget, kEntryCost, slot.shown));
   switch (info.type) {
-    case FileType::kRegular: return writeHostFile(client, source, slot, umask);
+    case FileType::kRegular: return writeHostFile(client, source, slot, umask, budget);
     case FileType::kSymlink: {
       // The guest's link target is only text here; it is not followed, now
       // or later (nothing below is opened through a symlink).
@@ -229,7 +254,7 @@ Result<void> getTree(const agent::AgentClient& client, const std::string& source
         return Error(ErrorCode::kAlreadyExists, slot.shown + " exists and is not a directory");
       }
       if (!dir.valid()) return Error::fromErrno("open " + slot.shown);
-      MICROVM_TRY(getEntries(client, source, dir.get(), slot.shown, umask));
+      MICROVM_TRY(getEntries(client, source, dir.get(), slot.shown, umask, budget));
       // Owner-only while it was filled; an existing directory keeps its own.
       if (created && ::fchmod(dir.get(), hostModeFor(info.mode, umask)) != 0) {
         return Error::fromErrno("chmod " + slot.shown);
@@ -316,14 +341,14 @@ Result<void> Runtime::copyTo(const std::string& reference, const std::string& ho
 }
 
 Result<void> Runtime::copyFrom(const std::string& reference, const std::string& guest_source,
-                               const std::string& host_destination) {
+                               const std::string& host_destination, uint64_t max_bytes) {
   auto client = agentOf(impl_->findVm(reference));
   if (!client) return std::move(client).error();
-  return copyFromGuest(*client, guest_source, host_destination);
+  return copyFromGuest(*client, guest_source, host_destination, max_bytes);
 }
 
 Result<void> copyFromGuest(const agent::AgentClient& client, const std::string& guest_source,
-                           const std::string& host_destination) {
+                           const std::string& host_destination, uint64_t max_bytes) {
   std::string source_path = guestPath(guest_source);
   auto source = guestStat(client, source_path);
   if (!source) return std::move(source).error();
@@ -339,13 +364,14 @@ Result<void> copyFromGuest(const agent::AgentClient& client, const std::string& 
   auto target = planCopy(source_path, (*source)->type, host_destination, destination_type);
   if (!target) return std::move(target).error();
   mode_t umask = currentUmask();
+  CopyBudget budget{max_bytes, max_bytes};
   // The destination the user named may be reached through symlinks of
   // theirs; only what lies below it is the guest's to name.
   if (destination_type == FileType::kDirectory && *target == withoutTrailingSlashes(host_destination)) {
     // "DIR/." into an existing directory: its entries, the directory as it is.
     UniqueFd dir(retryOnEintr([&] { return ::open(target->c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); }));
     if (!dir.valid()) return Error::fromErrno("open " + *target);
-    return getEntries(client, source_path, dir.get(), *target, umask);
+    return getEntries(client, source_path, dir.get(), *target, umask, budget);
   }
   fs::path target_path(*target);
   std::string name = target_path.filename().string();
@@ -356,7 +382,7 @@ Result<void> copyFromGuest(const agent::AgentClient& client, const std::string& 
   if (parent.empty()) parent = ".";
   UniqueFd parent_fd(retryOnEintr([&] { return ::open(parent.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC); }));
   if (!parent_fd.valid()) return Error::fromErrno("open " + parent);
-  return getTree(client, source_path, **source, HostSlot{parent_fd.get(), name, *target}, umask);
+  return getTree(client, source_path, **source, HostSlot{parent_fd.get(), name, *target}, umask, budget);
 }
 
 Result<void> Runtime::probeTcp(const std::string& reference, int port, int timeout_ms) {

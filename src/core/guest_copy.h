@@ -10,9 +10,13 @@
 // reached through directory fds, one checked name at a time, never through a
 // symlink. Modes are hostModeFor() of the guest's (no setuid, setgid or
 // sticky bit, nothing the caller's umask removes); files are owned by the
-// caller; an existing directory keeps its mode and owner.
+// caller; an existing directory keeps its mode and owner. The copy writes at
+// most `max_bytes` on the host, counting file data and 512 bytes for each
+// entry; past that it stops with a kIo error whose errno is EFBIG, leaving
+// what it wrote so far.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "agent/client.h"
@@ -21,6 +25,6 @@
 namespace microvm {
 
 Result<void> copyFromGuest(const agent::AgentClient& client, const std::string& guest_source,
-                           const std::string& host_destination);
+                           const std::string& host_destination, uint64_t max_bytes = UINT64_MAX);
 
 }  // namespace microvm

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -117,8 +118,19 @@ class GuestCopyTest : public ::testing::Test {
     fs::remove_all(dir_);
   }
 
-  Result<void> copy(const std::string& source, const fs::path& destination) {
-    return copyFromGuest(fake_->client(std::chrono::milliseconds(5'000)), source, destination.string());
+  Result<void> copy(const std::string& source, const fs::path& destination, uint64_t max_bytes = UINT64_MAX) {
+    return copyFromGuest(fake_->client(std::chrono::milliseconds(5'000)), source, destination.string(), max_bytes);
+  }
+
+  // Bytes of regular files under `root`, and entries (root included).
+  static std::pair<uint64_t, size_t> footprint(const fs::path& root) {
+    uint64_t bytes = 0;
+    size_t entries = 1;
+    for (const auto& entry : fs::recursive_directory_iterator(root)) {
+      ++entries;
+      if (entry.is_regular_file()) bytes += entry.file_size();
+    }
+    return {bytes, entries};
   }
 
   static uint32_t modeOf(const fs::path& path) {
@@ -280,6 +292,56 @@ TEST_F(GuestCopyTest, AFileLongerThanDeclaredLeavesNothingBehind) {
   EXPECT_EQ(copied.error().message(), "agent: get /t/f: the agent sent more than the 3 bytes it declared");
   EXPECT_FALSE(fs::exists(out / "t" / "f"));
   expectNoTemporaries(out);
+  expectOutsideUntouched();
+}
+
+TEST_F(GuestCopyTest, TheCopyStopsAtItsByteLimitWhateverTheGuestHolds) {
+  fs::path out = dir_ / "out";
+  fs::create_directory(out);
+  // One file over the limit: refused on its declared size, nothing written.
+  guest_.stats["/big"] = node("", FileType::kRegular, 0644, 300'000);
+  guest_.listings["/"] = {node("big", FileType::kRegular, 0644, 300'000)};
+  guest_.contents = {{"/big", std::string(300'000, 'x')}};
+  auto copied = copy("/big", out, 100'000);
+  ASSERT_FALSE(copied.ok());
+  EXPECT_EQ(copied.error().code(), ErrorCode::kIo);
+  EXPECT_EQ(copied.error().sysErrno(), EFBIG);
+  EXPECT_EQ(footprint(out), std::make_pair(uint64_t{0}, size_t{1}));
+  expectNoTemporaries(out);
+
+  // A tree whose files fit one by one but not together, and a directory of
+  // many empty files: each stops within the limit (512 bytes per entry).
+  guest_.stats["/t"] = node("", FileType::kDirectory, 0755);
+  for (int i = 0; i < 10; ++i) {
+    std::string name = "f" + std::to_string(i);
+    guest_.listings["/t"].push_back(node(name, FileType::kRegular, 0644, 30'000));
+    guest_.contents["/t/" + name] = std::string(30'000, 'y');
+  }
+  copied = copy("/t", out, 100'000);
+  ASSERT_FALSE(copied.ok());
+  EXPECT_EQ(copied.error().sysErrno(), EFBIG) << copied.error().message();
+  auto [bytes, entries] = footprint(out);
+  EXPECT_LE(bytes + 512 * (entries - 1), 100'000u);
+  EXPECT_EQ(bytes, 90'000u);
+  expectNoTemporaries(out);
+
+  fs::remove_all(out / "t");
+  guest_.listings["/t"].clear();
+  for (int i = 0; i < 1000; ++i) {
+    std::string name = "e" + std::to_string(i);
+    guest_.listings["/t"].push_back(node(name, FileType::kRegular, 0644));
+    guest_.contents["/t/" + name] = "";
+  }
+  copied = copy("/t", out, 100'000);
+  ASSERT_FALSE(copied.ok());
+  EXPECT_EQ(copied.error().sysErrno(), EFBIG) << copied.error().message();
+  EXPECT_EQ(footprint(out).second - 1, 100'000u / 512);
+
+  // Within the limit, the same tree copies whole.
+  fs::remove_all(out / "t");
+  copied = copy("/t", out, 1000 * 512 + 512);
+  ASSERT_TRUE(copied.ok()) << copied.error().message();
+  EXPECT_EQ(footprint(out).second - 1, 1001u);
   expectOutsideUntouched();
 }
 

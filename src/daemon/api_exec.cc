@@ -399,7 +399,14 @@ HttpResponse Api::getFile(const std::string& id, const HttpRequest& request) {
   fs::path scratch = scratchDir();
   RemovedAtExit cleanup{scratch};
   fs::path local = scratch / "out";
-  if (auto copied = runtime_.copyFrom(id, *path, local.string()); !copied) {
+  // The guest decides what the scratch copy holds: it stops at the limit, so
+  // the host's disk never takes more than what would be served.
+  if (auto copied = runtime_.copyFrom(id, *path, local.string(), limits_.max_download); !copied) {
+    if (copied.error().sysErrno() == EFBIG) {
+      return jsonError(413, *path + " is larger than the " + std::to_string(limits_.max_download) +
+                                " bytes microvmd serves (--max-download; a directory counts 512 bytes per entry): " +
+                                copied.error().message());
+    }
     return jsonError(statusFor(copied.error()), "files: " + copied.error().message());
   }
   std::error_code ec;

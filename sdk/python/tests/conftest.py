@@ -26,6 +26,7 @@ DAEMON = os.environ.get("MICROVMD_BIN", os.path.join(BIN_DIR, "microvmd"))
 TOKEN = "test-token-0123456789abcdef"
 MAX_BODY_MIB = 2
 MAX_EXEC_OUTPUT_KIB = 64
+MAX_DOWNLOAD_MIB = 1
 
 
 def free_port():
@@ -53,7 +54,8 @@ class Daemon:
     def start(self):
         self.process = subprocess.Popen(
             [DAEMON, "--data-dir", self.home, "--listen", f"127.0.0.1:{self.port}", "--token-file", self.token_file,
-             "--max-body", str(MAX_BODY_MIB), "--max-exec-output", str(MAX_EXEC_OUTPUT_KIB)],
+             "--max-body", str(MAX_BODY_MIB), "--max-exec-output", str(MAX_EXEC_OUTPUT_KIB),
+             "--max-download", str(MAX_DOWNLOAD_MIB)],
             stdout=self.log, stderr=self.log)
         client = self.client()
         deadline = time.monotonic() + 30

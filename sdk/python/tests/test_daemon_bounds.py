@@ -1,0 +1,35 @@
+"""What a hostile guest or client can make microvmd hold: each case fills a
+buffer from one side and checks, in the daemon's own /proc counters, that
+the daemon stops at its bound instead of growing with the input."""
+import pytest
+
+from conftest import MAX_DOWNLOAD_MIB
+from microvm import BadRequest
+
+
+def written_bytes(pid):
+    """Bytes the process has passed to write(2) and friends (/proc/PID/io wchar)."""
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            if line.startswith("wchar:"):
+                return int(line.split()[1])
+    raise AssertionError("no wchar in /proc/%d/io" % pid)
+
+
+def test_get_files_stops_copying_at_max_download(daemon, shared):
+    limit = MAX_DOWNLOAD_MIB << 20
+    # A file and a tree of files, each well over the limit in all.
+    made = shared.exec(["sh", "-c", "head -c %d /dev/zero > /tmp/big && mkdir -p /tmp/bigtree && "
+                        "for i in 1 2 3 4 5 6 7 8; do head -c %d /dev/zero > /tmp/bigtree/$i; done"
+                        % (16 * limit, limit * 3 // 4)])
+    assert made.exit_code == 0, made.stderr
+    for path in ("/tmp/big", "/tmp/bigtree"):
+        before = written_bytes(daemon.process.pid)
+        with pytest.raises(BadRequest) as too_big:
+            shared.files.read(path)
+        written = written_bytes(daemon.process.pid) - before
+        assert too_big.value.status == 413 and "--max-download" in too_big.value.message, too_big.value.message
+        # What the guest sends lands in a scratch copy on the host's disk
+        # first: that copy must stop at the limit, not at the guest's size.
+        assert written <= limit + (256 << 10), f"{path}: the daemon wrote {written} bytes for a {limit}-byte limit"
+
