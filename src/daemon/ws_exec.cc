@@ -38,6 +38,9 @@ namespace {
 constexpr size_t kMaxQueuedOutput = size_t{4} << 20;  // bytes of frames not yet sent
 constexpr size_t kMaxQueuedInput = size_t{1} << 20;   // stdin not yet written to the command
 constexpr size_t kMaxMessage = size_t{1} << 20;
+// Text frames (control replies) not yet sent: the client's messages are not
+// read beyond this, so one that sends without reading cannot fill our memory.
+constexpr size_t kMaxQueuedReplies = 64;
 
 void closeFd(int& fd) {
   if (fd >= 0) ::close(fd);
@@ -234,7 +237,7 @@ class WsExec : public std::enable_shared_from_this<WsExec<Stream>> {
 
   // The client's messages: binary = stdin; text = {"type": "resize" | "signal" | "eof"}.
   void maybeRead() {
-    if (reading_ || gone_ || finishing_) return;
+    if (reading_ || gone_ || finishing_ || queued_replies_ >= kMaxQueuedReplies) return;
     {
       std::lock_guard lock(mutex_);
       if (queued_input_ >= kMaxQueuedInput) return;  // the writer posts maybeRead when it drains
@@ -300,6 +303,7 @@ class WsExec : public std::enable_shared_from_this<WsExec<Stream>> {
       if (counted) release(data.size());
       return;
     }
+    if (!counted) ++queued_replies_;
     outgoing_.push_back({binary, counted, std::move(data)});
     if (!writing_) writeNext();
   }
@@ -326,6 +330,7 @@ class WsExec : public std::enable_shared_from_this<WsExec<Stream>> {
                       auto frame = std::move(self->outgoing_.front());
                       self->outgoing_.pop_front();
                       if (frame.counted) self->release(frame.data.size());
+                      if (!frame.counted) --self->queued_replies_;
                       if (ec) {
                         while (!self->outgoing_.empty()) {
                           if (self->outgoing_.front().counted) self->release(self->outgoing_.front().data.size());
@@ -334,6 +339,7 @@ class WsExec : public std::enable_shared_from_this<WsExec<Stream>> {
                         return self->clientGone();
                       }
                       self->writeNext();
+                      self->maybeRead();  // if it waited for the replies to go
                     });
   }
 
@@ -357,6 +363,7 @@ class WsExec : public std::enable_shared_from_this<WsExec<Stream>> {
   bool writing_ = false;
   bool reading_ = false;
   bool finishing_ = false;
+  size_t queued_replies_ = 0;  // uncounted frames in outgoing_
   std::atomic<bool> gone_{false};
   // Shared with the worker and relay threads.
   std::mutex mutex_;

@@ -1,10 +1,14 @@
 """What a hostile guest or client can make microvmd hold: each case fills a
 buffer from one side and checks, in the daemon's own /proc counters, that
 the daemon stops at its bound instead of growing with the input."""
+import socket
+import time
+
 import pytest
 
 from conftest import MAX_DOWNLOAD_MIB
 from microvm import BadRequest
+from test_ws_exec import open_exec
 
 
 def written_bytes(pid):
@@ -14,6 +18,14 @@ def written_bytes(pid):
             if line.startswith("wchar:"):
                 return int(line.split()[1])
     raise AssertionError("no wchar in /proc/%d/io" % pid)
+
+
+def resident_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/%d/status" % pid)
 
 
 def test_get_files_stops_copying_at_max_download(daemon, shared):
@@ -32,4 +44,32 @@ def test_get_files_stops_copying_at_max_download(daemon, shared):
         # What the guest sends lands in a scratch copy on the host's disk
         # first: that copy must stop at the limit, not at the guest's size.
         assert written <= limit + (256 << 10), f"{path}: the daemon wrote {written} bytes for a {limit}-byte limit"
+
+
+def test_ws_exec_client_that_does_not_read_cannot_grow_the_daemon(daemon, shared):
+    """Each unknown control message earns an error frame; a client that sends
+    them and never reads must be slowed down, not buffered for."""
+    ws = open_exec(daemon, shared, {"cmd": ["sh", "-c", "echo started; exec sleep 120"], "timeout_seconds": 100})
+    out = b""
+    while b"started" not in out:
+        opcode, payload = ws.recv()
+        if opcode == 2:
+            out += payload[1:]
+    pid = daemon.process.pid
+    before = resident_bytes(pid)
+    frame = bytes([0x81, 0x82, 0, 0, 0, 0]) + b"{}"  # a masked text frame "{}" (a zero mask)
+    batch = frame * 10_000
+    ws.sock.settimeout(2)
+    sent = 0
+    deadline = time.monotonic() + 30
+    try:
+        while sent < 400_000 and time.monotonic() < deadline:
+            ws.sock.sendall(batch)
+            sent += 10_000
+    except socket.timeout:
+        pass  # the daemon stopped reading us: what the fix is for
+    time.sleep(1)  # the daemon handles what it has read
+    grown = resident_bytes(pid) - before
+    ws.close()
+    assert grown < (16 << 20), f"the daemon grew by {grown} bytes for {sent} control messages it was not read back"
 
