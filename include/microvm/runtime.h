@@ -404,6 +404,9 @@ struct ExecOptions {
   int stderr_fd = 2;
   // A signalfd: every signal read from it is delivered to the command, except
   // SIGWINCH, which resizes the guest's tty to terminal_fd's size. -1: none.
+  // A pipe of signalfd_siginfo records may stand in for it: its EOF (the
+  // write end closed) makes exec return kTimeout at once, whatever the guest
+  // does, so a caller can bound its wait on a guest that ignores a SIGKILL.
   int signal_fd = -1;
   int terminal_fd = -1;          // the host terminal: the tty's initial size
 };

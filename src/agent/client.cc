@@ -555,12 +555,19 @@ Result<int> AgentClient::exec(const ExecCommand& command, const ExecStreams& str
     watch[kSignals] = {streams.signal_fd, POLLIN, 0};
     if (retryOnEintr([&] { return ::poll(watch, kCount, -1); }) < 0) return Error::fromErrno("poll");
 
-    if (watch[kSignals].revents & POLLIN) {
+    if (watch[kSignals].revents & (POLLIN | POLLHUP | POLLERR)) {
       // One read per wakeup: the caller's signalfd may be blocking, and a
       // second read would then wait for the next signal with the session
       // stalled. A read returns every pending signal that fits.
       signalfd_siginfo info[8]{};
       ssize_t got = retryOnEintr([&] { return ::read(streams.signal_fd, info, sizeof info); });
+      if (got == 0) {
+        // A pipe standing in for a signalfd, closed: a guest that does not
+        // end the command when told to is not waited for any longer.
+        return Error(ErrorCode::kTimeout,
+                     "the guest did not end the command when told to, and the caller stopped waiting; it may still "
+                     "run in the guest");
+      }
       for (ssize_t i = 0; got > 0 && i < got / static_cast<ssize_t>(sizeof info[0]); ++i) {
         if (static_cast<int>(info[i].ssi_signo) == SIGWINCH) {
           if (auto size = terminalSize(streams.terminal_fd)) queue(FrameType::kResize, encodeWindowSize(*size));

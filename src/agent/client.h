@@ -50,7 +50,9 @@ struct ExecStreams {
   int stdout_fd = 1;   // the command's stdout (and, with a tty, everything)
   int stderr_fd = 2;
   // A signalfd: every signal read from it is delivered to the command, except
-  // SIGWINCH, which sends the window size of terminal_fd. -1: none.
+  // SIGWINCH, which sends the window size of terminal_fd. -1: none. A pipe of
+  // signalfd records may stand in for it: its EOF ends the exec (kTimeout)
+  // whatever the guest does, which is how a caller bounds its wait.
   int signal_fd = -1;
   int terminal_fd = -1;
 };

@@ -6,6 +6,8 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "agent/fake_agent_for_test.h"
 
@@ -161,6 +164,35 @@ TEST_F(AgentClientTest, ACommandMayRunLongerThanAnyReplyTimeout) {
   ASSERT_TRUE(code.ok()) << code.error().message();
   EXPECT_EQ(*code, 7);
   EXPECT_EQ(readAll(dir_ / "out"), "done\n");
+}
+
+TEST_F(AgentClientTest, AnExecWhoseGuestIgnoresTheKillEndsWhenTheSignalPipeCloses) {
+  // A guest that never ends the command, whatever it is sent: the caller's
+  // signal pipe closing is where the wait ends.
+  FakeAgent fake(socket(), [](const AgentRequest&, int fd) {
+    AgentResult started;
+    started.pid = 42;
+    fakeAgentSendResult(fd, started);
+    fakeAgentHoldUntilClosed(fd);
+  });
+  ASSERT_TRUE(fake.listening());
+  auto client = fake.client(milliseconds(200));
+  int signals[2];
+  ASSERT_EQ(::pipe2(signals, O_CLOEXEC | O_NONBLOCK), 0);
+  ExecStreams streams;
+  streams.signal_fd = signals[0];
+  std::thread caller([&] {
+    std::this_thread::sleep_for(milliseconds(300));
+    signalfd_siginfo record{};
+    record.ssi_signo = SIGKILL;
+    EXPECT_EQ(::write(signals[1], &record, sizeof record), static_cast<ssize_t>(sizeof record));
+    std::this_thread::sleep_for(milliseconds(300));
+    ::close(signals[1]);
+  });
+  std::string message = expectTimeout([&] { return client.exec(command({"/bin/sleep", "1000"}), streams); });
+  caller.join();
+  ::close(signals[0]);
+  EXPECT_NE(message.find("did not end the command"), std::string::npos) << message;
 }
 
 TEST_F(AgentClientTest, AFileLongerThanDeclaredIsCutOffAndNothingBeyondIsWritten) {

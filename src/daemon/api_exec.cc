@@ -23,6 +23,9 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+// How long an exec past its timeout may take to end once killed.
+constexpr std::chrono::seconds kKillGrace{10};
+
 // An fd closed on scope exit.
 class Fd {
  public:
@@ -283,6 +286,10 @@ Result<ExecOutcome> Api::runCapturedExec(const std::string& id, const ExecReques
     signalfd_siginfo record{};
     record.ssi_signo = SIGKILL;
     (void)!::write(signals->second.get(), &record, sizeof record);
+    // A guest that does not end the command (its agent stopped, or lying)
+    // must not hold this worker: EOF on the signal pipe ends the exec.
+    if (done_cv.wait_for(lock, kKillGrace, [&] { return done; })) return;
+    signals->second.reset();
   });
   auto code = runtime_.exec(id, options);
   {

@@ -41,6 +41,8 @@ constexpr size_t kMaxMessage = size_t{1} << 20;
 // Text frames (control replies) not yet sent: the client's messages are not
 // read beyond this, so one that sends without reading cannot fill our memory.
 constexpr size_t kMaxQueuedReplies = 64;
+// How long a killed command may take to end before the exec stops waiting.
+constexpr std::chrono::seconds kKillGrace{10};
 
 void closeFd(int& fd) {
   if (fd >= 0) ::close(fd);
@@ -63,6 +65,7 @@ class WsExec : public std::enable_shared_from_this<WsExec<Stream>> {
         ws_(std::move(stream)),
         id_(std::move(id)),
         timer_(ws_.get_executor()),
+        grace_timer_(ws_.get_executor()),
         slot_(std::move(slot)) {}
 
   ~WsExec() {
@@ -168,6 +171,7 @@ class WsExec : public std::enable_shared_from_this<WsExec<Stream>> {
                        : json{{"type", "error"}, {"error", code.error().message()}};
     asio::post(ws_.get_executor(), [self = this->shared_from_this(), text = result.dump()] {
       self->timer_.cancel();
+      self->grace_timer_.cancel();
       self->queue(false, text);
       self->finishing_ = true;
     });
@@ -224,7 +228,7 @@ class WsExec : public std::enable_shared_from_this<WsExec<Stream>> {
     if (request_.timeout_seconds > 0) {
       timer_.expires_after(std::chrono::seconds(request_.timeout_seconds));
       timer_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
-        if (!ec) self->signal(SIGKILL);
+        if (!ec) self->kill();
       });
     }
     maybeRead();
@@ -233,6 +237,18 @@ class WsExec : public std::enable_shared_from_this<WsExec<Stream>> {
   void signal(int signal) {
     std::lock_guard lock(mutex_);
     if (signal_write_ >= 0) sendSignal(signal_write_, signal);
+  }
+
+  // SIGKILL, and a bound on how long the worker waits for the guest to act
+  // on it: EOF on the signal pipe ends the library's exec.
+  void kill() {
+    signal(SIGKILL);
+    grace_timer_.expires_after(kKillGrace);
+    grace_timer_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
+      if (ec) return;
+      std::lock_guard lock(self->mutex_);
+      closeFd(self->signal_write_);
+    });
   }
 
   // The client's messages: binary = stdin; text = {"type": "resize" | "signal" | "eof"}.
@@ -291,7 +307,7 @@ class WsExec : public std::enable_shared_from_this<WsExec<Stream>> {
     if (gone_) return;
     gone_ = true;
     timer_.cancel();
-    signal(SIGKILL);
+    kill();
     std::lock_guard lock(mutex_);
     input_eof_ = true;
     input_cv_.notify_all();
@@ -354,6 +370,7 @@ class WsExec : public std::enable_shared_from_this<WsExec<Stream>> {
   websocket::stream<Stream> ws_;
   std::string id_;
   asio::steady_timer timer_;
+  asio::steady_timer grace_timer_;
   std::shared_ptr<void> slot_;  // the connection's place under --max-connections
   beast::flat_buffer in_;
   ExecRequest request_;

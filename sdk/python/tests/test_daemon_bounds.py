@@ -1,13 +1,14 @@
 """What a hostile guest or client can make microvmd hold: each case fills a
 buffer from one side and checks, in the daemon's own /proc counters, that
-the daemon stops at its bound instead of growing with the input."""
+the daemon stops at its bound instead of growing with the input; or stops
+answering, and checks that the daemon stops waiting."""
 import socket
 import time
 
 import pytest
 
 from conftest import MAX_DOWNLOAD_MIB
-from microvm import BadRequest
+from microvm import APIError, BadRequest, Sandbox
 from test_ws_exec import open_exec
 
 
@@ -73,3 +74,23 @@ def test_ws_exec_client_that_does_not_read_cannot_grow_the_daemon(daemon, shared
     ws.close()
     assert grown < (16 << 20), f"the daemon grew by {grown} bytes for {sent} control messages it was not read back"
 
+
+def test_exec_whose_guest_ignores_the_kill_is_not_waited_for_forever(daemon, client):
+    """A workload that stops the agent process serving its exec: the kill at
+    timeout_seconds never takes effect, and the daemon must still answer
+    (else each such exec holds one of its --workers for good)."""
+    sb = Sandbox.create(rootfs=daemon.rootfs, client=client, ttl_seconds=600, labels={"suite": "bounds"})
+    try:
+        stop_agent = ["sh", "-c", "kill -STOP $PPID; sleep 100"]
+        with pytest.raises(APIError) as hung:
+            client.request("POST", f"/v1/sandboxes/{sb.id}/exec", body={"cmd": stop_agent, "timeout_seconds": 2},
+                           timeout=60)
+        assert hung.value.status == 504 and "did not end the command" in hung.value.message, hung.value
+        ws = open_exec(daemon, sb, {"cmd": stop_agent, "timeout_seconds": 2})
+        ws.sock.settimeout(60)
+        _, _, message = ws.run_to_exit()
+        ws.close()
+        assert message["type"] == "error" and "did not end the command" in message["error"], message
+        assert sb.exec(["echo", "still serving"]).stdout == b"still serving\n"
+    finally:
+        sb.kill()
