@@ -79,6 +79,8 @@ json streamField(const std::string& data, const char* name, json& j) {
   return j;
 }
 
+constexpr size_t kMaxGuestPathBytes = 4095;
+
 Result<std::string> pathParam(const HttpRequest& request) {
   auto values = queryValues(request.query, "path");
   if (!values) return std::move(values).error();
@@ -86,6 +88,10 @@ Result<std::string> pathParam(const HttpRequest& request) {
     return Error(ErrorCode::kInvalidArgument, "give exactly one absolute guest path: ?path=/some/file");
   }
   if (values->front().find('\0') != std::string::npos) return Error(ErrorCode::kInvalidArgument, "path has a NUL byte");
+  // The guest's PATH_MAX: a longer path would fail in the guest as a 500.
+  if (values->front().size() > kMaxGuestPathBytes) {
+    return Error(ErrorCode::kInvalidArgument, "path is longer than " + std::to_string(kMaxGuestPathBytes) + " bytes");
+  }
   return values->front();
 }
 

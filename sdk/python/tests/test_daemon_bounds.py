@@ -2,6 +2,7 @@
 buffer from one side and checks, in the daemon's own /proc counters, that
 the daemon stops at its bound instead of growing with the input; or stops
 answering, and checks that the daemon stops waiting."""
+import json
 import socket
 import time
 
@@ -73,6 +74,20 @@ def test_ws_exec_client_that_does_not_read_cannot_grow_the_daemon(daemon, shared
     grown = resident_bytes(pid) - before
     ws.close()
     assert grown < (16 << 20), f"the daemon grew by {grown} bytes for {sent} control messages it was not read back"
+
+
+def test_files_path_checks(shared):
+    for query, expect in (("path=relative", "absolute"), ("path=%2Ftmp%2Fa%00b", "NUL"),
+                          ("path=/" + "a" * 10_000, None)):
+        with pytest.raises(BadRequest) as bad:
+            shared.client.request("GET", f"/v1/sandboxes/{shared.id}/files?{query}")
+        assert 400 <= bad.value.status < 500, (query[:40], bad.value.status, bad.value.message)
+        if expect:
+            assert expect in bad.value.message
+    # ".." is a guest path like any other: it resolves inside the guest.
+    shared.files.write("/tmp/dots.txt", b"dots")
+    assert shared.files.read("/tmp/../tmp/dots.txt") == b"dots"
+    assert json.loads(shared.client.request("GET", "/v1/healthz")[2]) == {"status": "ok"}
 
 
 def test_exec_whose_guest_ignores_the_kill_is_not_waited_for_forever(daemon, client):
