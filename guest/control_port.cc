@@ -182,18 +182,24 @@ uint64_t monotonicNs() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count());
 }
 
-Result<int64_t> askHostClock(ControlPort& port, milliseconds timeout) {
+Result<uint64_t> sendClockProbe(ControlPort& port) {
   uint64_t sent = monotonicNs();
   std::string probe;
   agent::putLe64(probe, sent);
   if (auto asked = port.send(agent::FrameType::kClockProbe, probe); !asked.ok()) return asked.error();
+  return sent;
+}
+
+Result<int64_t> askHostClock(ControlPort& port, milliseconds timeout) {
+  auto sent = sendClockProbe(port);
+  if (!sent.ok()) return sent.error();
   auto deadline = Clock::now() + timeout;
   for (;;) {
     auto frame = port.waitForKeepingOthers(agent::FrameType::kClock, deadline);
     if (!frame.ok()) return frame.error();
     auto answer = agent::decodeClock(frame->payload);
     if (!answer) return Error(ErrorCode::kProtocol, "malformed " + answer.error().message());
-    if (answer->echo_ns == sent) return agent::clockFromAnswer(*answer, monotonicNs());
+    if (answer->echo_ns == *sent) return agent::clockFromAnswer(*answer, monotonicNs());
     // The answer to an older probe: its round trip is not this one's.
   }
 }

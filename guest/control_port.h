@@ -88,6 +88,10 @@ Result<agent::WorkloadSpec> receiveSpec(ControlPort& port,
 // The guest's CLOCK_MONOTONIC in ns: what a kClockProbe carries.
 uint64_t monotonicNs();
 
+// Sends a kClockProbe (agent::ControlClock) and returns the monotonicNs()
+// it carries, which the answer echoes.
+Result<uint64_t> sendClockProbe(ControlPort& port);
+
 // Asks the host for its clock (kClockProbe, agent::ControlClock) and waits
 // up to `timeout` for the answer; frames that come before it stay for the
 // supervisor. Returns the wall clock to set (agent::clockFromAnswer).

@@ -9,7 +9,6 @@
 #include <cerrno>
 #include <utility>
 
-#include "agent/tlv.h"
 #include "base/eintr.h"
 #include "guest/agent.h"
 #include "guest/spawn.h"
@@ -126,14 +125,12 @@ void Supervisor::handleControlFrames() {
 }
 
 void Supervisor::probeHostClock() {
-  uint64_t sent = monotonicNs();
-  std::string probe;
-  agent::putLe64(probe, sent);
-  if (auto asked = port_.send(agent::FrameType::kClockProbe, probe); !asked.ok()) {
-    log("clock: " + asked.error().message());
+  auto sent = sendClockProbe(port_);
+  if (!sent.ok()) {
+    log("clock: " + sent.error().message());
     return;
   }
-  clock_probe_sent_ = sent;
+  clock_probe_sent_ = *sent;
 }
 
 void Supervisor::applyHostClock(std::string_view payload) {
