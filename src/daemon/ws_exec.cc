@@ -35,7 +35,13 @@ bool isWebSocketExec(const std::string& path) {
 
 namespace {
 
-constexpr size_t kMaxQueuedOutput = size_t{4} << 20;  // bytes of frames not yet sent
+constexpr size_t kMaxQueuedOutput = size_t{4} << 20;  // bytes of frames not yet sent, with their cost
+// What a queued frame costs beyond its bytes (its string, its place in the
+// queue, the handler that posts it): a command writing a byte at a time
+// fills the queue at this cost, not at one byte a frame.
+constexpr size_t kFrameCost = 256;
+
+size_t queuedCost(const std::string& frame) { return frame.size() + kFrameCost; }
 constexpr size_t kMaxQueuedInput = size_t{1} << 20;   // stdin not yet written to the command
 constexpr size_t kMaxMessage = size_t{1} << 20;
 // Text frames (control replies) not yet sent: the client's messages are not
@@ -191,7 +197,7 @@ class WsExec : public std::enable_shared_from_this<WsExec<Stream>> {
         std::unique_lock lock(mutex_);
         output_cv_.wait(lock, [&] { return queued_output_ < kMaxQueuedOutput || gone_; });
         if (gone_) continue;  // drain so the library never blocks
-        queued_output_ += frame.size();
+        queued_output_ += queuedCost(frame);
       }
       asio::post(ws_.get_executor(), [self = this->shared_from_this(), frame = std::move(frame)]() mutable {
         self->queue(true, std::move(frame), true);
@@ -316,7 +322,7 @@ class WsExec : public std::enable_shared_from_this<WsExec<Stream>> {
 
   void queue(bool binary, std::string data, bool counted = false) {
     if (gone_) {
-      if (counted) release(data.size());
+      if (counted) release(queuedCost(data));
       return;
     }
     if (!counted) ++queued_replies_;
@@ -345,11 +351,11 @@ class WsExec : public std::enable_shared_from_this<WsExec<Stream>> {
                       self->writing_ = false;
                       auto frame = std::move(self->outgoing_.front());
                       self->outgoing_.pop_front();
-                      if (frame.counted) self->release(frame.data.size());
+                      if (frame.counted) self->release(queuedCost(frame.data));
                       if (!frame.counted) --self->queued_replies_;
                       if (ec) {
                         while (!self->outgoing_.empty()) {
-                          if (self->outgoing_.front().counted) self->release(self->outgoing_.front().data.size());
+                          if (self->outgoing_.front().counted) self->release(queuedCost(self->outgoing_.front().data));
                           self->outgoing_.pop_front();
                         }
                         return self->clientGone();
