@@ -79,9 +79,9 @@ Result<UniqueFd> openVirtioPort(std::string_view name, milliseconds timeout);
 Result<UniqueFd> openControlPort();
 
 // The spec the host sends right after kHello. No timeout here: a host that
-// never sends it stops the VM by its own deadline. A guest restored from a
-// boot template waits here, and gets kRefresh (the host's clock and
-// entropy) before the spec: `refresh` applies it.
+// never sends it stops the VM by its own deadline. The host sends kRefresh
+// before it: the clock alone to a booting guest, the clock and entropy to
+// one restored from a boot template (which waits here). `refresh` applies it.
 Result<agent::WorkloadSpec> receiveSpec(ControlPort& port,
                                         const std::function<void(std::string_view)>& refresh = {});
 

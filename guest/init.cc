@@ -26,9 +26,9 @@ namespace {
 // How long the host gets to acknowledge kExit.
 constexpr milliseconds kExitAckTimeout{3'000};
 
-// How long a restored guest waits for the host's answer to its clock probe
-// before its workload starts; the host answers at once, so only a host that
-// does not know the probe makes it wait this long.
+// How long init waits for the host's answer to its clock probe before the
+// workload starts; the host answers at once, so only a host that does not
+// know the probe makes it wait this long.
 constexpr milliseconds kClockAnswerTimeout{250};
 
 // How long a finished workload's TCP connections get to send what it left
